@@ -1,0 +1,199 @@
+//! Command-line interface of `weft-node`, in the conventions of Substrate nodes.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Parses `250ms`, `1s`, `1.5s`, `2m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let value: f64 = num.parse().map_err(|_| format!("not a duration: {s:?} (try 500ms or 2s)"))?;
+    if !value.is_finite() || value < 0.0 {
+        return Err(format!("not a duration: {s:?}"));
+    }
+    let secs = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("unknown unit {unit:?} in {s:?} (use ms, s or m)")),
+    };
+    let d = Duration::from_secs_f64(secs);
+    if d < Duration::from_millis(10) {
+        return Err("block time must be at least 10ms".into());
+    }
+    Ok(d)
+}
+
+/// `weft-node`: a Weft validator or full node.
+#[derive(Debug, Parser)]
+#[command(name = "weft-node", version, about = "Weft node: the chain where training a model is the work")]
+pub struct Cli {
+    /// A subcommand; without one the node runs.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// How to run.
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Options of a running node.
+#[derive(Debug, Args, Clone)]
+pub struct RunArgs {
+    /// Development chain: `--chain dev --validator --key //Alice`, and `--tmp` unless
+    /// `--base-path` is given.
+    #[arg(long)]
+    pub dev: bool,
+    /// Chain spec: `dev`, `local`, or a path to a JSON file.
+    #[arg(long, value_name = "CHAIN")]
+    pub chain: Option<String>,
+    /// Where the node keeps its data.
+    #[arg(long, short = 'd', value_name = "PATH")]
+    pub base_path: Option<PathBuf>,
+    /// Keep data in a temporary directory, deleted on exit.
+    #[arg(long)]
+    pub tmp: bool,
+    /// Author blocks (requires --key of a validator in the chain's set).
+    #[arg(long)]
+    pub validator: bool,
+    /// The validator's secret URI (e.g. //Alice or a mnemonic).
+    #[arg(long, env = "WEFT_NODE_KEY", value_name = "SURI", hide_env_values = true)]
+    pub key: Option<String>,
+    /// Node name shown in logs.
+    #[arg(long, default_value = "weft")]
+    pub name: String,
+    /// JSON-RPC port (HTTP and WebSocket).
+    #[arg(long, default_value_t = 9944)]
+    pub rpc_port: u16,
+    /// Listen for RPC on all interfaces instead of 127.0.0.1.
+    #[arg(long)]
+    pub rpc_external: bool,
+    /// Prometheus port.
+    #[arg(long, default_value_t = 9615)]
+    pub prometheus_port: u16,
+    /// Do not serve Prometheus metrics.
+    #[arg(long)]
+    pub no_prometheus: bool,
+    /// Time between blocks (dev engine), e.g. 1s or 200ms.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub block_time: Duration,
+    /// Most transactions kept in the pool.
+    #[arg(long, default_value_t = 65_536)]
+    pub pool_limit: usize,
+    /// Log filter, e.g. `info` or `weft_node=debug`.
+    #[arg(long, short = 'l', default_value = "info")]
+    pub log: String,
+}
+
+/// Chain selection and data location, shared by subcommands.
+#[derive(Debug, Args, Clone)]
+pub struct ChainArgs {
+    /// Chain spec: `dev`, `local`, or a path.
+    #[arg(long, default_value = "dev")]
+    pub chain: String,
+    /// Where the node keeps its data.
+    #[arg(long, short = 'd', value_name = "PATH")]
+    pub base_path: Option<PathBuf>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Key utilities.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Print a chain spec as JSON.
+    BuildSpec {
+        /// `dev`, `local` or a path.
+        #[arg(long, default_value = "dev")]
+        chain: String,
+    },
+    /// Delete the chain's database.
+    PurgeChain {
+        /// Chain and base path.
+        #[command(flatten)]
+        chain: ChainArgs,
+        /// Do not ask for confirmation.
+        #[arg(short = 'y')]
+        yes: bool,
+    },
+    /// Write blocks to a file (length-prefixed SCALE records of block and justification).
+    ExportBlocks {
+        /// Chain and base path.
+        #[command(flatten)]
+        chain: ChainArgs,
+        /// First block.
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        /// Last block (default: best).
+        #[arg(long)]
+        to: Option<u64>,
+        /// Output file.
+        output: PathBuf,
+    },
+    /// Import blocks from a file written by export-blocks, verifying each.
+    ImportBlocks {
+        /// Chain and base path.
+        #[command(flatten)]
+        chain: ChainArgs,
+        /// Input file.
+        input: PathBuf,
+    },
+    /// Measure block execution.
+    #[command(subcommand)]
+    Benchmark(BenchmarkCommand),
+}
+
+/// `key` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Generate a new sr25519 key with a 12-word mnemonic.
+    Generate {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the public key and address of a secret URI.
+    Inspect {
+        /// e.g. //Alice, or a mnemonic with optional derivation path.
+        suri: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `benchmark` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum BenchmarkCommand {
+    /// Signed transfers applied per second (signature checks, state root and write included).
+    Block {
+        /// Transfers per block.
+        #[arg(long, default_value_t = 5_000)]
+        transfers: usize,
+        /// Blocks to build and import.
+        #[arg(long, default_value_t = 5)]
+        blocks: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("200ms"), Ok(Duration::from_millis(200)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration("1h").is_err());
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("1ms").is_err());
+    }
+}

@@ -1,0 +1,129 @@
+//! Runs a node: opens the chain, starts RPC, metrics and (for validators) block production,
+//! and shuts down cleanly on Ctrl-C or SIGTERM. A `kill -9` is safe too: every block is one
+//! atomic write.
+
+use crate::chain::Chain;
+use crate::chain_spec::{self, ChainSpec};
+use crate::cli::RunArgs;
+use crate::consensus::DevEngine;
+use crate::metrics::{self, Metrics};
+use crate::pool::Pool;
+use crate::rpc::{self, RpcImpl};
+use anyhow::{bail, Context};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use weft_primitives::Keypair;
+
+/// The default base path: `$HOME/.local/share/weft-node`.
+pub fn default_base_path() -> PathBuf {
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    home.join(".local/share/weft-node")
+}
+
+/// The database directory of `spec` under `base`.
+pub fn database_path(base: &Path, spec: &ChainSpec) -> PathBuf {
+    base.join("chains").join(&spec.id).join("db")
+}
+
+/// Runs the node until it is told to stop.
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let chain_name = args.chain.clone().unwrap_or_else(|| "dev".to_string());
+    let spec = chain_spec::load(&chain_name)?;
+    let validator = args.validator || args.dev;
+    let key_suri = match (&args.key, args.dev) {
+        (Some(k), _) => Some(k.clone()),
+        (None, true) => Some("//Alice".to_string()),
+        (None, false) => None,
+    };
+    if validator && key_suri.is_none() {
+        bail!("--validator needs --key <SURI> (or WEFT_NODE_KEY)");
+    }
+    let key = key_suri.as_deref().map(Keypair::from_suri).transpose().context("--key")?;
+
+    // --dev without --base-path, or --tmp: a temporary directory removed on exit.
+    let tmp = if args.tmp || (args.dev && args.base_path.is_none()) {
+        Some(tempfile::Builder::new().prefix("weft-node").tempdir()?)
+    } else {
+        None
+    };
+    let base = match (&tmp, &args.base_path) {
+        (Some(t), _) => t.path().to_path_buf(),
+        (None, Some(p)) => p.clone(),
+        (None, None) => default_base_path(),
+    };
+    let db_path = database_path(&base, &spec);
+
+    let author = if validator { key.as_ref().map(|k| k.account_id()) } else { None };
+    let engine = Arc::new(DevEngine::new(if validator { key.clone() } else { None }));
+    let chain = Arc::new(
+        Chain::open(&db_path, &spec.name, &spec.genesis, engine)
+            .with_context(|| format!("opening the chain database at {}", db_path.display()))?,
+    );
+    if let Some(a) = author {
+        if !spec.genesis.validators.iter().any(|v| v.account == a) {
+            bail!("--key {a} is not a validator of chain {:?}", spec.id);
+        }
+    }
+    let heads = chain.heads();
+    tracing::info!("✌️  weft-node {}", env!("CARGO_PKG_VERSION"));
+    tracing::info!("📋 chain: {} ({}), genesis {}", spec.name, spec.id, chain.genesis_hash());
+    tracing::info!("💾 database: {}", db_path.display());
+    tracing::info!("📦 best block #{} {}", heads.best.number, heads.best_hash);
+
+    let metrics = Metrics::new();
+    metrics.set_height("best", heads.best.number);
+    metrics.set_height("finalized", heads.finalized.number);
+    let pool = Arc::new(Pool::new(args.pool_limit));
+
+    let host = if args.rpc_external { IpAddr::V4(Ipv4Addr::UNSPECIFIED) } else { IpAddr::V4(Ipv4Addr::LOCALHOST) };
+    if !args.no_prometheus {
+        let addr = metrics::serve(metrics.clone(), SocketAddr::new(host, args.prometheus_port))
+            .await
+            .with_context(|| format!("binding the Prometheus port {}", args.prometheus_port))?;
+        tracing::info!("📈 Prometheus metrics on http://{addr}/metrics");
+    }
+    let handlers = RpcImpl::new(chain.clone(), pool.clone(), metrics.clone(), spec.properties.clone(), args.dev);
+    let (rpc_addr, rpc_handle) = rpc::start(SocketAddr::new(host, args.rpc_port), handlers)
+        .await
+        .with_context(|| format!("binding the RPC port {}", args.rpc_port))?;
+    tracing::info!("🔌 JSON-RPC on ws://{rpc_addr} and http://{rpc_addr}");
+
+    let authoring = author.map(|a| {
+        tracing::info!("🧑‍🏭 authoring as {a}, a block every {:?}", args.block_time);
+        tokio::spawn(crate::authorship::run(chain.clone(), pool.clone(), metrics.clone(), a, args.block_time))
+    });
+
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    if let Some(t) = authoring {
+        t.abort();
+        let _ = t.await;
+    }
+    let _ = rpc_handle.stop();
+    chain.flush()?;
+    drop(tmp);
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,219 @@
+//! # weft-rpc-api
+//!
+//! The JSON-RPC 2.0 interface of a Weft node, declared once and used by the server (the node)
+//! and by typed clients (the `weft` CLI, the trainer, the tests). Names follow Substrate's
+//! `namespace_camelCase` convention; `weft_*` methods return decoded JSON, never opaque
+//! bytes. Balances are decimal strings (they exceed what JSON numbers carry exactly).
+//!
+//! Error codes: the JSON-RPC 2.0 codes for parse errors (-32700), unknown methods (-32601) and
+//! bad params (-32602); [`INVALID_TRANSACTION`] (1010) with the reason when a submitted
+//! extrinsic is rejected; [`POOL_FULL`] (1011); [`UNKNOWN_BLOCK`] (4003) for an `at` hash
+//! the node does not have.
+
+use jsonrpsee::proc_macros::rpc;
+use jsonrpsee::core::RpcResult;
+use serde::{Deserialize, Serialize};
+use weft_primitives::{AccountId, BlockNumber, Bytes, Hash, Header, Nonce};
+use weft_runtime::EventRecord;
+
+/// Error code: the extrinsic was rejected (bad signature, stale nonce, low balance, …).
+pub const INVALID_TRANSACTION: i32 = 1010;
+/// Error code: the transaction pool is full or already has the transaction.
+pub const POOL_FULL: i32 = 1011;
+/// Error code: the requested block is unknown.
+pub const UNKNOWN_BLOCK: i32 = 4003;
+/// Error code: the request is well-formed but cannot be served (e.g. bad storage key).
+pub const BAD_REQUEST: i32 = 4000;
+
+/// A block as `chain_getBlock` returns it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SignedBlock {
+    /// The block.
+    pub block: BlockJson,
+    /// The finality proof, SCALE-encoded, if any.
+    pub justification: Option<Bytes>,
+}
+
+/// A block with its extrinsics as SCALE hex.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BlockJson {
+    /// The header.
+    pub header: Header,
+    /// Encoded extrinsics.
+    pub extrinsics: Vec<Bytes>,
+}
+
+/// `system_health`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Health {
+    /// Connected peers.
+    pub peers: usize,
+    /// Whether the node is catching up.
+    pub is_syncing: bool,
+    /// Whether the node expects peers (false for `--dev`).
+    pub should_have_peers: bool,
+}
+
+/// `state_getReadProof`: the values at a block and a Merkle proof of each against the
+/// header's state root (Jellyfish Merkle tree sparse proofs, SCALE-encoded).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadProof {
+    /// The block.
+    pub at: Hash,
+    /// Its state root.
+    pub state_root: Hash,
+    /// One entry per requested key, in request order.
+    pub proofs: Vec<StorageProof>,
+}
+
+/// One key's value and proof.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageProof {
+    /// The storage key.
+    pub key: Bytes,
+    /// Its value, if present.
+    pub value: Option<Bytes>,
+    /// The proof (borsh-encoded `jmt::proof::SparseMerkleProof<Blake3>`).
+    pub proof: Bytes,
+}
+
+/// An account as `weft_account` returns it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountJson {
+    /// The account, SS58.
+    pub account: AccountId,
+    /// Next nonce.
+    pub nonce: Nonce,
+    /// Free balance, plancks, decimal string.
+    pub free: String,
+    /// Reserved balance, plancks, decimal string.
+    pub reserved: String,
+}
+
+/// Where an extrinsic landed, as `weft_extrinsic` returns it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExtrinsicReceipt {
+    /// The extrinsic hash.
+    pub hash: Hash,
+    /// The block that includes it.
+    pub block_hash: Hash,
+    /// That block's height.
+    pub block_number: BlockNumber,
+    /// Its position in the block.
+    pub index: u32,
+    /// Whether its call succeeded.
+    pub success: bool,
+    /// The error if it failed.
+    pub error: Option<weft_primitives::DispatchError>,
+    /// The events it emitted.
+    pub events: Vec<EventRecord>,
+}
+
+/// The life of a submitted extrinsic (`author_submitAndWatchExtrinsic`), as in Substrate.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum TransactionStatus {
+    /// Waiting for an earlier nonce.
+    Future,
+    /// In the pool, ready for the next block.
+    Ready,
+    /// Included in this block.
+    InBlock(Hash),
+    /// The including block is final.
+    Finalized(Hash),
+    /// Removed from the pool: it became invalid (e.g. its nonce was used by another).
+    Invalid,
+    /// Removed from the pool without being included (pool full, expired).
+    Dropped,
+}
+
+/// The Weft JSON-RPC interface.
+#[rpc(server, client)]
+pub trait WeftApi {
+    /// The header of `hash`, or of the best block.
+    #[method(name = "chain_getHeader")]
+    async fn header(&self, hash: Option<Hash>) -> RpcResult<Option<Header>>;
+
+    /// The block `hash`, or the best block.
+    #[method(name = "chain_getBlock")]
+    async fn block(&self, hash: Option<Hash>) -> RpcResult<Option<SignedBlock>>;
+
+    /// The hash of block `number`, or of the best block.
+    #[method(name = "chain_getBlockHash")]
+    async fn block_hash(&self, number: Option<BlockNumber>) -> RpcResult<Option<Hash>>;
+
+    /// The hash of the last finalized block.
+    #[method(name = "chain_getFinalizedHead")]
+    async fn finalized_head(&self) -> RpcResult<Hash>;
+
+    /// New best headers as they are imported.
+    #[subscription(name = "chain_subscribeNewHeads" => "chain_newHead", unsubscribe = "chain_unsubscribeNewHeads", item = Header)]
+    async fn subscribe_new_heads(&self) -> jsonrpsee::core::SubscriptionResult;
+
+    /// Newly finalized headers.
+    #[subscription(name = "chain_subscribeFinalizedHeads" => "chain_finalizedHead", unsubscribe = "chain_unsubscribeFinalizedHeads", item = Header)]
+    async fn subscribe_finalized_heads(&self) -> jsonrpsee::core::SubscriptionResult;
+
+    /// The raw value under `key` at block `at` (default: best).
+    #[method(name = "state_getStorage")]
+    async fn storage(&self, key: Bytes, at: Option<Hash>) -> RpcResult<Option<Bytes>>;
+
+    /// Values and Merkle proofs of `keys` against the state root of `at`.
+    #[method(name = "state_getReadProof")]
+    async fn read_proof(&self, keys: Vec<Bytes>, at: Option<Hash>) -> RpcResult<ReadProof>;
+
+    /// Submits a SCALE-encoded extrinsic; returns its hash.
+    #[method(name = "author_submitExtrinsic")]
+    async fn submit_extrinsic(&self, extrinsic: Bytes) -> RpcResult<Hash>;
+
+    /// Submits and follows an extrinsic through the pool and the chain.
+    #[subscription(name = "author_submitAndWatchExtrinsic" => "author_extrinsicUpdate", unsubscribe = "author_unwatchExtrinsic", item = TransactionStatus)]
+    async fn submit_and_watch_extrinsic(&self, extrinsic: Bytes) -> jsonrpsee::core::SubscriptionResult;
+
+    /// Extrinsics waiting in the pool.
+    #[method(name = "author_pendingExtrinsics")]
+    async fn pending_extrinsics(&self) -> RpcResult<Vec<Bytes>>;
+
+    /// Peers and sync state.
+    #[method(name = "system_health")]
+    async fn system_health(&self) -> RpcResult<Health>;
+
+    /// The node implementation's name.
+    #[method(name = "system_name")]
+    async fn system_name(&self) -> RpcResult<String>;
+
+    /// The node implementation's version.
+    #[method(name = "system_version")]
+    async fn system_version(&self) -> RpcResult<String>;
+
+    /// The chain's name from the chain spec.
+    #[method(name = "system_chain")]
+    async fn system_chain(&self) -> RpcResult<String>;
+
+    /// The chain spec's properties (tokenSymbol, tokenDecimals, ss58Format).
+    #[method(name = "system_properties")]
+    async fn system_properties(&self) -> RpcResult<serde_json::Value>;
+
+    /// Connected peers.
+    #[method(name = "system_peers")]
+    async fn system_peers(&self) -> RpcResult<Vec<serde_json::Value>>;
+
+    /// An account's nonce and balances at `at` (default: best).
+    #[method(name = "weft_account")]
+    async fn account(&self, account: AccountId, at: Option<Hash>) -> RpcResult<AccountJson>;
+
+    /// The events of block `at` (default: best), decoded.
+    #[method(name = "weft_events")]
+    async fn events(&self, at: Option<Hash>) -> RpcResult<Vec<EventRecord>>;
+
+    /// Where an extrinsic landed and what it did, if it is in the chain.
+    #[method(name = "weft_extrinsic")]
+    async fn extrinsic(&self, hash: Hash) -> RpcResult<Option<ExtrinsicReceipt>>;
+}

@@ -1,0 +1,201 @@
+//! Runtime tests over in-memory state: block execution, validation, layouts.
+
+use crate::executive::{execute_block, BlockContext};
+use crate::genesis::GenesisBalance;
+use crate::*;
+use parity_scale_codec::Encode;
+use weft_primitives::extrinsic::SigningContext;
+use weft_primitives::storage::MemoryState;
+use weft_primitives::{header::extrinsics_root, AccountId, Digest, Era, Hash, Header, Keypair};
+
+const UNIT: u128 = weft_primitives::units::UNIT;
+
+struct Chain {
+    state: MemoryState,
+    number: u64,
+    hashes: Vec<Hash>,
+}
+
+fn alice() -> Keypair {
+    Keypair::from_suri("//Alice").unwrap()
+}
+fn bob() -> Keypair {
+    Keypair::from_suri("//Bob").unwrap()
+}
+
+impl Chain {
+    fn new() -> Self {
+        let cfg = GenesisConfig {
+            existential_deposit: UNIT / 100,
+            balances: vec![
+                GenesisBalance { account: alice().account_id(), free: 1_000 * UNIT },
+                GenesisBalance { account: bob().account_id(), free: 10 * UNIT },
+            ],
+            validators: vec![GenesisValidator { account: alice().account_id(), stake: UNIT }],
+        };
+        let mut state = MemoryState::default();
+        state.apply(&build_genesis("test", &cfg).unwrap());
+        Chain { state, number: 0, hashes: vec![Hash([0xAA; 32])] }
+    }
+
+    fn ctx(&self, era: Era) -> SigningContext {
+        SigningContext { genesis_hash: self.hashes[0], birth_hash: self.hashes[era.birth() as usize] }
+    }
+
+    fn header(&self, xts: &[Extrinsic]) -> Header {
+        let enc: Vec<Vec<u8>> = xts.iter().map(|x| x.encode()).collect();
+        Header {
+            parent_hash: *self.hashes.last().unwrap(),
+            number: self.number + 1,
+            state_root: Hash::ZERO,
+            extrinsics_root: extrinsics_root(&enc),
+            timestamp: 1_000 * (self.number + 1),
+            author: alice().account_id(),
+            digest: Digest::default(),
+        }
+    }
+
+    fn execute(&mut self, xts: Vec<Extrinsic>) -> Result<BlockOutcome, BlockError> {
+        let block = Block { header: self.header(&xts), extrinsics: xts };
+        let out = execute_block(&self.state, &block)?;
+        self.state.apply(&out.changes);
+        self.number += 1;
+        self.hashes.push(block.header.hash());
+        Ok(out)
+    }
+
+    fn transfer(&self, from: &Keypair, to: AccountId, value: u128, nonce: u64) -> Extrinsic {
+        let era = Era::Immortal;
+        Extrinsic::new_signed(
+            RuntimeCall::Balances(balances::Call::Transfer { dest: to, value }),
+            from,
+            nonce,
+            0,
+            era,
+            self.ctx(era),
+        )
+    }
+
+    fn free(&self, who: &Keypair) -> u128 {
+        balances::account(&self.state, &who.account_id()).unwrap().free
+    }
+}
+
+#[test]
+fn transfers_execute_and_pay_fees() {
+    let mut c = Chain::new();
+    let xt = c.transfer(&alice(), bob().account_id(), 5 * UNIT, 0);
+    let fee = fees::fee_for_length(xt.encoded_size());
+    let out = c.execute(vec![xt]).unwrap();
+    assert_eq!(c.free(&bob()), 15 * UNIT);
+    assert_eq!(c.free(&alice()), 995 * UNIT - fee);
+    assert!(out.events.iter().any(|e| e.event == RuntimeEvent::System(system::Event::ExtrinsicSuccess)));
+    assert_eq!(balances::total_issuance(&c.state).unwrap(), 1_010 * UNIT - fee);
+    let stored = system::EVENTS.get(&c.state).unwrap().unwrap();
+    assert_eq!(stored, out.events);
+}
+
+#[test]
+fn replay_and_bad_signature_are_rejected_and_change_nothing() {
+    let mut c = Chain::new();
+    let xt = c.transfer(&alice(), bob().account_id(), UNIT, 0);
+    c.execute(vec![xt.clone()]).unwrap();
+    let before = c.state.clone();
+    assert_eq!(
+        c.execute(vec![xt]).unwrap_err(),
+        BlockError::InvalidExtrinsic { index: 0, reason: InvalidTransaction::Stale }
+    );
+    let mut forged = c.transfer(&alice(), bob().account_id(), UNIT, 1);
+    forged.call = RuntimeCall::Balances(balances::Call::Transfer { dest: bob().account_id(), value: 100 * UNIT });
+    assert_eq!(
+        c.execute(vec![forged]).unwrap_err(),
+        BlockError::InvalidExtrinsic { index: 0, reason: InvalidTransaction::BadSignature }
+    );
+    assert_eq!(c.state, before);
+}
+
+#[test]
+fn failed_call_rolls_back_but_pays_fee() {
+    let mut c = Chain::new();
+    let xt = c.transfer(&bob(), alice().account_id(), 50 * UNIT, 0);
+    let fee = fees::fee_for_length(xt.encoded_size());
+    let out = c.execute(vec![xt]).unwrap();
+    assert_eq!(c.free(&bob()), 10 * UNIT - fee);
+    let failed = out.events.iter().find_map(|e| match &e.event {
+        RuntimeEvent::System(system::Event::ExtrinsicFailed { error }) => Some(error.clone()),
+        _ => None,
+    });
+    let error = failed.expect("an ExtrinsicFailed event");
+    assert_eq!((error.pallet, error.error), (1, 0));
+    assert!(error.message.contains("InsufficientBalance"));
+    assert_eq!(balances::account(&c.state, &bob().account_id()).unwrap().nonce, 1);
+}
+
+#[test]
+fn pool_validation_checks_nonce_fee_and_era() {
+    let mut c = Chain::new();
+    c.execute(vec![]).unwrap();
+    let best = *c.hashes.last().unwrap();
+    let future = c.transfer(&alice(), bob().account_id(), UNIT, 3);
+    let v = validate_transaction(&c.state, c.number, best, &future, future.encoded_size()).unwrap();
+    assert_eq!((v.nonce, v.account_nonce), (3, 0));
+    let far = c.transfer(&alice(), bob().account_id(), UNIT, 1_000);
+    assert!(matches!(
+        validate_transaction(&c.state, c.number, best, &far, far.encoded_size()),
+        Err(executive::ApplyError::Invalid(InvalidTransaction::TooFarInFuture))
+    ));
+    let poor = Keypair::from_suri("//Nobody").unwrap();
+    let xt = c.transfer(&poor, bob().account_id(), 1, 0);
+    assert!(matches!(
+        validate_transaction(&c.state, c.number, best, &xt, xt.encoded_size()),
+        Err(executive::ApplyError::Invalid(InvalidTransaction::CannotPayFees))
+    ));
+    // Mortal: born at block 1, period 2 → valid in blocks 2 and 3 only.
+    let era = Era::Mortal { birth: 1, period: 2 };
+    let call = RuntimeCall::System(system::Call::Remark { remark: b"hi".to_vec() });
+    let mortal = Extrinsic::new_signed(call, &alice(), 0, 0, era, c.ctx(era));
+    assert!(validate_transaction(&c.state, c.number, best, &mortal, mortal.encoded_size()).is_ok());
+    c.execute(vec![]).unwrap();
+    c.execute(vec![]).unwrap();
+    let best = *c.hashes.last().unwrap();
+    assert!(matches!(
+        validate_transaction(&c.state, c.number, best, &mortal, mortal.encoded_size()),
+        Err(executive::ApplyError::Invalid(InvalidTransaction::Expired))
+    ));
+}
+
+#[test]
+fn block_must_follow_and_time_must_not_go_back() {
+    let mut c = Chain::new();
+    c.execute(vec![]).unwrap();
+    let mut h = c.header(&[]);
+    h.number = 5;
+    assert!(matches!(
+        BlockBuilder::new(&c.state, BlockContext::of(&h)),
+        Err(BlockError::BadNumber { .. })
+    ));
+    let mut h = c.header(&[]);
+    h.timestamp = 1;
+    assert!(matches!(
+        BlockBuilder::new(&c.state, BlockContext::of(&h)),
+        Err(BlockError::TimestampBackwards { .. })
+    ));
+}
+
+/// The SCALE layout of calls and extrinsics is part of the protocol: this test fails when it
+/// changes, so a change is deliberate (and bumps the format version).
+#[test]
+fn layouts_are_stable() {
+    let dest = AccountId([2; 32]);
+    let call = RuntimeCall::Balances(balances::Call::TransferKeepAlive { dest, value: 7 });
+    let mut expected = vec![1u8, 1];
+    expected.extend_from_slice(&[2; 32]);
+    expected.push(7 << 2);
+    assert_eq!(call.encode(), expected);
+    let remark = RuntimeCall::System(system::Call::Remark { remark: vec![9] });
+    assert_eq!(remark.encode(), vec![0, 0, 4, 9]);
+    let era = Era::Mortal { birth: 1, period: 2 };
+    assert_eq!(era.encode(), vec![1, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0]);
+    let ev = RuntimeEvent::Balances(balances::Event::DustLost { account: dest, amount: 1 });
+    assert_eq!(&ev.encode()[..2], &[1, 2]);
+}

@@ -1,0 +1,327 @@
+//! # weft-tests
+//!
+//! A harness for end-to-end tests that run the real binaries (`weft-node`, `weft`) on
+//! loopback and talk to them as users do:
+//!
+//! * [`bin`] finds a built binary next to the test executable
+//!   (`$CARGO_TARGET_DIR/<profile>/`);
+//! * [`Node`] starts `weft-node --dev` on free ports in a base directory, waits until its RPC
+//!   server answers `system_health`, and kills it (SIGKILL) on demand or when dropped;
+//! * [`wait_until`] / [`wait_for`] poll a condition against a deadline (never a fixed sleep);
+//! * [`run_cli`] runs `weft --url … <args>` and captures its exit status and output.
+//!
+//! Build the binaries first: `cargo build --release --workspace --bins`.
+
+use anyhow::{bail, Context, Result};
+use jsonrpsee::ws_client::{WsClient, WsClientBuilder};
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+use tokio::time::Instant;
+use weft_rpc_api::WeftApiClient;
+
+/// How long a node may take to answer its first RPC call.
+pub const NODE_START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often conditions are polled.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// The block time the test nodes run with.
+pub const BLOCK_TIME: &str = "200ms";
+
+/// The path of the built binary `name` (`weft-node`, `weft`): the test executable lives in
+/// `<target>/<profile>/deps/`, the binaries in `<target>/<profile>/`.
+///
+/// Panics with instructions when it is not built.
+pub fn bin(name: &str) -> PathBuf {
+    let found = std::env::current_exe().ok().and_then(|exe| {
+        let deps = exe.parent()?;
+        let profile = if deps.ends_with("deps") {
+            deps.parent()?
+        } else {
+            deps
+        };
+        let path = profile.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+        Some(path)
+    });
+    match found {
+        Some(path) if path.is_file() => path,
+        Some(path) => panic!(
+            "binary {name:?} not found at {}: build the binaries first with \
+             `cargo build --release --workspace --bins` (same profile and CARGO_TARGET_DIR \
+             as the tests)",
+            path.display()
+        ),
+        None => panic!("cannot locate the test executable to find the {name:?} binary"),
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound, read and released; another process could take it
+/// in between, which is unlikely on loopback).
+pub fn pick_free_port() -> u16 {
+    match TcpListener::bind(("127.0.0.1", 0)).and_then(|l| l.local_addr()) {
+        Ok(addr) => addr.port(),
+        Err(e) => panic!("cannot bind a loopback port: {e}"),
+    }
+}
+
+/// Polls `condition` every [`POLL_INTERVAL`] until it holds; fails after `timeout`.
+pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut condition: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    wait_for(timeout, what, || {
+        let fut = condition();
+        async move { fut.await.then_some(()) }
+    })
+    .await
+}
+
+/// Polls `probe` every [`POLL_INTERVAL`] until it returns `Some`; fails after `timeout`.
+pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe().await {
+            return Ok(v);
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// Serialises the tests that start nodes, so that `cargo test` without `--test-threads 1`
+/// does not run several nodes at once on a small machine. Hold the guard for the whole test.
+pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
+
+/// A running `weft-node --dev`.
+#[derive(Debug)]
+pub struct Node {
+    child: Option<Child>,
+    /// The JSON-RPC port (HTTP and WebSocket).
+    pub rpc_port: u16,
+    /// The Prometheus metrics port.
+    pub prometheus_port: u16,
+    /// The node's base directory (database, keys, log).
+    pub base_path: PathBuf,
+    /// Where the node's stdout and stderr go.
+    pub log_path: PathBuf,
+}
+
+impl Node {
+    /// Starts `weft-node --dev --base-path <base_path> --rpc-port <free> --prometheus-port
+    /// <free> --block-time 200ms <extra_args>` and waits until it answers `system_health`.
+    /// The node's output is appended to `<base_path>/node.log`.
+    pub async fn start(base_path: &Path, extra_args: &[&str]) -> Result<Node> {
+        std::fs::create_dir_all(base_path)
+            .with_context(|| format!("creating {}", base_path.display()))?;
+        let rpc_port = pick_free_port();
+        let mut prometheus_port = pick_free_port();
+        while prometheus_port == rpc_port {
+            prometheus_port = pick_free_port();
+        }
+        let log_path = base_path.join("node.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("opening {}", log_path.display()))?;
+        let log_err = log.try_clone().context("duplicating the log handle")?;
+        let child = Command::new(bin("weft-node"))
+            .arg("--dev")
+            .arg("--base-path")
+            .arg(base_path)
+            .args(["--rpc-port", &rpc_port.to_string()])
+            .args(["--prometheus-port", &prometheus_port.to_string()])
+            .args(["--block-time", BLOCK_TIME])
+            .args(extra_args)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .spawn()
+            .context("spawning weft-node")?;
+        let mut node = Node {
+            child: Some(child),
+            rpc_port,
+            prometheus_port,
+            base_path: base_path.to_path_buf(),
+            log_path,
+        };
+        node.wait_ready().await?;
+        Ok(node)
+    }
+
+    async fn wait_ready(&mut self) -> Result<()> {
+        let deadline = Instant::now() + NODE_START_TIMEOUT;
+        let url = self.ws_url();
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    bail!(
+                        "weft-node exited with {status} before answering RPC; log:\n{}",
+                        self.log_tail()
+                    );
+                }
+            }
+            if let Ok(client) = WsClientBuilder::default().build(&url).await {
+                if client.system_health().await.is_ok() {
+                    return Ok(());
+                }
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "weft-node did not answer system_health on {url} within {NODE_START_TIMEOUT:?}; log:\n{}",
+                    self.log_tail()
+                );
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// The last lines of the node's log (for failure messages).
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// `ws://127.0.0.1:<rpc_port>`.
+    pub fn ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}", self.rpc_port)
+    }
+
+    /// `http://127.0.0.1:<rpc_port>`.
+    pub fn http_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.rpc_port)
+    }
+
+    /// A new WebSocket JSON-RPC client to the node.
+    pub async fn client(&self) -> Result<WsClient> {
+        WsClientBuilder::default()
+            .build(self.ws_url())
+            .await
+            .with_context(|| format!("connecting to {}", self.ws_url()))
+    }
+
+    /// A new [`weft_cli::Client`] to the node.
+    pub async fn cli_client(&self) -> Result<weft_cli::Client> {
+        Ok(weft_cli::Client::connect(&self.ws_url()).await?)
+    }
+
+    /// Runs `weft --url <this node> <args>`.
+    pub async fn cli(&self, args: &[&str]) -> Result<CliOutput> {
+        run_cli(&self.ws_url(), args).await
+    }
+
+    /// Kills the node with SIGKILL (no shutdown of any kind) and reaps it.
+    pub fn kill9(&mut self) -> Result<ExitStatus> {
+        let Some(mut child) = self.child.take() else {
+            bail!("the node was already killed");
+        };
+        child.kill().context("sending SIGKILL to weft-node")?;
+        child.wait().context("reaping weft-node")
+    }
+
+    /// Whether the node process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// What a `weft` run printed.
+#[derive(Debug, Clone)]
+pub struct CliOutput {
+    /// The exit status.
+    pub status: ExitStatus,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl CliOutput {
+    /// Whether it exited with status 0.
+    pub fn success(&self) -> bool {
+        self.status.success()
+    }
+}
+
+impl std::fmt::Display for CliOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "status: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.status, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs `weft --url <url> <args>` and captures its output.
+pub async fn run_cli(url: &str, args: &[&str]) -> Result<CliOutput> {
+    let out = tokio::process::Command::new(bin("weft"))
+        .arg("--url")
+        .arg(url)
+        .args(args)
+        .env_remove("WEFT_URL")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .context("running weft")?;
+    Ok(CliOutput {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_are_bindable() {
+        let p = pick_free_port();
+        assert!(p > 0);
+        TcpListener::bind(("127.0.0.1", p)).unwrap();
+    }
+
+    #[tokio::test]
+    async fn wait_until_polls_and_times_out() {
+        let mut n = 0;
+        wait_until(Duration::from_secs(5), "counter", || {
+            n += 1;
+            let done = n >= 3;
+            async move { done }
+        })
+        .await
+        .unwrap();
+        assert_eq!(n, 3);
+        let err = wait_until(Duration::from_millis(120), "never", || async { false })
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("never"));
+        let v = wait_for(Duration::from_secs(1), "value", || async { Some(7) })
+            .await
+            .unwrap();
+        assert_eq!(v, 7);
+    }
+}

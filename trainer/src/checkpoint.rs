@@ -1,0 +1,138 @@
+//! Checkpoints of one stage: weights, AdamW state and step, in one safetensors file.
+//!
+//! Tensor names: `param.<name>` for each parameter, `adam_m.<name>` / `adam_v.<name>` for
+//! its moments, `meta.t` (int64 `[1]`: completed updates = next step), `meta.stage`
+//! (int64 `[2]`: stage, number of stages) and `meta.config` (uint8 `[32]`: blake3 of the
+//! model config's JSON), so a checkpoint cannot be loaded into another stage or model.
+//! Everything is stored in f32 exactly as trained, so resuming continues bit for bit
+//! (data assignment is counter-based and carries no state of its own).
+//!
+//! Writes are atomic: the file is written to `<path>.tmp` in the same directory, synced,
+//! then renamed over `path`, so a crash leaves either the old or the new checkpoint.
+
+use crate::error::{Error, Result};
+use crate::optim::Moments;
+use crate::pipeline::StageWorker;
+use std::collections::HashMap;
+use std::path::Path;
+use tch::{Device, Kind, Tensor};
+
+fn config_hash(worker: &StageWorker) -> Result<[u8; 32]> {
+    let json = serde_json::to_vec(worker.stage().config())
+        .map_err(|e| Error::Checkpoint(format!("cannot serialise the model config: {e}")))?;
+    Ok(*blake3::hash(&json).as_bytes())
+}
+
+fn cpu(t: &Tensor) -> Result<Tensor> {
+    Ok(t.f_detach()?.f_to_device(Device::Cpu)?.f_contiguous()?)
+}
+
+/// Saves `worker`'s stage weights, optimiser state and step to `path`, atomically.
+pub fn save(worker: &StageWorker, path: &Path) -> Result<()> {
+    let spec = worker.stage().spec();
+    let mut tensors: Vec<(String, Tensor)> = Vec::new();
+    for (name, p) in worker.stage().params() {
+        tensors.push((format!("param.{name}"), cpu(p)?));
+    }
+    for s in worker.optimizer().moments() {
+        tensors.push((format!("adam_m.{}", s.name), cpu(&s.m)?));
+        tensors.push((format!("adam_v.{}", s.name), cpu(&s.v)?));
+    }
+    tensors.push((
+        "meta.t".into(),
+        Tensor::f_from_slice(&[worker.optimizer().t() as i64])?,
+    ));
+    tensors.push((
+        "meta.stage".into(),
+        Tensor::f_from_slice(&[spec.stage as i64, spec.n_stages as i64])?,
+    ));
+    tensors.push((
+        "meta.config".into(),
+        Tensor::f_from_slice(&config_hash(worker)?)?,
+    ));
+
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| Error::Checkpoint(format!("{} is not a file path", path.display())))?;
+    let mut tmp_name = file_name.to_owned();
+    tmp_name.push(".tmp");
+    let tmp = path.with_file_name(tmp_name);
+    Tensor::write_safetensors(&tensors, &tmp)?;
+    let f = std::fs::File::open(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        // Persist the rename; not every platform can open a directory, so best effort.
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    tracing::info!(path = %path.display(), step = worker.optimizer().t(), "checkpoint saved");
+    Ok(())
+}
+
+/// Loads a checkpoint written by [`save`] into `worker` (which must hold the same stage of
+/// the same model). Returns the step to continue from.
+pub fn load(worker: &mut StageWorker, path: &Path) -> Result<u64> {
+    if !path.exists() {
+        return Err(Error::io(
+            path,
+            std::io::Error::from(std::io::ErrorKind::NotFound),
+        ));
+    }
+    let mut map: HashMap<String, Tensor> = Tensor::read_safetensors(path)?.into_iter().collect();
+    let mut take = |name: &str| -> Result<Tensor> {
+        map.remove(name)
+            .ok_or_else(|| Error::Checkpoint(format!("{} lacks tensor {name}", path.display())))
+    };
+    let spec = worker.stage().spec();
+    let stage: Vec<i64> = Vec::try_from(&take("meta.stage")?)?;
+    if stage != [spec.stage as i64, spec.n_stages as i64] {
+        return Err(Error::Checkpoint(format!(
+            "checkpoint is of stage {stage:?}, this worker runs stage {} of {}",
+            spec.stage, spec.n_stages
+        )));
+    }
+    let hash: Vec<u8> = Vec::try_from(&take("meta.config")?)?;
+    if hash != config_hash(worker)? {
+        return Err(Error::Checkpoint(
+            "checkpoint was made for another model config".into(),
+        ));
+    }
+    let t: Vec<i64> = Vec::try_from(&take("meta.t")?)?;
+    let t = match t.as_slice() {
+        [t] if *t >= 0 => *t as u64,
+        _ => return Err(Error::Checkpoint(format!("bad meta.t {t:?}"))),
+    };
+    let mut weights = Vec::new();
+    let mut moments = Vec::new();
+    for (name, p) in worker.stage().params() {
+        let check = |t: Tensor| -> Result<Tensor> {
+            if t.size() != p.size() || t.f_kind()? != Kind::Float {
+                return Err(Error::Checkpoint(format!(
+                    "{name}: checkpoint has {:?} {:?}, the model {:?} {:?}",
+                    t.f_kind()?,
+                    t.size(),
+                    p.f_kind()?,
+                    p.size()
+                )));
+            }
+            Ok(t)
+        };
+        weights.push((name.clone(), check(take(&format!("param.{name}"))?)?));
+        moments.push(Moments {
+            name: name.clone(),
+            m: check(take(&format!("adam_m.{name}"))?)?,
+            v: check(take(&format!("adam_v.{name}"))?)?,
+        });
+    }
+    if let Some(extra) = map.keys().next() {
+        return Err(Error::Checkpoint(format!(
+            "unexpected tensor {extra} in {}",
+            path.display()
+        )));
+    }
+    worker.load_state(&weights, t, moments)?;
+    tracing::info!(path = %path.display(), step = t, "checkpoint loaded");
+    Ok(t)
+}

@@ -1,0 +1,29 @@
+//! The Weft trainer library: the model, pipeline-parallel training of one stage, data
+//! assignment, the optimiser, commitments to tensors, and checkpoints.
+//!
+//! A contributor trains one stage of a shared GPT-style transformer; every step it
+//! commits Merkle roots of what it received, computed and sent ([`commit`]), and keeps the
+//! tensors so that an auditor can recompute the step. Everything that an auditor must be
+//! able to redo — parameter initialisation ([`model`]), the batch of a step ([`data`]),
+//! the update ([`optim`]) — is a deterministic function of public numbers.
+//!
+//! Modules:
+//! * [`config`]: model and training configuration (JSON), device selection.
+//! * [`model`]: the transformer, cut into [`model::Stage`]s with stage-independent init.
+//! * [`data`]: token sources and counter-based batch assignment.
+//! * [`optim`]: explicit AdamW, learning-rate schedule, gradient clipping.
+//! * [`commit`]: canonical tensor bytes, chunked blake3 Merkle roots, step commitments.
+//! * [`pipeline`]: the per-stage worker (forward / backward / update) and an in-process
+//!   pipeline driver.
+//! * [`checkpoint`]: atomic safetensors checkpoints of a stage.
+
+pub mod checkpoint;
+pub mod commit;
+pub mod config;
+pub mod data;
+pub mod error;
+pub mod model;
+pub mod optim;
+pub mod pipeline;
+
+pub use error::{Error, Result};

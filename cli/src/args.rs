@@ -39,7 +39,7 @@ pub enum KeyInput {
     /// A key pair from a secret URI.
     Secret {
         /// The key pair.
-        pair: Keypair,
+        pair: Box<Keypair>,
         /// The secret URI as typed.
         suri: String,
     },
@@ -63,7 +63,7 @@ pub fn parse_key_input(s: &str) -> Result<KeyInput, ArgError> {
     }
     match Keypair::from_suri(s) {
         Ok(pair) => Ok(KeyInput::Secret {
-            pair,
+            pair: Box::new(pair),
             suri: s.to_string(),
         }),
         Err(_) => Err(ArgError::NotAnAccount(s.to_string())),

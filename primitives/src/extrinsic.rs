@@ -188,3 +188,27 @@ mod tests {
         assert!(Era::Immortal.is_valid_at(u64::MAX));
     }
 }
+
+#[cfg(test)]
+mod decode_robustness {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Arbitrary bytes never panic the decoder, and whatever decodes re-encodes to exactly
+        /// the bytes it consumed (the fuzz targets in `fuzz/` push this much further).
+        #[test]
+        fn garbage_never_panics(data in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let mut input = &data[..];
+            if let Ok(xt) = UncheckedExtrinsic::<Vec<u8>>::decode(&mut input) {
+                let consumed = data.len() - input.len();
+                prop_assert_eq!(xt.encode(), data[..consumed].to_vec());
+            }
+            let mut input = &data[..];
+            if let Ok(h) = crate::Header::decode(&mut input) {
+                let consumed = data.len() - input.len();
+                prop_assert_eq!(h.encode(), data[..consumed].to_vec());
+            }
+        }
+    }
+}

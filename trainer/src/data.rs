@@ -258,9 +258,9 @@ impl Synthetic {
     /// A chain over `n_states` tokens whose transition row `i` has weights `uᵢⱼ^sharpness`
     /// (u uniform in (0, 1] from the seed), normalised. Larger `sharpness` = lower entropy.
     pub fn new(seed: u64, n_states: usize, sharpness: f64) -> Result<Self> {
-        if !(2..=65536).contains(&n_states) {
+        if !(2..=4096).contains(&n_states) {
             return Err(Error::Data(format!(
-                "n_states must be in 2..=65536, got {n_states}"
+                "n_states must be in 2..=4096 (the table is dense), got {n_states}"
             )));
         }
         if !(sharpness.is_finite() && sharpness > 0.0) {
@@ -268,6 +268,11 @@ impl Synthetic {
                 "sharpness must be positive, got {sharpness}"
             )));
         }
+        Ok(Synthetic::build(seed, n_states, sharpness))
+    }
+
+    /// [`Synthetic::new`] for arguments already checked.
+    fn build(seed: u64, n_states: usize, sharpness: f64) -> Self {
         let mut rng = KeyedStream::new("weft-trainer synthetic table v1", &seed.to_le_bytes());
         let transition: Vec<Vec<f64>> = (0..n_states)
             .map(|_| {
@@ -295,19 +300,18 @@ impl Synthetic {
             }
         }
         let cumulative_rows = transition.iter().map(|r| cumulative(r)).collect();
-        Ok(Synthetic {
+        Synthetic {
             seed,
             stationary_cumulative: cumulative(&pi),
             stationary: pi,
             cumulative: cumulative_rows,
             transition,
-        })
+        }
     }
 
     /// The default chain for tests and `--data synthetic`: 16 states, sharpness 4.
     pub fn standard(seed: u64) -> Self {
-        // Cannot fail: the arguments are in range.
-        Synthetic::new(seed, 16, 4.0).unwrap_or_else(|_| unreachable!())
+        Synthetic::build(seed, 16, 4.0)
     }
 
     /// The entropy rate in nats/token: the expected loss of the perfect model.
@@ -410,6 +414,16 @@ impl Batcher {
             micro_batch_size,
             seq_len,
         })
+    }
+
+    /// Rows per micro-batch.
+    pub fn micro_batch_size(&self) -> i64 {
+        self.micro_batch_size
+    }
+
+    /// Tokens per row.
+    pub fn seq_len(&self) -> i64 {
+        self.seq_len
     }
 
     /// The token source.

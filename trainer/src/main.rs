@@ -33,6 +33,10 @@ struct Cli {
 
 #[derive(Debug, Args)]
 struct ModelArgs {
+    /// CPU threads for libtorch (0 = its default). On a shared machine, 1 avoids the
+    /// large slow-downs of OpenMP threads waiting for a busy core.
+    #[arg(long, default_value_t = 0)]
+    threads: i32,
     /// Model config JSON (overrides --preset).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -88,6 +92,9 @@ impl ModelArgs {
         }
         train.validate()?;
         let device = self.device.parse::<DeviceSpec>()?.resolve()?;
+        if self.threads > 0 {
+            tch::set_num_threads(self.threads);
+        }
         Ok((model, train, device))
     }
 }

@@ -155,6 +155,18 @@ impl StageWorker {
                 spec.stage
             )));
         }
+        if let Some(d) = &data {
+            let cfg = stage.config();
+            if d.micro_batch_size() != train.micro_batch_size || d.seq_len() != cfg.seq_len {
+                return Err(Error::Config(format!(
+                    "the batcher cuts {}×{} micro-batches, the run needs {}×{}",
+                    d.micro_batch_size(),
+                    d.seq_len(),
+                    train.micro_batch_size,
+                    cfg.seq_len
+                )));
+            }
+        }
         let optim = AdamW::new(stage.params(), &train)?;
         Ok(StageWorker {
             stage,

@@ -122,6 +122,87 @@ fn four_stages_match_one_stage_with_tied_embeddings() {
 }
 
 #[test]
+fn four_stages_match_one_stage_with_stage_scope_and_no_clipping() {
+    let train = TrainConfig {
+        clip_scope: ClipScope::Stage,
+        grad_clip: 0.0,
+        ..TrainConfig::tiny()
+    };
+    pipeline_vs_single(
+        ModelConfig {
+            seed: 4,
+            ..ModelConfig::tiny()
+        },
+        train,
+        3,
+    );
+}
+
+#[test]
+fn dropout_is_reproducible() {
+    tch::set_num_threads(1);
+    let cfg = ModelConfig {
+        dropout: 0.2,
+        ..ModelConfig::tiny()
+    };
+    let train = TrainConfig::tiny();
+    let data = text_batcher(&train, &cfg);
+    let run = || {
+        let mut w = build_workers(
+            &cfg,
+            &train,
+            2,
+            &data,
+            Device::Cpu,
+            WorkerOptions::default(),
+        )
+        .unwrap();
+        (0..3)
+            .map(|s| run_step_in_process(&mut w, s).unwrap())
+            .collect::<Vec<f64>>()
+    };
+    let (a, b) = (run(), run());
+    assert_eq!(a, b);
+    let no_dropout = {
+        let cfg0 = ModelConfig {
+            dropout: 0.0,
+            ..cfg.clone()
+        };
+        let mut w = build_workers(
+            &cfg0,
+            &train,
+            2,
+            &data,
+            Device::Cpu,
+            WorkerOptions::default(),
+        )
+        .unwrap();
+        run_step_in_process(&mut w, 0).unwrap()
+    };
+    assert_ne!(a[0], no_dropout);
+}
+
+#[test]
+fn mismatched_batcher_is_refused() {
+    let cfg = ModelConfig::tiny();
+    let train = TrainConfig::tiny();
+    let other = TrainConfig {
+        micro_batch_size: 3,
+        ..train.clone()
+    };
+    let data = text_batcher(&other, &cfg);
+    assert!(build_workers(
+        &cfg,
+        &train,
+        2,
+        &data,
+        Device::Cpu,
+        WorkerOptions::default()
+    )
+    .is_err());
+}
+
+#[test]
 fn learns_synthetic_chain_to_its_entropy_rate() {
     tch::set_num_threads(1);
     let cfg = ModelConfig {

@@ -43,7 +43,9 @@ while :; do
   amount="$((round % 9 + 1)).$((round % 100))"
   if out=$("$WEFT_BIN/weft" --url "$url" transfer --from "$from" --to "$to" --amount "$amount" --wait in-block 2>&1); then
     sent=$((sent + 1))
-    echo "$from -> $to  $amount WEFT  $(echo "$out" | grep -i -m1 'block' | tr -s ' ')"
+    block=$(echo "$out" | grep -m1 -E '^Block:' | tr -s ' ' | cut -d' ' -f2 | tr -d '#')
+    fee=$(echo "$out" | grep -m1 -E '^Fee:' | tr -s ' ' | cut -d' ' -f2-3)
+    printf '%-8s -> %-8s %6s WEFT  in block #%s  fee %s\n' "$from" "$to" "$amount" "$block" "$fee"
   else
     failed=$((failed + 1))
     echo "transfer failed: $out"
@@ -54,6 +56,7 @@ done
 echo "== balances after"
 for a in "${accounts[@]}"; do printf '%-8s ' "$a"; "$WEFT_BIN/weft" --url "$url" account "$a" | grep -i free; done
 echo "== summary"
-"$WEFT_BIN/weft" --url "$url" block finalized | head -n 3
+summary=$("$WEFT_BIN/weft" --url "$url" block finalized)
+echo "$summary" | grep -E '^(Number|Hash|State root)'
 echo "transfers included: $sent, failed: $failed"
 curl -s "http://127.0.0.1:$prom_port/metrics" | grep -E '^weft_(block_height|txpool_size)' || true

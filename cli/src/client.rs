@@ -26,7 +26,7 @@ use weft_primitives::{
     AccountId, Balance, BlockNumber, Bytes, DispatchError, Era, Hash, Header, Keypair, Nonce,
     SigningContext, UncheckedExtrinsic,
 };
-use weft_rpc_api::{AccountJson, ExtrinsicReceipt, TransactionStatus, WeftApiClient};
+use weft_rpc_api::{AccountJson, ExtrinsicReceipt, SignedBlock, TransactionStatus, WeftApiClient};
 use weft_runtime::{EventRecord, Extrinsic, RuntimeCall, RuntimeEvent};
 
 /// The default mortality of a transaction, in blocks.
@@ -42,22 +42,30 @@ const RECEIPT_POLL: Duration = Duration::from_millis(50);
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The WebSocket connection could not be opened.
-    #[error("cannot connect to the node at {url}: {source}")]
+    #[error("cannot connect to the node at {url}: {error}")]
     Connect {
         /// The URL tried.
         url: String,
-        /// Why.
-        #[source]
-        source: RpcError,
+        /// Why (shown in the message, so not chained as a source).
+        error: RpcError,
     },
-    /// A JSON-RPC call failed (transport error or an error answer).
-    #[error("RPC call {method} failed: {source}")]
+    /// The node answered a JSON-RPC call with an error.
+    #[error("RPC call {method} failed: {message} (code {code})")]
+    Node {
+        /// The JSON-RPC method.
+        method: &'static str,
+        /// The JSON-RPC error code.
+        code: i32,
+        /// The node's message.
+        message: String,
+    },
+    /// A JSON-RPC call failed without an answer (connection, timeout, undecodable reply).
+    #[error("RPC call {method} failed: {error}")]
     Rpc {
         /// The JSON-RPC method.
         method: &'static str,
-        /// The error.
-        #[source]
-        source: RpcError,
+        /// The error (shown in the message, so not chained as a source).
+        error: RpcError,
     },
     /// The node refused the extrinsic when it was submitted.
     #[error("the node rejected the extrinsic: {message} (code {code})")]
@@ -78,7 +86,7 @@ pub enum ClientError {
     SubscriptionClosed(Hash),
     /// A status notification could not be decoded.
     #[error("undecodable status notification: {0}")]
-    Notification(#[source] serde_json::Error),
+    Notification(serde_json::Error),
     /// The wanted state was not reached in time.
     #[error("extrinsic {hash} did not reach the wanted state within {timeout:?}")]
     Timeout {
@@ -285,7 +293,14 @@ pub struct Client {
 }
 
 fn rpc_err(method: &'static str) -> impl FnOnce(RpcError) -> ClientError {
-    move |source| ClientError::Rpc { method, source }
+    move |error| match error {
+        RpcError::Call(obj) => ClientError::Node {
+            method,
+            code: obj.code(),
+            message: obj.message().to_string(),
+        },
+        error => ClientError::Rpc { method, error },
+    }
 }
 
 /// Turns an error answer to a submission into [`ClientError::Rejected`].
@@ -295,7 +310,7 @@ fn submission_err(method: &'static str) -> impl FnOnce(RpcError) -> ClientError 
             code: obj.code(),
             message: obj.message().to_string(),
         },
-        source => ClientError::Rpc { method, source },
+        error => ClientError::Rpc { method, error },
     }
 }
 
@@ -306,9 +321,9 @@ impl Client {
             .request_timeout(Duration::from_secs(60))
             .build(url)
             .await
-            .map_err(|source| ClientError::Connect {
+            .map_err(|error| ClientError::Connect {
                 url: url.to_string(),
-                source,
+                error,
             })?;
         Ok(Client { rpc })
     }
@@ -335,6 +350,43 @@ impl Client {
             .await
             .map_err(rpc_err("chain_getHeader"))?
             .ok_or_else(|| ClientError::MissingBlock("the best block".into()))
+    }
+
+    /// The hash of block `number` on the best chain, if there is one.
+    pub async fn block_hash(&self, number: BlockNumber) -> Result<Option<Hash>, ClientError> {
+        self.rpc
+            .block_hash(Some(number))
+            .await
+            .map_err(rpc_err("chain_getBlockHash"))
+    }
+
+    /// The hash of the last finalized block.
+    pub async fn finalized_head(&self) -> Result<Hash, ClientError> {
+        self.rpc
+            .finalized_head()
+            .await
+            .map_err(rpc_err("chain_getFinalizedHead"))
+    }
+
+    /// The header of block `hash`, if the node has it.
+    pub async fn header(&self, hash: Hash) -> Result<Option<Header>, ClientError> {
+        self.rpc
+            .header(Some(hash))
+            .await
+            .map_err(rpc_err("chain_getHeader"))
+    }
+
+    /// The block `hash` with its encoded extrinsics, if the node has it.
+    pub async fn block(&self, hash: Hash) -> Result<Option<SignedBlock>, ClientError> {
+        self.rpc
+            .block(Some(hash))
+            .await
+            .map_err(rpc_err("chain_getBlock"))
+    }
+
+    /// The decoded events of block `at` (default: best block).
+    pub async fn events(&self, at: Option<Hash>) -> Result<Vec<EventRecord>, ClientError> {
+        self.rpc.events(at).await.map_err(rpc_err("weft_events"))
     }
 
     /// An account's nonce and balances at `at` (default: best block).

@@ -25,7 +25,6 @@ use weft_cli::render::{self, field, weft, weft_str};
 use weft_cli::{Client, Receipt, Stage, SubmitOptions, WaitFor, DEFAULT_MORTALITY};
 use weft_primitives::crypto::KeyInfo;
 use weft_primitives::{AccountId, Balance, BlockNumber, Digest, Hash, Keypair, Moment};
-use weft_rpc_api::WeftApiClient;
 use weft_runtime::{balances, system, EventRecord, RuntimeCall};
 
 /// The Weft command-line client.
@@ -380,34 +379,19 @@ struct BlockOut {
 
 async fn block(url: &str, json: bool, selector: BlockSelector) -> Result<()> {
     let client = connect(url).await?;
-    let rpc = client.rpc();
     let hash = match selector {
         BlockSelector::Best => Some(client.best_header().await?.hash()),
-        BlockSelector::Finalized => Some(
-            rpc.finalized_head()
-                .await
-                .context("RPC call chain_getFinalizedHead failed")?,
-        ),
-        BlockSelector::Number(n) => rpc
-            .block_hash(Some(n))
-            .await
-            .context("RPC call chain_getBlockHash failed")?,
+        BlockSelector::Finalized => Some(client.finalized_head().await?),
+        BlockSelector::Number(n) => client.block_hash(n).await?,
         BlockSelector::Hash(h) => Some(h),
     };
     let Some(hash) = hash else {
         bail!("the node has no block {selector}");
     };
-    let Some(signed) = rpc
-        .block(Some(hash))
-        .await
-        .context("RPC call chain_getBlock failed")?
-    else {
+    let Some(signed) = client.block(hash).await? else {
         bail!("the node has no block {selector}");
     };
-    let events = rpc
-        .events(Some(hash))
-        .await
-        .context("RPC call weft_events failed")?;
+    let events = client.events(Some(hash)).await?;
     let header = signed.block.header;
     let out = BlockOut {
         number: header.number,

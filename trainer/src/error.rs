@@ -39,6 +39,12 @@ pub enum Error {
     /// A checkpoint does not match the stage it is loaded into.
     #[error("checkpoint: {0}")]
     Checkpoint(String),
+    /// The network failed or a peer misbehaved (cross-process pipeline).
+    #[error("network: {0}")]
+    Network(String),
+    /// A peer table is invalid.
+    #[error("peer table: {0}")]
+    Peers(String),
 }
 
 impl Error {

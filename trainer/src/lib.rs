@@ -16,6 +16,9 @@
 //! * [`pipeline`]: the per-stage worker (forward / backward / update) and an in-process
 //!   pipeline driver.
 //! * [`checkpoint`]: atomic safetensors checkpoints of a stage.
+//! * [`wire`]: SCALE-framed tensors and the pipeline / reveal messages, validated on receipt.
+//! * [`peer`]: one stage as its own process, talking to its neighbours over libp2p.
+//! * [`store`]: the on-disk store of committed tensors, the reveal server, the journal.
 
 pub mod checkpoint;
 pub mod commit;
@@ -24,6 +27,9 @@ pub mod data;
 pub mod error;
 pub mod model;
 pub mod optim;
+pub mod peer;
 pub mod pipeline;
+pub mod store;
+pub mod wire;
 
 pub use error::{Error, Result};

@@ -6,7 +6,11 @@
 //! * `local-train`: trains a model with all its pipeline stages in this process (the same
 //!   stage workers a networked trainer runs), printing loss and throughput per step.
 //! * `bench`: throughput of the S-stage in-process pipeline relative to the unsplit model,
-//!   and the memory each stage needs for training.
+//!   and the memory each stage needs for training; with `--cross-process`, of S
+//!   `pipeline` processes on loopback.
+//! * `pipeline`: trains one stage as its own process, with its neighbours over libp2p
+//!   (peers from a static table until the chain assigns them), committing every step.
+//! * `peer-id`: prints the libp2p peer id of a `--key-seed`, to write a peer table.
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -127,8 +131,20 @@ enum Command {
         #[command(flatten)]
         model: ModelArgs,
     },
+    /// Train one pipeline stage in this process, with the other stages' processes over
+    /// libp2p.
+    Pipeline(PipelineArgs),
+    /// Print the libp2p peer id of a key seed.
+    PeerId {
+        /// 32-byte ed25519 secret seed, hex.
+        #[arg(long)]
+        key_seed: String,
+    },
     /// Throughput of the S-stage in-process pipeline relative to the unsplit model.
     Bench {
+        /// Run the S stages as S `pipeline` processes on loopback instead of in this process.
+        #[arg(long)]
+        cross_process: bool,
         /// Number of pipeline stages.
         #[arg(long, default_value_t = 4)]
         stages: usize,
@@ -355,6 +371,302 @@ fn bench(stages: usize, steps: u64, warmup: u64, args: &ModelArgs) -> anyhow::Re
     Ok(())
 }
 
+#[derive(Debug, Args)]
+struct PipelineArgs {
+    /// This process's stage (0-based).
+    #[arg(long)]
+    stage: usize,
+    /// Number of stages of the run.
+    #[arg(long)]
+    stages: usize,
+    /// Peer table (TOML): per stage a peer id and addresses, optionally auditors.
+    #[arg(long)]
+    peers: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "/ip4/127.0.0.1/tcp/0")]
+    listen: String,
+    /// Checkpoint, journal, tensor store (and the node key when no --key-seed).
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Training data: `synthetic`, a text file or directory, or `.bin` u16 token files.
+    #[arg(long, default_value = "synthetic")]
+    data: String,
+    /// Train until this many steps are complete.
+    #[arg(long)]
+    steps: u64,
+    /// The run id.
+    #[arg(long, default_value_t = 0)]
+    run: u64,
+    /// This trainer's replica of the stage.
+    #[arg(long, default_value_t = 0)]
+    replica: u32,
+    /// 32-byte ed25519 secret seed, hex (default: `<data-dir>/node-key`, created at random).
+    #[arg(long)]
+    key_seed: Option<String>,
+    /// Checkpoint every N steps (and at the end).
+    #[arg(long, default_value_t = 10)]
+    checkpoint_every: u64,
+    /// Steps kept in the tensor store for reveals (at least --checkpoint-every).
+    #[arg(long, default_value_t = 64)]
+    retention: u64,
+    /// Peer allowed to fetch reveals of this stage (repeatable; adds to the table's auditors).
+    #[arg(long)]
+    auditor: Vec<String>,
+    /// Seconds to wait for a partner's message before giving up.
+    #[arg(long, default_value_t = 600)]
+    peer_timeout: u64,
+    /// Largest message, MiB.
+    #[arg(long, default_value_t = 256)]
+    max_message_mib: usize,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+fn parse_seed(hex_seed: &str) -> anyhow::Result<[u8; 32]> {
+    let bytes = hex::decode(hex_seed.trim().trim_start_matches("0x"))
+        .context("the key seed is not hex")?;
+    bytes
+        .try_into()
+        .map_err(|b: Vec<u8>| anyhow::anyhow!("the key seed must be 32 bytes, got {}", b.len()))
+}
+
+fn peer_id_of(hex_seed: &str) -> anyhow::Result<weft_p2p::PeerId> {
+    let kp = weft_p2p::keypair_from_seed(parse_seed(hex_seed)?)?;
+    Ok(kp.public().to_peer_id())
+}
+
+fn node_seed(args: &PipelineArgs) -> anyhow::Result<[u8; 32]> {
+    if let Some(s) = &args.key_seed {
+        return parse_seed(s);
+    }
+    let path = args.data_dir.join("node-key");
+    if path.exists() {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        return parse_seed(&text);
+    }
+    let mut seed = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
+    weft_trainer::store::write_atomic(&path, hex::encode(seed).as_bytes())?;
+    Ok(seed)
+}
+
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn pipeline(args: PipelineArgs) -> anyhow::Result<()> {
+    use weft_trainer::peer::{run_stage, NodeConfig, PeerTable, RetryPolicy};
+    let (model, train, device) = args.model.load(args.steps)?;
+    model.validate_stages(args.stages)?;
+    if args.stage >= args.stages {
+        anyhow::bail!("stage {} of {} does not exist", args.stage, args.stages);
+    }
+    let peers = PeerTable::load(&args.peers)?;
+    let mut auditors = peers.auditors_of(args.stage);
+    for a in &args.auditor {
+        auditors.insert(a.parse().with_context(|| format!("bad auditor peer id {a}"))?);
+    }
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let seed = node_seed(&args)?;
+    let spec = weft_trainer::model::StageSpec::new(args.stage, args.stages)?;
+    let data = if spec.is_first() || spec.is_last() {
+        let source = open_data(&args.data, model.seed)?;
+        Some(Batcher::new(
+            source,
+            train.micro_batch_size,
+            model.seq_len,
+            model.vocab_size,
+        )?)
+    } else {
+        None
+    };
+    let stage = weft_trainer::model::Stage::new(&model, spec, device)?;
+    let params = stage.num_params();
+    let mut worker = StageWorker::new(stage, train.clone(), data, WorkerOptions { commit: true })?;
+    if args.model.bf16 {
+        worker.set_autocast_bf16(true);
+    }
+    let listen: weft_p2p::Address = args
+        .listen
+        .parse()
+        .with_context(|| format!("bad listen address {}", args.listen))?;
+    let max_bytes = args.max_message_mib * 1024 * 1024;
+    let cfg = NodeConfig {
+        run: args.run,
+        replica: args.replica,
+        steps: args.steps,
+        data_dir: args.data_dir.clone(),
+        checkpoint_every: args.checkpoint_every,
+        retention: args.retention.max(args.checkpoint_every),
+        peers,
+        auditors,
+        limits: weft_trainer::wire::Limits {
+            max_bytes,
+            ..Default::default()
+        },
+        peer_timeout: std::time::Duration::from_secs(args.peer_timeout),
+        retry: RetryPolicy::default(),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let stage_no = args.stage;
+    let summary = rt.block_on(async move {
+        let net_cfg = weft_p2p::Config {
+            listen: vec![listen],
+            max_message_bytes: max_bytes + 4096,
+            ..Default::default()
+        };
+        let (net, inbound) = weft_p2p::spawn(weft_p2p::keypair_from_seed(seed)?, net_cfg).await?;
+        println!(
+            "stage {stage_no}/{}: peer {} listening on {:?}; {params} parameters; device {device:?}",
+            args.stages,
+            net.local_peer_id(),
+            net.listen_addrs()
+        );
+        let progress = Box::new(|p: &weft_trainer::peer::StepProgress| {
+            let loss = p.loss.map_or("-".to_string(), |l| format!("{l:.9}"));
+            println!(
+                "stage {} step {} loss {loss} tok/s {:.0} sent {} recv {} time {:.4}",
+                p.stage, p.step, p.tokens_per_s, p.bytes_sent, p.bytes_received, p.seconds
+            );
+        });
+        anyhow::Ok(run_stage(cfg, worker, net, inbound, progress).await?)
+    })?;
+    println!(
+        "stage {stage_no} done: resumed at step {} (replayed {}), sent {} B, received {} B, peak RSS {:.1} MiB",
+        summary.resumed_at,
+        summary.replayed,
+        summary.bytes_sent,
+        summary.bytes_received,
+        peak_rss_mib().unwrap_or(f64::NAN)
+    );
+    Ok(())
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Tokens/s of S `pipeline` processes on loopback ÷ tokens/s of the unsplit model here.
+fn bench_cross_process(
+    stages: usize,
+    steps: u64,
+    warmup: u64,
+    args: &ModelArgs,
+) -> anyhow::Result<()> {
+    let total = steps + warmup;
+    let (model, train, device) = args.load(total)?;
+    model.validate_stages(stages)?;
+    let dir = std::env::temp_dir().join(format!("weft-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let model_json = dir.join("model.json");
+    let train_json = dir.join("train.json");
+    std::fs::write(&model_json, serde_json::to_vec(&model)?)?;
+    std::fs::write(&train_json, serde_json::to_vec(&train)?)?;
+    let mut table = String::new();
+    let mut seeds = Vec::new();
+    for s in 0..stages {
+        let seed = hex::encode([s as u8 + 1; 32]);
+        let port = free_port()?;
+        table.push_str(&format!(
+            "[[stage]]\nstage = {s}\npeer_id = \"{}\"\naddrs = [\"/ip4/127.0.0.1/tcp/{port}\"]\n",
+            peer_id_of(&seed)?
+        ));
+        seeds.push((seed, port));
+    }
+    let peers = dir.join("peers.toml");
+    std::fs::write(&peers, table)?;
+    let exe = std::env::current_exe()?;
+    let t0 = Instant::now();
+    let children = seeds
+        .iter()
+        .enumerate()
+        .map(|(s, (seed, port))| {
+            let mut c = std::process::Command::new(&exe);
+            c.args(["pipeline", "--stage", &s.to_string(), "--stages", &stages.to_string()])
+                .arg("--peers")
+                .arg(&peers)
+                .args(["--listen", &format!("/ip4/127.0.0.1/tcp/{port}")])
+                .arg("--data-dir")
+                .arg(dir.join(format!("stage-{s}")))
+                .args(["--steps", &total.to_string(), "--key-seed", seed])
+                .args(["--checkpoint-every", &total.to_string()])
+                .arg("--config")
+                .arg(&model_json)
+                .arg("--train-config")
+                .arg(&train_json)
+                .args(["--device", &args.device, "--threads", &args.threads.to_string()])
+                .stdout(std::process::Stdio::piped());
+            if args.bf16 {
+                c.arg("--bf16");
+            }
+            Ok(c.spawn()?)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut outputs = Vec::new();
+    for c in children {
+        let out = c.wait_with_output()?;
+        if !out.status.success() {
+            anyhow::bail!("a stage process failed: {}", out.status);
+        }
+        outputs.push(String::from_utf8_lossy(&out.stdout).to_string());
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    let _ = std::fs::remove_dir_all(&dir);
+    // Step times of the last stage after the warm-up: the pipeline's steady state.
+    let last = outputs.last().context("no stages")?;
+    let times: Vec<f64> = last
+        .lines()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            let step: u64 = w.get(3)?.parse().ok()?;
+            let i = w.iter().position(|x| *x == "time")?;
+            (step >= warmup).then(|| w.get(i + 1)?.parse::<f64>().ok())?
+        })
+        .collect();
+    if times.len() as u64 != steps {
+        anyhow::bail!("expected {steps} timed steps from the last stage, got {}", times.len());
+    }
+    let tokens = (train.tokens_per_step(model.seq_len) as u64 * steps) as f64;
+    let tp = tokens / times.iter().sum::<f64>();
+    for o in &outputs {
+        if let Some(l) = o.lines().find(|l| l.contains("peak RSS")) {
+            println!("  {l}");
+        }
+    }
+    // The same steps in one process, one stage, committing too (the pipeline commits).
+    let batcher = Batcher::new(
+        Arc::new(Synthetic::standard(model.seed)),
+        train.micro_batch_size,
+        model.seq_len,
+        model.vocab_size,
+    )?;
+    let mut single = make_workers(&model, &train, 1, &batcher, device, args.bf16, true)?;
+    let mut t1 = 0.0;
+    for step in 0..total {
+        let dt = time_step(&mut single, step, device)?;
+        if step >= warmup {
+            t1 += dt;
+        }
+    }
+    let ts = tokens / t1;
+    println!(
+        "model d_model {} layers {} seq {}; batch {}×{}; device {device:?}; {stages} processes (wall {wall:.1} s with start-up)",
+        model.d_model, model.n_layers, model.seq_len, train.micro_batches, train.micro_batch_size
+    );
+    println!("single process, one stage:   {ts:>10.0} tokens/s");
+    println!("{stages} processes on loopback:   {tp:>10.0} tokens/s");
+    println!("ratio cross-process/single:  {:.3}", tp / ts);
+    Ok(())
+}
+
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -390,7 +702,19 @@ fn main() {
             commit,
             model,
         } => local_train(stages, steps, &data, checkpoint_dir, commit, &model),
+        Command::Pipeline(args) => pipeline(args),
+        Command::PeerId { key_seed } => {
+            peer_id_of(&key_seed).map(|id| println!("{id}"))
+        }
         Command::Bench {
+            cross_process: true,
+            stages,
+            steps,
+            warmup,
+            model,
+        } => bench_cross_process(stages, steps, warmup, &model),
+        Command::Bench {
+            cross_process: false,
             stages,
             steps,
             warmup,

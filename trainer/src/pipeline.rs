@@ -193,6 +193,11 @@ impl StageWorker {
         self.stage.autocast_bf16 = on;
     }
 
+    /// The worker's options.
+    pub fn options(&self) -> WorkerOptions {
+        self.opts
+    }
+
     /// The optimiser.
     pub fn optimizer(&self) -> &AdamW {
         &self.optim

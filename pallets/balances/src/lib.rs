@@ -147,6 +147,14 @@ pub enum Event {
         /// Amount.
         amount: Balance,
     },
+    /// New tokens were issued to an account (staking rewards, reporter rewards).
+    #[codec(index = 7)]
+    Minted {
+        /// The account.
+        who: AccountId,
+        /// Amount.
+        amount: Balance,
+    },
 }
 
 /// Errors. Indices are stable.
@@ -403,6 +411,37 @@ pub fn slash_reserved(
     }
     write_account(s, who, &info);
     Ok(slashed)
+}
+
+/// Issues `amount` new tokens into `who`'s free balance (increasing total issuance). Returns
+/// what was minted: nothing when the account would still hold less than the existential
+/// deposit or a balance would overflow, so minting never creates dust accounts.
+pub fn mint(
+    s: &mut (impl Storage + ?Sized),
+    events: &mut impl EventSink,
+    who: &AccountId,
+    amount: Balance,
+) -> Result<Balance, StorageError> {
+    if amount == 0 {
+        return Ok(0);
+    }
+    let mut info = account(s, who)?;
+    let issuance = total_issuance(s)?;
+    let (Some(free), Some(new_issuance)) = (info.free.checked_add(amount), issuance.checked_add(amount)) else {
+        return Ok(0);
+    };
+    if free.saturating_add(info.reserved) < existential_deposit(s)? {
+        return Ok(0);
+    }
+    let was_dead = info.total() == 0;
+    info.free = free;
+    write_account(s, who, &info);
+    TOTAL_ISSUANCE.put(s, &new_issuance);
+    if was_dead {
+        events.deposit(Event::Endowed { account: *who, free_balance: free });
+    }
+    events.deposit(Event::Minted { who: *who, amount });
+    Ok(amount)
 }
 
 /// Dispatches a call signed by `origin`.

@@ -107,6 +107,18 @@ fn nonce_survives_reaping() {
     assert_eq!((info.nonce, info.total()), (1, 0));
 }
 
+#[test]
+fn mint_issues_and_never_creates_dust() {
+    let state = genesis(&[(acc(1), 1_000)]);
+    let mut o = Overlay::new(&state);
+    let mut ev = Vec::new();
+    assert_eq!(mint(&mut o, &mut ev, &acc(2), 10).unwrap(), 0);
+    assert_eq!(mint(&mut o, &mut ev, &acc(2), 500).unwrap(), 500);
+    assert_eq!(mint(&mut o, &mut ev, &acc(1), 5).unwrap(), 5);
+    assert_eq!(total_issuance(&o).unwrap(), 1_505);
+    assert_eq!(sum_of_balances(&o, &[acc(1), acc(2)]), 1_505);
+}
+
 proptest! {
     /// Total issuance equals the sum of balances after any sequence of transfers, fees and
     /// reservations, and failed operations change nothing.

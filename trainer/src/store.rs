@@ -1,0 +1,430 @@
+//! The tensor store: what a stage committed, kept on disk for the challenge window, and the
+//! reveal server that hands it to the stage's auditors chunk by chunk.
+//!
+//! # Layout
+//!
+//! ```text
+//! <data-dir>/store/<step>/weights_before.bin    canonical bytes (see crate::commit), one
+//!                         inputs.bin            file per committed item, exactly the byte
+//!                         outputs.bin           stream whose 64 KiB chunks the commitment's
+//!                         output_grads.bin      Merkle root covers (micro-batch order as
+//!                         input_grads.bin       produced: inputs/outputs 0..M, gradients
+//!                         weights_after.bin     M-1..0, the order of the backward pass)
+//!                         optimizer_before.bin
+//!                         optimizer_after.bin
+//!                         commitment.scale      the SCALE-encoded StepCommitment
+//!                         aux.scale             values exchanged outside the commitment
+//!                                               (tied-embedding gradient, global clip
+//!                                               norm) so a restart can replay the step
+//! ```
+//!
+//! A step is written into `store/.tmp-<step>/`, every file synced, then the directory is
+//! renamed to `store/<step>/` (a crash leaves either nothing or the whole step; leftover
+//! temporary directories are removed on open). `weights_before` / `optimizer_before` are
+//! hard links to the previous step's `*_after` files when those exist and their roots match,
+//! so a step costs one copy of the weights, not two. Steps older than the retention window
+//! are deleted after each write.
+//!
+//! # Reveals
+//!
+//! [`TensorStore::answer_reveal`] answers a [`RevealRequest`] only for peers in the
+//! allow-list (the auditors assigned to the stage; others get [`ErrorCode::Forbidden`]),
+//! with the chunk and its Merkle proof computed from the stored bytes: the auditor checks it
+//! against the on-chain root with [`crate::commit::verify_chunk`].
+
+use crate::commit::{StepCommitment, CHUNK_SIZE};
+use crate::error::{Error, Result};
+use crate::wire::{ErrorCode, Response, RevealItem, RevealRequest, WireTensor};
+use parity_scale_codec::{Decode, Encode};
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use weft_p2p::PeerId;
+use weft_primitives::merkle;
+
+/// Values a stage used in a step that are not committed tensors but that a replay needs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Encode, Decode)]
+pub struct StepAux {
+    /// Tied embeddings: the other holder's gradient of `wte.weight`.
+    pub shared_grad_other: Option<WireTensor>,
+    /// Global clipping: the Σ‖g‖² over all stages (f64 bits).
+    pub global_sq_sum_bits: Option<u64>,
+}
+
+/// The bytes of one step, ready to store. `None` for a `*_before` item means "the previous
+/// step's `*_after`" (hard-linked).
+#[derive(Debug, Default)]
+pub struct StepBytes {
+    /// Canonical bytes per item, in [`RevealItem::ALL`] order; `None` only for the two
+    /// `*_before` items.
+    pub items: Vec<(RevealItem, Option<Vec<u8>>)>,
+}
+
+/// The on-disk store of committed tensors of one stage.
+#[derive(Debug, Clone)]
+pub struct TensorStore {
+    dir: PathBuf,
+    retention: u64,
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
+    f.write_all(bytes).map_err(|e| Error::io(path, e))?;
+    f.sync_all().map_err(|e| Error::io(path, e))
+}
+
+fn sync_dir(dir: &Path) {
+    // Persists renames; not every platform can open a directory, so best effort.
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// Writes `bytes` to `path` atomically (temporary file, sync, rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::Config(format!("{} is not a file path", path.display())))?;
+    let mut tmp_name = name.to_owned();
+    tmp_name.push(".tmp");
+    let tmp = path.with_file_name(tmp_name);
+    write_synced(&tmp, bytes)?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+    if let Some(dir) = path.parent() {
+        sync_dir(dir);
+    }
+    Ok(())
+}
+
+impl TensorStore {
+    /// Opens (creating) the store under `<data_dir>/store`, keeping the last `retention`
+    /// steps. Removes temporary directories left by a crash.
+    pub fn open(data_dir: &Path, retention: u64) -> Result<Self> {
+        if retention == 0 {
+            return Err(Error::Config("the store must retain at least 1 step".into()));
+        }
+        let dir = data_dir.join("store");
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let rd = std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+        for entry in rd.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(".tmp-") {
+                let p = entry.path();
+                std::fs::remove_dir_all(&p).map_err(|e| Error::io(&p, e))?;
+            }
+        }
+        Ok(TensorStore { dir, retention })
+    }
+
+    /// The store directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn step_dir(&self, step: u64) -> PathBuf {
+        self.dir.join(step.to_string())
+    }
+
+    /// The steps held, ascending.
+    pub fn steps(&self) -> Result<Vec<u64>> {
+        let rd = std::fs::read_dir(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+        let mut steps: Vec<u64> = rd
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+            .collect();
+        steps.sort_unstable();
+        Ok(steps)
+    }
+
+    /// Whether step `step` is stored.
+    pub fn has(&self, step: u64) -> bool {
+        self.step_dir(step).join("commitment.scale").exists()
+    }
+
+    /// Stores step `commitment.step` atomically, then prunes steps older than the window.
+    pub fn write_step(
+        &self,
+        commitment: &StepCommitment,
+        bytes: &StepBytes,
+        aux: &StepAux,
+    ) -> Result<()> {
+        let step = commitment.step;
+        let tmp = self.dir.join(format!(".tmp-{step}"));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        }
+        std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let prev = step.checked_sub(1).map(|p| self.step_dir(p));
+        let prev_commitment = match step.checked_sub(1) {
+            Some(p) if self.has(p) => self.commitment(p).ok(),
+            _ => None,
+        };
+        for (item, data) in &bytes.items {
+            let path = tmp.join(item.file_name());
+            match data {
+                Some(d) => write_synced(&path, d)?,
+                None => {
+                    let (after, ok) = match (item, &prev_commitment) {
+                        (RevealItem::WeightsBefore, Some(pc)) => (
+                            RevealItem::WeightsAfter,
+                            pc.weights_after == commitment.weights_before,
+                        ),
+                        (RevealItem::OptimizerBefore, Some(pc)) => (
+                            RevealItem::OptimizerAfter,
+                            pc.optimizer_after == commitment.optimizer_before,
+                        ),
+                        _ => (*item, false),
+                    };
+                    let src = prev
+                        .as_ref()
+                        .map(|p| p.join(after.file_name()))
+                        .filter(|_| ok)
+                        .ok_or_else(|| {
+                            Error::Pipeline(format!(
+                                "step {step}: {item:?} not given and the previous step does not \
+                                 hold it"
+                            ))
+                        })?;
+                    if std::fs::hard_link(&src, &path).is_err() {
+                        std::fs::copy(&src, &path).map_err(|e| Error::io(&src, e))?;
+                    }
+                }
+            }
+        }
+        write_synced(&tmp.join("commitment.scale"), &commitment.encode())?;
+        write_synced(&tmp.join("aux.scale"), &aux.encode())?;
+        sync_dir(&tmp);
+        let dest = self.step_dir(step);
+        if dest.exists() {
+            // A step recomputed after a crash that happened before its journal entry.
+            std::fs::remove_dir_all(&dest).map_err(|e| Error::io(&dest, e))?;
+        }
+        std::fs::rename(&tmp, &dest).map_err(|e| Error::io(&dest, e))?;
+        sync_dir(&self.dir);
+        self.prune(step)?;
+        Ok(())
+    }
+
+    /// Deletes steps `≤ latest − retention`.
+    pub fn prune(&self, latest: u64) -> Result<()> {
+        let Some(keep_from) = (latest + 1).checked_sub(self.retention) else {
+            return Ok(());
+        };
+        for s in self.steps()? {
+            if s < keep_from {
+                let d = self.step_dir(s);
+                std::fs::remove_dir_all(&d).map_err(|e| Error::io(&d, e))?;
+                tracing::debug!(step = s, "pruned from the tensor store");
+            }
+        }
+        Ok(())
+    }
+
+    /// The stored commitment of `step`.
+    pub fn commitment(&self, step: u64) -> Result<StepCommitment> {
+        let p = self.step_dir(step).join("commitment.scale");
+        let b = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
+        StepCommitment::decode(&mut &b[..])
+            .map_err(|e| Error::Checkpoint(format!("{}: {e}", p.display())))
+    }
+
+    /// The stored replay values of `step`.
+    pub fn aux(&self, step: u64) -> Result<StepAux> {
+        let p = self.step_dir(step).join("aux.scale");
+        let b = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
+        StepAux::decode(&mut &b[..]).map_err(|e| Error::Checkpoint(format!("{}: {e}", p.display())))
+    }
+
+    /// The stored canonical bytes of one item.
+    pub fn item(&self, step: u64, item: RevealItem) -> Result<Vec<u8>> {
+        let p = self.step_dir(step).join(item.file_name());
+        std::fs::read(&p).map_err(|e| Error::io(&p, e))
+    }
+
+    /// Chunk `index` of an item with its proof and the number of chunks; `None` when the
+    /// step or the chunk is not there.
+    pub fn chunk(
+        &self,
+        step: u64,
+        item: RevealItem,
+        index: usize,
+    ) -> Result<Option<(Vec<u8>, merkle::MerkleProof, usize)>> {
+        if !self.has(step) {
+            return Ok(None);
+        }
+        let bytes = self.item(step, item)?;
+        let leaves: Vec<weft_primitives::Hash> =
+            bytes.chunks(CHUNK_SIZE).map(merkle::leaf_hash).collect();
+        let Some(proof) = merkle::prove(&leaves, index) else {
+            return Ok(None);
+        };
+        let start = index * CHUNK_SIZE;
+        let end = (start + CHUNK_SIZE).min(bytes.len());
+        Ok(Some((bytes[start..end].to_vec(), proof, leaves.len())))
+    }
+
+    /// Answers a reveal request from `peer` for this store's stage (`run`, `stage`,
+    /// `replica`): [`ErrorCode::Forbidden`] unless `peer` is in `auditors`.
+    pub fn answer_reveal(
+        &self,
+        auditors: &HashSet<PeerId>,
+        (run, stage, replica): (u64, u32, u32),
+        peer: &PeerId,
+        req: &RevealRequest,
+    ) -> Response {
+        if !auditors.contains(peer) {
+            tracing::warn!(%peer, "reveal refused: not an auditor of this stage");
+            return Response::error(
+                ErrorCode::Forbidden,
+                format!("{peer} is not an auditor of stage {stage}"),
+            );
+        }
+        if req.run != run {
+            return Response::error(ErrorCode::WrongRun, format!("this is run {run}"));
+        }
+        if req.stage != stage || req.replica != replica {
+            return Response::error(
+                ErrorCode::WrongStage,
+                format!("this is stage {stage} replica {replica}"),
+            );
+        }
+        match self.chunk(req.step, req.item, req.chunk as usize) {
+            Ok(Some((data, proof, total))) => Response::RevealChunk {
+                data,
+                proof,
+                total_chunks: total as u32,
+            },
+            Ok(None) => Response::error(
+                ErrorCode::NotFound,
+                format!(
+                    "step {} {:?} chunk {} is not in the store",
+                    req.step, req.item, req.chunk
+                ),
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "reveal failed");
+                Response::error(ErrorCode::Internal, e.to_string())
+            }
+        }
+    }
+}
+
+/// The last step a stage committed, written atomically after the step's commitment and
+/// store entry exist. A restart resumes at `last_committed + 1`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Journal {
+    /// The run.
+    pub run: u64,
+    /// The stage.
+    pub stage: usize,
+    /// Number of stages.
+    pub n_stages: usize,
+    /// The last committed step.
+    pub last_committed: u64,
+    /// Hex of blake3 of the SCALE-encoded commitment of that step.
+    pub commitment_hash: String,
+}
+
+impl Journal {
+    /// The journal file in `data_dir`.
+    pub fn path(data_dir: &Path) -> PathBuf {
+        data_dir.join("journal.json")
+    }
+
+    /// Reads the journal; `None` when there is none yet.
+    pub fn read(data_dir: &Path) -> Result<Option<Journal>> {
+        let p = Self::path(data_dir);
+        match std::fs::read(&p) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| Error::Checkpoint(format!("{}: {e}", p.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(p, e)),
+        }
+    }
+
+    /// Writes the journal atomically.
+    pub fn write(&self, data_dir: &Path) -> Result<()> {
+        let json = serde_json::to_vec_pretty(self)
+            .map_err(|e| Error::Checkpoint(format!("cannot serialise the journal: {e}")))?;
+        write_atomic(&Self::path(data_dir), &json)
+    }
+
+    /// The journal entry for `c`.
+    pub fn for_commitment(run: u64, stage: usize, n_stages: usize, c: &StepCommitment) -> Self {
+        Journal {
+            run,
+            stage,
+            n_stages,
+            last_committed: c.step,
+            commitment_hash: blake3::hash(&c.encode()).to_hex().to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use weft_primitives::Hash;
+
+    fn commitment(step: u64, before: u8, after: u8) -> StepCommitment {
+        StepCommitment {
+            step,
+            weights_before: Hash([before; 32]),
+            inputs: Hash::ZERO,
+            outputs: Hash::ZERO,
+            output_grads: Hash::ZERO,
+            input_grads: Hash::ZERO,
+            weights_after: Hash([after; 32]),
+            loss_fixed: None,
+            optimizer_before: Hash([before; 32]),
+            optimizer_after: Hash([after; 32]),
+        }
+    }
+
+    fn bytes(fill: u8, before: bool) -> StepBytes {
+        StepBytes {
+            items: RevealItem::ALL
+                .iter()
+                .map(|&i| {
+                    let is_before =
+                        matches!(i, RevealItem::WeightsBefore | RevealItem::OptimizerBefore);
+                    (i, (before || !is_before).then(|| vec![fill; 10]))
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn write_link_prune_and_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("store/.tmp-9")).unwrap();
+        let store = TensorStore::open(dir.path(), 2).unwrap();
+        assert!(!dir.path().join("store/.tmp-9").exists());
+        store
+            .write_step(&commitment(0, 0, 1), &bytes(1, true), &StepAux::default())
+            .unwrap();
+        // Step 1's before-items come from step 0's after-items.
+        store
+            .write_step(&commitment(1, 1, 2), &bytes(2, false), &StepAux::default())
+            .unwrap();
+        assert_eq!(store.item(1, RevealItem::WeightsBefore).unwrap(), vec![1; 10]);
+        assert_eq!(store.item(1, RevealItem::WeightsAfter).unwrap(), vec![2; 10]);
+        // Roots that do not chain are refused rather than linked.
+        assert!(store
+            .write_step(&commitment(2, 9, 3), &bytes(3, false), &StepAux::default())
+            .is_err());
+        store
+            .write_step(&commitment(2, 2, 3), &bytes(3, false), &StepAux::default())
+            .unwrap();
+        assert_eq!(store.steps().unwrap(), vec![1, 2]);
+        // Pruning step 0 did not break step 1's link.
+        assert_eq!(store.item(1, RevealItem::WeightsBefore).unwrap(), vec![1; 10]);
+        assert_eq!(store.commitment(2).unwrap(), commitment(2, 2, 3));
+
+        assert_eq!(Journal::read(dir.path()).unwrap(), None);
+        let j = Journal::for_commitment(5, 1, 3, &commitment(2, 2, 3));
+        j.write(dir.path()).unwrap();
+        assert_eq!(Journal::read(dir.path()).unwrap(), Some(j));
+    }
+}

@@ -109,11 +109,11 @@ macro_rules! hex_bytes {
         impl<'de> Deserialize<'de> for $t {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 let s = String::deserialize(d)?;
-                let raw = hex::decode(s.strip_prefix("0x").unwrap_or(&s)).map_err(serde::de::Error::custom)?;
-                let arr: [u8; $n] = raw
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| serde::de::Error::custom(format!("expected {} bytes, got {}", $n, raw.len())))?;
+                let raw = hex::decode(s.strip_prefix("0x").unwrap_or(&s))
+                    .map_err(serde::de::Error::custom)?;
+                let arr: [u8; $n] = raw.as_slice().try_into().map_err(|_| {
+                    serde::de::Error::custom(format!("expected {} bytes, got {}", $n, raw.len()))
+                })?;
                 Ok($t(arr))
             }
         }
@@ -154,7 +154,10 @@ pub fn hash_to_g1(dst: &[u8], msg: &[u8]) -> Result<G1Affine, BlsError> {
     let msg_len = (msg.len() as u64).to_le_bytes();
     for ctr in 0..MAX_HASH_TRIES {
         let mut wide = [0u8; 65];
-        xof(&[&dst_len, dst, &msg_len, msg, &ctr.to_le_bytes()], &mut wide);
+        xof(
+            &[&dst_len, dst, &msg_len, msg, &ctr.to_le_bytes()],
+            &mut wide,
+        );
         let x = Fq::from_le_bytes_mod_order(&wide[..64]);
         let greatest = wide[64] & 1 == 1;
         if let Some(p) = G1Affine::get_point_from_x_unchecked(x, greatest) {
@@ -325,7 +328,10 @@ pub fn verify_aggregate_distinct(items: &[(&[u8], PublicKey)], sig: &Signature) 
 
 /// Parses a public key and checks its proof of possession: what the chain does before it
 /// accepts a validator's key.
-pub fn check_registration(pk: &PublicKeyBytes, pop: &SignatureBytes) -> Result<PublicKey, BlsError> {
+pub fn check_registration(
+    pk: &PublicKeyBytes,
+    pop: &SignatureBytes,
+) -> Result<PublicKey, BlsError> {
     let key = PublicKey::from_bytes(pk)?;
     let sig = Signature::from_bytes(pop)?;
     if key.verify_proof_of_possession(&sig) {
@@ -354,6 +360,7 @@ pub fn dev_keypair(name: &str) -> Result<(SecretKey, PublicKeyBytes, SignatureBy
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -388,9 +395,17 @@ mod tests {
         assert!(verify_aggregate(&pks, b"verdict", &agg));
         assert!(!verify_aggregate(&pks[..4], b"verdict", &agg));
         let msgs: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 3]).collect();
-        let sigs: Vec<Signature> = keys.iter().zip(&msgs).map(|(k, m)| k.sign(m).unwrap()).collect();
+        let sigs: Vec<Signature> = keys
+            .iter()
+            .zip(&msgs)
+            .map(|(k, m)| k.sign(m).unwrap())
+            .collect();
         let agg = Signature::aggregate(&sigs).unwrap();
-        let items: Vec<(&[u8], PublicKey)> = msgs.iter().map(|m| m.as_slice()).zip(pks.iter().copied()).collect();
+        let items: Vec<(&[u8], PublicKey)> = msgs
+            .iter()
+            .map(|m| m.as_slice())
+            .zip(pks.iter().copied())
+            .collect();
         assert!(verify_aggregate_distinct(&items, &agg));
         // The same messages, but signed by the wrong keys.
         let mut wrong = items.clone();
@@ -403,7 +418,11 @@ mod tests {
     fn proof_of_possession_blocks_rogue_keys() {
         let honest = key(1);
         let pk_h = honest.public_key();
-        assert!(check_registration(&pk_h.to_bytes(), &honest.proof_of_possession().unwrap().to_bytes()).is_ok());
+        assert!(check_registration(
+            &pk_h.to_bytes(),
+            &honest.proof_of_possession().unwrap().to_bytes()
+        )
+        .is_ok());
         // The attacker knows x and publishes pk_r = x·G2 − pk_h.
         let x = Fr::from(123_456_789u64);
         let pk_r = PublicKey((G2Projective::generator() * x - pk_h.0.into_group()).into_affine());
@@ -411,7 +430,8 @@ mod tests {
         let forged = Signature((hash_to_g1(DST_SIG, b"fail").unwrap() * x).into_affine());
         assert!(verify_aggregate(&[pk_h, pk_r], b"fail", &forged));
         // But the attacker cannot prove possession of pk_r: any proof it can make is rejected.
-        let fake_pop = Signature((hash_to_g1(DST_POP, &pk_r.to_bytes().0).unwrap() * x).into_affine());
+        let fake_pop =
+            Signature((hash_to_g1(DST_POP, &pk_r.to_bytes().0).unwrap() * x).into_affine());
         assert!(check_registration(&pk_r.to_bytes(), &fake_pop.to_bytes()).is_err());
         // Nor can an ordinary signature be passed off as a proof of possession.
         let sig_over_key = SecretKey(x).sign(&pk_r.to_bytes().0).unwrap();
@@ -424,9 +444,14 @@ mod tests {
         assert!(PublicKey::from_bytes(&PublicKeyBytes([0xff; 64])).is_err());
         assert!(Signature::from_bytes(&SignatureBytes([0xff; 32])).is_err());
         let mut identity = Vec::new();
-        G2Affine::zero().serialize_compressed(&mut identity).unwrap();
+        G2Affine::zero()
+            .serialize_compressed(&mut identity)
+            .unwrap();
         let arr: [u8; 64] = identity.try_into().unwrap();
-        assert_eq!(PublicKey::from_bytes(&PublicKeyBytes(arr)), Err(BlsError::InvalidPoint));
+        assert_eq!(
+            PublicKey::from_bytes(&PublicKeyBytes(arr)),
+            Err(BlsError::InvalidPoint)
+        );
     }
 
     #[test]

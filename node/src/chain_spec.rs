@@ -105,6 +105,7 @@ pub fn dev() -> Result<ChainSpec, ChainSpecError> {
             existential_deposit: UNIT / 100,
             balances: endowed()?,
             validators: vec![GenesisValidator { account: account("//Alice")?, stake: 100_000 * UNIT }],
+            ..Default::default()
         },
     })
 }
@@ -124,6 +125,7 @@ pub fn local() -> Result<ChainSpec, ChainSpecError> {
                 GenesisValidator { account: account("//Alice")?, stake: 100_000 * UNIT },
                 GenesisValidator { account: account("//Bob")?, stake: 100_000 * UNIT },
             ],
+            ..Default::default()
         },
     })
 }

@@ -167,6 +167,7 @@ pub fn benchmark(cmd: BenchmarkCommand) -> anyhow::Result<()> {
         existential_deposit: UNIT / 100,
         balances: balances_cfg,
         validators: vec![GenesisValidator { account: alice.account_id(), stake: UNIT }],
+        ..Default::default()
     };
     let dir = tempfile::tempdir()?;
     let engine = Arc::new(DevEngine::new(Some(alice.clone())));

@@ -69,6 +69,11 @@ pub enum DbError {
     },
 }
 
+/// Memory for memtables across all column families.
+const MEMTABLE_BUDGET: usize = 32 * 1024 * 1024;
+/// The shared block cache.
+const BLOCK_CACHE: usize = 32 * 1024 * 1024;
+
 /// The opened database.
 pub struct Db {
     inner: DB,
@@ -81,17 +86,23 @@ impl Db {
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.set_max_open_files(512);
-        // Keep memory bounded: small write buffers, a modest shared block cache.
-        opts.set_write_buffer_size(16 * 1024 * 1024);
+        // Keep memory bounded and flat: all memtables of all column families share one
+        // 32 MiB budget (flushed when it fills), and one 32 MiB block cache holds data,
+        // index and filter blocks.
+        opts.set_db_write_buffer_size(MEMTABLE_BUDGET);
         opts.set_max_write_buffer_number(2);
+        opts.set_max_background_jobs(2);
         let mut block_opts = rocksdb::BlockBasedOptions::default();
-        let cache = rocksdb::Cache::new_lru_cache(32 * 1024 * 1024);
+        let cache = rocksdb::Cache::new_lru_cache(BLOCK_CACHE);
         block_opts.set_block_cache(&cache);
+        block_opts.set_cache_index_and_filter_blocks(true);
+        block_opts.set_pin_l0_filter_and_index_blocks_in_cache(true);
         block_opts.set_bloom_filter(10.0, false);
         let cfs = col::ALL.iter().map(|name| {
             let mut cf_opts = Options::default();
             cf_opts.set_block_based_table_factory(&block_opts);
-            cf_opts.set_write_buffer_size(8 * 1024 * 1024);
+            cf_opts.set_write_buffer_size(MEMTABLE_BUDGET / 4);
+            cf_opts.set_max_write_buffer_number(2);
             ColumnFamilyDescriptor::new(*name, cf_opts)
         });
         let inner = DB::open_cf_descriptors(&opts, path, cfs)?;

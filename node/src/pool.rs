@@ -298,6 +298,7 @@ mod tests {
             existential_deposit: 1,
             balances: vec![GenesisBalance { account: alice.account_id(), free: 1 << 80 }],
             validators: vec![GenesisValidator { account: alice.account_id(), stake: 1 }],
+            ..Default::default()
         };
         let mut state = MemoryState::default();
         state.apply(&build_genesis("t", &cfg).unwrap());

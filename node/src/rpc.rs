@@ -4,6 +4,14 @@
 //! Reads never block block production for long: they go straight to rocksdb through the
 //! chain's read methods. Submissions are validated by the runtime before they enter the pool;
 //! a rejection is an error with code 1010 and the reason in the message, and nothing is stored.
+//!
+//! The protocol methods (`weft_run`, `weft_stageAssignments`, …) read the pallets' typed
+//! storage at the requested block and answer with the decoded types of
+//! [`weft_rpc_api::protocol`]. The chain's storage has no iteration, so lists are built from
+//! what the pallets index (active runs, candidates, slots, the validator set) or by scanning
+//! the most recent [`SCAN_LIMIT`] ids downwards from the pallet's next id (commitments,
+//! proposals, slashes); each read is one state lookup, so a request costs at most a few
+//! thousand lookups.
 
 use crate::chain::{Chain, ChainError, ChainEvent};
 use crate::chain_spec::Properties;
@@ -16,11 +24,22 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc};
 use weft_primitives::{AccountId, BlockNumber, Bytes, Hash, Header};
+use std::collections::BTreeSet;
+use weft_primitives::storage::StateReader;
+use weft_rpc_api::protocol::{
+    bytes_to_text, peer_id_to_string, AuditJson, AuditStatus, CandidateJson, CommitmentJson, CredentialsJson,
+    EpochJson, LedgerJson, OwnerJson, OwnershipJson, ProposalJson, RunCredentialsJson, RunJson, SlashJson, SlotJson,
+    StageAssignmentsJson, StageJson, TrainerJson, UnlockChunkJson, ValidatorJson, ValidatorsJson, VoteJson,
+    SCAN_LIMIT,
+};
 use weft_rpc_api::{
     AccountJson, BlockJson, ExtrinsicReceipt, Health, ReadProof, SignedBlock, StorageProof, TransactionStatus,
-    WeftApiServer, BAD_REQUEST, INVALID_TRANSACTION, POOL_FULL, UNKNOWN_BLOCK,
+    WeftApiServer, BAD_REQUEST, INVALID_TRANSACTION, POOL_FULL, UNKNOWN_AUDIT, UNKNOWN_BLOCK, UNKNOWN_RUN,
 };
-use weft_runtime::{balances, system, EventRecord, Phase, RuntimeEvent};
+use weft_runtime::support::{CommitmentId, Replica, RunId, StageIndex, Step};
+use weft_runtime::{
+    balances, governance, ownership, runs, stages, staking, system, work, EventRecord, Phase, RuntimeEvent,
+};
 
 /// Largest accepted request body.
 pub const MAX_REQUEST_BYTES: u32 = 2 * 1024 * 1024;
@@ -84,6 +103,12 @@ impl RpcImpl {
                 Err(pool_error(e))
             }
         }
+    }
+
+    /// The state at `at` (default: best) and that block's number.
+    fn view(&self, at: Option<Hash>) -> RpcResult<(crate::state::StateView<'_>, BlockNumber)> {
+        let (_, header) = self.resolve(at)?;
+        Ok((self.chain.state_at(header.number), header.number))
     }
 
     fn events_at(&self, number: BlockNumber) -> RpcResult<Vec<EventRecord>> {

@@ -276,8 +276,10 @@ pub async fn spawn(keypair: identity::Keypair, config: Config) -> Result<(Networ
     ))
 }
 
+type PendingRequests = HashMap<OutboundRequestId, (PeerId, oneshot::Sender<Result<Vec<u8>, NetError>>)>;
+
 async fn run(mut swarm: Swarm<Behaviour>, mut commands: mpsc::Receiver<Command>, inbound: mpsc::Sender<InboundRequest>) {
-    let mut outbound: HashMap<OutboundRequestId, (PeerId, oneshot::Sender<Result<Vec<u8>, NetError>>)> = HashMap::new();
+    let mut outbound: PendingRequests = HashMap::new();
     let mut replies: FuturesUnordered<PendingReply> = FuturesUnordered::new();
     loop {
         tokio::select! {

@@ -97,7 +97,7 @@ pub fn verify(root: &Hash, leaf: Hash, proof: &MerkleProof) -> bool {
         let sibling = i ^ 1;
         if sibling < width {
             let Some(s) = siblings.next() else { return false };
-            acc = if i % 2 == 0 { node_hash(&acc, s) } else { node_hash(s, &acc) };
+            acc = if i.is_multiple_of(2) { node_hash(&acc, s) } else { node_hash(s, &acc) };
         }
         i /= 2;
         width = width.div_ceil(2);

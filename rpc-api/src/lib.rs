@@ -8,12 +8,27 @@
 //! Error codes: the JSON-RPC 2.0 codes for parse errors (-32700), unknown methods (-32601) and
 //! bad params (-32602); [`INVALID_TRANSACTION`] (1010) with the reason when a submitted
 //! extrinsic is rejected; [`POOL_FULL`] (1011); [`UNKNOWN_BLOCK`] (4003) for an `at` hash
-//! the node does not have.
+//! the node does not have; [`UNKNOWN_RUN`] (4004) for a run id that was never registered and
+//! [`UNKNOWN_AUDIT`] (4005) for an audit id that was never opened.
+//!
+//! The protocol methods (`weft_stakingLedger`, `weft_validators`, `weft_trainers`,
+//! `weft_trainer`, `weft_run`, `weft_runs`, `weft_stageAssignments`, `weft_commitment`,
+//! `weft_audits`, `weft_audit`, `weft_ownership`, `weft_credentials`, `weft_proposals`,
+//! `weft_slashes`, `weft_epoch`) each take an optional block hash `at` (default: best) and
+//! answer with the types of the [`protocol`] module. Lists that the chain does not index
+//! (trainers, audits of a run, proposals, slashes) are bounded scans documented on each method.
 
-use jsonrpsee::proc_macros::rpc;
+pub mod protocol;
+
 use jsonrpsee::core::RpcResult;
+use jsonrpsee::proc_macros::rpc;
+use protocol::{
+    AuditJson, CommitmentJson, CredentialsJson, EpochJson, LedgerJson, OwnershipJson,
+    ProposalJson, RunJson, SlashJson, StageAssignmentsJson, TrainerJson, ValidatorsJson,
+};
 use serde::{Deserialize, Serialize};
 use weft_primitives::{AccountId, BlockNumber, Bytes, Hash, Header, Nonce};
+use weft_runtime::support::{CommitmentId, Replica, RunId, StageIndex, Step};
 use weft_runtime::EventRecord;
 
 /// Error code: the extrinsic was rejected (bad signature, stale nonce, low balance, …).
@@ -24,6 +39,10 @@ pub const POOL_FULL: i32 = 1011;
 pub const UNKNOWN_BLOCK: i32 = 4003;
 /// Error code: the request is well-formed but cannot be served (e.g. bad storage key).
 pub const BAD_REQUEST: i32 = 4000;
+/// Error code: no run with this id was ever registered.
+pub const UNKNOWN_RUN: i32 = 4004;
+/// Error code: no audit with this id was ever opened.
+pub const UNKNOWN_AUDIT: i32 = 4005;
 
 /// A block as `chain_getBlock` returns it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -216,4 +235,85 @@ pub trait WeftApi {
     /// Where an extrinsic landed and what it did, if it is in the chain.
     #[method(name = "weft_extrinsic")]
     async fn extrinsic(&self, hash: Hash) -> RpcResult<Option<ExtrinsicReceipt>>;
+
+    /// An account's staking ledger (active bond, unlocking chunks, roles, pending slashes) at
+    /// `at`; `null` when it has never bonded (or withdrew everything).
+    #[method(name = "weft_stakingLedger")]
+    async fn staking_ledger(&self, account: AccountId, at: Option<Hash>) -> RpcResult<Option<LedgerJson>>;
+
+    /// The current epoch's active validator set and all validator candidates, with stake and
+    /// BLS keys.
+    #[method(name = "weft_validators")]
+    async fn validators(&self, at: Option<Hash>) -> RpcResult<ValidatorsJson>;
+
+    /// Registered trainers that are candidates or slot holders of a run not yet finished,
+    /// sorted by account (the chain does not index trainers without a run; ask
+    /// `weft_trainer` for one account).
+    #[method(name = "weft_trainers")]
+    async fn trainers(&self, at: Option<Hash>) -> RpcResult<Vec<TrainerJson>>;
+
+    /// One trainer's registration (peer id, addresses, capacity), stake and slots; `null`
+    /// when the account is not a registered trainer.
+    #[method(name = "weft_trainer")]
+    async fn trainer(&self, account: AccountId, at: Option<Hash>) -> RpcResult<Option<TrainerJson>>;
+
+    /// A run: its specification, parameters and lifecycle. Error 4004 for an unknown run.
+    #[method(name = "weft_run")]
+    async fn run(&self, run_id: RunId, at: Option<Hash>) -> RpcResult<RunJson>;
+
+    /// Every run ever registered, by id.
+    #[method(name = "weft_runs")]
+    async fn runs(&self, at: Option<Hash>) -> RpcResult<Vec<RunJson>>;
+
+    /// Who trains each (stage, replica) of a run (with peer id and addresses, so stages can
+    /// find each other), each slot's next step, each stage's auditors and the run's
+    /// candidates. Error 4004 for an unknown run.
+    #[method(name = "weft_stageAssignments")]
+    async fn stage_assignments(&self, run_id: RunId, at: Option<Hash>) -> RpcResult<StageAssignmentsJson>;
+
+    /// The commitment of one step of one slot, if it is among the most recent
+    /// [`protocol::SCAN_LIMIT`] commitments. Error 4004 for an unknown run.
+    #[method(name = "weft_commitment")]
+    async fn commitment(
+        &self,
+        run_id: RunId,
+        stage: StageIndex,
+        replica: Replica,
+        step: Step,
+        at: Option<Hash>,
+    ) -> RpcResult<Option<CommitmentJson>>;
+
+    /// The audits of a run among the most recent [`protocol::SCAN_LIMIT`] commitments, newest
+    /// first. Error 4004 for an unknown run.
+    #[method(name = "weft_audits")]
+    async fn audits(&self, run_id: RunId, at: Option<Hash>) -> RpcResult<Vec<AuditJson>>;
+
+    /// One audit: status, deadlines, auditors, attestations and certificate. Error 4005 for
+    /// an unknown audit.
+    #[method(name = "weft_audit")]
+    async fn audit(&self, audit_id: CommitmentId, at: Option<Hash>) -> RpcResult<AuditJson>;
+
+    /// A run's owners: contribution units, shares in parts per billion (summing to exactly
+    /// 1 000 000 000 when there are owners) and credentials. Error 4004 for an unknown run.
+    #[method(name = "weft_ownership")]
+    async fn ownership(&self, run_id: RunId, at: Option<Hash>) -> RpcResult<OwnershipJson>;
+
+    /// An account's credentials and units, in one run or in every run where it has any.
+    /// Error 4004 for an unknown run.
+    #[method(name = "weft_credentials")]
+    async fn credentials(&self, account: AccountId, run_id: Option<RunId>, at: Option<Hash>) -> RpcResult<CredentialsJson>;
+
+    /// Governance proposals (the most recent [`protocol::SCAN_LIMIT`]), newest first, with
+    /// votes and the current tally.
+    #[method(name = "weft_proposals")]
+    async fn proposals(&self, at: Option<Hash>) -> RpcResult<Vec<ProposalJson>>;
+
+    /// Deferred slashes not yet applied or cancelled (among the most recent
+    /// [`protocol::SCAN_LIMIT`] slash ids), by the block they apply in.
+    #[method(name = "weft_slashes")]
+    async fn slashes(&self, at: Option<Hash>) -> RpcResult<Vec<SlashJson>>;
+
+    /// The epoch: its index, boundaries and the staking timing parameters.
+    #[method(name = "weft_epoch")]
+    async fn epoch(&self, at: Option<Hash>) -> RpcResult<EpochJson>;
 }

@@ -1,18 +1,24 @@
 //! Block building, block execution and transaction validation. See the crate docs for the
 //! order of checks.
 
-use crate::{balances, fees, limits, system, EventRecord, Extrinsic, Phase, RuntimeCall, RuntimeEvent};
+use crate::{
+    balances, fees, governance, limits, ownership, runs, stages, staking, system, work,
+    EventRecord, Extrinsic, Phase, RuntimeCall, RuntimeEvent,
+};
 use parity_scale_codec::{Decode, Encode};
 use serde::{Deserialize, Serialize};
+use weft_pallet_support::{randomness, transactional, Deposit, Failure};
 use weft_primitives::extrinsic::{SigningContext, EXTRINSIC_FORMAT_VERSION};
 use weft_primitives::storage::{Changes, Overlay, StateReader, StorageError};
 use weft_primitives::{
-    blake3_256, AccountId, Balance, BlockNumber, DispatchError, Era, Hash, Header, Moment, Nonce, PalletError,
-    MAX_EXTRINSIC_SIZE,
+    blake3_256, AccountId, Balance, BlockNumber, DispatchError, Era, Hash, Header, Moment, Nonce,
+    PalletError, MAX_EXTRINSIC_SIZE,
 };
 
 /// Why a transaction can never go into the next block (or can't yet).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode, Serialize, Deserialize, thiserror::Error)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Encode, Decode, Serialize, Deserialize, thiserror::Error,
+)]
 #[serde(rename_all = "camelCase")]
 pub enum InvalidTransaction {
     /// Unknown extrinsic format version.
@@ -156,23 +162,52 @@ pub struct BlockBuilder<'a> {
     genesis_hash: Hash,
     events: Vec<EventRecord>,
     applied: u32,
-    /// Validation mode: future nonces are accepted (the pool queues them).
+    /// Validation mode: future nonces are accepted (the pool queues them); no hooks run.
     validation_only: bool,
+    /// The `on_finalize` hook has run.
+    finalized: bool,
 }
 
-struct PalletEvents<'e> {
-    phase: Phase,
-    out: &'e mut Vec<EventRecord>,
+/// The event sink the pallets write into: wraps each pallet event in its [`RuntimeEvent`]
+/// variant with the current phase.
+pub(crate) struct PalletEvents<'e> {
+    pub(crate) phase: Phase,
+    pub(crate) out: &'e mut Vec<EventRecord>,
 }
 
 impl balances::EventSink for PalletEvents<'_> {
     fn deposit(&mut self, event: balances::Event) {
-        self.out.push(EventRecord { phase: self.phase, event: RuntimeEvent::Balances(event) });
+        self.out.push(EventRecord {
+            phase: self.phase,
+            event: RuntimeEvent::Balances(event),
+        });
+    }
+}
+
+macro_rules! sink_for {
+    ($($pallet:ident => $variant:ident),*) => {$(
+        impl Deposit<$pallet::Event> for PalletEvents<'_> {
+            fn deposit(&mut self, event: $pallet::Event) {
+                self.out.push(EventRecord { phase: self.phase, event: RuntimeEvent::$variant(event) });
+            }
+        }
+    )*};
+}
+sink_for!(staking => Staking, runs => Runs, stages => Stages, work => Work, ownership => Ownership, governance => Governance);
+
+fn outcome(f: Failure) -> DispatchOutcome {
+    match f {
+        Failure::Dispatch(e) => DispatchOutcome::Failed(e),
+        Failure::Storage(e) => DispatchOutcome::Storage(e),
     }
 }
 
 fn dispatch_error<E: PalletError>(pallet: u8, e: &E) -> DispatchError {
-    DispatchError { pallet, error: e.index(), message: e.to_string() }
+    DispatchError {
+        pallet,
+        error: e.index(),
+        message: e.to_string(),
+    }
 }
 
 impl<'a> BlockBuilder<'a> {
@@ -196,24 +231,93 @@ impl<'a> BlockBuilder<'a> {
         Self::start(parent_state, ctx, true)
     }
 
-    fn start(parent_state: &'a dyn StateReader, ctx: BlockContext, validation_only: bool) -> Result<Self, BlockError> {
+    fn start(
+        parent_state: &'a dyn StateReader,
+        ctx: BlockContext,
+        validation_only: bool,
+    ) -> Result<Self, BlockError> {
         let mut overlay = Overlay::new(parent_state);
         let parent_number = system::NUMBER.get(&overlay)?.unwrap_or(0);
         if ctx.number != parent_number.saturating_add(1) {
-            return Err(BlockError::BadNumber { expected_parent: parent_number, got: ctx.number });
+            return Err(BlockError::BadNumber {
+                expected_parent: parent_number,
+                got: ctx.number,
+            });
         }
         if !validation_only {
             let parent_ts = system::TIMESTAMP.get(&overlay)?.unwrap_or(0);
             if ctx.timestamp < parent_ts {
-                return Err(BlockError::TimestampBackwards { parent: parent_ts, got: ctx.timestamp });
+                return Err(BlockError::TimestampBackwards {
+                    parent: parent_ts,
+                    got: ctx.timestamp,
+                });
             }
             system::TIMESTAMP.put(&mut overlay, &ctx.timestamp);
             system::AUTHOR.put(&mut overlay, &ctx.author);
         }
         system::NUMBER.put(&mut overlay, &ctx.number);
         system::BLOCK_HASH.insert(&mut overlay, &parent_number, &ctx.parent_hash);
-        let genesis_hash = system::BLOCK_HASH.get(&overlay, &0)?.unwrap_or(ctx.parent_hash);
-        Ok(BlockBuilder { overlay, ctx, genesis_hash, events: Vec::new(), applied: 0, validation_only })
+        let genesis_hash = system::BLOCK_HASH
+            .get(&overlay, &0)?
+            .unwrap_or(ctx.parent_hash);
+        let mut builder = BlockBuilder {
+            overlay,
+            ctx,
+            genesis_hash,
+            events: Vec::new(),
+            applied: 0,
+            validation_only,
+            finalized: false,
+        };
+        if !validation_only {
+            builder.on_initialize()?;
+        }
+        Ok(builder)
+    }
+
+    /// Runs one pallet hook in a storage transaction; a dispatch failure rolls back its writes
+    /// and events and is recorded as `System::HookFailed`.
+    fn hook<F>(&mut self, f: F) -> Result<(), StorageError>
+    where
+        F: FnOnce(&mut Overlay<'a>, &mut PalletEvents<'_>) -> Result<(), Failure>,
+    {
+        let before = self.events.len();
+        let mut sink = PalletEvents {
+            phase: Phase::Block,
+            out: &mut self.events,
+        };
+        let result = transactional(&mut self.overlay, |o| f(o, &mut sink))?;
+        if let Err(error) = result {
+            self.events.truncate(before);
+            self.events.push(EventRecord {
+                phase: Phase::Block,
+                event: RuntimeEvent::System(system::Event::HookFailed { error }),
+            });
+        }
+        Ok(())
+    }
+
+    /// Block-start hooks (see the crate docs for the order).
+    fn on_initialize(&mut self) -> Result<(), StorageError> {
+        let n = self.ctx.number;
+        let prev = randomness::at(&self.overlay, n.saturating_sub(1))?;
+        let r = randomness::next(&prev, &self.ctx.parent_hash);
+        randomness::RANDOMNESS.insert(&mut self.overlay, &n, &r);
+        let author = self.ctx.author;
+        self.hook(|o, ev| staking::on_initialize(o, ev, n, &author).map(|_| ()))?;
+        if staking::is_epoch_start(&self.overlay, n)? {
+            self.hook(|o, ev| staking::new_epoch(o, ev).map(|_| ()))?;
+            for run in runs::active_runs(&self.overlay)? {
+                self.hook(|o, ev| {
+                    ownership::mint_epoch(o, ev, run)?;
+                    runs::on_epoch(o, run)?;
+                    stages::assign_run(o, ev, run, &r)
+                })?;
+            }
+        }
+        self.hook(|o, ev| work::on_initialize(o, ev, n))?;
+        self.hook(|o, ev| governance::on_initialize(o, ev, n))?;
+        Ok(())
     }
 
     /// The block's context.
@@ -227,7 +331,11 @@ impl<'a> BlockBuilder<'a> {
     }
 
     /// Checks a transaction without applying it.
-    pub fn check(&self, xt: &Extrinsic, encoded_len: usize) -> Result<ValidTransaction, ApplyError> {
+    pub fn check(
+        &self,
+        xt: &Extrinsic,
+        encoded_len: usize,
+    ) -> Result<ValidTransaction, ApplyError> {
         if xt.version != EXTRINSIC_FORMAT_VERSION {
             return Err(InvalidTransaction::BadVersion.into());
         }
@@ -244,11 +352,16 @@ impl<'a> BlockBuilder<'a> {
                 if !xt.era.is_valid_at(number) {
                     return Err(InvalidTransaction::Expired.into());
                 }
-                let hash = system::BLOCK_HASH.get(&self.overlay, &birth)?.ok_or(InvalidTransaction::BadEra)?;
+                let hash = system::BLOCK_HASH
+                    .get(&self.overlay, &birth)?
+                    .ok_or(InvalidTransaction::BadEra)?;
                 (hash, birth.saturating_add(period))
             }
         };
-        let ctx = SigningContext { genesis_hash: self.genesis_hash, birth_hash };
+        let ctx = SigningContext {
+            genesis_hash: self.genesis_hash,
+            birth_hash,
+        };
         if !xt.signature_is_valid(ctx) {
             return Err(InvalidTransaction::BadSignature.into());
         }
@@ -263,7 +376,12 @@ impl<'a> BlockBuilder<'a> {
             if xt.nonce - account.nonce > limits::MAX_FUTURE_NONCES {
                 return Err(InvalidTransaction::TooFarInFuture.into());
             }
-        } else if !balances::can_pay_fee(&self.overlay, &xt.signer, fees::fee_for_length(encoded_len), xt.tip)? {
+        } else if !balances::can_pay_fee(
+            &self.overlay,
+            &xt.signer,
+            fees::fee_for_length(encoded_len),
+            xt.tip,
+        )? {
             return Err(InvalidTransaction::CannotPayFees.into());
         }
         Ok(ValidTransaction {
@@ -288,12 +406,24 @@ impl<'a> BlockBuilder<'a> {
         let phase = Phase::ApplyExtrinsic(self.applied);
         let fee = fees::fee_for_length(encoded_len);
         {
-            let mut sink = PalletEvents { phase, out: &mut self.events };
-            balances::charge_fee(&mut self.overlay, &mut sink, &xt.signer, fee, xt.tip, &self.ctx.author)
-                .map_err(|e| match e {
-                    balances::Failure::Dispatch(_) => ApplyError::Invalid(InvalidTransaction::CannotPayFees),
-                    balances::Failure::Storage(s) => ApplyError::Storage(s),
-                })?;
+            let mut sink = PalletEvents {
+                phase,
+                out: &mut self.events,
+            };
+            balances::charge_fee(
+                &mut self.overlay,
+                &mut sink,
+                &xt.signer,
+                fee,
+                xt.tip,
+                &self.ctx.author,
+            )
+            .map_err(|e| match e {
+                balances::Failure::Dispatch(_) => {
+                    ApplyError::Invalid(InvalidTransaction::CannotPayFees)
+                }
+                balances::Failure::Storage(s) => ApplyError::Storage(s),
+            })?;
         }
         balances::inc_nonce(&mut self.overlay, &xt.signer)?;
 
@@ -327,25 +457,88 @@ impl<'a> BlockBuilder<'a> {
         Ok(ok)
     }
 
-    fn dispatch(&mut self, origin: &AccountId, call: &RuntimeCall, phase: Phase) -> Result<(), DispatchOutcome> {
+    fn dispatch(
+        &mut self,
+        origin: &AccountId,
+        call: &RuntimeCall,
+        phase: Phase,
+    ) -> Result<(), DispatchOutcome> {
         let pallet = call.pallet_index();
         match call {
             RuntimeCall::System(system::Call::Remark { remark }) => {
                 if remark.len() > system::MAX_REMARK_LEN {
-                    return Err(DispatchOutcome::Failed(dispatch_error(pallet, &system::Error::RemarkTooLong)));
+                    return Err(DispatchOutcome::Failed(dispatch_error(
+                        pallet,
+                        &system::Error::RemarkTooLong,
+                    )));
                 }
                 self.events.push(EventRecord {
                     phase,
-                    event: RuntimeEvent::System(system::Event::Remarked { who: *origin, hash: blake3_256(remark) }),
+                    event: RuntimeEvent::System(system::Event::Remarked {
+                        who: *origin,
+                        hash: blake3_256(remark),
+                    }),
                 });
                 Ok(())
             }
             RuntimeCall::Balances(c) => {
-                let mut sink = PalletEvents { phase, out: &mut self.events };
+                let mut sink = PalletEvents {
+                    phase,
+                    out: &mut self.events,
+                };
                 balances::dispatch(&mut self.overlay, &mut sink, origin, c).map_err(|e| match e {
-                    balances::Failure::Dispatch(e) => DispatchOutcome::Failed(dispatch_error(pallet, &e)),
+                    balances::Failure::Dispatch(e) => {
+                        DispatchOutcome::Failed(dispatch_error(pallet, &e))
+                    }
                     balances::Failure::Storage(e) => DispatchOutcome::Storage(e),
                 })
+            }
+            RuntimeCall::Staking(c) => {
+                let mut sink = PalletEvents {
+                    phase,
+                    out: &mut self.events,
+                };
+                staking::dispatch(&mut self.overlay, &mut sink, self.ctx.number, origin, c)
+                    .map_err(outcome)
+            }
+            RuntimeCall::Runs(c) => {
+                let mut sink = PalletEvents {
+                    phase,
+                    out: &mut self.events,
+                };
+                runs::dispatch(&mut self.overlay, &mut sink, self.ctx.number, origin, c)
+                    .map_err(outcome)
+            }
+            RuntimeCall::Stages(c) => {
+                let mut sink = PalletEvents {
+                    phase,
+                    out: &mut self.events,
+                };
+                stages::dispatch(&mut self.overlay, &mut sink, origin, c).map_err(outcome)
+            }
+            RuntimeCall::Work(c) => {
+                let mut sink = PalletEvents {
+                    phase,
+                    out: &mut self.events,
+                };
+                work::dispatch(&mut self.overlay, &mut sink, self.ctx.number, origin, c)
+                    .map_err(outcome)
+            }
+            RuntimeCall::Ownership(c) => {
+                let mut sink = PalletEvents {
+                    phase,
+                    out: &mut self.events,
+                };
+                ownership::dispatch(&mut self.overlay, &mut sink, self.ctx.number, origin, c)
+                    .map_err(outcome)
+            }
+            RuntimeCall::Governance(c) => {
+                let mut sink = PalletEvents {
+                    phase,
+                    out: &mut self.events,
+                };
+                governance::dispatch(&mut self.overlay, &mut sink, self.ctx.number, origin, c)
+                    .map_err(outcome)
             }
         }
     }
@@ -355,18 +548,51 @@ impl<'a> BlockBuilder<'a> {
         self.applied
     }
 
-    /// Finalises the block: stores its events and prunes old block hashes.
+    /// Runs the `on_finalize` hook (audit deadlines) once; [`Self::finish`] calls it too.
+    pub fn finalize(&mut self) -> Result<(), StorageError> {
+        if self.finalized || self.validation_only {
+            return Ok(());
+        }
+        self.finalized = true;
+        let n = self.ctx.number;
+        self.hook(|o, ev| work::on_finalize(o, ev, n))
+    }
+
+    /// Finalises the block: runs the `on_finalize` hook (if [`Self::finalize`] did not),
+    /// stores the block's events and prunes old block hashes and randomness. A storage fault
+    /// in the hook (impossible with a state `new` could read) is recorded as an event;
+    /// [`execute_block`] calls [`Self::finalize`] first and rejects the block instead.
     pub fn finish(mut self) -> BlockOutcome {
+        if let Err(e) = self.finalize() {
+            self.events.push(EventRecord {
+                phase: Phase::Block,
+                event: RuntimeEvent::System(system::Event::HookFailed {
+                    error: DispatchError {
+                        pallet: 0,
+                        error: u8::MAX,
+                        message: e.to_string(),
+                    },
+                }),
+            });
+        }
+        self.store_events_and_prune()
+    }
+
+    fn store_events_and_prune(mut self) -> BlockOutcome {
         let number = self.ctx.number;
         if number > limits::BLOCK_HASH_COUNT + 1 {
             // Genesis (0) is kept forever: immortal transactions sign it.
             let old = number - limits::BLOCK_HASH_COUNT - 1;
             if old > 0 {
                 system::BLOCK_HASH.remove(&mut self.overlay, &old);
+                randomness::RANDOMNESS.remove(&mut self.overlay, &old);
             }
         }
         system::EVENTS.put(&mut self.overlay, &self.events);
-        BlockOutcome { changes: self.overlay.into_changes(), events: self.events }
+        BlockOutcome {
+            changes: self.overlay.into_changes(),
+            events: self.events,
+        }
     }
 }
 
@@ -376,15 +602,21 @@ enum DispatchOutcome {
 }
 
 /// Executes an imported block on top of its parent's state. Every extrinsic must be valid.
-pub fn execute_block(parent_state: &dyn StateReader, block: &crate::Block) -> Result<BlockOutcome, BlockError> {
+pub fn execute_block(
+    parent_state: &dyn StateReader,
+    block: &crate::Block,
+) -> Result<BlockOutcome, BlockError> {
     let mut builder = BlockBuilder::new(parent_state, BlockContext::of(&block.header))?;
     for (index, xt) in block.extrinsics.iter().enumerate() {
         match builder.apply(xt, xt.encoded_size()) {
             Ok(_) => {}
-            Err(ApplyError::Invalid(reason)) => return Err(BlockError::InvalidExtrinsic { index, reason }),
+            Err(ApplyError::Invalid(reason)) => {
+                return Err(BlockError::InvalidExtrinsic { index, reason })
+            }
             Err(ApplyError::Storage(e)) => return Err(BlockError::Storage(e)),
         }
     }
+    builder.finalize()?;
     Ok(builder.finish())
 }
 
@@ -396,9 +628,10 @@ pub fn validate_transaction(
     xt: &Extrinsic,
     encoded_len: usize,
 ) -> Result<ValidTransaction, ApplyError> {
-    let builder = BlockBuilder::for_validation(best_state, best_number, best_hash).map_err(|e| match e {
-        BlockError::Storage(s) => ApplyError::Storage(s),
-        other => ApplyError::Storage(StorageError::Backend(other.to_string())),
-    })?;
+    let builder =
+        BlockBuilder::for_validation(best_state, best_number, best_hash).map_err(|e| match e {
+            BlockError::Storage(s) => ApplyError::Storage(s),
+            other => ApplyError::Storage(StorageError::Backend(other.to_string())),
+        })?;
     builder.check(xt, encoded_len)
 }

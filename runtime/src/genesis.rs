@@ -1,10 +1,12 @@
 //! Genesis state from a chain spec's `genesis` section.
 
-use crate::{balances, system};
+use crate::executive::PalletEvents;
+use crate::{balances, governance, ownership, runs, stages, staking, system, Phase};
 use parity_scale_codec::{Decode, Encode};
 use serde::{Deserialize, Serialize};
+use weft_pallet_support::{randomness, Failure};
 use weft_primitives::storage::{Changes, MemoryState, Overlay, StorageValue};
-use weft_primitives::{AccountId, Balance};
+use weft_primitives::{blake3_256, AccountId, Balance};
 
 /// A validator of the genesis set.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
@@ -18,7 +20,7 @@ pub struct GenesisValidator {
 }
 
 /// The genesis section of a chain spec.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GenesisConfig {
     /// The existential deposit in plancks.
@@ -28,6 +30,37 @@ pub struct GenesisConfig {
     pub balances: Vec<GenesisBalance>,
     /// The initial validator set.
     pub validators: Vec<GenesisValidator>,
+    /// The protocol pallets' parameters, stakers and runs. Omitted from JSON when it is the
+    /// default (development parameters, nobody bonded, no runs), so older specs still parse.
+    #[serde(default, skip_serializing_if = "ProtocolGenesis::is_default")]
+    pub protocol: ProtocolGenesis,
+}
+
+/// Genesis of the protocol pallets.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct ProtocolGenesis {
+    /// Staking parameters (epoch length, bonding period, slashing, minimum bonds).
+    pub staking: staking::Config,
+    /// Accounts bonded at genesis, with their roles.
+    pub stakers: Vec<staking::GenesisStaker>,
+    /// Runs pallet parameters.
+    pub runs: runs::Config,
+    /// Runs registered at genesis.
+    pub genesis_runs: Vec<runs::GenesisRun>,
+    /// Stages pallet parameters.
+    pub stages: stages::Config,
+    /// Ownership pallet parameters.
+    pub ownership: ownership::Config,
+    /// Governance parameters.
+    pub governance: governance::Config,
+}
+
+impl ProtocolGenesis {
+    /// Whether this is the default (then it is left out of JSON).
+    pub fn is_default(&self) -> bool {
+        *self == ProtocolGenesis::default()
+    }
 }
 
 /// An endowed account.
@@ -65,7 +98,8 @@ pub mod balance_string {
 }
 
 /// The genesis validator set.
-pub const VALIDATORS: StorageValue<Vec<GenesisValidator>> = StorageValue::new(system::PALLET, "Validators");
+pub const VALIDATORS: StorageValue<Vec<GenesisValidator>> =
+    StorageValue::new(system::PALLET, "Validators");
 
 /// Why genesis could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +110,9 @@ pub enum GenesisError {
     /// No validators.
     #[error("genesis needs at least one validator")]
     NoValidators,
+    /// The protocol section is inconsistent.
+    #[error("genesis protocol: {0}")]
+    Protocol(#[from] Failure),
 }
 
 /// Builds the genesis state: the change set that block 0's state root commits to.
@@ -88,8 +125,26 @@ pub fn build_genesis(chain_name: &str, config: &GenesisConfig) -> Result<Changes
     system::NUMBER.put(&mut o, &0);
     system::TIMESTAMP.put(&mut o, &0);
     system::CHAIN_NAME.put(&mut o, &chain_name.as_bytes().to_vec());
-    let endowed: Vec<(AccountId, Balance)> = config.balances.iter().map(|b| (b.account, b.free)).collect();
+    let endowed: Vec<(AccountId, Balance)> = config
+        .balances
+        .iter()
+        .map(|b| (b.account, b.free))
+        .collect();
     balances::build_genesis(&mut o, config.existential_deposit, &endowed)?;
     VALIDATORS.put(&mut o, &config.validators);
+    let mut seed = b"weft-genesis/".to_vec();
+    seed.extend_from_slice(chain_name.as_bytes());
+    randomness::RANDOMNESS.insert(&mut o, &0, &blake3_256(&seed));
+    let p = &config.protocol;
+    let mut discarded = Vec::new();
+    let mut ev = PalletEvents {
+        phase: Phase::Block,
+        out: &mut discarded,
+    };
+    staking::build_genesis(&mut o, &mut ev, &p.staking, &p.stakers)?;
+    runs::build_genesis(&mut o, &mut ev, &p.runs, &p.genesis_runs)?;
+    stages::build_genesis(&mut o, &p.stages);
+    ownership::build_genesis(&mut o, &p.ownership);
+    governance::build_genesis(&mut o, &p.governance);
     Ok(o.into_changes())
 }

@@ -9,7 +9,21 @@
 //!
 //! 1. **Initialise** ([`executive::BlockBuilder::new`]): the header's number must follow the
 //!    stored one and its timestamp must not go back. The parent hash is recorded in
-//!    `System::BlockHash`, so mortal transactions can sign a recent block's hash.
+//!    `System::BlockHash`, so mortal transactions can sign a recent block's hash. Then the
+//!    **`on_initialize` hooks** run, each in its own storage transaction (a hook that fails
+//!    is rolled back and recorded as `System::HookFailed`; the block goes on):
+//!    * the block randomness `R(n) = blake3("weft-randomness/v1" ‖ R(n−1) ‖ parent_hash)` is
+//!      stored in `System::Randomness` (see [`support::randomness`] for its bias);
+//!    * staking applies the deferred slashes due at `n` and gives the author a reward point;
+//!    * at an epoch boundary (`n mod epoch_length = 0`): staking pays the epoch's rewards and
+//!      elects the next validator set; then, per active run, ownership mints the epoch's
+//!      credentials (and re-issues redeemed ones), runs counts the epoch, and stages reassigns
+//!      trainers and auditors;
+//!    * work selects the commitments due at `n` for audit (or credits them);
+//!    * governance expires proposals whose voting ended and enacts those due.
+//!
+//!    All hook work is bounded: queues keyed by block number, and loops over bounded lists
+//!    (active runs, a run's candidates, the validator set) only at epoch boundaries.
 //! 2. **Apply each extrinsic** ([`executive::BlockBuilder::apply`]): check the format version,
 //!    the size, the validity window, the signature (over the genesis hash and the era's birth
 //!    hash as this chain knows them), the nonce (must equal the account's) and that the fee can
@@ -17,8 +31,10 @@
 //!    rejected, and a block author skips it. Then the fee is charged and the nonce bumped,
 //!    and the call runs in a storage transaction: if it fails, its writes are rolled back and
 //!    an `ExtrinsicFailed` event records why; fee and nonce stay paid.
-//! 3. **Finalise**: the block's events are stored under `System::Events` (so they are covered
-//!    by the state root and readable over RPC), and old block hashes are pruned.
+//! 3. **Finalise**: the **`on_finalize` hook** closes the audits whose attestation deadline is
+//!    this block (so attestations in this block still count); then the block's events are
+//!    stored under `System::Events` (so they are covered by the state root and readable over
+//!    RPC), and old block hashes and randomness are pruned.
 //!
 //! Calls are dispatched by the explicit index of [`RuntimeCall`]'s variants; those indices,
 //! like every SCALE layout here, are stable (see the layout tests).
@@ -32,10 +48,19 @@ use serde::{Deserialize, Serialize};
 use weft_primitives::{Balance, UncheckedExtrinsic};
 
 pub use executive::{
-    validate_transaction, BlockBuilder, BlockError, BlockOutcome, InvalidTransaction, ValidTransaction,
+    validate_transaction, BlockBuilder, BlockError, BlockOutcome, InvalidTransaction,
+    ValidTransaction,
 };
-pub use genesis::{build_genesis, GenesisConfig, GenesisValidator};
+pub use genesis::{build_genesis, GenesisConfig, GenesisValidator, ProtocolGenesis};
+pub use weft_bls as bls;
 pub use weft_pallet_balances as balances;
+pub use weft_pallet_governance as governance;
+pub use weft_pallet_ownership as ownership;
+pub use weft_pallet_runs as runs;
+pub use weft_pallet_stages as stages;
+pub use weft_pallet_staking as staking;
+pub use weft_pallet_support as support;
+pub use weft_pallet_work as work;
 
 /// The runtime's version; changes to encodings or rules bump `spec_version`.
 pub const SPEC_NAME: &str = "weft";
@@ -81,14 +106,39 @@ pub enum RuntimeCall {
     /// Balances calls.
     #[codec(index = 1)]
     Balances(balances::Call),
+    /// Staking calls.
+    #[codec(index = 2)]
+    Staking(staking::Call),
+    /// Runs calls.
+    #[codec(index = 3)]
+    Runs(runs::Call),
+    /// Stages calls.
+    #[codec(index = 4)]
+    Stages(stages::Call),
+    /// Work calls.
+    #[codec(index = 5)]
+    Work(work::Call),
+    /// Ownership calls.
+    #[codec(index = 6)]
+    Ownership(ownership::Call),
+    /// Governance calls.
+    #[codec(index = 7)]
+    Governance(governance::Call),
 }
 
 impl RuntimeCall {
     /// The pallet index of the call (its variant index).
     pub fn pallet_index(&self) -> u8 {
+        use support::index;
         match self {
-            RuntimeCall::System(_) => 0,
-            RuntimeCall::Balances(_) => 1,
+            RuntimeCall::System(_) => index::SYSTEM,
+            RuntimeCall::Balances(_) => index::BALANCES,
+            RuntimeCall::Staking(_) => index::STAKING,
+            RuntimeCall::Runs(_) => index::RUNS,
+            RuntimeCall::Stages(_) => index::STAGES,
+            RuntimeCall::Work(_) => index::WORK,
+            RuntimeCall::Ownership(_) => index::OWNERSHIP,
+            RuntimeCall::Governance(_) => index::GOVERNANCE,
         }
     }
 }
@@ -103,6 +153,24 @@ pub enum RuntimeEvent {
     /// Balances events.
     #[codec(index = 1)]
     Balances(balances::Event),
+    /// Staking events.
+    #[codec(index = 2)]
+    Staking(staking::Event),
+    /// Runs events.
+    #[codec(index = 3)]
+    Runs(runs::Event),
+    /// Stages events.
+    #[codec(index = 4)]
+    Stages(stages::Event),
+    /// Work events.
+    #[codec(index = 5)]
+    Work(work::Event),
+    /// Ownership events.
+    #[codec(index = 6)]
+    Ownership(ownership::Event),
+    /// Governance events.
+    #[codec(index = 7)]
+    Governance(governance::Event),
 }
 
 /// When in the block an event happened.
@@ -131,5 +199,7 @@ pub type Extrinsic = UncheckedExtrinsic<RuntimeCall>;
 /// The block type of this runtime.
 pub type Block = weft_primitives::Block<Extrinsic>;
 
+#[cfg(test)]
+mod flow_tests;
 #[cfg(test)]
 mod tests;

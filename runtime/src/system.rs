@@ -21,6 +21,9 @@ pub const AUTHOR: StorageValue<AccountId> = StorageValue::new(PALLET, "Author");
 pub const EVENTS: StorageValue<Vec<EventRecord>> = StorageValue::new(PALLET, "Events");
 /// The chain's name, set at genesis (shown by `system_chain`).
 pub const CHAIN_NAME: StorageValue<Vec<u8>> = StorageValue::new(PALLET, "ChainName");
+/// Per-block randomness `R(n)`, kept for the last [`crate::limits::BLOCK_HASH_COUNT`] blocks.
+/// See [`weft_pallet_support::randomness`] for its construction and its bias.
+pub use weft_pallet_support::randomness::RANDOMNESS;
 
 /// System calls. Indices are stable.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
@@ -54,6 +57,12 @@ pub enum Event {
         who: AccountId,
         /// blake3 of the remark.
         hash: Hash,
+    },
+    /// A pallet's block hook failed; its writes and events were rolled back.
+    #[codec(index = 3)]
+    HookFailed {
+        /// Why.
+        error: weft_primitives::DispatchError,
     },
 }
 

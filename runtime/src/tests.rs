@@ -1,4 +1,5 @@
 //! Runtime tests over in-memory state: block execution, validation, layouts.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::executive::{execute_block, BlockContext};
 use crate::genesis::GenesisBalance;
@@ -28,18 +29,35 @@ impl Chain {
         let cfg = GenesisConfig {
             existential_deposit: UNIT / 100,
             balances: vec![
-                GenesisBalance { account: alice().account_id(), free: 1_000 * UNIT },
-                GenesisBalance { account: bob().account_id(), free: 10 * UNIT },
+                GenesisBalance {
+                    account: alice().account_id(),
+                    free: 1_000 * UNIT,
+                },
+                GenesisBalance {
+                    account: bob().account_id(),
+                    free: 10 * UNIT,
+                },
             ],
-            validators: vec![GenesisValidator { account: alice().account_id(), stake: UNIT }],
+            validators: vec![GenesisValidator {
+                account: alice().account_id(),
+                stake: UNIT,
+            }],
+            ..Default::default()
         };
         let mut state = MemoryState::default();
         state.apply(&build_genesis("test", &cfg).unwrap());
-        Chain { state, number: 0, hashes: vec![Hash([0xAA; 32])] }
+        Chain {
+            state,
+            number: 0,
+            hashes: vec![Hash([0xAA; 32])],
+        }
     }
 
     fn ctx(&self, era: Era) -> SigningContext {
-        SigningContext { genesis_hash: self.hashes[0], birth_hash: self.hashes[era.birth() as usize] }
+        SigningContext {
+            genesis_hash: self.hashes[0],
+            birth_hash: self.hashes[era.birth() as usize],
+        }
     }
 
     fn header(&self, xts: &[Extrinsic]) -> Header {
@@ -56,7 +74,10 @@ impl Chain {
     }
 
     fn execute(&mut self, xts: Vec<Extrinsic>) -> Result<BlockOutcome, BlockError> {
-        let block = Block { header: self.header(&xts), extrinsics: xts };
+        let block = Block {
+            header: self.header(&xts),
+            extrinsics: xts,
+        };
         let out = execute_block(&self.state, &block)?;
         self.state.apply(&out.changes);
         self.number += 1;
@@ -77,7 +98,9 @@ impl Chain {
     }
 
     fn free(&self, who: &Keypair) -> u128 {
-        balances::account(&self.state, &who.account_id()).unwrap().free
+        balances::account(&self.state, &who.account_id())
+            .unwrap()
+            .free
     }
 }
 
@@ -89,8 +112,14 @@ fn transfers_execute_and_pay_fees() {
     let out = c.execute(vec![xt]).unwrap();
     assert_eq!(c.free(&bob()), 15 * UNIT);
     assert_eq!(c.free(&alice()), 995 * UNIT - fee);
-    assert!(out.events.iter().any(|e| e.event == RuntimeEvent::System(system::Event::ExtrinsicSuccess)));
-    assert_eq!(balances::total_issuance(&c.state).unwrap(), 1_010 * UNIT - fee);
+    assert!(out
+        .events
+        .iter()
+        .any(|e| e.event == RuntimeEvent::System(system::Event::ExtrinsicSuccess)));
+    assert_eq!(
+        balances::total_issuance(&c.state).unwrap(),
+        1_010 * UNIT - fee
+    );
     let stored = system::EVENTS.get(&c.state).unwrap().unwrap();
     assert_eq!(stored, out.events);
 }
@@ -103,13 +132,22 @@ fn replay_and_bad_signature_are_rejected_and_change_nothing() {
     let before = c.state.clone();
     assert_eq!(
         c.execute(vec![xt]).unwrap_err(),
-        BlockError::InvalidExtrinsic { index: 0, reason: InvalidTransaction::Stale }
+        BlockError::InvalidExtrinsic {
+            index: 0,
+            reason: InvalidTransaction::Stale
+        }
     );
     let mut forged = c.transfer(&alice(), bob().account_id(), UNIT, 1);
-    forged.call = RuntimeCall::Balances(balances::Call::Transfer { dest: bob().account_id(), value: 100 * UNIT });
+    forged.call = RuntimeCall::Balances(balances::Call::Transfer {
+        dest: bob().account_id(),
+        value: 100 * UNIT,
+    });
     assert_eq!(
         c.execute(vec![forged]).unwrap_err(),
-        BlockError::InvalidExtrinsic { index: 0, reason: InvalidTransaction::BadSignature }
+        BlockError::InvalidExtrinsic {
+            index: 0,
+            reason: InvalidTransaction::BadSignature
+        }
     );
     assert_eq!(c.state, before);
 }
@@ -128,7 +166,12 @@ fn failed_call_rolls_back_but_pays_fee() {
     let error = failed.expect("an ExtrinsicFailed event");
     assert_eq!((error.pallet, error.error), (1, 0));
     assert!(error.message.contains("InsufficientBalance"));
-    assert_eq!(balances::account(&c.state, &bob().account_id()).unwrap().nonce, 1);
+    assert_eq!(
+        balances::account(&c.state, &bob().account_id())
+            .unwrap()
+            .nonce,
+        1
+    );
 }
 
 #[test]
@@ -142,17 +185,26 @@ fn pool_validation_checks_nonce_fee_and_era() {
     let far = c.transfer(&alice(), bob().account_id(), UNIT, 1_000);
     assert!(matches!(
         validate_transaction(&c.state, c.number, best, &far, far.encoded_size()),
-        Err(executive::ApplyError::Invalid(InvalidTransaction::TooFarInFuture))
+        Err(executive::ApplyError::Invalid(
+            InvalidTransaction::TooFarInFuture
+        ))
     ));
     let poor = Keypair::from_suri("//Nobody").unwrap();
     let xt = c.transfer(&poor, bob().account_id(), 1, 0);
     assert!(matches!(
         validate_transaction(&c.state, c.number, best, &xt, xt.encoded_size()),
-        Err(executive::ApplyError::Invalid(InvalidTransaction::CannotPayFees))
+        Err(executive::ApplyError::Invalid(
+            InvalidTransaction::CannotPayFees
+        ))
     ));
     // Mortal: born at block 1, period 2 → valid in blocks 2 and 3 only.
-    let era = Era::Mortal { birth: 1, period: 2 };
-    let call = RuntimeCall::System(system::Call::Remark { remark: b"hi".to_vec() });
+    let era = Era::Mortal {
+        birth: 1,
+        period: 2,
+    };
+    let call = RuntimeCall::System(system::Call::Remark {
+        remark: b"hi".to_vec(),
+    });
     let mortal = Extrinsic::new_signed(call, &alice(), 0, 0, era, c.ctx(era));
     assert!(validate_transaction(&c.state, c.number, best, &mortal, mortal.encoded_size()).is_ok());
     c.execute(vec![]).unwrap();
@@ -194,8 +246,145 @@ fn layouts_are_stable() {
     assert_eq!(call.encode(), expected);
     let remark = RuntimeCall::System(system::Call::Remark { remark: vec![9] });
     assert_eq!(remark.encode(), vec![0, 0, 4, 9]);
-    let era = Era::Mortal { birth: 1, period: 2 };
-    assert_eq!(era.encode(), vec![1, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0]);
-    let ev = RuntimeEvent::Balances(balances::Event::DustLost { account: dest, amount: 1 });
+    let era = Era::Mortal {
+        birth: 1,
+        period: 2,
+    };
+    assert_eq!(
+        era.encode(),
+        vec![1, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0]
+    );
+    let ev = RuntimeEvent::Balances(balances::Event::DustLost {
+        account: dest,
+        amount: 1,
+    });
     assert_eq!(&ev.encode()[..2], &[1, 2]);
+
+    // The protocol pallets: pallet index, call index, fields.
+    let bond = RuntimeCall::Staking(staking::Call::Bond { value: 7 });
+    assert_eq!(bond.encode(), vec![2, 0, 7 << 2]);
+    assert_eq!(
+        RuntimeCall::Staking(staking::Call::WithdrawUnbonded).encode(),
+        vec![2, 3]
+    );
+    assert_eq!(
+        RuntimeCall::Staking(staking::Call::Chill).encode(),
+        vec![2, 5]
+    );
+    let validate = RuntimeCall::Staking(staking::Call::Validate {
+        bls_key: bls::PublicKeyBytes([1; 64]),
+        proof_of_possession: bls::SignatureBytes([2; 32]),
+    });
+    let enc = validate.encode();
+    assert_eq!((enc.len(), &enc[..3], enc[66]), (98, &[2u8, 6, 1][..], 2));
+    let train = RuntimeCall::Staking(staking::Call::Train {
+        peer_id: vec![5],
+        addrs: vec![vec![6]],
+        capacity: 3,
+    });
+    assert_eq!(train.encode(), vec![2, 7, 4, 5, 4, 4, 6, 3, 0, 0, 0]);
+    let join = RuntimeCall::Stages(stages::Call::JoinRun { run: 9 });
+    assert_eq!(join.encode(), vec![4, 0, 9, 0, 0, 0]);
+    assert_eq!(
+        RuntimeCall::Stages(stages::Call::LeaveRun { run: 9 }).encode(),
+        vec![4, 1, 9, 0, 0, 0]
+    );
+    let commit = RuntimeCall::Work(work::Call::CommitStep {
+        run: 1,
+        stage: 2,
+        replica: 3,
+        step: 4,
+        roots: work::StepRoots::default(),
+        loss: Some(5),
+    });
+    let enc = commit.encode();
+    assert_eq!(
+        &enc[..18],
+        &[5, 0, 1, 0, 0, 0, 2, 0, 3, 0, 4, 0, 0, 0, 0, 0, 0, 0]
+    );
+    assert_eq!(enc.len(), 18 + 6 * 32 + 9);
+    assert_eq!(&enc[18 + 192..], &[1, 5, 0, 0, 0, 0, 0, 0, 0]);
+    let attest = RuntimeCall::Work(work::Call::Attest {
+        audit: 1,
+        verdict: work::Verdict::Fail,
+        reason: Some(work::FailReason::NoReveal),
+        signature: bls::SignatureBytes([0; 32]),
+    });
+    assert_eq!(
+        &attest.encode()[..13],
+        &[5, 1, 1, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1]
+    );
+    assert_eq!(
+        work::attestation_message(1, work::Verdict::Pass)[..13],
+        *b"weft/audit/v1"
+    );
+    let redeem = RuntimeCall::Ownership(ownership::Call::RedeemCredential {
+        run: 1,
+        amount: 2,
+        request: Hash([3; 32]),
+    });
+    assert_eq!(&redeem.encode()[..7], &[6, 1, 1, 0, 0, 0, 2 << 2]);
+    let transfer = RuntimeCall::Ownership(ownership::Call::TransferCredentials {
+        run: 1,
+        dest,
+        amount: 1,
+    });
+    assert_eq!(&transfer.encode()[..6], &[6, 0, 1, 0, 0, 0]);
+    let units = RuntimeCall::Ownership(ownership::Call::TransferUnits {
+        run: 1,
+        dest,
+        amount: 1,
+    });
+    assert_eq!(&units.encode()[..2], &[6, 2]);
+    let halt = RuntimeCall::Governance(governance::Call::Propose {
+        action: governance::Action::HaltRun { run: 1 },
+    });
+    assert_eq!(halt.encode(), vec![7, 0, 0, 1, 0, 0, 0]);
+    let cancel = RuntimeCall::Governance(governance::Call::Propose {
+        action: governance::Action::CancelSlash { slash: 2 },
+    });
+    assert_eq!(cancel.encode(), vec![7, 0, 3, 2, 0, 0, 0, 0, 0, 0, 0]);
+    let vote = RuntimeCall::Governance(governance::Call::Vote {
+        proposal: 1,
+        aye: true,
+    });
+    assert_eq!(vote.encode(), vec![7, 1, 1, 0, 0, 0, 1]);
+    assert_eq!(
+        RuntimeCall::Governance(governance::Call::EmergencyHalt { run: 1 }).encode(),
+        vec![7, 2, 1, 0, 0, 0]
+    );
+    let spec = runs::RunSpec {
+        model_config: vec![],
+        stages: 4,
+        replicas: 1,
+        dataset_hash: Hash::ZERO,
+        hyper_params: vec![],
+        max_steps: 0,
+        bond: 0,
+        params: runs::RunParams::default(),
+    };
+    assert_eq!(
+        &RuntimeCall::Runs(runs::Call::RegisterRun { spec }).encode()[..5],
+        &[3, 0, 0, 4, 0]
+    );
+    // Event indices.
+    let ev = RuntimeEvent::Work(work::Event::AuditInconclusive { audit: 1 });
+    assert_eq!(&ev.encode()[..2], &[5, 4]);
+    let ev = RuntimeEvent::Governance(governance::Event::EmergencyHalted { run: 1 });
+    assert_eq!(&ev.encode()[..2], &[7, 7]);
+    let ev = RuntimeEvent::Staking(staking::Event::SlashCancelled { slash: 1 });
+    assert_eq!(&ev.encode()[..2], &[2, 9]);
+}
+
+#[test]
+fn genesis_json_without_protocol_still_parses_and_round_trips() {
+    let json = r#"{"existentialDeposit":"10","balances":[],"validators":[]}"#;
+    let cfg: GenesisConfig = serde_json::from_str(json).unwrap();
+    assert!(cfg.protocol.is_default());
+    assert_eq!(serde_json::to_string(&cfg).unwrap(), json);
+    let mut with = cfg.clone();
+    with.protocol.staking.epoch_length = 5;
+    let text = serde_json::to_string(&with).unwrap();
+    assert!(text.contains(r#""protocol":{"staking":{"epochLength":5"#));
+    assert_eq!(serde_json::from_str::<GenesisConfig>(&text).unwrap(), with);
 }

@@ -142,7 +142,7 @@ impl Node {
             .arg(base_path)
             .args(["--rpc-port", &rpc_port.to_string()])
             .args(["--prometheus-port", &prometheus_port.to_string()])
-            .args(["--block-time", BLOCK_TIME])
+            .args(if extra_args.contains(&"--block-time") { vec![] } else { vec!["--block-time", BLOCK_TIME] })
             .args(extra_args)
             .stdin(Stdio::null())
             .stdout(log)
@@ -185,6 +185,20 @@ impl Node {
             }
             tokio::time::sleep(POLL_INTERVAL).await;
         }
+    }
+
+    /// The node's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Resident memory of the node process in KiB (Linux `/proc`), while it runs.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
     /// The last lines of the node's log (for failure messages).

@@ -423,8 +423,8 @@ struct PipelineArgs {
 }
 
 fn parse_seed(hex_seed: &str) -> anyhow::Result<[u8; 32]> {
-    let bytes = hex::decode(hex_seed.trim().trim_start_matches("0x"))
-        .context("the key seed is not hex")?;
+    let bytes =
+        hex::decode(hex_seed.trim().trim_start_matches("0x")).context("the key seed is not hex")?;
     bytes
         .try_into()
         .map_err(|b: Vec<u8>| anyhow::anyhow!("the key seed must be 32 bytes, got {}", b.len()))
@@ -468,7 +468,10 @@ fn pipeline(args: PipelineArgs) -> anyhow::Result<()> {
     let peers = PeerTable::load(&args.peers)?;
     let mut auditors = peers.auditors_of(args.stage);
     for a in &args.auditor {
-        auditors.insert(a.parse().with_context(|| format!("bad auditor peer id {a}"))?);
+        auditors.insert(
+            a.parse()
+                .with_context(|| format!("bad auditor peer id {a}"))?,
+        );
     }
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
@@ -551,7 +554,9 @@ fn pipeline(args: PipelineArgs) -> anyhow::Result<()> {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// Tokens/s of S `pipeline` processes on loopback ÷ tokens/s of the unsplit model here.
@@ -590,20 +595,31 @@ fn bench_cross_process(
         .enumerate()
         .map(|(s, (seed, port))| {
             let mut c = std::process::Command::new(&exe);
-            c.args(["pipeline", "--stage", &s.to_string(), "--stages", &stages.to_string()])
-                .arg("--peers")
-                .arg(&peers)
-                .args(["--listen", &format!("/ip4/127.0.0.1/tcp/{port}")])
-                .arg("--data-dir")
-                .arg(dir.join(format!("stage-{s}")))
-                .args(["--steps", &total.to_string(), "--key-seed", seed])
-                .args(["--checkpoint-every", &total.to_string()])
-                .arg("--config")
-                .arg(&model_json)
-                .arg("--train-config")
-                .arg(&train_json)
-                .args(["--device", &args.device, "--threads", &args.threads.to_string()])
-                .stdout(std::process::Stdio::piped());
+            c.args([
+                "pipeline",
+                "--stage",
+                &s.to_string(),
+                "--stages",
+                &stages.to_string(),
+            ])
+            .arg("--peers")
+            .arg(&peers)
+            .args(["--listen", &format!("/ip4/127.0.0.1/tcp/{port}")])
+            .arg("--data-dir")
+            .arg(dir.join(format!("stage-{s}")))
+            .args(["--steps", &total.to_string(), "--key-seed", seed])
+            .args(["--checkpoint-every", &total.to_string()])
+            .arg("--config")
+            .arg(&model_json)
+            .arg("--train-config")
+            .arg(&train_json)
+            .args([
+                "--device",
+                &args.device,
+                "--threads",
+                &args.threads.to_string(),
+            ])
+            .stdout(std::process::Stdio::piped());
             if args.bf16 {
                 c.arg("--bf16");
             }
@@ -632,7 +648,10 @@ fn bench_cross_process(
         })
         .collect();
     if times.len() as u64 != steps {
-        anyhow::bail!("expected {steps} timed steps from the last stage, got {}", times.len());
+        anyhow::bail!(
+            "expected {steps} timed steps from the last stage, got {}",
+            times.len()
+        );
     }
     let tokens = (train.tokens_per_step(model.seq_len) as u64 * steps) as f64;
     let tp = tokens / times.iter().sum::<f64>();
@@ -703,9 +722,7 @@ fn main() {
             model,
         } => local_train(stages, steps, &data, checkpoint_dir, commit, &model),
         Command::Pipeline(args) => pipeline(args),
-        Command::PeerId { key_seed } => {
-            peer_id_of(&key_seed).map(|id| println!("{id}"))
-        }
+        Command::PeerId { key_seed } => peer_id_of(&key_seed).map(|id| println!("{id}")),
         Command::Bench {
             cross_process: true,
             stages,

@@ -60,8 +60,7 @@ use crate::error::{Error, Result};
 use crate::pipeline::{ForwardOutput, StageWorker};
 use crate::store::{Journal, StepAux, StepBytes, TensorStore};
 use crate::wire::{
-    decode_request, decode_response, ErrorCode, Limits, Request, Response, RevealItem,
-    WireTensor,
+    decode_request, decode_response, ErrorCode, Limits, Request, Response, RevealItem, WireTensor,
 };
 use parity_scale_codec::Encode;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -501,8 +500,16 @@ impl Shared {
             Err(e) => Response::error(ErrorCode::Malformed, e.to_string()),
             Ok(req) => self.handle_request(peer, req),
         };
-        if let Response::Error { code, message } = &resp {
-            tracing::warn!(%peer, ?code, %message, "request refused");
+        match &resp {
+            // A late retry of something already superseded by a resend: harmless.
+            Response::Error {
+                code: ErrorCode::StaleStep,
+                message,
+            } => tracing::debug!(%peer, %message, "stale message refused"),
+            Response::Error { code, message } => {
+                tracing::warn!(%peer, ?code, %message, "request refused")
+            }
+            _ => {}
         }
         resp
     }
@@ -553,7 +560,10 @@ impl Shared {
                     Err(r) => return r,
                 };
                 if k == 0 || from != k - 1 {
-                    return wrong(format!("stage {k} takes activations only from stage {}", k.wrapping_sub(1) as i64));
+                    return wrong(format!(
+                        "stage {k} takes activations only from stage {}",
+                        k.wrapping_sub(1) as i64
+                    ));
                 }
                 if micro >= m {
                     return wrong(format!("micro-batch {micro} out of range (0..{m})"));
@@ -575,7 +585,10 @@ impl Shared {
                     Err(r) => return r,
                 };
                 if from != k + 1 {
-                    return wrong(format!("stage {k} takes gradients only from stage {}", k + 1));
+                    return wrong(format!(
+                        "stage {k} takes gradients only from stage {}",
+                        k + 1
+                    ));
                 }
                 if micro >= m {
                     return wrong(format!("micro-batch {micro} out of range (0..{m})"));
@@ -642,7 +655,12 @@ impl Shared {
                     st.in_flight += msgs.len();
                     msgs
                 };
-                tracing::info!(stage = from, from_step, messages = again.len(), "resending to a restarted partner");
+                tracing::info!(
+                    stage = from,
+                    from_step,
+                    messages = again.len(),
+                    "resending to a restarted partner"
+                );
                 for b in again {
                     self.enqueue(from, b);
                 }
@@ -758,6 +776,13 @@ async fn deliver(shared: Arc<Shared>, net: Network, retry: RetryPolicy, out: Out
                 }
             },
             Err(e) => {
+                // A partner that said Done has completed every step and needs nothing more
+                // from us (it may have left right after acknowledging our own Done).
+                if shared.lock().done_from.contains(&out.to) {
+                    tracing::debug!(stage = out.to, error = %e, "partner has finished; dropped");
+                    shared.delivered(0, false);
+                    return;
+                }
                 tracing::debug!(stage = out.to, error = %e, attempt, "send failed; will retry");
             }
         }
@@ -847,7 +872,11 @@ pub fn resume(
     }
     let replayed = j.last_committed + 1 - checkpoint_step;
     if replayed > 0 {
-        tracing::info!(from = checkpoint_step, to = j.last_committed, "replayed committed steps from the store");
+        tracing::info!(
+            from = checkpoint_step,
+            to = j.last_committed,
+            "replayed committed steps from the store"
+        );
     }
     Ok(Resumed {
         next_step: j.last_committed + 1,
@@ -872,9 +901,10 @@ fn replay_step(worker: &mut StageWorker, store: &TensorStore, step: u64) -> Resu
     let aux = store.aux(step)?;
     let spec = worker.stage().spec();
     let m = worker.micro_batches();
-    let shape = worker
-        .stage()
-        .input_shape(worker.train_config().micro_batch_size, worker.stage().config().seq_len);
+    let shape = worker.stage().input_shape(
+        worker.train_config().micro_batch_size,
+        worker.stage().config().seq_len,
+    );
     let inputs = if spec.is_first() {
         Vec::new()
     } else {
@@ -1068,7 +1098,7 @@ impl Ctx {
         };
         sh.store.write_step(&commitment, &bytes, &aux)?;
         Journal::for_commitment(run, k, n, &commitment).write(&self.cfg.data_dir)?;
-        if (step + 1) % self.cfg.checkpoint_every == 0 {
+        if (step + 1).checked_rem(self.cfg.checkpoint_every) == Some(0) {
             checkpoint::save(worker, &checkpoint_path(&self.cfg.data_dir))?;
         }
         Ok((report.loss, step + 1))
@@ -1112,7 +1142,7 @@ impl Ctx {
         for step in r.next_step..self.cfg.steps {
             let t0 = Instant::now();
             let (loss, done) = self.run_step(&mut worker, step)?;
-            if step + 1 == done && done % self.cfg.checkpoint_every == 0 {
+            if done.checked_rem(self.cfg.checkpoint_every) == Some(0) {
                 last_ckpt = done;
             }
             if let Some(l) = loss {
@@ -1150,7 +1180,12 @@ impl Ctx {
             sh.wait_until(
                 Instant::now() + self.cfg.peer_timeout,
                 "partners to finish",
-                |st| partners.iter().all(|p| st.done_from.contains(p)).then_some(()),
+                |st| {
+                    partners
+                        .iter()
+                        .all(|p| st.done_from.contains(p))
+                        .then_some(())
+                },
             )?;
         }
         Ok(Summary {
@@ -1194,7 +1229,10 @@ pub async fn run_stage(
         )));
     }
     if let Some(r) = cfg.peers.run.filter(|&r| r != cfg.run) {
-        return Err(Error::Peers(format!("the table is for run {r}, not {}", cfg.run)));
+        return Err(Error::Peers(format!(
+            "the table is for run {r}, not {}",
+            cfg.run
+        )));
     }
     if cfg.peers.stages[spec.stage].peer_id != network.local_peer_id() {
         return Err(Error::Peers(format!(
@@ -1213,10 +1251,8 @@ pub async fn run_stage(
         n_stages: spec.n_stages,
         micro_batches: worker.micro_batches(),
         activation: vec![train.micro_batch_size, model.seq_len, model.d_model],
-        shared: (model.tied_embeddings
-            && spec.n_stages > 1
-            && (spec.is_first() || spec.is_last()))
-        .then(|| vec![model.vocab_size, model.d_model]),
+        shared: (model.tied_embeddings && spec.n_stages > 1 && (spec.is_first() || spec.is_last()))
+            .then(|| vec![model.vocab_size, model.d_model]),
         global_clip: train.clip_scope == ClipScope::Global && spec.n_stages > 1,
     };
     let current = Journal::read(&cfg.data_dir)?.map_or(0, |j| j.last_committed + 1);

@@ -101,7 +101,9 @@ impl TensorStore {
     /// steps. Removes temporary directories left by a crash.
     pub fn open(data_dir: &Path, retention: u64) -> Result<Self> {
         if retention == 0 {
-            return Err(Error::Config("the store must retain at least 1 step".into()));
+            return Err(Error::Config(
+                "the store must retain at least 1 step".into(),
+            ));
         }
         let dir = data_dir.join("store");
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
@@ -408,8 +410,14 @@ mod tests {
         store
             .write_step(&commitment(1, 1, 2), &bytes(2, false), &StepAux::default())
             .unwrap();
-        assert_eq!(store.item(1, RevealItem::WeightsBefore).unwrap(), vec![1; 10]);
-        assert_eq!(store.item(1, RevealItem::WeightsAfter).unwrap(), vec![2; 10]);
+        assert_eq!(
+            store.item(1, RevealItem::WeightsBefore).unwrap(),
+            vec![1; 10]
+        );
+        assert_eq!(
+            store.item(1, RevealItem::WeightsAfter).unwrap(),
+            vec![2; 10]
+        );
         // Roots that do not chain are refused rather than linked.
         assert!(store
             .write_step(&commitment(2, 9, 3), &bytes(3, false), &StepAux::default())
@@ -419,7 +427,10 @@ mod tests {
             .unwrap();
         assert_eq!(store.steps().unwrap(), vec![1, 2]);
         // Pruning step 0 did not break step 1's link.
-        assert_eq!(store.item(1, RevealItem::WeightsBefore).unwrap(), vec![1; 10]);
+        assert_eq!(
+            store.item(1, RevealItem::WeightsBefore).unwrap(),
+            vec![1; 10]
+        );
         assert_eq!(store.commitment(2).unwrap(), commitment(2, 2, 3));
 
         assert_eq!(Journal::read(dir.path()).unwrap(), None);

@@ -244,7 +244,9 @@ impl WireTensor {
         let expected = self
             .shape
             .iter()
-            .try_fold(self.dtype.size() as u64, |acc, &d| acc.checked_mul(d as u64))
+            .try_fold(self.dtype.size() as u64, |acc, &d| {
+                acc.checked_mul(d as u64)
+            })
             .unwrap_or(u64::MAX);
         if expected > limits.max_bytes as u64 {
             return Err(WireError::TooLarge {
@@ -347,7 +349,11 @@ impl WireTensor {
         };
         #[cfg(target_endian = "little")]
         let data = &self.data;
-        Ok(Tensor::f_from_data_size(&data[..], &shape, self.dtype.kind())?)
+        Ok(Tensor::f_from_data_size(
+            &data[..],
+            &shape,
+            self.dtype.kind(),
+        )?)
     }
 }
 
@@ -549,6 +555,21 @@ pub enum Request {
         /// Completed steps.
         steps: u64,
     },
+    /// An auditor proves that the sending libp2p peer speaks for validator `account`, an
+    /// auditor of `stage` on chain: `signature` is its BLS signature over
+    /// [`crate::chain::auditor_hello_message`]`(run, stage, sender)` (index 7). Answered
+    /// with `Ack` (the peer may fetch reveals from now on) or `Forbidden`.
+    #[codec(index = 7)]
+    AuditorHello {
+        /// The run.
+        run: u64,
+        /// The audited stage.
+        stage: u32,
+        /// The validator account.
+        account: [u8; 32],
+        /// BN254 BLS signature (compressed G1).
+        signature: [u8; 32],
+    },
 }
 
 /// `RevealRequest { run, step, stage, replica, item, chunk }`.
@@ -643,7 +664,10 @@ pub fn decode_request(bytes: &[u8], limits: &Limits) -> Result<Request, WireErro
                 });
             }
         }
-        Request::Reveal(_) | Request::Resend { .. } | Request::Done { .. } => {}
+        Request::Reveal(_)
+        | Request::Resend { .. }
+        | Request::Done { .. }
+        | Request::AuditorHello { .. } => {}
     }
     Ok(req)
 }
@@ -694,7 +718,10 @@ mod tests {
             assert!(back.equal(&t), "{kind:?}");
             let req = forward(w.clone());
             let bytes = req.encode();
-            assert_eq!(decode_request(&bytes, &Limits::default()).is_ok(), kind != Kind::Int64);
+            assert_eq!(
+                decode_request(&bytes, &Limits::default()).is_ok(),
+                kind != Kind::Int64
+            );
         }
         // f32 little-endian on the wire.
         let w = WireTensor::from_tensor(&Tensor::from_slice(&[1.0f32, -2.0])).unwrap();
@@ -806,7 +833,10 @@ mod tests {
         let mut bytes = forward(f32_tensor(&[1.0], &[1])).encode();
         bytes[1 + 8 + 8 + 4 + 4] = 9;
         let e = decode_request(&bytes, &lim).unwrap_err();
-        assert!(matches!(&e, WireError::Decode(m) if m.contains("dtype")), "{e}");
+        assert!(
+            matches!(&e, WireError::Decode(m) if m.contains("dtype")),
+            "{e}"
+        );
         // Bad message index.
         let e = decode_request(&[42], &lim).unwrap_err();
         assert!(matches!(e, WireError::Decode(_)), "{e}");
@@ -827,15 +857,11 @@ mod tests {
             max_bytes: 16,
             ..lim
         };
-        let e = decode_request(&forward(f32_tensor(&[0.0; 5], &[5])).encode(), &small)
-            .unwrap_err();
+        let e = decode_request(&forward(f32_tensor(&[0.0; 5], &[5])).encode(), &small).unwrap_err();
         assert!(matches!(e, WireError::TooLarge { bytes: 20, .. }), "{e}");
         // NaN and infinity, in every float dtype.
-        let e = decode_request(
-            &forward(f32_tensor(&[1.0, f32::NAN], &[2])).encode(),
-            &lim,
-        )
-        .unwrap_err();
+        let e = decode_request(&forward(f32_tensor(&[1.0, f32::NAN], &[2])).encode(), &lim)
+            .unwrap_err();
         assert_eq!(e, WireError::NonFinite { index: 1 });
         let e = decode_request(
             &forward(f32_tensor(&[f32::NEG_INFINITY], &[1])).encode(),

@@ -27,7 +27,19 @@ use weft_primitives::{AccountId, Balance, Nonce, PalletError};
 pub const PALLET: &str = "Balances";
 
 /// An account's record.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Encode, Decode, MaxEncodedLen, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Encode,
+    Decode,
+    MaxEncodedLen,
+    Serialize,
+    Deserialize,
+)]
 pub struct AccountInfo {
     /// Transactions sent so far; the next must carry this nonce.
     pub nonce: Nonce,
@@ -49,7 +61,8 @@ pub const ACCOUNTS: StorageMap<AccountId, AccountInfo> = StorageMap::new(PALLET,
 /// Sum of all balances.
 pub const TOTAL_ISSUANCE: StorageValue<Balance> = StorageValue::new(PALLET, "TotalIssuance");
 /// The existential deposit, set at genesis.
-pub const EXISTENTIAL_DEPOSIT: StorageValue<Balance> = StorageValue::new(PALLET, "ExistentialDeposit");
+pub const EXISTENTIAL_DEPOSIT: StorageValue<Balance> =
+    StorageValue::new(PALLET, "ExistentialDeposit");
 
 /// Calls. Indices are stable.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
@@ -212,7 +225,10 @@ impl EventSink for Vec<Event> {
 }
 
 /// The account record, or an empty one.
-pub fn account(s: &(impl StateReader + ?Sized), who: &AccountId) -> Result<AccountInfo, StorageError> {
+pub fn account(
+    s: &(impl StateReader + ?Sized),
+    who: &AccountId,
+) -> Result<AccountInfo, StorageError> {
     Ok(ACCOUNTS.get(s, who)?.unwrap_or_default())
 }
 
@@ -270,7 +286,12 @@ pub fn inc_nonce(s: &mut (impl Storage + ?Sized), who: &AccountId) -> Result<(),
 }
 
 /// Whether `who` can pay `fee + tip` and keep at least the existential deposit.
-pub fn can_pay_fee(s: &(impl StateReader + ?Sized), who: &AccountId, fee: Balance, tip: Balance) -> Result<bool, StorageError> {
+pub fn can_pay_fee(
+    s: &(impl StateReader + ?Sized),
+    who: &AccountId,
+    fee: Balance,
+    tip: Balance,
+) -> Result<bool, StorageError> {
     let ed = existential_deposit(s)?;
     let info = account(s, who)?;
     Ok(fee
@@ -293,7 +314,10 @@ pub fn charge_fee(
     }
     let mut info = account(s, who)?;
     let total = fee.checked_add(tip).ok_or(Error::Overflow)?;
-    info.free = info.free.checked_sub(total).ok_or(Error::InsufficientBalance)?;
+    info.free = info
+        .free
+        .checked_sub(total)
+        .ok_or(Error::InsufficientBalance)?;
     write_account(s, who, &info);
     burn(s, fee)?;
     if tip > 0 {
@@ -309,7 +333,11 @@ pub fn charge_fee(
             _ => burn(s, tip)?,
         }
     }
-    events.deposit(Event::FeePaid { who: *who, fee, tip });
+    events.deposit(Event::FeePaid {
+        who: *who,
+        fee,
+        tip,
+    });
     Ok(())
 }
 
@@ -324,7 +352,10 @@ pub fn transfer(
 ) -> Result<(), Failure> {
     let ed = existential_deposit(s)?;
     let mut sender = account(s, from)?;
-    let remaining = sender.free.checked_sub(value).ok_or(Error::InsufficientBalance)?;
+    let remaining = sender
+        .free
+        .checked_sub(value)
+        .ok_or(Error::InsufficientBalance)?;
     if from == to || value == 0 {
         return Ok(());
     }
@@ -347,12 +378,22 @@ pub fn transfer(
     write_account(s, from, &sender);
     write_account(s, to, &dest);
     if was_dead {
-        events.deposit(Event::Endowed { account: *to, free_balance: dest_new });
+        events.deposit(Event::Endowed {
+            account: *to,
+            free_balance: dest_new,
+        });
     }
-    events.deposit(Event::Transfer { from: *from, to: *to, amount: value });
+    events.deposit(Event::Transfer {
+        from: *from,
+        to: *to,
+        amount: value,
+    });
     if dust > 0 {
         burn(s, dust)?;
-        events.deposit(Event::DustLost { account: *from, amount: dust });
+        events.deposit(Event::DustLost {
+            account: *from,
+            amount: dust,
+        });
     }
     Ok(())
 }
@@ -365,7 +406,10 @@ pub fn reserve(
     amount: Balance,
 ) -> Result<(), Failure> {
     let mut info = account(s, who)?;
-    info.free = info.free.checked_sub(amount).ok_or(Error::InsufficientBalance)?;
+    info.free = info
+        .free
+        .checked_sub(amount)
+        .ok_or(Error::InsufficientBalance)?;
     info.reserved = info.reserved.checked_add(amount).ok_or(Error::Overflow)?;
     write_account(s, who, &info);
     events.deposit(Event::Reserved { who: *who, amount });
@@ -380,7 +424,10 @@ pub fn unreserve(
     amount: Balance,
 ) -> Result<(), Failure> {
     let mut info = account(s, who)?;
-    info.reserved = info.reserved.checked_sub(amount).ok_or(Error::InsufficientReserved)?;
+    info.reserved = info
+        .reserved
+        .checked_sub(amount)
+        .ok_or(Error::InsufficientReserved)?;
     info.free = info.free.checked_add(amount).ok_or(Error::Overflow)?;
     write_account(s, who, &info);
     events.deposit(Event::Unreserved { who: *who, amount });
@@ -399,7 +446,10 @@ pub fn slash_reserved(
     info.reserved -= slashed;
     burn(s, slashed)?;
     if slashed > 0 {
-        events.deposit(Event::Slashed { who: *who, amount: slashed });
+        events.deposit(Event::Slashed {
+            who: *who,
+            amount: slashed,
+        });
     }
     // A slash that leaves less than the existential deposit reaps the account.
     let dust = info.total();
@@ -407,7 +457,10 @@ pub fn slash_reserved(
         info.free = 0;
         info.reserved = 0;
         burn(s, dust)?;
-        events.deposit(Event::DustLost { account: *who, amount: dust });
+        events.deposit(Event::DustLost {
+            account: *who,
+            amount: dust,
+        });
     }
     write_account(s, who, &info);
     Ok(slashed)
@@ -427,7 +480,9 @@ pub fn mint(
     }
     let mut info = account(s, who)?;
     let issuance = total_issuance(s)?;
-    let (Some(free), Some(new_issuance)) = (info.free.checked_add(amount), issuance.checked_add(amount)) else {
+    let (Some(free), Some(new_issuance)) =
+        (info.free.checked_add(amount), issuance.checked_add(amount))
+    else {
         return Ok(0);
     };
     if free.saturating_add(info.reserved) < existential_deposit(s)? {
@@ -438,7 +493,10 @@ pub fn mint(
     write_account(s, who, &info);
     TOTAL_ISSUANCE.put(s, &new_issuance);
     if was_dead {
-        events.deposit(Event::Endowed { account: *who, free_balance: free });
+        events.deposit(Event::Endowed {
+            account: *who,
+            free_balance: free,
+        });
     }
     events.deposit(Event::Minted { who: *who, amount });
     Ok(amount)

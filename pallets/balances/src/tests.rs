@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use super::*;
 use proptest::prelude::*;
 use weft_primitives::storage::{MemoryState, Overlay};
@@ -18,7 +19,10 @@ fn genesis(endowed: &[(AccountId, Balance)]) -> MemoryState {
 }
 
 fn sum_of_balances(o: &Overlay<'_>, accounts: &[AccountId]) -> Balance {
-    accounts.iter().map(|a| account(o, a).unwrap().total()).sum()
+    accounts
+        .iter()
+        .map(|a| account(o, a).unwrap().total())
+        .sum()
 }
 
 #[test]
@@ -29,7 +33,13 @@ fn transfer_moves_funds_and_endows() {
     transfer(&mut o, &mut ev, &acc(1), &acc(2), 300, true).unwrap();
     assert_eq!(account(&o, &acc(1)).unwrap().free, 700);
     assert_eq!(account(&o, &acc(2)).unwrap().free, 300);
-    assert_eq!(ev[0], Event::Endowed { account: acc(2), free_balance: 300 });
+    assert_eq!(
+        ev[0],
+        Event::Endowed {
+            account: acc(2),
+            free_balance: 300
+        }
+    );
     assert_eq!(total_issuance(&o).unwrap(), 1_000);
 }
 
@@ -50,7 +60,10 @@ fn existential_deposit_rules() {
     transfer(&mut o, &mut ev, &acc(1), &acc(2), 950, false).unwrap();
     assert_eq!(account(&o, &acc(1)).unwrap().free, 0);
     assert_eq!(total_issuance(&o).unwrap(), 950);
-    assert!(ev.contains(&Event::DustLost { account: acc(1), amount: 50 }));
+    assert!(ev.contains(&Event::DustLost {
+        account: acc(1),
+        amount: 50
+    }));
 }
 
 #[test]
@@ -88,10 +101,23 @@ fn reserve_unreserve_slash() {
     let mut o = Overlay::new(&state);
     let mut ev = Vec::new();
     reserve(&mut o, &mut ev, &acc(1), 400).unwrap();
-    assert_eq!(account(&o, &acc(1)).unwrap(), AccountInfo { nonce: 0, free: 600, reserved: 400 });
-    assert_eq!(reserve(&mut o, &mut ev, &acc(1), 601), Err(Error::InsufficientBalance.into()));
+    assert_eq!(
+        account(&o, &acc(1)).unwrap(),
+        AccountInfo {
+            nonce: 0,
+            free: 600,
+            reserved: 400
+        }
+    );
+    assert_eq!(
+        reserve(&mut o, &mut ev, &acc(1), 601),
+        Err(Error::InsufficientBalance.into())
+    );
     unreserve(&mut o, &mut ev, &acc(1), 100).unwrap();
-    assert_eq!(slash_reserved(&mut o, &mut ev, &acc(1), 1_000).unwrap(), 300);
+    assert_eq!(
+        slash_reserved(&mut o, &mut ev, &acc(1), 1_000).unwrap(),
+        300
+    );
     assert_eq!(total_issuance(&o).unwrap(), 700);
     assert_eq!(sum_of_balances(&o, &[acc(1)]), 700);
 }
@@ -102,7 +128,16 @@ fn nonce_survives_reaping() {
     let mut o = Overlay::new(&state);
     let mut ev = Vec::new();
     inc_nonce(&mut o, &acc(1)).unwrap();
-    dispatch(&mut o, &mut ev, &acc(1), &Call::TransferAll { dest: acc(2), keep_alive: false }).unwrap();
+    dispatch(
+        &mut o,
+        &mut ev,
+        &acc(1),
+        &Call::TransferAll {
+            dest: acc(2),
+            keep_alive: false,
+        },
+    )
+    .unwrap();
     let info = account(&o, &acc(1)).unwrap();
     assert_eq!((info.nonce, info.total()), (1, 0));
 }

@@ -173,7 +173,10 @@ impl Default for RunParams {
     /// Development values.
     fn default() -> Self {
         RunParams {
-            tolerance: Tolerance { rel_l2: Perbill::from_parts(10_000_000), max_abs_nano: 50_000_000 },
+            tolerance: Tolerance {
+                rel_l2: Perbill::from_parts(10_000_000),
+                max_abs_nano: 50_000_000,
+            },
             audit_probability: Perbill::from_percent(10),
             trainer_slash: Perbill::from_percent(20),
             auditor_slash: Perbill::from_percent(10),
@@ -288,7 +291,11 @@ impl RunInfo {
     pub fn step_limit(&self) -> Option<u64> {
         let mut limit = None;
         if self.params.steps_per_epoch > 0 {
-            limit = Some(self.epochs_trained.saturating_add(1).saturating_mul(self.params.steps_per_epoch as u64));
+            limit = Some(
+                self.epochs_trained
+                    .saturating_add(1)
+                    .saturating_mul(self.params.steps_per_epoch as u64),
+            );
         }
         if self.max_steps > 0 {
             limit = Some(limit.map_or(self.max_steps, |l: u64| l.min(self.max_steps)));
@@ -447,7 +454,8 @@ pub fn check_params(p: &RunParams, stages: StageIndex) -> Result<(), Error> {
         && p.max_stages_per_account >= 1
         && p.max_stages_per_auditor >= 1
         && p.auditors_per_stage >= 1
-        && (stages <= 1 || (p.max_stages_per_account < stages && p.max_stages_per_auditor < stages));
+        && (stages <= 1
+            || (p.max_stages_per_account < stages && p.max_stages_per_auditor < stages));
     if ok {
         Ok(())
     } else {
@@ -464,10 +472,16 @@ pub fn register_run(
     spec: RunSpec,
 ) -> Result<RunId, Failure> {
     let cfg = config(s)?;
-    if spec.stages == 0 || spec.stages > cfg.max_stages || spec.replicas == 0 || spec.replicas > cfg.max_replicas {
+    if spec.stages == 0
+        || spec.stages > cfg.max_stages
+        || spec.replicas == 0
+        || spec.replicas > cfg.max_replicas
+    {
         return Err(Error::BadShape.into());
     }
-    if spec.model_config.len() > cfg.max_config_len as usize || spec.hyper_params.len() > cfg.max_hyper_len as usize {
+    if spec.model_config.len() > cfg.max_config_len as usize
+        || spec.hyper_params.len() > cfg.max_hyper_len as usize
+    {
         return Err(Error::TooLong.into());
     }
     check_params(&spec.params, spec.stages)?;
@@ -519,12 +533,21 @@ pub fn register_run(
 
 /// Moves run `id` to `status` if the lifecycle allows it (see the module docs). Finishing
 /// returns the designer's bond.
-pub fn set_status(s: &mut (impl Storage + ?Sized), ev: &mut impl Sink, id: RunId, status: RunStatus) -> Result<(), Failure> {
+pub fn set_status(
+    s: &mut (impl Storage + ?Sized),
+    ev: &mut impl Sink,
+    id: RunId,
+    status: RunStatus,
+) -> Result<(), Failure> {
     let mut r = get(s, id)?;
     use RunStatus::*;
     let allowed = matches!(
         (r.status, status),
-        (Pending, Training) | (Pending, Halted) | (Training, Halted) | (Halted, Training) | (Training, Finished)
+        (Pending, Training)
+            | (Pending, Halted)
+            | (Training, Halted)
+            | (Halted, Training)
+            | (Training, Finished)
     );
     if !allowed {
         return Err(Error::BadTransition.into());
@@ -542,7 +565,12 @@ pub fn set_status(s: &mut (impl Storage + ?Sized), ev: &mut impl Sink, id: RunId
 }
 
 /// Sets the `paused` flag (stages pallet).
-pub fn set_paused(s: &mut (impl Storage + ?Sized), ev: &mut impl Sink, id: RunId, paused: bool) -> Result<(), Failure> {
+pub fn set_paused(
+    s: &mut (impl Storage + ?Sized),
+    ev: &mut impl Sink,
+    id: RunId,
+    paused: bool,
+) -> Result<(), Failure> {
     let mut r = get(s, id)?;
     if r.paused != paused {
         r.paused = paused;
@@ -553,7 +581,12 @@ pub fn set_paused(s: &mut (impl Storage + ?Sized), ev: &mut impl Sink, id: RunId
 }
 
 /// Replaces the parameters (governance), checking the rules.
-pub fn set_params(s: &mut (impl Storage + ?Sized), ev: &mut impl Sink, id: RunId, params: RunParams) -> Result<(), Failure> {
+pub fn set_params(
+    s: &mut (impl Storage + ?Sized),
+    ev: &mut impl Sink,
+    id: RunId,
+    params: RunParams,
+) -> Result<(), Failure> {
     let mut r = get(s, id)?;
     if r.status == RunStatus::Finished {
         return Err(Error::BadTransition.into());
@@ -586,7 +619,12 @@ pub struct GenesisRun {
 }
 
 /// Genesis: parameters and runs.
-pub fn build_genesis(s: &mut (impl Storage + ?Sized), ev: &mut impl Sink, cfg: &Config, runs: &[GenesisRun]) -> Result<(), Failure> {
+pub fn build_genesis(
+    s: &mut (impl Storage + ?Sized),
+    ev: &mut impl Sink,
+    cfg: &Config,
+    runs: &[GenesisRun],
+) -> Result<(), Failure> {
     CONFIG.put(s, cfg);
     for r in runs {
         register_run(s, ev, 0, &r.designer, r.spec.clone())?;
@@ -608,6 +646,7 @@ pub fn dispatch(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use weft_pallet_support::Recorder;
@@ -648,15 +687,24 @@ mod tests {
         let id = register_run(&mut o, &mut ev, 1, &acc(1), spec(4)).unwrap();
         assert_eq!(balances::account(&o, &acc(1)).unwrap().reserved, 100 * UNIT);
         let r = run(&o, id).unwrap().unwrap();
-        assert_eq!((r.status, r.paused, r.config_hash), (RunStatus::Pending, true, blake3_256(br#"{"layers":4}"#)));
-        assert_eq!(set_status(&mut o, &mut ev, id, RunStatus::Finished), Err(Error::BadTransition.into()));
+        assert_eq!(
+            (r.status, r.paused, r.config_hash),
+            (RunStatus::Pending, true, blake3_256(br#"{"layers":4}"#))
+        );
+        assert_eq!(
+            set_status(&mut o, &mut ev, id, RunStatus::Finished),
+            Err(Error::BadTransition.into())
+        );
         set_status(&mut o, &mut ev, id, RunStatus::Training).unwrap();
         set_status(&mut o, &mut ev, id, RunStatus::Halted).unwrap();
         set_status(&mut o, &mut ev, id, RunStatus::Training).unwrap();
         set_status(&mut o, &mut ev, id, RunStatus::Finished).unwrap();
         assert_eq!(balances::account(&o, &acc(1)).unwrap().reserved, 0);
         assert!(active_runs(&o).unwrap().is_empty());
-        assert_eq!(set_status(&mut o, &mut ev, id, RunStatus::Training), Err(Error::BadTransition.into()));
+        assert_eq!(
+            set_status(&mut o, &mut ev, id, RunStatus::Training),
+            Err(Error::BadTransition.into())
+        );
     }
 
     #[test]
@@ -666,20 +714,37 @@ mod tests {
         let mut ev = Recorder::default();
         let mut s = spec(4);
         s.params.halt_threshold = Perbill::from_percent(80);
-        assert_eq!(register_run(&mut o, &mut ev, 1, &acc(1), s), Err(Error::BadParams.into()));
+        assert_eq!(
+            register_run(&mut o, &mut ev, 1, &acc(1), s),
+            Err(Error::BadParams.into())
+        );
         let mut s = spec(4);
         s.params.max_stages_per_account = 4;
-        assert_eq!(register_run(&mut o, &mut ev, 1, &acc(1), s), Err(Error::BadParams.into()));
+        assert_eq!(
+            register_run(&mut o, &mut ev, 1, &acc(1), s),
+            Err(Error::BadParams.into())
+        );
         let mut s = spec(4);
         s.params.selection_delay = 0;
-        assert_eq!(register_run(&mut o, &mut ev, 1, &acc(1), s), Err(Error::BadParams.into()));
-        assert_eq!(register_run(&mut o, &mut ev, 1, &acc(1), spec(0)), Err(Error::BadShape.into()));
+        assert_eq!(
+            register_run(&mut o, &mut ev, 1, &acc(1), s),
+            Err(Error::BadParams.into())
+        );
+        assert_eq!(
+            register_run(&mut o, &mut ev, 1, &acc(1), spec(0)),
+            Err(Error::BadShape.into())
+        );
         let mut s = spec(2);
         s.bond = 1;
-        assert_eq!(register_run(&mut o, &mut ev, 1, &acc(1), s), Err(Error::BondTooLow.into()));
+        assert_eq!(
+            register_run(&mut o, &mut ev, 1, &acc(1), s),
+            Err(Error::BondTooLow.into())
+        );
         let id = register_run(&mut o, &mut ev, 1, &acc(1), spec(4)).unwrap();
-        let mut p = RunParams::default();
-        p.audit_probability = Perbill::from_percent(50);
+        let p = RunParams {
+            audit_probability: Perbill::from_percent(50),
+            ..RunParams::default()
+        };
         set_params(&mut o, &mut ev, id, p.clone()).unwrap();
         assert_eq!(run(&o, id).unwrap().unwrap().params, p);
     }

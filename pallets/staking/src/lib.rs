@@ -64,7 +64,9 @@ use parity_scale_codec::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 use weft_bls::{PublicKeyBytes, SignatureBytes};
 use weft_pallet_balances as balances;
-use weft_pallet_support::{emit, index, largest_remainder, Deposit, EpochIndex, Failure, Perbill, SlashId};
+use weft_pallet_support::{
+    emit, index, largest_remainder, Deposit, EpochIndex, Failure, Perbill, SlashId,
+};
 use weft_primitives::storage::{StateReader, Storage, StorageError, StorageMap, StorageValue};
 use weft_primitives::units::UNIT;
 use weft_primitives::{AccountId, Balance, BlockNumber};
@@ -180,7 +182,9 @@ pub struct Ledger {
 impl Ledger {
     /// active + unlocking: everything reserved by staking, all of it slashable.
     pub fn total(&self) -> Balance {
-        self.unlocking.iter().fold(self.active, |a, c| a.saturating_add(c.value))
+        self.unlocking
+            .iter()
+            .fold(self.active, |a, c| a.saturating_add(c.value))
     }
 }
 
@@ -269,7 +273,8 @@ pub const CURRENT_EPOCH: StorageValue<EpochIndex> = StorageValue::new(PALLET, "C
 /// The current epoch's validator set.
 pub const ACTIVE_SET: StorageValue<Vec<ActiveValidator>> = StorageValue::new(PALLET, "ActiveSet");
 /// Validator sets of recent epochs.
-pub const SNAPSHOTS: StorageMap<EpochIndex, Vec<ActiveValidator>> = StorageMap::new(PALLET, "Snapshots");
+pub const SNAPSHOTS: StorageMap<EpochIndex, Vec<ActiveValidator>> =
+    StorageMap::new(PALLET, "Snapshots");
 /// Sum of all ledger totals (= staking's share of reserved balances).
 pub const TOTAL_BONDED: StorageValue<Balance> = StorageValue::new(PALLET, "TotalBonded");
 /// Sum of all active bonds (the voting stake).
@@ -279,7 +284,8 @@ pub const POINTS: StorageValue<Vec<(AccountId, u32)>> = StorageValue::new(PALLET
 /// Deferred slashes.
 pub const SLASHES: StorageMap<SlashId, PendingSlash> = StorageMap::new(PALLET, "Slashes");
 /// Deferred slashes by the block they apply in.
-pub const SLASH_QUEUE: StorageMap<BlockNumber, Vec<SlashId>> = StorageMap::new(PALLET, "SlashQueue");
+pub const SLASH_QUEUE: StorageMap<BlockNumber, Vec<SlashId>> =
+    StorageMap::new(PALLET, "SlashQueue");
 /// The next slash id.
 pub const NEXT_SLASH_ID: StorageValue<SlashId> = StorageValue::new(PALLET, "NextSlashId");
 /// Number of deferred slashes pending per account.
@@ -526,12 +532,18 @@ pub fn config(s: &(impl StateReader + ?Sized)) -> Result<Config, StorageError> {
 }
 
 /// The ledger of `who`, if bonded.
-pub fn ledger(s: &(impl StateReader + ?Sized), who: &AccountId) -> Result<Option<Ledger>, StorageError> {
+pub fn ledger(
+    s: &(impl StateReader + ?Sized),
+    who: &AccountId,
+) -> Result<Option<Ledger>, StorageError> {
     LEDGER.get(s, who)
 }
 
 /// The active bond of `who` (zero when unbonded).
-pub fn active_stake(s: &(impl StateReader + ?Sized), who: &AccountId) -> Result<Balance, StorageError> {
+pub fn active_stake(
+    s: &(impl StateReader + ?Sized),
+    who: &AccountId,
+) -> Result<Balance, StorageError> {
     Ok(LEDGER.get(s, who)?.map(|l| l.active).unwrap_or(0))
 }
 
@@ -546,7 +558,10 @@ pub fn active_set(s: &(impl StateReader + ?Sized)) -> Result<Vec<ActiveValidator
 }
 
 /// The trainer registration of `who`, if any.
-pub fn trainer(s: &(impl StateReader + ?Sized), who: &AccountId) -> Result<Option<TrainerInfo>, StorageError> {
+pub fn trainer(
+    s: &(impl StateReader + ?Sized),
+    who: &AccountId,
+) -> Result<Option<TrainerInfo>, StorageError> {
     TRAINERS.get(s, who)
 }
 
@@ -561,13 +576,19 @@ pub fn total_bonded(s: &(impl StateReader + ?Sized)) -> Result<Balance, StorageE
 }
 
 /// Whether block `n` starts an epoch.
-pub fn is_epoch_start(s: &(impl StateReader + ?Sized), n: BlockNumber) -> Result<bool, StorageError> {
+pub fn is_epoch_start(
+    s: &(impl StateReader + ?Sized),
+    n: BlockNumber,
+) -> Result<bool, StorageError> {
     let len = config(s)?.epoch_length.max(1);
-    Ok(n > 0 && n % len == 0)
+    Ok(n > 0 && n.is_multiple_of(len))
 }
 
 /// The deferred slash `id`.
-pub fn pending_slash(s: &(impl StateReader + ?Sized), id: SlashId) -> Result<Option<PendingSlash>, StorageError> {
+pub fn pending_slash(
+    s: &(impl StateReader + ?Sized),
+    id: SlashId,
+) -> Result<Option<PendingSlash>, StorageError> {
     SLASHES.get(s, &id)
 }
 
@@ -597,7 +618,11 @@ fn write_ledger(
 }
 
 /// The smallest active bond the roles of `who` require.
-fn required_bond(s: &(impl StateReader + ?Sized), cfg: &Config, who: &AccountId) -> Result<Balance, StorageError> {
+fn required_bond(
+    s: &(impl StateReader + ?Sized),
+    cfg: &Config,
+    who: &AccountId,
+) -> Result<Balance, StorageError> {
     let mut req = 0;
     if VALIDATORS.get(s, who)?.is_some() {
         req = req.max(cfg.min_validator_bond);
@@ -609,7 +634,12 @@ fn required_bond(s: &(impl StateReader + ?Sized), cfg: &Config, who: &AccountId)
 }
 
 /// `bond`.
-pub fn bond(s: &mut (impl Storage + ?Sized), ev: &mut impl Sink, who: &AccountId, value: Balance) -> Result<(), Failure> {
+pub fn bond(
+    s: &mut (impl Storage + ?Sized),
+    ev: &mut impl Sink,
+    who: &AccountId,
+    value: Balance,
+) -> Result<(), Failure> {
     if LEDGER.get(s, who)?.is_some() {
         return Err(Error::AlreadyBonded.into());
     }
@@ -617,9 +647,18 @@ pub fn bond(s: &mut (impl Storage + ?Sized), ev: &mut impl Sink, who: &AccountId
         return Err(Error::BadAmount.into());
     }
     balances::reserve(s, ev, who, value)?;
-    let new = Ledger { active: value, unlocking: Vec::new() };
+    let new = Ledger {
+        active: value,
+        unlocking: Vec::new(),
+    };
     write_ledger(s, who, &Ledger::default(), &new)?;
-    emit(ev, Event::Bonded { who: *who, amount: value });
+    emit(
+        ev,
+        Event::Bonded {
+            who: *who,
+            amount: value,
+        },
+    );
     Ok(())
 }
 
@@ -638,7 +677,13 @@ pub fn bond_extra(
     let mut new = old.clone();
     new.active = new.active.checked_add(value).ok_or(Error::Overflow)?;
     write_ledger(s, who, &old, &new)?;
-    emit(ev, Event::Bonded { who: *who, amount: value });
+    emit(
+        ev,
+        Event::Bonded {
+            who: *who,
+            amount: value,
+        },
+    );
     Ok(())
 }
 
@@ -673,7 +718,14 @@ pub fn unbond(
         }
     }
     write_ledger(s, who, &old, &new)?;
-    emit(ev, Event::Unbonded { who: *who, amount: value, unlock_at });
+    emit(
+        ev,
+        Event::Unbonded {
+            who: *who,
+            amount: value,
+            unlock_at,
+        },
+    );
     Ok(())
 }
 
@@ -708,7 +760,12 @@ pub fn withdraw_unbonded(
 }
 
 /// `rebond`.
-pub fn rebond(s: &mut (impl Storage + ?Sized), ev: &mut impl Sink, who: &AccountId, value: Balance) -> Result<(), Failure> {
+pub fn rebond(
+    s: &mut (impl Storage + ?Sized),
+    ev: &mut impl Sink,
+    who: &AccountId,
+    value: Balance,
+) -> Result<(), Failure> {
     let old = LEDGER.get(s, who)?.ok_or(Error::NotBonded)?;
     if value == 0 {
         return Err(Error::BadAmount.into());
@@ -719,7 +776,9 @@ pub fn rebond(s: &mut (impl Storage + ?Sized), ev: &mut impl Sink, who: &Account
     let mut new = old.clone();
     let mut left = value;
     while left > 0 {
-        let Some(last) = new.unlocking.last_mut() else { break };
+        let Some(last) = new.unlocking.last_mut() else {
+            break;
+        };
         let take = left.min(last.value);
         last.value -= take;
         left -= take;
@@ -735,7 +794,11 @@ pub fn rebond(s: &mut (impl Storage + ?Sized), ev: &mut impl Sink, who: &Account
 }
 
 /// Drops both roles of `who` (no error if it holds none). Returns whether it held any.
-pub fn chill(s: &mut (impl Storage + ?Sized), ev: &mut impl Sink, who: &AccountId) -> Result<bool, Failure> {
+pub fn chill(
+    s: &mut (impl Storage + ?Sized),
+    ev: &mut impl Sink,
+    who: &AccountId,
+) -> Result<bool, Failure> {
     let mut had = false;
     if let Some(v) = VALIDATORS.get(s, who)? {
         VALIDATORS.remove(s, who);
@@ -815,7 +878,13 @@ pub fn train(
     }
     let capacity = info.capacity;
     TRAINERS.insert(s, who, &info);
-    emit(ev, Event::TrainerRegistered { who: *who, capacity });
+    emit(
+        ev,
+        Event::TrainerRegistered {
+            who: *who,
+            capacity,
+        },
+    );
     Ok(())
 }
 
@@ -840,15 +909,41 @@ pub fn report_offence(
     }
     let id = NEXT_SLASH_ID.get(s)?.unwrap_or(0);
     NEXT_SLASH_ID.put(s, &id.checked_add(1).ok_or(Error::Overflow)?);
-    let apply_at = now.checked_add(cfg.slash_defer.max(1)).ok_or(Error::Overflow)?;
+    let apply_at = now
+        .checked_add(cfg.slash_defer.max(1))
+        .ok_or(Error::Overflow)?;
     let epoch = current_epoch(s)?;
-    SLASHES.insert(s, &id, &PendingSlash { offender: *offender, amount, reporter, epoch, apply_at, kind });
+    SLASHES.insert(
+        s,
+        &id,
+        &PendingSlash {
+            offender: *offender,
+            amount,
+            reporter,
+            epoch,
+            apply_at,
+            kind,
+        },
+    );
     let mut q = SLASH_QUEUE.get(s, &apply_at)?.unwrap_or_default();
     q.push(id);
     SLASH_QUEUE.insert(s, &apply_at, &q);
-    let pending = PENDING_SLASHES.get(s, offender)?.unwrap_or(0).saturating_add(1);
+    let pending = PENDING_SLASHES
+        .get(s, offender)?
+        .unwrap_or(0)
+        .saturating_add(1);
     PENDING_SLASHES.insert(s, offender, &pending);
-    emit(ev, Event::OffenceReported { slash: id, offender: *offender, kind, fraction, amount, apply_at });
+    emit(
+        ev,
+        Event::OffenceReported {
+            slash: id,
+            offender: *offender,
+            kind,
+            fraction,
+            amount,
+            apply_at,
+        },
+    );
     Ok(Some(id))
 }
 
@@ -863,7 +958,11 @@ fn release_pending(s: &mut (impl Storage + ?Sized), who: &AccountId) -> Result<(
 }
 
 /// Cancels a deferred slash (governance).
-pub fn cancel_slash(s: &mut (impl Storage + ?Sized), ev: &mut impl Sink, id: SlashId) -> Result<(), Failure> {
+pub fn cancel_slash(
+    s: &mut (impl Storage + ?Sized),
+    ev: &mut impl Sink,
+    id: SlashId,
+) -> Result<(), Failure> {
     let p = SLASHES.get(s, &id)?.ok_or(Error::UnknownSlash)?;
     SLASHES.remove(s, &id);
     let mut q = SLASH_QUEUE.get(s, &p.apply_at)?.unwrap_or_default();
@@ -879,8 +978,14 @@ pub fn cancel_slash(s: &mut (impl Storage + ?Sized), ev: &mut impl Sink, id: Sla
 }
 
 /// Applies one deferred slash (max-not-sum within the span, active first, then newest chunks).
-fn apply_slash(s: &mut (impl Storage + ?Sized), ev: &mut impl Sink, id: SlashId) -> Result<(), Failure> {
-    let Some(p) = SLASHES.get(s, &id)? else { return Ok(()) };
+fn apply_slash(
+    s: &mut (impl Storage + ?Sized),
+    ev: &mut impl Sink,
+    id: SlashId,
+) -> Result<(), Failure> {
+    let Some(p) = SLASHES.get(s, &id)? else {
+        return Ok(());
+    };
     SLASHES.remove(s, &id);
     release_pending(s, &p.offender)?;
     let cfg = config(s)?;
@@ -890,7 +995,15 @@ fn apply_slash(s: &mut (impl Storage + ?Sized), ev: &mut impl Sink, id: SlashId)
     let charge = p.amount.saturating_sub(prev_max);
     SPAN_MAX.insert(s, &span_key, &prev_max.max(p.amount));
     let Some(old) = LEDGER.get(s, &p.offender)? else {
-        emit(ev, Event::Slashed { slash: id, offender: p.offender, amount: 0, reporter_reward: 0 });
+        emit(
+            ev,
+            Event::Slashed {
+                slash: id,
+                offender: p.offender,
+                amount: 0,
+                reporter_reward: 0,
+            },
+        );
         return Ok(());
     };
     let mut new = old.clone();
@@ -899,7 +1012,9 @@ fn apply_slash(s: &mut (impl Storage + ?Sized), ev: &mut impl Sink, id: SlashId)
     new.active -= from_active;
     left -= from_active;
     while left > 0 {
-        let Some(last) = new.unlocking.last_mut() else { break };
+        let Some(last) = new.unlocking.last_mut() else {
+            break;
+        };
         let take = left.min(last.value);
         last.value -= take;
         left -= take;
@@ -917,7 +1032,9 @@ fn apply_slash(s: &mut (impl Storage + ?Sized), ev: &mut impl Sink, id: SlashId)
         new.active -= a;
         excess -= a;
         while excess > 0 {
-            let Some(last) = new.unlocking.last_mut() else { break };
+            let Some(last) = new.unlocking.last_mut() else {
+                break;
+            };
             let take = excess.min(last.value);
             last.value -= take;
             excess -= take;
@@ -931,12 +1048,24 @@ fn apply_slash(s: &mut (impl Storage + ?Sized), ev: &mut impl Sink, id: SlashId)
     if let Some(r) = p.reporter {
         reward = balances::mint(s, ev, &r, cfg.reporter_share.mul_floor(burnt))?;
     }
-    emit(ev, Event::Slashed { slash: id, offender: p.offender, amount: burnt, reporter_reward: reward });
+    emit(
+        ev,
+        Event::Slashed {
+            slash: id,
+            offender: p.offender,
+            amount: burnt,
+            reporter_reward: reward,
+        },
+    );
     Ok(())
 }
 
 /// Gives `who` reward points if it is in the active set.
-pub fn add_points(s: &mut (impl Storage + ?Sized), who: &AccountId, points: u32) -> Result<(), StorageError> {
+pub fn add_points(
+    s: &mut (impl Storage + ?Sized),
+    who: &AccountId,
+    points: u32,
+) -> Result<(), StorageError> {
     if !active_set(s)?.iter().any(|v| v.account == *who) {
         return Ok(());
     }
@@ -976,13 +1105,22 @@ pub fn on_initialize(
 }
 
 /// Chooses the active set from the candidates (see the module docs).
-fn elect(s: &(impl StateReader + ?Sized), cfg: &Config) -> Result<Vec<ActiveValidator>, StorageError> {
+fn elect(
+    s: &(impl StateReader + ?Sized),
+    cfg: &Config,
+) -> Result<Vec<ActiveValidator>, StorageError> {
     let mut set = Vec::new();
     for who in CANDIDATES.get(s)?.unwrap_or_default() {
-        let Some(v) = VALIDATORS.get(s, &who)? else { continue };
+        let Some(v) = VALIDATORS.get(s, &who)? else {
+            continue;
+        };
         let stake = active_stake(s, &who)?;
         if stake >= cfg.min_validator_bond && stake > 0 {
-            set.push(ActiveValidator { account: who, stake, bls_key: v.bls_key });
+            set.push(ActiveValidator {
+                account: who,
+                stake,
+                bls_key: v.bls_key,
+            });
         }
     }
     set.sort_by(|a, b| b.stake.cmp(&a.stake).then(a.account.cmp(&b.account)));
@@ -991,7 +1129,10 @@ fn elect(s: &(impl StateReader + ?Sized), cfg: &Config) -> Result<Vec<ActiveVali
 }
 
 /// Epoch start: pays the closing epoch's rewards and elects the next set.
-pub fn new_epoch(s: &mut (impl Storage + ?Sized), ev: &mut impl Sink) -> Result<EpochIndex, Failure> {
+pub fn new_epoch(
+    s: &mut (impl Storage + ?Sized),
+    ev: &mut impl Sink,
+) -> Result<EpochIndex, Failure> {
     let cfg = config(s)?;
     let points = POINTS.get(s)?.unwrap_or_default();
     POINTS.kill(s);
@@ -1012,7 +1153,13 @@ pub fn new_epoch(s: &mut (impl Storage + ?Sized), ev: &mut impl Sink) -> Result<
     if epoch > cfg.history_depth {
         SNAPSHOTS.remove(s, &(epoch - cfg.history_depth - 1));
     }
-    emit(ev, Event::NewEpoch { epoch, validators: set.len() as u32 });
+    emit(
+        ev,
+        Event::NewEpoch {
+            epoch,
+            validators: set.len() as u32,
+        },
+    );
     Ok(epoch)
 }
 
@@ -1073,12 +1220,23 @@ pub fn dispatch(
         Call::WithdrawUnbonded => withdraw_unbonded(s, ev, now, origin),
         Call::Rebond { value } => rebond(s, ev, origin, *value),
         Call::Chill => chill(s, ev, origin).map(|_| ()),
-        Call::Validate { bls_key, proof_of_possession } => validate(s, ev, origin, *bls_key, *proof_of_possession),
-        Call::Train { peer_id, addrs, capacity } => train(
+        Call::Validate {
+            bls_key,
+            proof_of_possession,
+        } => validate(s, ev, origin, *bls_key, *proof_of_possession),
+        Call::Train {
+            peer_id,
+            addrs,
+            capacity,
+        } => train(
             s,
             ev,
             origin,
-            TrainerInfo { peer_id: peer_id.clone(), addrs: addrs.clone(), capacity: *capacity },
+            TrainerInfo {
+                peer_id: peer_id.clone(),
+                addrs: addrs.clone(),
+                capacity: *capacity,
+            },
         ),
     }
 }

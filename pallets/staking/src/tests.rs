@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use super::*;
 use proptest::prelude::*;
 use weft_pallet_support::Recorder;
@@ -41,7 +42,11 @@ fn reserved(o: &Overlay<'_>, who: &AccountId) -> Balance {
 }
 
 fn trainer_info() -> TrainerInfo {
-    TrainerInfo { peer_id: b"peer".to_vec(), addrs: vec![b"/ip4/1.2.3.4/tcp/1".to_vec()], capacity: 2 }
+    TrainerInfo {
+        peer_id: b"peer".to_vec(),
+        addrs: vec![b"/ip4/1.2.3.4/tcp/1".to_vec()],
+        capacity: 2,
+    }
 }
 
 #[test]
@@ -50,13 +55,25 @@ fn bond_unbond_withdraw_timing() {
     let mut o = Overlay::new(&state);
     let mut ev = Recorder::default();
     bond(&mut o, &mut ev, &acc(1), 5_000).unwrap();
-    assert_eq!(bond(&mut o, &mut ev, &acc(1), 1), Err(Error::AlreadyBonded.into()));
+    assert_eq!(
+        bond(&mut o, &mut ev, &acc(1), 1),
+        Err(Error::AlreadyBonded.into())
+    );
     assert_eq!(reserved(&o, &acc(1)), 5_000);
     unbond(&mut o, &mut ev, 5, &acc(1), 2_000).unwrap();
     unbond(&mut o, &mut ev, 5, &acc(1), 1_000).unwrap(); // merges into the same chunk
     let l = ledger(&o, &acc(1)).unwrap().unwrap();
-    assert_eq!(l.unlocking, vec![UnlockChunk { value: 3_000, unlock_at: 65 }]);
-    assert_eq!(withdraw_unbonded(&mut o, &mut ev, 64, &acc(1)), Err(Error::NothingToDo.into()));
+    assert_eq!(
+        l.unlocking,
+        vec![UnlockChunk {
+            value: 3_000,
+            unlock_at: 65
+        }]
+    );
+    assert_eq!(
+        withdraw_unbonded(&mut o, &mut ev, 64, &acc(1)),
+        Err(Error::NothingToDo.into())
+    );
     withdraw_unbonded(&mut o, &mut ev, 65, &acc(1)).unwrap();
     assert_eq!(reserved(&o, &acc(1)), 2_000);
     assert_eq!(balances::account(&o, &acc(1)).unwrap().free, 8_000);
@@ -77,7 +94,10 @@ fn rebond_takes_newest_chunks_and_chunks_are_bounded() {
     for b in 1..=4 {
         unbond(&mut o, &mut ev, b, &acc(1), 100).unwrap();
     }
-    assert_eq!(unbond(&mut o, &mut ev, 5, &acc(1), 100), Err(Error::TooManyChunks.into()));
+    assert_eq!(
+        unbond(&mut o, &mut ev, 5, &acc(1), 100),
+        Err(Error::TooManyChunks.into())
+    );
     rebond(&mut o, &mut ev, &acc(1), 150).unwrap();
     let l = ledger(&o, &acc(1)).unwrap().unwrap();
     assert_eq!(l.active, 4_750);
@@ -93,23 +113,46 @@ fn roles_need_minimum_bonds_and_valid_bls_keys() {
     let mut ev = Recorder::default();
     let (_, pk, pop) = weft_bls::dev_keypair("one").unwrap();
     let (_, pk2, pop2) = weft_bls::dev_keypair("two").unwrap();
-    assert_eq!(validate(&mut o, &mut ev, &acc(1), pk, pop), Err(Error::NotBonded.into()));
+    assert_eq!(
+        validate(&mut o, &mut ev, &acc(1), pk, pop),
+        Err(Error::NotBonded.into())
+    );
     bond(&mut o, &mut ev, &acc(1), 999).unwrap();
-    assert_eq!(validate(&mut o, &mut ev, &acc(1), pk, pop), Err(Error::InsufficientBond.into()));
+    assert_eq!(
+        validate(&mut o, &mut ev, &acc(1), pk, pop),
+        Err(Error::InsufficientBond.into())
+    );
     bond_extra(&mut o, &mut ev, &acc(1), 1).unwrap();
     // Someone else's proof does not prove possession of this key.
-    assert_eq!(validate(&mut o, &mut ev, &acc(1), pk, pop2), Err(Error::InvalidBlsKey.into()));
+    assert_eq!(
+        validate(&mut o, &mut ev, &acc(1), pk, pop2),
+        Err(Error::InvalidBlsKey.into())
+    );
     validate(&mut o, &mut ev, &acc(1), pk, pop).unwrap();
     bond(&mut o, &mut ev, &acc(2), 2_000).unwrap();
-    assert_eq!(validate(&mut o, &mut ev, &acc(2), pk, pop), Err(Error::BlsKeyInUse.into()));
+    assert_eq!(
+        validate(&mut o, &mut ev, &acc(2), pk, pop),
+        Err(Error::BlsKeyInUse.into())
+    );
     validate(&mut o, &mut ev, &acc(2), pk2, pop2).unwrap();
     // A validator cannot unbond below the minimum without chilling.
-    assert_eq!(unbond(&mut o, &mut ev, 1, &acc(1), 1), Err(Error::InsufficientBond.into()));
+    assert_eq!(
+        unbond(&mut o, &mut ev, 1, &acc(1), 1),
+        Err(Error::InsufficientBond.into())
+    );
     chill(&mut o, &mut ev, &acc(1)).unwrap();
     unbond(&mut o, &mut ev, 1, &acc(1), 1).unwrap();
     // Trainers.
     assert_eq!(
-        train(&mut o, &mut ev, &acc(2), TrainerInfo { capacity: 0, ..trainer_info() }),
+        train(
+            &mut o,
+            &mut ev,
+            &acc(2),
+            TrainerInfo {
+                capacity: 0,
+                ..trainer_info()
+            }
+        ),
         Err(Error::BadTrainerInfo.into())
     );
     train(&mut o, &mut ev, &acc(2), trainer_info()).unwrap();
@@ -136,10 +179,23 @@ fn epochs_elect_by_stake_and_pay_rewards() {
     let issuance = balances::total_issuance(&o).unwrap();
     new_epoch(&mut o, &mut ev).unwrap();
     assert_eq!(balances::total_issuance(&o).unwrap(), issuance + 1_000);
-    let rewards = ev.of::<Event>().into_iter().filter(|e| matches!(e, Event::Rewarded { .. })).collect::<Vec<_>>();
+    let rewards = ev
+        .of::<Event>()
+        .into_iter()
+        .filter(|e| matches!(e, Event::Rewarded { .. }))
+        .collect::<Vec<_>>();
     assert_eq!(
         rewards,
-        vec![Event::Rewarded { who: acc(1), amount: 333 }, Event::Rewarded { who: acc(3), amount: 667 }]
+        vec![
+            Event::Rewarded {
+                who: acc(1),
+                amount: 333
+            },
+            Event::Rewarded {
+                who: acc(3),
+                amount: 667
+            }
+        ]
     );
     assert_eq!(current_epoch(&o).unwrap(), 2);
 }
@@ -151,17 +207,41 @@ fn slashes_are_deferred_cancellable_and_max_not_sum() {
     let mut ev = Recorder::default();
     bond(&mut o, &mut ev, &acc(1), 5_000).unwrap();
     train(&mut o, &mut ev, &acc(1), trainer_info()).unwrap();
-    let a = report_offence(&mut o, &mut ev, 1, &acc(1), Perbill::from_percent(10), Some(acc(9)), OffenceKind::AuditFailed)
-        .unwrap()
-        .unwrap();
+    let a = report_offence(
+        &mut o,
+        &mut ev,
+        1,
+        &acc(1),
+        Perbill::from_percent(10),
+        Some(acc(9)),
+        OffenceKind::AuditFailed,
+    )
+    .unwrap()
+    .unwrap();
     // Chilled at once.
     assert!(trainer(&o, &acc(1)).unwrap().is_none());
-    let b = report_offence(&mut o, &mut ev, 2, &acc(1), Perbill::from_percent(20), None, OffenceKind::AuditFailed)
-        .unwrap()
-        .unwrap();
-    let c = report_offence(&mut o, &mut ev, 3, &acc(1), Perbill::from_percent(50), None, OffenceKind::AuditFailed)
-        .unwrap()
-        .unwrap();
+    let b = report_offence(
+        &mut o,
+        &mut ev,
+        2,
+        &acc(1),
+        Perbill::from_percent(20),
+        None,
+        OffenceKind::AuditFailed,
+    )
+    .unwrap()
+    .unwrap();
+    let c = report_offence(
+        &mut o,
+        &mut ev,
+        3,
+        &acc(1),
+        Perbill::from_percent(50),
+        None,
+        OffenceKind::AuditFailed,
+    )
+    .unwrap()
+    .unwrap();
     assert_eq!(pending_slash(&o, a).unwrap().unwrap().apply_at, 31);
     // Not yet applied.
     for n in 4..31 {
@@ -169,7 +249,10 @@ fn slashes_are_deferred_cancellable_and_max_not_sum() {
     }
     assert_eq!(reserved(&o, &acc(1)), 5_000);
     cancel_slash(&mut o, &mut ev, c).unwrap();
-    assert_eq!(cancel_slash(&mut o, &mut ev, c), Err(Error::UnknownSlash.into()));
+    assert_eq!(
+        cancel_slash(&mut o, &mut ev, c),
+        Err(Error::UnknownSlash.into())
+    );
     // 10% then 20% in the same span: 500, then 1000 − 500 = 500 more. Max, not sum.
     on_initialize(&mut o, &mut ev, 31, &acc(0)).unwrap();
     assert_eq!(reserved(&o, &acc(1)), 4_500);
@@ -189,12 +272,24 @@ fn nobody_escapes_a_slash_by_unbonding() {
     bond(&mut o, &mut ev, &acc(1), 5_000).unwrap();
     // Unbonded long ago: this chunk unlocks at block 70, before the slash applies at 80.
     unbond(&mut o, &mut ev, 10, &acc(1), 1_000).unwrap();
-    report_offence(&mut o, &mut ev, 50, &acc(1), Perbill::from_percent(100), None, OffenceKind::AuditFailed).unwrap();
+    report_offence(
+        &mut o,
+        &mut ev,
+        50,
+        &acc(1),
+        Perbill::from_percent(100),
+        None,
+        OffenceKind::AuditFailed,
+    )
+    .unwrap();
     // Unbond the rest right after the offence.
     unbond(&mut o, &mut ev, 51, &acc(1), 4_000).unwrap();
     for n in 51..80 {
         on_initialize(&mut o, &mut ev, n, &acc(0)).unwrap();
-        assert_eq!(withdraw_unbonded(&mut o, &mut ev, n, &acc(1)), Err(Error::SlashPending.into()));
+        assert_eq!(
+            withdraw_unbonded(&mut o, &mut ev, n, &acc(1)),
+            Err(Error::SlashPending.into())
+        );
     }
     on_initialize(&mut o, &mut ev, 80, &acc(0)).unwrap();
     assert_eq!(reserved(&o, &acc(1)), 0);

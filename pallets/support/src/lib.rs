@@ -63,14 +63,31 @@ pub mod index {
 
 /// Parts per billion: a fraction in `[0, 1]`.
 #[derive(
-    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Encode, Decode, MaxEncodedLen, Serialize, Deserialize,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    Encode,
+    Decode,
+    MaxEncodedLen,
+    Serialize,
+    Deserialize,
 )]
 #[serde(transparent)]
 pub struct Perbill(u32);
 
 impl std::fmt::Debug for Perbill {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}.{:09}", self.0 / Perbill::ACCURACY, self.0 % Perbill::ACCURACY)
+        write!(
+            f,
+            "{}.{:09}",
+            self.0 / Perbill::ACCURACY,
+            self.0 % Perbill::ACCURACY
+        )
     }
 }
 
@@ -130,7 +147,7 @@ impl Perbill {
         let acc = Self::ACCURACY as u128;
         let p = self.0.min(Self::ACCURACY) as u128;
         let rem = (n % acc) * p;
-        (n / acc) * p + rem / acc + u128::from(rem % acc != 0)
+        (n / acc) * p + rem / acc + u128::from(!rem.is_multiple_of(acc))
     }
 
     /// Sum, clamped to one.
@@ -241,7 +258,12 @@ pub fn largest_remainder<K: Clone>(amount: u128, weights: &[(K, u128)]) -> Vec<(
 pub fn shares<K: Clone>(weights: &[(K, u128)]) -> Vec<(K, Perbill)> {
     largest_remainder(Perbill::ACCURACY as u128, weights)
         .into_iter()
-        .map(|(k, v)| (k, Perbill::from_parts(u32::try_from(v).unwrap_or(Perbill::ACCURACY))))
+        .map(|(k, v)| {
+            (
+                k,
+                Perbill::from_parts(u32::try_from(v).unwrap_or(Perbill::ACCURACY)),
+            )
+        })
         .collect()
 }
 
@@ -277,7 +299,11 @@ pub enum Failure {
 impl Failure {
     /// A dispatch failure from pallet `pallet`'s error `e`.
     pub fn from_pallet<E: PalletError>(pallet: u8, e: &E) -> Self {
-        Failure::Dispatch(DispatchError { pallet, error: e.index(), message: e.to_string() })
+        Failure::Dispatch(DispatchError {
+            pallet,
+            error: e.index(),
+            message: e.to_string(),
+        })
     }
 
     /// The dispatch error, if this is one.
@@ -428,7 +454,10 @@ impl std::fmt::Debug for Recorder {
 impl Recorder {
     /// The recorded events of type `E`, in order.
     pub fn of<E: Clone + 'static>(&self) -> Vec<E> {
-        self.events.iter().filter_map(|e| e.downcast_ref::<E>().cloned()).collect()
+        self.events
+            .iter()
+            .filter_map(|e| e.downcast_ref::<E>().cloned())
+            .collect()
     }
 
     /// Forgets everything recorded.
@@ -450,6 +479,7 @@ impl weft_pallet_balances::EventSink for Recorder {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

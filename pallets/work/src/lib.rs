@@ -1,1 +1,930 @@
-//! placeholder
+//! # Work
+//!
+//! Training steps as verifiable work: commitments, audit selection, attestations, settlement.
+//!
+//! ## Commitments
+//!
+//! After each step the trainer of slot `(run, stage, replica)` calls `commit_step` with the
+//! blake3 Merkle roots of the step ([`StepRoots`]: weights before, inputs, outputs, output
+//! gradients received, input gradients sent, weights after) and, on the last stage only, the
+//! loss in fixed point (× 10⁶). Accepted only when
+//!
+//! * the run is `Training` and not paused (a halted run accepts no work),
+//! * the signer holds that slot now (an unassigned account cannot commit),
+//! * `step` is exactly the slot's next step: one commitment per `(stage, replica, step)`,
+//!   so a replayed step is `AlreadyCommitted` and a skipped one `OutOfOrder`,
+//! * `step` is below the run's step limit (`steps_per_epoch` × epochs trained, `max_steps`).
+//!
+//! ## Audit selection
+//!
+//! A commitment made in block `h` is looked at in block `h + d` (`d = selection_delay ≥ 1`),
+//! with the randomness `R(h + d)` that block records (see `weft_pallet_support::randomness`
+//! for how it is made and how much a block author can bias it). It is **selected** iff
+//!
+//! ```text
+//! u64_le(blake3(R(h + d) ‖ SCALE(commitment_id))[0..8]) mod 10⁹  <  audit_probability (ppb)
+//! ```
+//!
+//! so each commitment is audited independently with the run's probability `p`, and nobody
+//! knows at commit time which ones will be. A trainer cheating on `k` steps escapes with
+//! probability `(1 − p)^k`. Not selected → the step is **credited** (ownership units) at
+//! once, unless its trainer has a slash pending (a caught cheater forfeits its unaudited work).
+//!
+//! ## Audits
+//!
+//! A selected commitment opens an audit with id = commitment id, a reveal deadline
+//! `h + d + reveal_window` (the trainer serves the committed tensors to the auditors off
+//! chain) and an attestation deadline `h + d + attest_window`. The auditors are the
+//! validators assigned to that stage (stages pallet), with their epoch stake as weight.
+//!
+//! Each auditor calls `attest(audit, verdict, reason, bls_signature)` where the signature is
+//! its BN254 BLS signature over [`attestation_message`] `= SCALE(("weft/audit/v1", audit,
+//! verdict))`, checked against its registered key (registered with a proof of possession, so
+//! the signatures may be aggregated safely). `Pass` carries no reason; `Fail` carries
+//! `Mismatch` (recomputation outside tolerance), `NoReveal` (only after the reveal deadline)
+//! or `Late` (revealed after the deadline).
+//!
+//! **Settlement**: as soon as the stake attesting one verdict exceeds `settle_threshold`
+//! (default 2/3) of the audit's auditor stake, the audit settles. The signatures of that side
+//! are aggregated into one BLS signature, verified once against the aggregate key, and stored
+//! as the audit's certificate (verifiable by anyone, e.g. Ethereum's bn254 precompile).
+//!
+//! * `Pass` → the step is credited.
+//! * `Fail` → the trainer is slashed `trainer_slash` of its stake (deferred, see staking; the
+//!   first Fail attester is the reporter), chilled and removed from its stages; the step is
+//!   void.
+//!
+//! **Deadline** (end of the attestation-deadline block): an audit that never settled is void
+//! (no credit, no slash — the auditors failed, not provably the trainer). Then each auditor
+//! that did not attest is slashed `missed_attestation_slash`, and each auditor whose verdict
+//! contradicts the settled outcome is slashed `auditor_slash`. Within one slashing span an
+//! account pays only its largest slash (staking's max-not-sum rule).
+//!
+//! Per-block hook work is bounded by the queues keyed by block number: commitments due for
+//! selection in this block and audits whose deadline is this block.
+
+use parity_scale_codec::{Decode, Encode};
+use serde::{Deserialize, Serialize};
+use weft_bls::SignatureBytes;
+use weft_pallet_ownership as ownership;
+use weft_pallet_runs as runs;
+use weft_pallet_stages as stages;
+use weft_pallet_staking as staking;
+use weft_pallet_support::{
+    emit, index, randomness, CommitmentId, Deposit, Failure, Perbill, Replica, RunId, StageIndex,
+    Step,
+};
+use weft_primitives::storage::{StateReader, Storage, StorageError, StorageMap, StorageValue};
+use weft_primitives::{AccountId, Balance, BlockNumber, Hash};
+
+/// The pallet's name in storage keys.
+pub const PALLET: &str = "Work";
+/// The pallet's index in the runtime.
+pub const INDEX: u8 = index::WORK;
+/// Domain tag of attestation messages.
+pub const ATTESTATION_DOMAIN: &[u8; 13] = b"weft/audit/v1";
+
+/// The Merkle roots of one step of one stage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StepRoots {
+    /// Weights before the update.
+    pub weights_before: Hash,
+    /// Activations received (or the token batch on stage 0).
+    pub inputs: Hash,
+    /// Activations sent (or the logits on the last stage).
+    pub outputs: Hash,
+    /// Gradients received for the outputs.
+    pub output_grads: Hash,
+    /// Gradients sent for the inputs.
+    pub input_grads: Hash,
+    /// Weights after the update.
+    pub weights_after: Hash,
+    /// AdamW moments before the update (an auditor needs them to recompute the update).
+    pub optimizer_before: Hash,
+    /// AdamW moments after the update.
+    pub optimizer_after: Hash,
+}
+
+/// Where a commitment is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum CommitStatus {
+    /// Waiting for its selection block.
+    #[codec(index = 0)]
+    Committed,
+    /// Selected; audit open.
+    #[codec(index = 1)]
+    Audited,
+    /// Contribution credited.
+    #[codec(index = 2)]
+    Credited,
+    /// Failed its audit or forfeited; no contribution.
+    #[codec(index = 3)]
+    Voided,
+    /// Its audit never settled; no contribution, no slash.
+    #[codec(index = 4)]
+    Inconclusive,
+}
+
+/// A step commitment.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Commitment {
+    /// Run.
+    pub run: RunId,
+    /// Stage.
+    pub stage: StageIndex,
+    /// Replica.
+    pub replica: Replica,
+    /// Step.
+    pub step: Step,
+    /// Who committed.
+    pub trainer: AccountId,
+    /// The roots.
+    pub roots: StepRoots,
+    /// The loss × 10⁶ (last stage only).
+    pub loss: Option<u64>,
+    /// Block of the commitment.
+    pub block: BlockNumber,
+    /// Status.
+    pub status: CommitStatus,
+}
+
+/// An auditor's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Verdict {
+    /// Recomputation matched within tolerance.
+    #[codec(index = 0)]
+    Pass,
+    /// It did not, or there was nothing to check.
+    #[codec(index = 1)]
+    Fail,
+}
+
+/// Why an auditor says `Fail`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum FailReason {
+    /// Recomputation outside tolerance, or the reveal does not match the roots.
+    #[codec(index = 0)]
+    Mismatch,
+    /// Nothing revealed by the reveal deadline.
+    #[codec(index = 1)]
+    NoReveal,
+    /// Revealed after the reveal deadline.
+    #[codec(index = 2)]
+    Late,
+}
+
+/// An auditor of an audit, with its weight.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Seat {
+    /// Validator.
+    pub account: AccountId,
+    /// Its stake in the epoch's validator set.
+    pub stake: Balance,
+    /// Its BLS key.
+    pub bls_key: weft_bls::PublicKeyBytes,
+}
+
+/// A recorded attestation.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attestation {
+    /// Auditor.
+    pub auditor: AccountId,
+    /// Verdict.
+    pub verdict: Verdict,
+    /// Reason of a `Fail`.
+    pub reason: Option<FailReason>,
+    /// BLS signature over [`attestation_message`].
+    pub signature: SignatureBytes,
+}
+
+/// The aggregate proof of a settled audit.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Certificate {
+    /// The settled verdict.
+    pub verdict: Verdict,
+    /// Who signed it.
+    pub signers: Vec<AccountId>,
+    /// Their aggregated BLS signature over `attestation_message(audit, verdict)`.
+    pub aggregate: SignatureBytes,
+}
+
+/// An audit.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Audit {
+    /// Opened in this block.
+    pub opened_at: BlockNumber,
+    /// The trainer must reveal by then (off chain).
+    pub reveal_deadline: BlockNumber,
+    /// Attestations are accepted until then.
+    pub attest_deadline: BlockNumber,
+    /// Settlement threshold (copied from the run at opening).
+    pub threshold: Perbill,
+    /// The auditors.
+    pub seats: Vec<Seat>,
+    /// Attestations so far.
+    pub attestations: Vec<Attestation>,
+    /// The settled certificate, if settled.
+    pub certificate: Option<Certificate>,
+    /// Deadline processing done.
+    pub closed: bool,
+}
+
+/// Commitments by id.
+pub const COMMITMENTS: StorageMap<CommitmentId, Commitment> =
+    StorageMap::new(PALLET, "Commitments");
+/// The next commitment id.
+pub const NEXT_ID: StorageValue<CommitmentId> = StorageValue::new(PALLET, "NextId");
+/// The next step of each slot.
+pub const NEXT_STEP: StorageMap<(RunId, StageIndex, Replica), Step> =
+    StorageMap::new(PALLET, "NextStep");
+/// Commitments by the block in which they are considered for selection.
+pub const SELECTION_QUEUE: StorageMap<BlockNumber, Vec<CommitmentId>> =
+    StorageMap::new(PALLET, "SelectionQueue");
+/// Audits by id (= commitment id).
+pub const AUDITS: StorageMap<CommitmentId, Audit> = StorageMap::new(PALLET, "Audits");
+/// Audits by attestation deadline.
+pub const DEADLINES: StorageMap<BlockNumber, Vec<CommitmentId>> =
+    StorageMap::new(PALLET, "Deadlines");
+
+/// Calls. Indices are stable.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Call {
+    /// Commits one step of one slot.
+    #[codec(index = 0)]
+    CommitStep {
+        /// Run.
+        run: RunId,
+        /// Stage.
+        stage: StageIndex,
+        /// Replica.
+        replica: Replica,
+        /// Step.
+        step: Step,
+        /// Merkle roots.
+        roots: StepRoots,
+        /// Loss × 10⁶ (last stage only).
+        loss: Option<u64>,
+    },
+    /// An auditor's signed verdict.
+    #[codec(index = 1)]
+    Attest {
+        /// Audit id.
+        audit: CommitmentId,
+        /// Verdict.
+        verdict: Verdict,
+        /// Reason (only with `Fail`).
+        reason: Option<FailReason>,
+        /// BLS signature over `attestation_message(audit, verdict)`.
+        signature: SignatureBytes,
+    },
+}
+
+/// Events. Indices are stable.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Event {
+    /// A step was committed.
+    #[codec(index = 0)]
+    StepCommitted {
+        /// Commitment id.
+        id: CommitmentId,
+        /// Run.
+        run: RunId,
+        /// Stage.
+        stage: StageIndex,
+        /// Replica.
+        replica: Replica,
+        /// Step.
+        step: Step,
+        /// Trainer.
+        trainer: AccountId,
+    },
+    /// A commitment was selected for audit.
+    #[codec(index = 1)]
+    AuditOpened {
+        /// Audit id.
+        audit: CommitmentId,
+        /// Trainer.
+        trainer: AccountId,
+        /// Auditors.
+        auditors: Vec<AccountId>,
+        /// Reveal deadline.
+        reveal_deadline: BlockNumber,
+        /// Attestation deadline.
+        attest_deadline: BlockNumber,
+    },
+    /// An auditor attested.
+    #[codec(index = 2)]
+    Attested {
+        /// Audit.
+        audit: CommitmentId,
+        /// Auditor.
+        auditor: AccountId,
+        /// Verdict.
+        verdict: Verdict,
+        /// Reason.
+        reason: Option<FailReason>,
+    },
+    /// An audit settled.
+    #[codec(index = 3)]
+    AuditSettled {
+        /// Audit.
+        audit: CommitmentId,
+        /// Outcome.
+        verdict: Verdict,
+        /// Stake that signed it.
+        stake: Balance,
+    },
+    /// An audit reached its deadline without settling.
+    #[codec(index = 4)]
+    AuditInconclusive {
+        /// Audit.
+        audit: CommitmentId,
+    },
+    /// A step was voided (failed audit, or its trainer forfeited it).
+    #[codec(index = 5)]
+    StepVoided {
+        /// Commitment.
+        id: CommitmentId,
+    },
+}
+
+/// Errors. Indices are stable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode, thiserror::Error)]
+pub enum Error {
+    /// The run is not training (pending, halted, paused or finished).
+    #[codec(index = 0)]
+    #[error("RunNotTraining: the run does not accept work now")]
+    RunNotTraining,
+    /// Stage or replica out of range.
+    #[codec(index = 1)]
+    #[error("BadSlot: stage or replica out of range")]
+    BadSlot,
+    /// The signer is not assigned to this slot.
+    #[codec(index = 2)]
+    #[error("NotAssigned: the signer is not the trainer of this slot")]
+    NotAssigned,
+    /// This step was already committed.
+    #[codec(index = 3)]
+    #[error("AlreadyCommitted: this step was already committed")]
+    AlreadyCommitted,
+    /// Steps must be committed in order.
+    #[codec(index = 4)]
+    #[error("OutOfOrder: this is not the slot's next step")]
+    OutOfOrder,
+    /// Beyond the run's step limit.
+    #[codec(index = 5)]
+    #[error("StepLimit: the run does not allow this step yet")]
+    StepLimit,
+    /// A loss on a stage other than the last, or none on the last.
+    #[codec(index = 6)]
+    #[error("LossMismatch: only the last stage commits a loss, and it must")]
+    LossMismatch,
+    /// No such open audit.
+    #[codec(index = 7)]
+    #[error("UnknownAudit: no such audit")]
+    UnknownAudit,
+    /// The signer is not an auditor of this audit.
+    #[codec(index = 8)]
+    #[error("NotAuditor: the signer is not an auditor of this audit")]
+    NotAuditor,
+    /// Already attested.
+    #[codec(index = 9)]
+    #[error("AlreadyAttested: already attested")]
+    AlreadyAttested,
+    /// Past the attestation deadline.
+    #[codec(index = 10)]
+    #[error("AuditClosed: past the attestation deadline")]
+    AuditClosed,
+    /// The BLS signature does not verify.
+    #[codec(index = 11)]
+    #[error("BadSignature: the BLS signature does not verify")]
+    BadSignature,
+    /// `Pass` with a reason or `Fail` without one.
+    #[codec(index = 12)]
+    #[error("BadReason: Pass takes no reason, Fail needs one")]
+    BadReason,
+    /// `NoReveal` before the reveal deadline.
+    #[codec(index = 13)]
+    #[error("TooEarly: the reveal deadline has not passed")]
+    TooEarly,
+    /// Overflow.
+    #[codec(index = 14)]
+    #[error("Overflow: arithmetic overflow")]
+    Overflow,
+}
+
+weft_pallet_support::pallet_error!(Error, INDEX);
+
+/// What this pallet's functions emit into.
+pub trait Sink: stages::Sink + ownership::Sink + Deposit<Event> {}
+impl<T: stages::Sink + ownership::Sink + Deposit<Event> + ?Sized> Sink for T {}
+
+/// The message an auditor signs: `SCALE(("weft/audit/v1", audit, verdict))`.
+pub fn attestation_message(audit: CommitmentId, verdict: Verdict) -> Vec<u8> {
+    (ATTESTATION_DOMAIN, audit, verdict).encode()
+}
+
+/// Whether commitment `id` is selected under randomness `r` with probability `p`.
+pub fn is_selected(r: &Hash, id: CommitmentId, p: Perbill) -> bool {
+    randomness::draw_u64(r, &id.encode()) % (Perbill::ACCURACY as u64) < p.parts() as u64
+}
+
+/// The commitment `id`.
+pub fn commitment(
+    s: &(impl StateReader + ?Sized),
+    id: CommitmentId,
+) -> Result<Option<Commitment>, StorageError> {
+    COMMITMENTS.get(s, &id)
+}
+
+/// The audit `id`.
+pub fn audit(
+    s: &(impl StateReader + ?Sized),
+    id: CommitmentId,
+) -> Result<Option<Audit>, StorageError> {
+    AUDITS.get(s, &id)
+}
+
+/// The next step of a slot.
+pub fn next_step(
+    s: &(impl StateReader + ?Sized),
+    run: RunId,
+    stage: StageIndex,
+    replica: Replica,
+) -> Result<Step, StorageError> {
+    Ok(NEXT_STEP.get(s, &(run, stage, replica))?.unwrap_or(0))
+}
+
+fn push_queue(
+    s: &mut (impl Storage + ?Sized),
+    q: &StorageMap<BlockNumber, Vec<CommitmentId>>,
+    at: BlockNumber,
+    id: CommitmentId,
+) -> Result<(), StorageError> {
+    let mut v = q.get(s, &at)?.unwrap_or_default();
+    v.push(id);
+    q.insert(s, &at, &v);
+    Ok(())
+}
+
+/// `commit_step`.
+#[allow(clippy::too_many_arguments)]
+pub fn commit_step(
+    s: &mut (impl Storage + ?Sized),
+    ev: &mut impl Sink,
+    now: BlockNumber,
+    who: &AccountId,
+    run: RunId,
+    stage: StageIndex,
+    replica: Replica,
+    step: Step,
+    roots: StepRoots,
+    loss: Option<u64>,
+) -> Result<CommitmentId, Failure> {
+    let r = runs::get(s, run)?;
+    if !r.is_training() {
+        return Err(Error::RunNotTraining.into());
+    }
+    if stage >= r.stages || replica >= r.replicas {
+        return Err(Error::BadSlot.into());
+    }
+    if stages::slot(s, run, stage, replica)? != Some(*who) {
+        return Err(Error::NotAssigned.into());
+    }
+    let next = next_step(s, run, stage, replica)?;
+    if step < next {
+        return Err(Error::AlreadyCommitted.into());
+    }
+    if step > next {
+        return Err(Error::OutOfOrder.into());
+    }
+    if r.step_limit().is_some_and(|l| step >= l) {
+        return Err(Error::StepLimit.into());
+    }
+    let last = stage + 1 == r.stages;
+    if last != loss.is_some() {
+        return Err(Error::LossMismatch.into());
+    }
+    let id = NEXT_ID.get(s)?.unwrap_or(0);
+    NEXT_ID.put(s, &id.checked_add(1).ok_or(Error::Overflow)?);
+    NEXT_STEP.insert(
+        s,
+        &(run, stage, replica),
+        &step.checked_add(1).ok_or(Error::Overflow)?,
+    );
+    let c = Commitment {
+        run,
+        stage,
+        replica,
+        step,
+        trainer: *who,
+        roots,
+        loss,
+        block: now,
+        status: CommitStatus::Committed,
+    };
+    COMMITMENTS.insert(s, &id, &c);
+    let at = now
+        .checked_add(r.params.selection_delay.max(1) as BlockNumber)
+        .ok_or(Error::Overflow)?;
+    push_queue(s, &SELECTION_QUEUE, at, id)?;
+    if let Some(l) = loss {
+        ownership::record_loss(s, run, step, l)?;
+    }
+    emit(
+        ev,
+        Event::StepCommitted {
+            id,
+            run,
+            stage,
+            replica,
+            step,
+            trainer: *who,
+        },
+    );
+    if r.max_steps > 0 && step + 1 == r.max_steps {
+        maybe_finish(s, ev, run, &r)?;
+    }
+    Ok(id)
+}
+
+fn maybe_finish(
+    s: &mut (impl Storage + ?Sized),
+    ev: &mut impl Sink,
+    run: RunId,
+    r: &runs::RunInfo,
+) -> Result<(), Failure> {
+    for st in 0..r.stages {
+        let mut done = false;
+        for rep in 0..r.replicas {
+            if next_step(s, run, st, rep)? >= r.max_steps {
+                done = true;
+                break;
+            }
+        }
+        if !done {
+            return Ok(());
+        }
+    }
+    runs::set_status(s, ev, run, runs::RunStatus::Finished)
+}
+
+fn set_status(
+    s: &mut (impl Storage + ?Sized),
+    id: CommitmentId,
+    c: &mut Commitment,
+    status: CommitStatus,
+) {
+    c.status = status;
+    COMMITMENTS.insert(s, &id, c);
+}
+
+fn credit(
+    s: &mut (impl Storage + ?Sized),
+    ev: &mut impl Sink,
+    id: CommitmentId,
+    c: &mut Commitment,
+) -> Result<(), Failure> {
+    ownership::credit(s, ev, c.run, &c.trainer, c.step)?;
+    set_status(s, id, c, CommitStatus::Credited);
+    Ok(())
+}
+
+fn void(
+    s: &mut (impl Storage + ?Sized),
+    ev: &mut impl Sink,
+    id: CommitmentId,
+    c: &mut Commitment,
+    status: CommitStatus,
+) {
+    if c.loss.is_some() {
+        ownership::void_loss(s, c.run, c.step);
+    }
+    set_status(s, id, c, status);
+    if status == CommitStatus::Voided {
+        emit(ev, Event::StepVoided { id });
+    }
+}
+
+/// Selection of one commitment in its selection block.
+fn select(
+    s: &mut (impl Storage + ?Sized),
+    ev: &mut impl Sink,
+    now: BlockNumber,
+    id: CommitmentId,
+) -> Result<(), Failure> {
+    let Some(mut c) = COMMITMENTS.get(s, &id)? else {
+        return Ok(());
+    };
+    if c.status != CommitStatus::Committed {
+        return Ok(());
+    }
+    let r = runs::get(s, c.run)?;
+    let rand = randomness::at(s, now)?;
+    if !is_selected(&rand, id, r.params.audit_probability) {
+        if staking::PENDING_SLASHES.get(s, &c.trainer)?.unwrap_or(0) > 0 {
+            void(s, ev, id, &mut c, CommitStatus::Voided);
+            return Ok(());
+        }
+        return credit(s, ev, id, &mut c);
+    }
+    let set = staking::active_set(s)?;
+    let mut seats = Vec::new();
+    for a in stages::auditors(s, c.run, c.stage)? {
+        if let Some(v) = set.iter().find(|v| v.account == a) {
+            if a != c.trainer {
+                seats.push(Seat {
+                    account: a,
+                    stake: v.stake,
+                    bls_key: v.bls_key,
+                });
+            }
+        }
+    }
+    if seats.is_empty() {
+        // Nobody can audit this stage: treated as not selected.
+        return credit(s, ev, id, &mut c);
+    }
+    let p = &r.params;
+    let reveal_deadline = now.saturating_add(p.reveal_window as BlockNumber);
+    let attest_deadline = now.saturating_add(p.attest_window as BlockNumber);
+    let auditors = seats.iter().map(|x| x.account).collect();
+    AUDITS.insert(
+        s,
+        &id,
+        &Audit {
+            opened_at: now,
+            reveal_deadline,
+            attest_deadline,
+            threshold: p.settle_threshold,
+            seats,
+            attestations: Vec::new(),
+            certificate: None,
+            closed: false,
+        },
+    );
+    push_queue(s, &DEADLINES, attest_deadline, id)?;
+    set_status(s, id, &mut c, CommitStatus::Audited);
+    emit(
+        ev,
+        Event::AuditOpened {
+            audit: id,
+            trainer: c.trainer,
+            auditors,
+            reveal_deadline,
+            attest_deadline,
+        },
+    );
+    Ok(())
+}
+
+/// `attest`.
+#[allow(clippy::too_many_arguments)]
+pub fn attest(
+    s: &mut (impl Storage + ?Sized),
+    ev: &mut impl Sink,
+    now: BlockNumber,
+    who: &AccountId,
+    id: CommitmentId,
+    verdict: Verdict,
+    reason: Option<FailReason>,
+    signature: SignatureBytes,
+) -> Result<(), Failure> {
+    let mut a = AUDITS.get(s, &id)?.ok_or(Error::UnknownAudit)?;
+    if a.closed || now > a.attest_deadline {
+        return Err(Error::AuditClosed.into());
+    }
+    let seat = a
+        .seats
+        .iter()
+        .find(|x| x.account == *who)
+        .ok_or(Error::NotAuditor)?
+        .clone();
+    if a.attestations.iter().any(|x| x.auditor == *who) {
+        return Err(Error::AlreadyAttested.into());
+    }
+    match (verdict, reason) {
+        (Verdict::Pass, None) | (Verdict::Fail, Some(_)) => {}
+        _ => return Err(Error::BadReason.into()),
+    }
+    if reason == Some(FailReason::NoReveal) && now <= a.reveal_deadline {
+        return Err(Error::TooEarly.into());
+    }
+    if !weft_bls::verify_bytes(&seat.bls_key, &attestation_message(id, verdict), &signature) {
+        return Err(Error::BadSignature.into());
+    }
+    a.attestations.push(Attestation {
+        auditor: *who,
+        verdict,
+        reason,
+        signature,
+    });
+    staking::add_points(s, who, 1)?;
+    emit(
+        ev,
+        Event::Attested {
+            audit: id,
+            auditor: *who,
+            verdict,
+            reason,
+        },
+    );
+    if a.certificate.is_none() {
+        let total: Balance = a.seats.iter().fold(0u128, |t, x| t.saturating_add(x.stake));
+        let on_side: Balance = a
+            .attestations
+            .iter()
+            .filter(|x| x.verdict == verdict)
+            .filter_map(|x| a.seats.iter().find(|st| st.account == x.auditor))
+            .fold(0u128, |t, x| t.saturating_add(x.stake));
+        if a.threshold.is_exceeded_by(on_side, total) {
+            settle(s, ev, now, id, &mut a, verdict, on_side)?;
+        }
+    }
+    AUDITS.insert(s, &id, &a);
+    Ok(())
+}
+
+fn settle(
+    s: &mut (impl Storage + ?Sized),
+    ev: &mut impl Sink,
+    now: BlockNumber,
+    id: CommitmentId,
+    a: &mut Audit,
+    verdict: Verdict,
+    stake: Balance,
+) -> Result<(), Failure> {
+    let side: Vec<&Attestation> = a
+        .attestations
+        .iter()
+        .filter(|x| x.verdict == verdict)
+        .collect();
+    let mut sigs = Vec::with_capacity(side.len());
+    let mut keys = Vec::with_capacity(side.len());
+    for att in &side {
+        let seat = a
+            .seats
+            .iter()
+            .find(|x| x.account == att.auditor)
+            .ok_or(Error::NotAuditor)?;
+        sigs.push(
+            weft_bls::Signature::from_bytes(&att.signature).map_err(|_| Error::BadSignature)?,
+        );
+        keys.push(weft_bls::PublicKey::from_bytes(&seat.bls_key).map_err(|_| Error::BadSignature)?);
+    }
+    let agg = weft_bls::Signature::aggregate(&sigs).map_err(|_| Error::BadSignature)?;
+    // Each signature was checked on arrival; this one pairing check certifies the aggregate.
+    if !weft_bls::verify_aggregate(&keys, &attestation_message(id, verdict), &agg) {
+        return Err(Error::BadSignature.into());
+    }
+    a.certificate = Some(Certificate {
+        verdict,
+        signers: side.iter().map(|x| x.auditor).collect(),
+        aggregate: agg.to_bytes(),
+    });
+    let reporter = side.first().map(|x| x.auditor);
+    let mut c = COMMITMENTS.get(s, &id)?.ok_or(Error::UnknownAudit)?;
+    emit(
+        ev,
+        Event::AuditSettled {
+            audit: id,
+            verdict,
+            stake,
+        },
+    );
+    match verdict {
+        Verdict::Pass => credit(s, ev, id, &mut c)?,
+        Verdict::Fail => {
+            let fraction = runs::get(s, c.run)?.params.trainer_slash;
+            staking::report_offence(
+                s,
+                ev,
+                now,
+                &c.trainer,
+                fraction,
+                reporter,
+                staking::OffenceKind::AuditFailed,
+            )?;
+            stages::remove_account(s, ev, &c.trainer)?;
+            void(s, ev, id, &mut c, CommitStatus::Voided);
+        }
+    }
+    Ok(())
+}
+
+/// Deadline processing of one audit (see the module docs).
+fn close(
+    s: &mut (impl Storage + ?Sized),
+    ev: &mut impl Sink,
+    now: BlockNumber,
+    id: CommitmentId,
+) -> Result<(), Failure> {
+    let Some(mut a) = AUDITS.get(s, &id)? else {
+        return Ok(());
+    };
+    if a.closed {
+        return Ok(());
+    }
+    a.closed = true;
+    let Some(mut c) = COMMITMENTS.get(s, &id)? else {
+        return Ok(());
+    };
+    let p = runs::get(s, c.run)?.params;
+    let outcome = a.certificate.as_ref().map(|x| x.verdict);
+    if outcome.is_none() {
+        void(s, ev, id, &mut c, CommitStatus::Inconclusive);
+        emit(ev, Event::AuditInconclusive { audit: id });
+    }
+    for seat in &a.seats {
+        let att = a.attestations.iter().find(|x| x.auditor == seat.account);
+        let offence = match (att, outcome) {
+            (None, _) => Some((
+                p.missed_attestation_slash,
+                staking::OffenceKind::MissedAttestation,
+            )),
+            (Some(x), Some(o)) if x.verdict != o => {
+                Some((p.auditor_slash, staking::OffenceKind::FalseVerdict))
+            }
+            _ => None,
+        };
+        if let Some((fraction, kind)) = offence {
+            staking::report_offence(s, ev, now, &seat.account, fraction, None, kind)?;
+            stages::remove_account(s, ev, &seat.account)?;
+        }
+    }
+    AUDITS.insert(s, &id, &a);
+    Ok(())
+}
+
+/// Block start: selection of the commitments due now.
+pub fn on_initialize(
+    s: &mut (impl Storage + ?Sized),
+    ev: &mut impl Sink,
+    now: BlockNumber,
+) -> Result<(), Failure> {
+    if let Some(q) = SELECTION_QUEUE.get(s, &now)? {
+        SELECTION_QUEUE.remove(s, &now);
+        for id in q {
+            select(s, ev, now, id)?;
+        }
+    }
+    Ok(())
+}
+
+/// Block end: audits whose attestation deadline is this block.
+pub fn on_finalize(
+    s: &mut (impl Storage + ?Sized),
+    ev: &mut impl Sink,
+    now: BlockNumber,
+) -> Result<(), Failure> {
+    if let Some(q) = DEADLINES.get(s, &now)? {
+        DEADLINES.remove(s, &now);
+        for id in q {
+            close(s, ev, now, id)?;
+        }
+    }
+    Ok(())
+}
+
+/// Dispatches a call signed by `origin`.
+pub fn dispatch(
+    s: &mut (impl Storage + ?Sized),
+    ev: &mut impl Sink,
+    now: BlockNumber,
+    origin: &AccountId,
+    call: &Call,
+) -> Result<(), Failure> {
+    match call {
+        Call::CommitStep {
+            run,
+            stage,
+            replica,
+            step,
+            roots,
+            loss,
+        } => commit_step(
+            s, ev, now, origin, *run, *stage, *replica, *step, *roots, *loss,
+        )
+        .map(|_| ()),
+        Call::Attest {
+            audit,
+            verdict,
+            reason,
+            signature,
+        } => attest(s, ev, now, origin, *audit, *verdict, *reason, *signature),
+    }
+}
+
+#[cfg(test)]
+mod tests;

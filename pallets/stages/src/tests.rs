@@ -1,0 +1,253 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+use super::*;
+use proptest::prelude::*;
+use weft_pallet_balances as balances;
+use weft_pallet_support::{Perbill, Recorder};
+use weft_primitives::storage::{MemoryState, Overlay};
+
+pub(crate) fn acc(n: u8) -> AccountId {
+    AccountId([n; 32])
+}
+
+fn staking_cfg() -> staking::Config {
+    staking::Config {
+        min_validator_bond: 1_000,
+        min_trainer_bond: 100,
+        ..staking::Config::default()
+    }
+}
+
+/// Accounts 1..=n endowed; `validators` of them bonded as validators.
+fn genesis(n: u8, validators: &[u8]) -> MemoryState {
+    let base = MemoryState::default();
+    let mut o = Overlay::new(&base);
+    let mut ev = Recorder::default();
+    let endowed: Vec<(AccountId, Balance)> = (0..=n).map(|i| (acc(i), 1_000_000)).collect();
+    balances::build_genesis(&mut o, 1, &endowed).unwrap();
+    let stakers: Vec<staking::GenesisStaker> = validators
+        .iter()
+        .map(|v| {
+            let (_, pk, pop) = weft_bls::dev_keypair(&format!("v{v}")).unwrap();
+            staking::GenesisStaker {
+                account: acc(*v),
+                bond: 10_000,
+                validator: Some((pk, pop)),
+                trainer: None,
+            }
+        })
+        .collect();
+    staking::build_genesis(&mut o, &mut ev, &staking_cfg(), &stakers).unwrap();
+    runs::build_genesis(
+        &mut o,
+        &mut ev,
+        &runs::Config {
+            min_designer_bond: 1,
+            ..runs::Config::default()
+        },
+        &[],
+    )
+    .unwrap();
+    build_genesis(&mut o, &Config::default());
+    let mut st = MemoryState::default();
+    st.apply(&o.into_changes());
+    st
+}
+
+fn spec(stages: StageIndex, replicas: u16, cap: StageIndex) -> runs::RunSpec {
+    runs::RunSpec {
+        model_config: b"{}".to_vec(),
+        stages,
+        replicas,
+        dataset_hash: Hash::ZERO,
+        hyper_params: vec![],
+        max_steps: 0,
+        bond: 1,
+        params: runs::RunParams {
+            max_stages_per_account: cap,
+            max_stages_per_auditor: cap,
+            auditors_per_stage: 2,
+            ..runs::RunParams::default()
+        },
+    }
+}
+
+fn make_trainer(o: &mut Overlay<'_>, ev: &mut Recorder, who: u8, stake: Balance, capacity: u32) {
+    staking::bond(o, ev, &acc(who), stake).unwrap();
+    staking::train(
+        o,
+        ev,
+        &acc(who),
+        staking::TrainerInfo {
+            peer_id: vec![who],
+            addrs: vec![],
+            capacity,
+        },
+    )
+    .unwrap();
+}
+
+#[test]
+fn join_requires_a_trainer_and_is_not_repeated() {
+    let st = genesis(4, &[]);
+    let mut o = Overlay::new(&st);
+    let mut ev = Recorder::default();
+    let run = runs::register_run(&mut o, &mut ev, 1, &acc(0), spec(2, 1, 1)).unwrap();
+    assert_eq!(
+        join_run(&mut o, &mut ev, &acc(1), run),
+        Err(Error::NotTrainer.into())
+    );
+    make_trainer(&mut o, &mut ev, 1, 500, 1);
+    join_run(&mut o, &mut ev, &acc(1), run).unwrap();
+    assert_eq!(
+        join_run(&mut o, &mut ev, &acc(1), run),
+        Err(Error::AlreadyJoined.into())
+    );
+    assert_eq!(
+        join_run(&mut o, &mut ev, &acc(1), 9),
+        Err(runs::Error::UnknownRun.into())
+    );
+    leave_run(&mut o, &mut ev, &acc(1), run).unwrap();
+    assert_eq!(
+        leave_run(&mut o, &mut ev, &acc(1), run),
+        Err(Error::NotJoined.into())
+    );
+}
+
+#[test]
+fn four_trainers_fill_four_stages_and_start_the_run() {
+    let st = genesis(14, &[5, 6, 7, 8, 9, 10, 11, 12]);
+    let mut o = Overlay::new(&st);
+    let mut ev = Recorder::default();
+    let run = runs::register_run(&mut o, &mut ev, 1, &acc(0), spec(4, 1, 1)).unwrap();
+    for t in 1..=4 {
+        make_trainer(&mut o, &mut ev, t, 100 * t as Balance, 4);
+        join_run(&mut o, &mut ev, &acc(t), run).unwrap();
+    }
+    assign_run(&mut o, &mut ev, run, &Hash::ZERO).unwrap();
+    // Highest stake first, each to the emptiest stage.
+    let holders: Vec<AccountId> = (0..4)
+        .map(|st| slot(&o, run, st, 0).unwrap().unwrap())
+        .collect();
+    assert_eq!(holders, vec![acc(4), acc(3), acc(2), acc(1)]);
+    let r = runs::run(&o, run).unwrap().unwrap();
+    assert_eq!((r.status, r.paused), (runs::RunStatus::Training, false));
+    // Auditors: 2 per stage, each validator at most one stage.
+    for st in 0..4 {
+        assert_eq!(auditors(&o, run, st).unwrap().len(), 2);
+    }
+    // Leaving takes effect at the next boundary; the run pauses when a stage empties.
+    leave_run(&mut o, &mut ev, &acc(2), run).unwrap();
+    assert_eq!(slot(&o, run, 2, 0).unwrap(), Some(acc(2)));
+    assign_run(&mut o, &mut ev, run, &Hash::ZERO).unwrap();
+    assert_eq!(slot(&o, run, 2, 0).unwrap(), None);
+    assert!(runs::run(&o, run).unwrap().unwrap().paused);
+    // A new trainer fills the gap.
+    make_trainer(&mut o, &mut ev, 13, 100, 1);
+    join_run(&mut o, &mut ev, &acc(13), run).unwrap();
+    assign_run(&mut o, &mut ev, run, &Hash::ZERO).unwrap();
+    assert_eq!(slot(&o, run, 2, 0).unwrap(), Some(acc(13)));
+    assert!(!runs::run(&o, run).unwrap().unwrap().paused);
+    // A slashed trainer is removed at once and the run pauses.
+    remove_account(&mut o, &mut ev, &acc(13)).unwrap();
+    assert_eq!(slot(&o, run, 2, 0).unwrap(), None);
+    assert!(runs::run(&o, run).unwrap().unwrap().paused);
+    assert!(!candidates(&o, run).unwrap().contains(&acc(13)));
+}
+
+fn check_assignment(o: &Overlay<'_>, run: RunId) -> Result<(), TestCaseError> {
+    let r = runs::run(o, run).unwrap().unwrap();
+    let cap = r.params.max_stages_per_account as usize;
+    let mut per_account: BTreeMap<AccountId, Vec<StageIndex>> = BTreeMap::new();
+    let mut some_empty = false;
+    for st in 0..r.stages {
+        let mut n = 0;
+        for rep in 0..r.replicas {
+            if let Some(h) = slot(o, run, st, rep).unwrap() {
+                per_account.entry(h).or_default().push(st);
+                n += 1;
+                prop_assert!(held(o, run, &h).unwrap().contains(&(st, rep)));
+            }
+        }
+        some_empty |= n == 0;
+        for a in auditors(o, run, st).unwrap() {
+            // No one audits a stage it trains.
+            prop_assert!(!held(o, run, &a).unwrap().iter().any(|(s2, _)| *s2 == st));
+        }
+    }
+    for (who, stages) in &per_account {
+        // The unextractability cap, and no two replicas of one stage.
+        prop_assert!(
+            stages.len() <= cap,
+            "{:?} holds {} > {}",
+            who,
+            stages.len(),
+            cap
+        );
+        let mut d = stages.clone();
+        d.dedup();
+        prop_assert_eq!(d.len(), stages.len());
+        prop_assert_eq!(held(o, run, who).unwrap().len(), stages.len());
+        let capacity = staking::trainer(o, who)
+            .unwrap()
+            .map(|t| t.capacity)
+            .unwrap_or(u32::MAX);
+        prop_assert!(LOAD.get(o, who).unwrap().unwrap_or(0) <= capacity);
+    }
+    prop_assert_eq!(r.paused, some_empty);
+    let mut audit_counts: BTreeMap<AccountId, usize> = BTreeMap::new();
+    for st in 0..r.stages {
+        for a in auditors(o, run, st).unwrap() {
+            *audit_counts.entry(a).or_default() += 1;
+        }
+    }
+    for n in audit_counts.values() {
+        prop_assert!(*n <= r.params.max_stages_per_auditor as usize);
+    }
+    Ok(())
+}
+
+proptest! {
+    /// Over random trainers, joins, leaves and slashes across epochs: nobody holds more than
+    /// `max_stages_per_account` slots of a run or more than its capacity, nobody audits a stage
+    /// it trains, auditors stay within their cap, and the run is paused iff a stage is empty.
+    #[test]
+    fn assignment_never_exceeds_caps(
+        stages in 2u16..6,
+        replicas in 1u16..3,
+        cap_sel in 0u16..8,
+        trainers in proptest::collection::vec((100u128..5_000, 1u32..4), 1..12),
+        ops in proptest::collection::vec((0u8..3, 0u8..12), 0..30),
+    ) {
+        let cap = 1 + cap_sel % (stages - 1);
+        let st = genesis(30, &[20, 21, 22]);
+        let mut o = Overlay::new(&st);
+        let mut ev = Recorder::default();
+        let run = runs::register_run(&mut o, &mut ev, 1, &acc(0), spec(stages, replicas, cap)).unwrap();
+        let second = runs::register_run(&mut o, &mut ev, 1, &acc(0), spec(stages, 1, cap)).unwrap();
+        for (i, (stake, capacity)) in trainers.iter().enumerate() {
+            let who = i as u8 + 1;
+            make_trainer(&mut o, &mut ev, who, *stake, *capacity);
+            join_run(&mut o, &mut ev, &acc(who), run).unwrap();
+            let _ = join_run(&mut o, &mut ev, &acc(who), second);
+        }
+        assign_run(&mut o, &mut ev, run, &Hash([1; 32])).unwrap();
+        assign_run(&mut o, &mut ev, second, &Hash([1; 32])).unwrap();
+        check_assignment(&o, run)?;
+        for (kind, t) in ops {
+            let who = acc(t % trainers.len() as u8 + 1);
+            match kind {
+                0 => { let _ = leave_run(&mut o, &mut ev, &who, run); }
+                1 => { let _ = join_run(&mut o, &mut ev, &who, run); }
+                _ => {
+                    staking::report_offence(&mut o, &mut ev, 1, &who, Perbill::from_percent(1), None, staking::OffenceKind::AuditFailed).unwrap();
+                    remove_account(&mut o, &mut ev, &who).unwrap();
+                }
+            }
+            check_assignment(&o, run)?;
+            assign_run(&mut o, &mut ev, run, &Hash([2; 32])).unwrap();
+            assign_run(&mut o, &mut ev, second, &Hash([2; 32])).unwrap();
+            check_assignment(&o, run)?;
+            check_assignment(&o, second)?;
+        }
+    }
+}

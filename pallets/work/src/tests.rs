@@ -1,0 +1,513 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+use super::*;
+use weft_pallet_balances as balances;
+use weft_pallet_support::Recorder;
+use weft_primitives::storage::{MemoryState, Overlay};
+
+fn acc(n: u8) -> AccountId {
+    AccountId([n; 32])
+}
+
+const VALIDATORS: [(u8, Balance); 4] = [(10, 10_000), (11, 20_000), (12, 30_000), (13, 40_000)];
+
+fn sk(v: u8) -> weft_bls::SecretKey {
+    weft_bls::dev_keypair(&format!("v{v}")).unwrap().0
+}
+
+/// Validators 10..=13, trainers 1..=4 joined to run 0 (2 stages, 1 replica, audit
+/// probability `p`), assigned.
+fn world(p: Perbill) -> MemoryState {
+    let base = MemoryState::default();
+    let mut o = Overlay::new(&base);
+    let mut ev = Recorder::default();
+    let endowed: Vec<(AccountId, Balance)> = (0..=20).map(|i| (acc(i), 1_000_000)).collect();
+    balances::build_genesis(&mut o, 1, &endowed).unwrap();
+    let mut stakers: Vec<staking::GenesisStaker> = VALIDATORS
+        .iter()
+        .map(|(v, stake)| {
+            let (_, pk, pop) = weft_bls::dev_keypair(&format!("v{v}")).unwrap();
+            staking::GenesisStaker {
+                account: acc(*v),
+                bond: *stake,
+                validator: Some((pk, pop)),
+                trainer: None,
+            }
+        })
+        .collect();
+    for t in 1..=4u8 {
+        stakers.push(staking::GenesisStaker {
+            account: acc(t),
+            bond: 1_000 * t as Balance,
+            validator: None,
+            trainer: Some(staking::TrainerInfo {
+                peer_id: vec![t],
+                addrs: vec![],
+                capacity: 1,
+            }),
+        });
+    }
+    let scfg = staking::Config {
+        min_validator_bond: 1_000,
+        min_trainer_bond: 100,
+        ..staking::Config::default()
+    };
+    staking::build_genesis(&mut o, &mut ev, &scfg, &stakers).unwrap();
+    runs::build_genesis(
+        &mut o,
+        &mut ev,
+        &runs::Config {
+            min_designer_bond: 1,
+            ..runs::Config::default()
+        },
+        &[],
+    )
+    .unwrap();
+    stages::build_genesis(&mut o, &stages::Config::default());
+    ownership::build_genesis(&mut o, &ownership::Config::default());
+    let spec = runs::RunSpec {
+        model_config: vec![],
+        stages: 2,
+        replicas: 1,
+        dataset_hash: Hash::ZERO,
+        hyper_params: vec![],
+        max_steps: 0,
+        bond: 1,
+        params: runs::RunParams {
+            audit_probability: p,
+            auditors_per_stage: 3,
+            max_stages_per_account: 1,
+            max_stages_per_auditor: 1,
+            selection_delay: 2,
+            reveal_window: 3,
+            attest_window: 6,
+            ..runs::RunParams::default()
+        },
+    };
+    let run = runs::register_run(&mut o, &mut ev, 0, &acc(0), spec).unwrap();
+    for t in 1..=4u8 {
+        stages::join_run(&mut o, &mut ev, &acc(t), run).unwrap();
+    }
+    stages::assign_run(&mut o, &mut ev, run, &Hash([9; 32])).unwrap();
+    let mut st = MemoryState::default();
+    st.apply(&o.into_changes());
+    st
+}
+
+/// Runs the block hooks of block `n` (with randomness derived from `n`).
+fn block(o: &mut Overlay<'_>, ev: &mut Recorder, n: BlockNumber) {
+    randomness::RANDOMNESS.insert(o, &n, &weft_primitives::blake3_256(&n.to_le_bytes()));
+    on_initialize(o, ev, n).unwrap();
+    on_finalize(o, ev, n).unwrap();
+}
+
+fn trainer_of(o: &Overlay<'_>, stage: StageIndex) -> AccountId {
+    stages::slot(o, 0, stage, 0).unwrap().unwrap()
+}
+
+fn sign(v: u8, audit: CommitmentId, verdict: Verdict) -> SignatureBytes {
+    sk(v)
+        .sign(&attestation_message(audit, verdict))
+        .unwrap()
+        .to_bytes()
+}
+
+fn roots(n: u8) -> StepRoots {
+    StepRoots {
+        weights_before: Hash([n; 32]),
+        ..StepRoots::default()
+    }
+}
+
+#[test]
+fn only_the_assigned_trainer_commits_steps_in_order() {
+    let st = world(Perbill::ZERO);
+    let mut o = Overlay::new(&st);
+    let mut ev = Recorder::default();
+    let t0 = trainer_of(&o, 0);
+    let t1 = trainer_of(&o, 1);
+    assert_eq!(
+        commit_step(&mut o, &mut ev, 1, &acc(20), 0, 0, 0, 0, roots(1), None),
+        Err(Error::NotAssigned.into())
+    );
+    assert_eq!(
+        commit_step(&mut o, &mut ev, 1, &t1, 0, 0, 0, 0, roots(1), None),
+        Err(Error::NotAssigned.into())
+    );
+    assert_eq!(
+        commit_step(&mut o, &mut ev, 1, &t0, 0, 0, 1, 0, roots(1), None),
+        Err(Error::BadSlot.into())
+    );
+    assert_eq!(
+        commit_step(&mut o, &mut ev, 1, &t0, 0, 0, 0, 1, roots(1), None),
+        Err(Error::OutOfOrder.into())
+    );
+    assert_eq!(
+        commit_step(&mut o, &mut ev, 1, &t0, 0, 0, 0, 0, roots(1), Some(5)),
+        Err(Error::LossMismatch.into())
+    );
+    assert_eq!(
+        commit_step(&mut o, &mut ev, 1, &t1, 0, 1, 0, 0, roots(1), None),
+        Err(Error::LossMismatch.into())
+    );
+    commit_step(&mut o, &mut ev, 1, &t0, 0, 0, 0, 0, roots(1), None).unwrap();
+    commit_step(
+        &mut o,
+        &mut ev,
+        1,
+        &t1,
+        0,
+        1,
+        0,
+        0,
+        roots(1),
+        Some(2_000_000),
+    )
+    .unwrap();
+    // Replays are rejected.
+    assert_eq!(
+        commit_step(&mut o, &mut ev, 2, &t0, 0, 0, 0, 0, roots(1), None),
+        Err(Error::AlreadyCommitted.into())
+    );
+    commit_step(&mut o, &mut ev, 2, &t0, 0, 0, 0, 1, roots(2), None).unwrap();
+    // Not selected (p = 0): credited in the selection block.
+    block(&mut o, &mut ev, 2);
+    assert_eq!(ownership::units(&o, 0, &t0).unwrap(), 0);
+    block(&mut o, &mut ev, 3);
+    assert!(ownership::units(&o, 0, &t0).unwrap() > 0);
+    assert!(ownership::units(&o, 0, &t1).unwrap() > 0);
+    assert_eq!(
+        commitment(&o, 0).unwrap().unwrap().status,
+        CommitStatus::Credited
+    );
+    // A halted run accepts no work.
+    runs::set_status(&mut o, &mut ev, 0, runs::RunStatus::Halted).unwrap();
+    assert_eq!(
+        commit_step(&mut o, &mut ev, 5, &t0, 0, 0, 0, 2, roots(3), None),
+        Err(Error::RunNotTraining.into())
+    );
+}
+
+#[test]
+fn audits_are_selected_at_the_configured_rate() {
+    // 20 000 commitments, 1 000 per randomness value, p = 10 %: the count is binomial with
+    // mean 2 000 and σ = √(20 000 · 0.1 · 0.9) ≈ 42.4; accept ±5σ.
+    let p = Perbill::from_percent(10);
+    let mut selected = 0u64;
+    for id in 0..20_000u64 {
+        let r = weft_primitives::blake3_256(&(id / 1_000).to_le_bytes());
+        selected += u64::from(is_selected(&r, id, p));
+    }
+    assert!(
+        (2_000i64 - selected as i64).abs() <= 212,
+        "selected {selected}"
+    );
+    let r = Hash([3; 32]);
+    assert!((0..1_000).all(|id| !is_selected(&r, id, Perbill::ZERO)));
+    assert!((0..1_000).all(|id| is_selected(&r, id, Perbill::ONE)));
+}
+
+#[test]
+fn selection_through_the_hooks_matches_the_rate() {
+    let p = Perbill::from_percent(25);
+    let st = world(p);
+    let mut o = Overlay::new(&st);
+    let mut ev = Recorder::default();
+    let t0 = trainer_of(&o, 0);
+    let n = 800u64;
+    for step in 0..n {
+        let now = step + 1;
+        commit_step(&mut o, &mut ev, now, &t0, 0, 0, 0, step, roots(1), None).unwrap();
+        // Keep the trainer free of pending slashes: only selection is under test here.
+        randomness::RANDOMNESS.insert(
+            &mut o,
+            &now,
+            &weft_primitives::blake3_256(&now.to_le_bytes()),
+        );
+        on_initialize(&mut o, &mut ev, now).unwrap();
+    }
+    let opened = ev
+        .of::<Event>()
+        .iter()
+        .filter(|e| matches!(e, Event::AuditOpened { .. }))
+        .count() as i64;
+    // mean 200 (minus the last 2 not yet due), σ = √(800 · 0.25 · 0.75) ≈ 12.2; ±5σ.
+    assert!((opened - 200).abs() <= 62, "opened {opened}");
+}
+
+fn open_one_audit(o: &mut Overlay<'_>, ev: &mut Recorder) -> (CommitmentId, Audit, AccountId) {
+    let t0 = trainer_of(o, 0);
+    let id = commit_step(o, ev, 1, &t0, 0, 0, 0, 0, roots(1), None).unwrap();
+    block(o, ev, 2);
+    block(o, ev, 3);
+    let a = audit(o, id).unwrap().expect("selected with p = 1");
+    assert_eq!((a.reveal_deadline, a.attest_deadline), (6, 9));
+    assert_eq!(a.seats.len(), 3);
+    (id, a, t0)
+}
+
+fn v_of(who: &AccountId) -> u8 {
+    who.0[0]
+}
+
+#[test]
+fn a_passed_audit_credits_and_certifies() {
+    let st = world(Perbill::ONE);
+    let mut o = Overlay::new(&st);
+    let mut ev = Recorder::default();
+    let (id, a, t0) = open_one_audit(&mut o, &mut ev);
+    let seats: Vec<u8> = a.seats.iter().map(|x| v_of(&x.account)).collect();
+    // Wrong key, wrong message, wrong reason, not an auditor.
+    assert_eq!(
+        attest(
+            &mut o,
+            &mut ev,
+            4,
+            &acc(seats[0]),
+            id,
+            Verdict::Pass,
+            None,
+            sign(seats[1], id, Verdict::Pass)
+        ),
+        Err(Error::BadSignature.into())
+    );
+    assert_eq!(
+        attest(
+            &mut o,
+            &mut ev,
+            4,
+            &acc(seats[0]),
+            id,
+            Verdict::Pass,
+            None,
+            sign(seats[0], id, Verdict::Fail)
+        ),
+        Err(Error::BadSignature.into())
+    );
+    assert_eq!(
+        attest(
+            &mut o,
+            &mut ev,
+            4,
+            &acc(seats[0]),
+            id,
+            Verdict::Pass,
+            Some(FailReason::Mismatch),
+            sign(seats[0], id, Verdict::Pass)
+        ),
+        Err(Error::BadReason.into())
+    );
+    assert_eq!(
+        attest(
+            &mut o,
+            &mut ev,
+            4,
+            &acc(1),
+            id,
+            Verdict::Pass,
+            None,
+            sign(seats[0], id, Verdict::Pass)
+        ),
+        Err(Error::NotAuditor.into())
+    );
+    for v in &seats {
+        attest(
+            &mut o,
+            &mut ev,
+            4,
+            &acc(*v),
+            id,
+            Verdict::Pass,
+            None,
+            sign(*v, id, Verdict::Pass),
+        )
+        .unwrap();
+    }
+    let a = audit(&o, id).unwrap().unwrap();
+    let cert = a.certificate.expect("settled");
+    assert_eq!(cert.verdict, Verdict::Pass);
+    // The certificate verifies on its own against the signers' aggregate key.
+    let keys: Vec<weft_bls::PublicKey> = cert
+        .signers
+        .iter()
+        .map(|s| sk(v_of(s)).public_key())
+        .collect();
+    let agg = weft_bls::Signature::from_bytes(&cert.aggregate).unwrap();
+    assert!(weft_bls::verify_aggregate(
+        &keys,
+        &attestation_message(id, Verdict::Pass),
+        &agg
+    ));
+    assert!(ownership::units(&o, 0, &t0).unwrap() > 0);
+    assert_eq!(
+        attest(
+            &mut o,
+            &mut ev,
+            4,
+            &acc(seats[0]),
+            id,
+            Verdict::Pass,
+            None,
+            sign(seats[0], id, Verdict::Pass)
+        ),
+        Err(Error::AlreadyAttested.into())
+    );
+    // Deadline: everyone attested and agreed; nobody slashed.
+    for n in 4..=9 {
+        block(&mut o, &mut ev, n);
+    }
+    assert!(!ev
+        .of::<staking::Event>()
+        .iter()
+        .any(|e| matches!(e, staking::Event::OffenceReported { .. })));
+}
+
+#[test]
+fn a_failed_audit_slashes_and_removes_the_trainer_and_the_contradicted_auditor() {
+    let st = world(Perbill::ONE);
+    let mut o = Overlay::new(&st);
+    let mut ev = Recorder::default();
+    let (id, a, t0) = open_one_audit(&mut o, &mut ev);
+    let mut seats: Vec<(Balance, u8)> = a
+        .seats
+        .iter()
+        .map(|x| (x.stake, v_of(&x.account)))
+        .collect();
+    seats.sort();
+    let (_, small) = seats[0];
+    // NoReveal only after the reveal deadline.
+    assert_eq!(
+        attest(
+            &mut o,
+            &mut ev,
+            4,
+            &acc(seats[1].1),
+            id,
+            Verdict::Fail,
+            Some(FailReason::NoReveal),
+            sign(seats[1].1, id, Verdict::Fail)
+        ),
+        Err(Error::TooEarly.into())
+    );
+    attest(
+        &mut o,
+        &mut ev,
+        4,
+        &acc(small),
+        id,
+        Verdict::Pass,
+        None,
+        sign(small, id, Verdict::Pass),
+    )
+    .unwrap();
+    attest(
+        &mut o,
+        &mut ev,
+        4,
+        &acc(seats[1].1),
+        id,
+        Verdict::Fail,
+        Some(FailReason::Mismatch),
+        sign(seats[1].1, id, Verdict::Fail),
+    )
+    .unwrap();
+    assert!(audit(&o, id).unwrap().unwrap().certificate.is_none());
+    attest(
+        &mut o,
+        &mut ev,
+        5,
+        &acc(seats[2].1),
+        id,
+        Verdict::Fail,
+        Some(FailReason::Mismatch),
+        sign(seats[2].1, id, Verdict::Fail),
+    )
+    .unwrap();
+    assert_eq!(
+        audit(&o, id).unwrap().unwrap().certificate.unwrap().verdict,
+        Verdict::Fail
+    );
+    // The trainer: offence reported, chilled, removed; the run paused; the step void.
+    assert!(staking::trainer(&o, &t0).unwrap().is_none());
+    assert_eq!(stages::slot(&o, 0, 0, 0).unwrap(), None);
+    assert!(runs::run(&o, 0).unwrap().unwrap().paused);
+    assert_eq!(
+        commitment(&o, id).unwrap().unwrap().status,
+        CommitStatus::Voided
+    );
+    assert_eq!(ownership::units(&o, 0, &t0).unwrap(), 0);
+    let offenders = |ev: &Recorder| -> Vec<AccountId> {
+        ev.of::<staking::Event>()
+            .iter()
+            .filter_map(|e| match e {
+                staking::Event::OffenceReported { offender, .. } => Some(*offender),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(offenders(&ev), vec![t0]);
+    for n in 6..=9 {
+        block(&mut o, &mut ev, n);
+    }
+    // The contradicted auditor is slashed at the deadline.
+    assert_eq!(offenders(&ev), vec![t0, acc(small)]);
+    // Slashes apply after the deferral (30 blocks in the default config) ... reserved shrinks.
+    let before = balances::account(&o, &t0).unwrap().reserved;
+    staking::on_initialize(&mut o, &mut ev, 5 + 30, &acc(0)).unwrap();
+    let after = balances::account(&o, &t0).unwrap().reserved;
+    assert_eq!(before - after, Perbill::from_percent(20).mul_floor(before));
+}
+
+#[test]
+fn unsettled_audits_are_void_and_silent_auditors_slashed() {
+    let st = world(Perbill::ONE);
+    let mut o = Overlay::new(&st);
+    let mut ev = Recorder::default();
+    let (id, a, t0) = open_one_audit(&mut o, &mut ev);
+    let first = v_of(&a.seats[0].account);
+    attest(
+        &mut o,
+        &mut ev,
+        7,
+        &acc(first),
+        id,
+        Verdict::Fail,
+        Some(FailReason::NoReveal),
+        sign(first, id, Verdict::Fail),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    for n in 4..=9 {
+        block(&mut o, &mut ev, n);
+    }
+    assert_eq!(
+        commitment(&o, id).unwrap().unwrap().status,
+        CommitStatus::Inconclusive
+    );
+    assert_eq!(ownership::units(&o, 0, &t0).unwrap(), 0);
+    assert_eq!(
+        attest(
+            &mut o,
+            &mut ev,
+            10,
+            &acc(first),
+            id,
+            Verdict::Fail,
+            Some(FailReason::Late),
+            sign(first, id, Verdict::Fail)
+        ),
+        Err(Error::AuditClosed.into())
+    );
+    let missed: Vec<AccountId> = ev
+        .of::<staking::Event>()
+        .iter()
+        .filter_map(|e| match e {
+            staking::Event::OffenceReported {
+                offender,
+                kind: staking::OffenceKind::MissedAttestation,
+                ..
+            } => Some(*offender),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(missed.len(), 2);
+    assert!(!missed.contains(&acc(first)));
+}

@@ -1,0 +1,496 @@
+//! A typed, read-only view of the chain for trainers and auditors.
+//!
+//! Everything here is read with raw `state_getStorage` under the pallets' own typed storage
+//! keys (`runs::RUNS.key(&run)`, `stages::SLOT.key(&(run, stage, replica))`, …) and decoded
+//! with the pallets' own SCALE types, so the trainer depends on nothing but the storage
+//! layout the runtime already commits to. The reads go through [`StateSource`]: a live node
+//! ([`NodeState`], optionally pinned to one block so a decision sees one consistent state)
+//! or a [`MemoryState`] (tests build storage with the pallets' types, no node needed).
+//!
+//! # What a run registers (the JSON formats)
+//!
+//! `RunInfo::model_config` is a UTF-8 JSON object with the fields of
+//! [`ModelConfig`] **except `seed`**:
+//!
+//! ```json
+//! {"vocab_size": 256, "d_model": 128, "n_layers": 4, "n_heads": 4, "seq_len": 128,
+//!  "mlp_ratio": 4, "dropout": 0.0, "tied_embeddings": false}
+//! ```
+//!
+//! (`vocab_size` defaults to 256, `mlp_ratio` to 4, `dropout` to 0, `tied_embeddings` to
+//! false; unknown fields are errors). The run seed is not the designer's to choose: it is
+//! the block randomness the runs pallet stored at registration, and the model seed (weight
+//! initialisation, data order, dropout masks) is [`run_seed_u64`] = the first 8 bytes of
+//! `RunInfo::seed`, little-endian. A config that names a `seed` is rejected.
+//! `RunInfo::config_hash` must be `blake3(model_config)`; the model must have at least as
+//! many layers as the run has stages.
+//!
+//! `RunInfo::hyper_params` is a UTF-8 JSON object with the fields of [`TrainConfig`]:
+//!
+//! ```json
+//! {"micro_batch_size": 8, "micro_batches": 4, "lr": 0.001, "warmup_steps": 100,
+//!  "total_steps": 10000, "min_lr_ratio": 0.1, "weight_decay": 0.1,
+//!  "betas": [0.9, 0.95], "eps": 1e-8, "grad_clip": 1.0, "clip_scope": "stage"}
+//! ```
+//!
+//! (only `micro_batch_size`, `lr` and `total_steps` are required). With `max_steps > 0` on
+//! chain, `total_steps` must not exceed it (the schedule would never finish).
+//!
+//! # Peers
+//!
+//! A trainer's p2p identity is its staking trainer record (`Staking::train`): `peer_id` is
+//! the binary libp2p peer id (`PeerId::to_bytes`) and each address a binary multiaddr
+//! (`Multiaddr::to_vec`); the UTF-8 text forms (`12D3KooW…`, `/ip4/…/tcp/…`) are accepted
+//! too. Replica `r` of every stage forms pipeline `r`: the [`PeerTable`] of a trainer of
+//! replica `r` lists, for each stage, the trainer of `(stage, r)`.
+//!
+//! Validators declare no peer id. An auditor proves, per connection, that a libp2p peer
+//! speaks for a validator account: it sends [`crate::wire::Request::AuditorHello`] with a
+//! BN254 BLS signature by its registered validator key over
+//! [`auditor_hello_message`]`(run, stage, peer_id)`; the trainer checks that the account is
+//! an auditor of its stage on chain (`Stages::Auditors`), that the signature verifies under
+//! that account's key (`Staking::Validators`), and that `peer_id` is the noise-authenticated
+//! sender. The message has its own domain tag, so it can never be replayed as an
+//! attestation.
+
+use crate::config::{ModelConfig, TrainConfig};
+use crate::error::{Error, Result};
+use crate::peer::{PeerTable, StagePeer};
+use parity_scale_codec::{Decode, Encode};
+use std::future::Future;
+use weft_p2p::{Address, PeerId};
+use weft_pallet_runs::{RunInfo, RunStatus};
+use weft_pallet_staking::TrainerInfo;
+use weft_pallet_support::{CommitmentId, Replica, RunId, StageIndex};
+use weft_pallet_work::{Audit, Commitment};
+use weft_primitives::storage::{MemoryState, StorageMap, StorageValue};
+use weft_primitives::{blake3_256, AccountId, Hash};
+
+pub use weft_pallet_runs as runs;
+pub use weft_pallet_stages as stages;
+pub use weft_pallet_staking as staking;
+pub use weft_pallet_work as work;
+
+/// Domain tag of [`auditor_hello_message`].
+pub const AUDITOR_HELLO_DOMAIN: &[u8; 20] = b"weft/reveal-auth/v1\0";
+
+/// What an auditor signs to bind a libp2p peer id to its validator account for the reveals
+/// of `(run, stage)`: `SCALE((AUDITOR_HELLO_DOMAIN, run, stage, peer_id_bytes))`.
+pub fn auditor_hello_message(run: RunId, stage: StageIndex, peer: &PeerId) -> Vec<u8> {
+    (AUDITOR_HELLO_DOMAIN, run, stage, peer.to_bytes()).encode()
+}
+
+/// Raw key-value reads of chain state.
+pub trait StateSource: Sync {
+    /// The value under `key`, if any.
+    fn get(&self, key: Vec<u8>) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send;
+}
+
+impl StateSource for MemoryState {
+    fn get(&self, key: Vec<u8>) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send {
+        let v = self.entries.get(&key).cloned();
+        async move { Ok(v) }
+    }
+}
+
+/// State of a live node over JSON-RPC (`state_getStorage`), at `at` (best block if `None`).
+#[derive(Debug, Clone, Copy)]
+pub struct NodeState<'a> {
+    /// The connection.
+    pub client: &'a weft_cli::Client,
+    /// The block to read at.
+    pub at: Option<Hash>,
+}
+
+impl StateSource for NodeState<'_> {
+    fn get(&self, key: Vec<u8>) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send {
+        use weft_rpc_api::WeftApiClient;
+        let (client, at) = (self.client, self.at);
+        async move {
+            client
+                .rpc()
+                .storage(weft_primitives::Bytes(key), at)
+                .await
+                .map(|v| v.map(|b| b.0))
+                .map_err(|e| Error::Chain(format!("state_getStorage failed: {e}")))
+        }
+    }
+}
+
+/// The first 8 bytes of the run's on-chain seed, little-endian: the model's `seed`.
+pub fn run_seed_u64(seed: &Hash) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&seed.0[..8]);
+    u64::from_le_bytes(b)
+}
+
+/// A run's model and hyper-parameters as the trainer uses them.
+#[derive(Debug, Clone)]
+pub struct RunSetup {
+    /// The run.
+    pub run: RunId,
+    /// The on-chain record.
+    pub info: RunInfo,
+    /// The architecture, with `seed` set from the run's seed.
+    pub model: ModelConfig,
+    /// The hyper-parameters.
+    pub train: TrainConfig,
+}
+
+impl RunSetup {
+    /// Number of stages.
+    pub fn stages(&self) -> usize {
+        self.info.stages as usize
+    }
+}
+
+/// Parses and checks a run's registered model config and hyper-parameters (see the module
+/// docs for the formats).
+pub fn parse_run(run: RunId, info: &RunInfo) -> Result<RunSetup> {
+    let bad = |m: String| Error::Chain(format!("run {run}: {m}"));
+    if blake3_256(&info.model_config) != info.config_hash {
+        return Err(bad(
+            "the model config does not hash to the registered config_hash".into(),
+        ));
+    }
+    let value: serde_json::Value = serde_json::from_slice(&info.model_config)
+        .map_err(|e| bad(format!("the model config is not JSON: {e}")))?;
+    if value.get("seed").is_some() {
+        return Err(bad(
+            "the model config names a seed; the seed comes from the chain (RunInfo::seed)".into(),
+        ));
+    }
+    let mut model: ModelConfig = serde_json::from_value(value)
+        .map_err(|e| bad(format!("the model config is not a valid model config: {e}")))?;
+    model.seed = run_seed_u64(&info.seed);
+    model
+        .validate_stages(info.stages as usize)
+        .map_err(|e| bad(format!("{e}")))?;
+    let train: TrainConfig = serde_json::from_slice(&info.hyper_params)
+        .map_err(|e| bad(format!("the hyper-parameters are not a valid training config: {e}")))?;
+    train.validate().map_err(|e| bad(format!("{e}")))?;
+    if info.max_steps > 0 && train.total_steps > info.max_steps {
+        return Err(bad(format!(
+            "the schedule runs {} steps but the run stops at {}",
+            train.total_steps, info.max_steps
+        )));
+    }
+    Ok(RunSetup {
+        run,
+        info: info.clone(),
+        model,
+        train,
+    })
+}
+
+/// The libp2p identity and addresses of a trainer record.
+pub fn trainer_peer(info: &TrainerInfo) -> Result<StagePeer> {
+    let peer_id = PeerId::from_bytes(&info.peer_id)
+        .ok()
+        .or_else(|| std::str::from_utf8(&info.peer_id).ok()?.parse().ok())
+        .ok_or_else(|| Error::Chain("a trainer record holds an invalid peer id".into()))?;
+    let addrs = info
+        .addrs
+        .iter()
+        .map(|a| {
+            Address::try_from(a.clone())
+                .ok()
+                .or_else(|| std::str::from_utf8(a).ok()?.parse().ok())
+                .ok_or_else(|| Error::Chain("a trainer record holds an invalid address".into()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(StagePeer { peer_id, addrs })
+}
+
+/// Where a trainer stands in a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrainerState {
+    /// The account is not a registered trainer (`Staking::train`).
+    NotTrainer,
+    /// It is, but with another peer id than this process's.
+    WrongPeer {
+        /// What the chain holds.
+        declared: String,
+    },
+    /// It has not joined the run (`Stages::join_run`) and holds no slot.
+    NotCandidate,
+    /// Joined; waiting for an epoch boundary to be assigned a slot.
+    Unassigned,
+    /// Assigned, but the pipeline cannot start yet (run pending, paused or halted, a stage
+    /// of this replica unfilled, a neighbour without a trainer record).
+    Waiting {
+        /// The slot.
+        stage: StageIndex,
+        /// The replica.
+        replica: Replica,
+        /// Why, in words.
+        why: String,
+    },
+    /// Ready: the run is training and every stage of this replica has a trainer.
+    Ready {
+        /// The slot.
+        stage: StageIndex,
+        /// The replica.
+        replica: Replica,
+        /// The pipeline's peers and this stage's auditors' accounts.
+        table: PeerTable,
+    },
+    /// The run is finished.
+    Finished,
+}
+
+/// Typed reads over a [`StateSource`].
+#[derive(Debug, Clone, Copy)]
+pub struct ChainView<S> {
+    /// Where the bytes come from.
+    pub src: S,
+}
+
+impl<S: StateSource> ChainView<S> {
+    /// A view over `src`.
+    pub fn new(src: S) -> Self {
+        ChainView { src }
+    }
+
+    async fn decode<V: Decode>(&self, key: Vec<u8>, what: &str) -> Result<Option<V>> {
+        match self.src.get(key).await? {
+            None => Ok(None),
+            Some(b) => V::decode(&mut &b[..])
+                .map(Some)
+                .map_err(|e| Error::Chain(format!("cannot decode {what}: {e}"))),
+        }
+    }
+
+    async fn map<K: Encode, V: Encode + Decode>(
+        &self,
+        m: &StorageMap<K, V>,
+        k: &K,
+        what: &str,
+    ) -> Result<Option<V>> {
+        self.decode(m.key(k), what).await
+    }
+
+    async fn value<V: Encode + Decode>(&self, v: &StorageValue<V>, what: &str) -> Result<Option<V>> {
+        self.decode(v.key(), what).await
+    }
+
+    /// The run's record.
+    pub async fn run(&self, run: RunId) -> Result<RunInfo> {
+        self.map(&runs::RUNS, &run, "Runs::Runs")
+            .await?
+            .ok_or_else(|| Error::Chain(format!("run {run} does not exist")))
+    }
+
+    /// The run's record, parsed and checked.
+    pub async fn run_setup(&self, run: RunId) -> Result<RunSetup> {
+        parse_run(run, &self.run(run).await?)
+    }
+
+    /// The slots `who` holds in `run`.
+    pub async fn slots_of(&self, run: RunId, who: &AccountId) -> Result<Vec<(StageIndex, Replica)>> {
+        Ok(self
+            .map(&stages::HELD, &(run, *who), "Stages::Held")
+            .await?
+            .unwrap_or_default())
+    }
+
+    /// The trainer of a slot.
+    pub async fn slot(&self, run: RunId, stage: StageIndex, replica: Replica) -> Result<Option<AccountId>> {
+        self.map(&stages::SLOT, &(run, stage, replica), "Stages::Slot")
+            .await
+    }
+
+    /// Whether `who` is a candidate of `run`.
+    pub async fn is_candidate(&self, run: RunId, who: &AccountId) -> Result<bool> {
+        Ok(self
+            .map(&stages::CANDIDATES, &run, "Stages::Candidates")
+            .await?
+            .unwrap_or_default()
+            .contains(who))
+    }
+
+    /// A trainer's registration.
+    pub async fn trainer(&self, who: &AccountId) -> Result<Option<TrainerInfo>> {
+        self.map(&staking::TRAINERS, who, "Staking::Trainers").await
+    }
+
+    /// An account's active bond (0 when it has none).
+    pub async fn active_bond(&self, who: &AccountId) -> Result<u128> {
+        Ok(self
+            .map(&staking::LEDGER, who, "Staking::Ledger")
+            .await?
+            .map_or(0, |l| l.active))
+    }
+
+    /// The staking parameters.
+    pub async fn staking_config(&self) -> Result<staking::Config> {
+        Ok(self
+            .value(&staking::CONFIG, "Staking::Config")
+            .await?
+            .unwrap_or_default())
+    }
+
+    /// The auditors of a stage.
+    pub async fn auditors(&self, run: RunId, stage: StageIndex) -> Result<Vec<AccountId>> {
+        Ok(self
+            .map(&stages::AUDITORS, &(run, stage), "Stages::Auditors")
+            .await?
+            .unwrap_or_default())
+    }
+
+    /// The stages `who` audits in `run`.
+    pub async fn audited_stages(&self, run: RunId, who: &AccountId) -> Result<Vec<StageIndex>> {
+        Ok(self
+            .map(&stages::AUDITED, &(run, *who), "Stages::Audited")
+            .await?
+            .unwrap_or_default())
+    }
+
+    /// A validator's registered BLS key.
+    pub async fn validator_key(&self, who: &AccountId) -> Result<Option<weft_bls::PublicKeyBytes>> {
+        Ok(self
+            .map(&staking::VALIDATORS, who, "Staking::Validators")
+            .await?
+            .map(|v| v.bls_key))
+    }
+
+    /// The auditors of a stage with their BLS keys (those without a key are left out).
+    pub async fn auditor_keys(
+        &self,
+        run: RunId,
+        stage: StageIndex,
+    ) -> Result<Vec<(AccountId, weft_bls::PublicKeyBytes)>> {
+        let mut out = Vec::new();
+        for a in self.auditors(run, stage).await? {
+            if let Some(k) = self.validator_key(&a).await? {
+                out.push((a, k));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The next step the chain expects from a slot.
+    pub async fn next_step(&self, run: RunId, stage: StageIndex, replica: Replica) -> Result<u64> {
+        Ok(self
+            .map(&work::NEXT_STEP, &(run, stage, replica), "Work::NextStep")
+            .await?
+            .unwrap_or(0))
+    }
+
+    /// The next commitment id (= number of commitments ever made).
+    pub async fn next_commitment_id(&self) -> Result<CommitmentId> {
+        Ok(self.value(&work::NEXT_ID, "Work::NextId").await?.unwrap_or(0))
+    }
+
+    /// A commitment.
+    pub async fn commitment(&self, id: CommitmentId) -> Result<Option<Commitment>> {
+        self.map(&work::COMMITMENTS, &id, "Work::Commitments").await
+    }
+
+    /// An audit.
+    pub async fn audit(&self, id: CommitmentId) -> Result<Option<Audit>> {
+        self.map(&work::AUDITS, &id, "Work::Audits").await
+    }
+
+    /// The pipeline of `replica` in `run`: for each stage the trainer of `(stage, replica)`
+    /// and its peer record. `Err(why)` in words when some stage cannot be reached yet.
+    pub async fn pipeline(
+        &self,
+        run: RunId,
+        stages: StageIndex,
+        replica: Replica,
+    ) -> Result<std::result::Result<Vec<(AccountId, StagePeer)>, String>> {
+        let mut out = Vec::new();
+        for s in 0..stages {
+            let Some(who) = self.slot(run, s, replica).await? else {
+                return Ok(Err(format!("stage {s} replica {replica} has no trainer yet")));
+            };
+            let Some(info) = self.trainer(&who).await? else {
+                return Ok(Err(format!(
+                    "the trainer {who} of stage {s} has no trainer record"
+                )));
+            };
+            match trainer_peer(&info) {
+                Ok(p) => out.push((who, p)),
+                Err(e) => return Ok(Err(format!("stage {s}: {e}"))),
+            }
+        }
+        Ok(Ok(out))
+    }
+
+    /// Where `who`, running as libp2p peer `me`, stands in `run`. With several slots in the
+    /// run, the first (lowest stage) is taken.
+    pub async fn trainer_state(&self, run: RunId, who: &AccountId, me: &PeerId) -> Result<TrainerState> {
+        let info = self.run(run).await?;
+        if info.status == RunStatus::Finished {
+            return Ok(TrainerState::Finished);
+        }
+        let Some(rec) = self.trainer(who).await? else {
+            return Ok(TrainerState::NotTrainer);
+        };
+        match trainer_peer(&rec) {
+            Ok(p) if p.peer_id == *me => {}
+            Ok(p) => {
+                return Ok(TrainerState::WrongPeer {
+                    declared: p.peer_id.to_string(),
+                })
+            }
+            Err(_) => {
+                return Ok(TrainerState::WrongPeer {
+                    declared: format!("0x{}", hex::encode(&rec.peer_id)),
+                })
+            }
+        }
+        let slots = self.slots_of(run, who).await?;
+        let Some(&(stage, replica)) = slots.iter().min() else {
+            return Ok(if self.is_candidate(run, who).await? {
+                TrainerState::Unassigned
+            } else {
+                TrainerState::NotCandidate
+            });
+        };
+        let waiting = |why: String| TrainerState::Waiting {
+            stage,
+            replica,
+            why,
+        };
+        match info.status {
+            RunStatus::Pending => return Ok(waiting("the run is pending (stages unfilled)".into())),
+            RunStatus::Halted => return Ok(waiting("the run is halted by governance".into())),
+            RunStatus::Training if info.paused => {
+                return Ok(waiting("the run is paused: some stage has no trainer".into()))
+            }
+            _ => {}
+        }
+        let peers = match self.pipeline(run, info.stages, replica).await? {
+            Ok(p) => p,
+            Err(why) => return Ok(waiting(why)),
+        };
+        Ok(TrainerState::Ready {
+            stage,
+            replica,
+            table: PeerTable {
+                run: Some(u64::from(run)),
+                stages: peers.into_iter().map(|(_, p)| p).collect(),
+                auditors: Vec::new(),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hello_message_is_domain_separated() {
+        let p = weft_p2p::keypair_from_seed([1; 32]).unwrap().public().to_peer_id();
+        let m = auditor_hello_message(3, 1, &p);
+        assert!(m.starts_with(b"weft/reveal-auth/v1\0"));
+        assert_ne!(
+            &m[..13],
+            &work::attestation_message(0, work::Verdict::Pass)[..13]
+        );
+    }
+}

@@ -5,11 +5,18 @@
 //! address; anything else is read as a secret URI (`//Alice`, a mnemonic with an optional
 //! derivation path). The two forms cannot be confused except for `0x` + 64 hex digits, which
 //! is read as a public key (use a mnemonic or a derivation path to name a raw seed).
+//!
+//! The protocol commands add: fractions ([`parse_perbill`]: `10%`, `0.1`, `1/3`), fixed-point
+//! losses ([`parse_loss`]: `2.75` → 2 750 000), libp2p peer ids and multiaddrs, and the
+//! validator's BN254 BLS key ([`bls_secret`]), which is either given as a seed or derived
+//! from the signer's secret URI.
 
 use std::fmt;
 use std::str::FromStr;
 use weft_primitives::units::{parse_amount, AmountError};
-use weft_primitives::{AccountId, Balance, BlockNumber, Hash, Keypair};
+use weft_primitives::{blake3_256, AccountId, Balance, BlockNumber, Hash, Keypair};
+use weft_runtime::bls::SecretKey;
+use weft_runtime::support::Perbill;
 
 /// Why an argument could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +36,143 @@ pub enum ArgError {
     /// Not a valid amount.
     #[error(transparent)]
     Amount(#[from] AmountError),
+    /// Not a valid fraction.
+    #[error("{0:?} is not a fraction: use a percentage (10%), a decimal (0.1) or a ratio (1/3), at most one")]
+    BadFraction(String),
+    /// Not a valid fixed-point decimal.
+    #[error("{0:?} is not a non-negative decimal with at most 6 decimal places")]
+    BadDecimal(String),
+    /// Not a valid peer id.
+    #[error(transparent)]
+    PeerId(#[from] weft_rpc_api::protocol::PeerIdError),
+    /// Not a valid multiaddr.
+    #[error("{0:?} is not a multiaddr: it must start with '/' (e.g. /ip4/1.2.3.4/tcp/4001) and be at most {max} bytes", max = weft_runtime::staking::MAX_ADDR_LEN)]
+    BadAddr(String),
+    /// Not a valid BLS seed.
+    #[error("invalid BLS seed: {0}")]
+    BadBlsSeed(String),
+}
+
+/// A signer with the secret URI it was read from (the BLS key of a validator can be
+/// derived from the URI).
+#[derive(Clone)]
+pub struct Signer {
+    /// The sr25519 key pair.
+    pub pair: Keypair,
+    /// The secret URI as typed.
+    pub suri: String,
+}
+
+impl fmt::Debug for Signer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print the secret.
+        write!(f, "Signer({})", self.pair.account_id())
+    }
+}
+
+/// A signer (see [`parse_signer`]) keeping its secret URI.
+pub fn parse_signer_suri(s: &str) -> Result<Signer, ArgError> {
+    Ok(Signer {
+        pair: parse_signer(s)?,
+        suri: s.trim().to_string(),
+    })
+}
+
+/// The domain of BLS seeds derived from a secret URI.
+pub const BLS_FROM_SURI_DOMAIN: &[u8] = b"weft-cli/bls-from-suri/v1/";
+
+/// The validator's BN254 BLS secret key.
+///
+/// * With `seed` = `0x…` hex: those bytes are the seed of [`SecretKey::from_seed`].
+/// * With any other `seed` text: its UTF-8 bytes are the seed.
+/// * Without a seed: the seed is `blake3("weft-cli/bls-from-suri/v1/" ‖ suri)`, so the same
+///   secret URI always gives the same BLS key (and whoever knows the URI knows the key, like
+///   the account key itself).
+pub fn bls_secret(suri: &str, seed: Option<&str>) -> Result<SecretKey, ArgError> {
+    let bytes = match seed.map(str::trim) {
+        Some(hexed) if hexed.starts_with("0x") => hex::decode(&hexed[2..])
+            .map_err(|e| ArgError::BadBlsSeed(format!("bad hex: {e}")))?,
+        Some(text) => text.as_bytes().to_vec(),
+        None => {
+            let mut pre = BLS_FROM_SURI_DOMAIN.to_vec();
+            pre.extend_from_slice(suri.trim().as_bytes());
+            blake3_256(&pre).0.to_vec()
+        }
+    };
+    if bytes.is_empty() {
+        return Err(ArgError::BadBlsSeed("empty seed".into()));
+    }
+    SecretKey::from_seed(&bytes).map_err(|e| ArgError::BadBlsSeed(e.to_string()))
+}
+
+/// A non-negative decimal scaled by `10^decimals` (`"2.75"`, 6 → 2 750 000); more decimal
+/// places than `decimals` are refused rather than rounded.
+fn parse_scaled(s: &str, decimals: u32) -> Option<u128> {
+    let t = s.trim();
+    let (int, frac) = t.split_once('.').unwrap_or((t, ""));
+    if (int.is_empty() && frac.is_empty())
+        || !int.chars().all(|c| c.is_ascii_digit())
+        || !frac.chars().all(|c| c.is_ascii_digit())
+        || frac.len() > decimals as usize
+    {
+        return None;
+    }
+    let scale = 10u128.checked_pow(decimals)?;
+    let int: u128 = if int.is_empty() { 0 } else { int.parse().ok()? };
+    let mut f: u128 = if frac.is_empty() { 0 } else { frac.parse().ok()? };
+    for _ in frac.len()..decimals as usize {
+        f = f.checked_mul(10)?;
+    }
+    int.checked_mul(scale)?.checked_add(f)
+}
+
+/// A fraction of one: `10%`, `33.3%`, `0.25`, `1`, `1/3` (rounded down to parts per billion).
+pub fn parse_perbill(s: &str) -> Result<Perbill, ArgError> {
+    let t = s.trim();
+    let bad = || ArgError::BadFraction(s.to_string());
+    let parts = if let Some(p) = t.strip_suffix('%') {
+        // Percent with up to 7 decimals = parts per billion.
+        parse_scaled(p, 7).ok_or_else(bad)?
+    } else if let Some((n, d)) = t.split_once('/') {
+        let n: u128 = n.trim().parse().map_err(|_| bad())?;
+        let d: u128 = d.trim().parse().map_err(|_| bad())?;
+        if d == 0 || n > d {
+            return Err(bad());
+        }
+        return Ok(Perbill::from_rational(n, d));
+    } else {
+        parse_scaled(t, 9).ok_or_else(bad)?
+    };
+    if parts > u128::from(Perbill::ACCURACY) {
+        return Err(bad());
+    }
+    Ok(Perbill::from_parts(parts as u32))
+}
+
+/// A loss as the chain stores it: fixed point × 10⁶ (`2.75` → 2 750 000).
+pub fn parse_loss(s: &str) -> Result<u64, ArgError> {
+    parse_scaled(s, 6)
+        .and_then(|v| u64::try_from(v).ok())
+        .ok_or_else(|| ArgError::BadDecimal(s.to_string()))
+}
+
+/// A libp2p peer id (base58 or `0x` hex) as the bytes stored on chain.
+pub fn parse_peer_id(s: &str) -> Result<Vec<u8>, ArgError> {
+    Ok(weft_rpc_api::protocol::parse_peer_id(s)?)
+}
+
+/// A multiaddr as the text bytes stored on chain (checked for shape, not resolved).
+pub fn parse_multiaddr(s: &str) -> Result<Vec<u8>, ArgError> {
+    let t = s.trim();
+    let ok = t.starts_with('/')
+        && t.len() > 1
+        && t.len() <= weft_runtime::staking::MAX_ADDR_LEN
+        && !t.chars().any(char::is_whitespace);
+    if ok {
+        Ok(t.as_bytes().to_vec())
+    } else {
+        Err(ArgError::BadAddr(s.to_string()))
+    }
 }
 
 /// What `weft key inspect` was given.
@@ -205,6 +349,76 @@ mod tests {
         assert_eq!(parse_weft("1.5").unwrap(), 1_500_000_000_000);
         assert!(parse_weft("-1").is_err());
         assert!(parse_weft("abc").is_err());
+    }
+
+    #[test]
+    fn fractions() {
+        assert_eq!(parse_perbill("10%").unwrap(), Perbill::from_percent(10));
+        assert_eq!(parse_perbill("100%").unwrap(), Perbill::ONE);
+        assert_eq!(parse_perbill("0.25").unwrap(), Perbill::from_percent(25));
+        assert_eq!(parse_perbill("1").unwrap(), Perbill::ONE);
+        assert_eq!(
+            parse_perbill("33.5%").unwrap(),
+            Perbill::from_parts(335_000_000)
+        );
+        assert_eq!(parse_perbill("1/3").unwrap(), Perbill::from_rational(1, 3));
+        assert_eq!(
+            parse_perbill("0.000000001").unwrap(),
+            Perbill::from_parts(1)
+        );
+        for bad in ["", "%", "101%", "1.5", "2/1", "1/0", "-1", "abc", "0.0000000001"] {
+            assert!(parse_perbill(bad).is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn losses() {
+        assert_eq!(parse_loss("2.75").unwrap(), 2_750_000);
+        assert_eq!(parse_loss("3").unwrap(), 3_000_000);
+        assert_eq!(parse_loss(".5").unwrap(), 500_000);
+        for bad in ["", ".", "-1", "1.0000001", "x"] {
+            assert!(parse_loss(bad).is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn bls_keys_are_deterministic() {
+        let a = bls_secret("//Alice", None).unwrap().public_key().to_bytes();
+        assert_eq!(a, bls_secret(" //Alice ", None).unwrap().public_key().to_bytes());
+        let b = bls_secret("//Bob", None).unwrap().public_key().to_bytes();
+        assert_ne!(a, b);
+        let h = bls_secret("//Alice", Some("0x0102")).unwrap().public_key().to_bytes();
+        assert_ne!(a, h);
+        assert_eq!(
+            h,
+            SecretKey::from_seed(&[1, 2]).unwrap().public_key().to_bytes()
+        );
+        let t = bls_secret("//Alice", Some("my seed")).unwrap().public_key().to_bytes();
+        assert_eq!(
+            t,
+            SecretKey::from_seed(b"my seed").unwrap().public_key().to_bytes()
+        );
+        assert!(bls_secret("//Alice", Some("0xzz")).is_err());
+        assert!(bls_secret("//Alice", Some("")).is_err());
+        // The key registers: its proof of possession verifies.
+        let sk = bls_secret("//Alice", None).unwrap();
+        let pop = sk.proof_of_possession().unwrap().to_bytes();
+        assert!(weft_runtime::bls::check_registration(&a, &pop).is_ok());
+    }
+
+    #[test]
+    fn peers_and_addrs() {
+        let peer = [&[0x00u8, 0x24, 0x08, 0x01, 0x12, 0x20][..], &[9u8; 32][..]].concat();
+        let text = weft_rpc_api::protocol::peer_id_to_string(&peer);
+        assert_eq!(parse_peer_id(&text).unwrap(), peer);
+        assert!(parse_peer_id("hello").is_err());
+        assert_eq!(
+            parse_multiaddr("/ip4/127.0.0.1/tcp/4001").unwrap(),
+            b"/ip4/127.0.0.1/tcp/4001".to_vec()
+        );
+        for bad in ["", "/", "ip4/1.2.3.4", "/ip4/1 2", &format!("/{}", "a".repeat(300))] {
+            assert!(parse_multiaddr(bad).is_err(), "{bad:?} parsed");
+        }
     }
 
     #[test]

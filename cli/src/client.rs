@@ -26,7 +26,12 @@ use weft_primitives::{
     AccountId, Balance, BlockNumber, Bytes, DispatchError, Era, Hash, Header, Keypair, Nonce,
     SigningContext, UncheckedExtrinsic,
 };
+use weft_rpc_api::protocol::{
+    AuditJson, CommitmentJson, CredentialsJson, EpochJson, LedgerJson, OwnershipJson,
+    ProposalJson, RunJson, SlashJson, StageAssignmentsJson, TrainerJson, ValidatorsJson,
+};
 use weft_rpc_api::{AccountJson, ExtrinsicReceipt, SignedBlock, TransactionStatus, WeftApiClient};
+use weft_runtime::support::{CommitmentId, Replica, RunId, StageIndex, Step};
 use weft_runtime::{EventRecord, Extrinsic, RuntimeCall, RuntimeEvent};
 
 /// The default mortality of a transaction, in blocks.
@@ -399,6 +404,133 @@ impl Client {
             .account(who, at)
             .await
             .map_err(rpc_err("weft_account"))
+    }
+
+    /// `weft_stakingLedger`: the staking ledger of `who`, if bonded.
+    pub async fn staking_ledger(
+        &self,
+        who: AccountId,
+        at: Option<Hash>,
+    ) -> Result<Option<LedgerJson>, ClientError> {
+        self.rpc
+            .staking_ledger(who, at)
+            .await
+            .map_err(rpc_err("weft_stakingLedger"))
+    }
+
+    /// `weft_validators`: the active set and the candidates.
+    pub async fn validators(&self, at: Option<Hash>) -> Result<ValidatorsJson, ClientError> {
+        self.rpc
+            .validators(at)
+            .await
+            .map_err(rpc_err("weft_validators"))
+    }
+
+    /// `weft_trainers`: trainers that joined or serve a run.
+    pub async fn trainers(&self, at: Option<Hash>) -> Result<Vec<TrainerJson>, ClientError> {
+        self.rpc.trainers(at).await.map_err(rpc_err("weft_trainers"))
+    }
+
+    /// `weft_trainer`: one trainer's registration, if registered.
+    pub async fn trainer(
+        &self,
+        who: AccountId,
+        at: Option<Hash>,
+    ) -> Result<Option<TrainerJson>, ClientError> {
+        self.rpc
+            .trainer(who, at)
+            .await
+            .map_err(rpc_err("weft_trainer"))
+    }
+
+    /// `weft_run`.
+    pub async fn run(&self, id: RunId, at: Option<Hash>) -> Result<RunJson, ClientError> {
+        self.rpc.run(id, at).await.map_err(rpc_err("weft_run"))
+    }
+
+    /// `weft_runs`.
+    pub async fn runs(&self, at: Option<Hash>) -> Result<Vec<RunJson>, ClientError> {
+        self.rpc.runs(at).await.map_err(rpc_err("weft_runs"))
+    }
+
+    /// `weft_stageAssignments`.
+    pub async fn stage_assignments(
+        &self,
+        id: RunId,
+        at: Option<Hash>,
+    ) -> Result<StageAssignmentsJson, ClientError> {
+        self.rpc
+            .stage_assignments(id, at)
+            .await
+            .map_err(rpc_err("weft_stageAssignments"))
+    }
+
+    /// `weft_commitment`.
+    pub async fn commitment(
+        &self,
+        run: RunId,
+        stage: StageIndex,
+        replica: Replica,
+        step: Step,
+        at: Option<Hash>,
+    ) -> Result<Option<CommitmentJson>, ClientError> {
+        self.rpc
+            .commitment(run, stage, replica, step, at)
+            .await
+            .map_err(rpc_err("weft_commitment"))
+    }
+
+    /// `weft_audits`.
+    pub async fn audits(&self, run: RunId, at: Option<Hash>) -> Result<Vec<AuditJson>, ClientError> {
+        self.rpc.audits(run, at).await.map_err(rpc_err("weft_audits"))
+    }
+
+    /// `weft_audit`.
+    pub async fn audit(&self, id: CommitmentId, at: Option<Hash>) -> Result<AuditJson, ClientError> {
+        self.rpc.audit(id, at).await.map_err(rpc_err("weft_audit"))
+    }
+
+    /// `weft_ownership`.
+    pub async fn ownership(
+        &self,
+        run: RunId,
+        at: Option<Hash>,
+    ) -> Result<OwnershipJson, ClientError> {
+        self.rpc
+            .ownership(run, at)
+            .await
+            .map_err(rpc_err("weft_ownership"))
+    }
+
+    /// `weft_credentials`.
+    pub async fn credentials(
+        &self,
+        who: AccountId,
+        run: Option<RunId>,
+        at: Option<Hash>,
+    ) -> Result<CredentialsJson, ClientError> {
+        self.rpc
+            .credentials(who, run, at)
+            .await
+            .map_err(rpc_err("weft_credentials"))
+    }
+
+    /// `weft_proposals`.
+    pub async fn proposals(&self, at: Option<Hash>) -> Result<Vec<ProposalJson>, ClientError> {
+        self.rpc
+            .proposals(at)
+            .await
+            .map_err(rpc_err("weft_proposals"))
+    }
+
+    /// `weft_slashes`.
+    pub async fn slashes(&self, at: Option<Hash>) -> Result<Vec<SlashJson>, ClientError> {
+        self.rpc.slashes(at).await.map_err(rpc_err("weft_slashes"))
+    }
+
+    /// `weft_epoch`.
+    pub async fn epoch(&self, at: Option<Hash>) -> Result<EpochJson, ClientError> {
+        self.rpc.epoch(at).await.map_err(rpc_err("weft_epoch"))
     }
 
     /// Builds and signs an extrinsic for `call` against the node's current chain: the genesis

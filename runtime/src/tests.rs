@@ -302,8 +302,9 @@ fn layouts_are_stable() {
         &enc[..18],
         &[5, 0, 1, 0, 0, 0, 2, 0, 3, 0, 4, 0, 0, 0, 0, 0, 0, 0]
     );
-    assert_eq!(enc.len(), 18 + 6 * 32 + 9);
-    assert_eq!(&enc[18 + 192..], &[1, 5, 0, 0, 0, 0, 0, 0, 0]);
+    // Eight 32-byte roots (weights, activations, gradients, optimizer state), then the loss.
+    assert_eq!(enc.len(), 18 + 8 * 32 + 9);
+    assert_eq!(&enc[18 + 256..], &[1, 5, 0, 0, 0, 0, 0, 0, 0]);
     let attest = RuntimeCall::Work(work::Call::Attest {
         audit: 1,
         verdict: work::Verdict::Fail,

@@ -112,6 +112,11 @@ impl TensorTree {
     }
 }
 
+/// The Merkle root of an already canonical byte stream (see the module docs).
+pub fn root_of_bytes(bytes: &[u8]) -> Hash {
+    merkle::root_of_leaf_hashes(bytes.chunks(CHUNK_SIZE).map(merkle::leaf_hash).collect())
+}
+
 /// The Merkle root of `tensors` (see the module docs).
 pub fn root_of<'a>(tensors: impl IntoIterator<Item = &'a Tensor>) -> Result<Hash> {
     Ok(TensorTree::build(tensors)?.root)

@@ -45,6 +45,15 @@ pub enum Error {
     /// A peer table is invalid.
     #[error("peer table: {0}")]
     Peers(String),
+    /// Chain state is missing, undecodable or inconsistent, or the node failed.
+    #[error("chain: {0}")]
+    Chain(String),
+    /// A step cannot be audited (an unsupported configuration, malformed reveal sizes).
+    #[error("audit: {0}")]
+    Audit(String),
+    /// Training stopped on purpose (unassigned, run finished, operator).
+    #[error("stopped: {0}")]
+    Stopped(String),
 }
 
 impl Error {

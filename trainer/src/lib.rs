@@ -19,7 +19,12 @@
 //! * [`wire`]: SCALE-framed tensors and the pipeline / reveal messages, validated on receipt.
 //! * [`peer`]: one stage as its own process, talking to its neighbours over libp2p.
 //! * [`store`]: the on-disk store of committed tensors, the reveal server, the journal.
+//! * [`chain`]: typed reads of chain state (runs, slots, peers, auditors, commitments).
+//! * [`submit`]: exactly-once submission of step commitments to the chain.
+//! * [`audit`]: recomputation of a revealed step within a tolerance, and reveal fetching.
 
+pub mod audit;
+pub mod chain;
 pub mod checkpoint;
 pub mod commit;
 pub mod config;
@@ -30,6 +35,7 @@ pub mod optim;
 pub mod peer;
 pub mod pipeline;
 pub mod store;
+pub mod submit;
 pub mod wire;
 
 pub use error::{Error, Result};

@@ -11,6 +11,12 @@
 //! * `pipeline`: trains one stage as its own process, with its neighbours over libp2p
 //!   (peers from a static table until the chain assigns them), committing every step.
 //! * `peer-id`: prints the libp2p peer id of a `--key-seed`, to write a peer table.
+//! * `train`: trains the stage the chain assigns to an account, committing every step on
+//!   chain and serving reveals to the stage's auditors.
+//! * `audit`: a validator's auditor: recomputes the steps the chain selects for audit and
+//!   attests with a BLS signature.
+
+mod chain_cmd;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -134,6 +140,10 @@ enum Command {
     /// Train one pipeline stage in this process, with the other stages' processes over
     /// libp2p.
     Pipeline(PipelineArgs),
+    /// Train the stage of a run that the chain assigns to an account.
+    Train(chain_cmd::TrainArgs),
+    /// Audit the steps the chain selects, as a validator.
+    Audit(chain_cmd::AuditArgs),
     /// Print the libp2p peer id of a key seed.
     PeerId {
         /// 32-byte ed25519 secret seed, hex.
@@ -188,7 +198,7 @@ fn info() -> anyhow::Result<DeviceInfo> {
     })
 }
 
-fn open_data(spec: &str, seed: u64) -> anyhow::Result<Arc<dyn TokenSource>> {
+pub(crate) fn open_data(spec: &str, seed: u64) -> anyhow::Result<Arc<dyn TokenSource>> {
     if spec == "synthetic" {
         let s = Synthetic::standard(seed);
         Ok(Arc::new(s))
@@ -422,7 +432,7 @@ struct PipelineArgs {
     model: ModelArgs,
 }
 
-fn parse_seed(hex_seed: &str) -> anyhow::Result<[u8; 32]> {
+pub(crate) fn parse_seed(hex_seed: &str) -> anyhow::Result<[u8; 32]> {
     let bytes =
         hex::decode(hex_seed.trim().trim_start_matches("0x")).context("the key seed is not hex")?;
     bytes
@@ -507,7 +517,7 @@ fn pipeline(args: PipelineArgs) -> anyhow::Result<()> {
         checkpoint_every: args.checkpoint_every,
         retention: args.retention.max(args.checkpoint_every),
         peers,
-        auditors,
+        auditors: Arc::new(weft_trainer::peer::RevealAccess::fixed(auditors)),
         limits: weft_trainer::wire::Limits {
             max_bytes,
             ..Default::default()
@@ -694,8 +704,28 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
     let result = match cli.command {
+        Command::Train(mut args) => {
+            let sub = matches.subcommand_matches("train").cloned().unwrap_or_default();
+            chain_cmd::apply_train_file(&mut args, &sub).and_then(|()| {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()?
+                    .block_on(chain_cmd::train(args))
+            })
+        }
+        Command::Audit(args) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(chain_cmd::audit_main(args))),
         Command::Info { json } => info().and_then(|i| {
             if json {
                 println!("{}", serde_json::to_string_pretty(&i)?);

@@ -225,6 +225,79 @@ impl PeerTable {
     }
 }
 
+/// Who may fetch this stage's reveals: a fixed set of peers (a static peer table), plus
+/// peers that proved with [`Request::AuditorHello`] that they speak for a validator the chain
+/// assigns to audit this stage (see [`crate::chain`] for the message and the checks). The
+/// chain side keeps the directory of auditor accounts and their BLS keys current with
+/// [`RevealAccess::set_auditors`]; a peer whose account leaves the directory loses access.
+#[derive(Debug, Default)]
+pub struct RevealAccess {
+    fixed: HashSet<PeerId>,
+    inner: Mutex<AccessInner>,
+}
+
+#[derive(Debug, Default)]
+struct AccessInner {
+    keys: HashMap<[u8; 32], weft_bls::PublicKeyBytes>,
+    bound: HashMap<PeerId, [u8; 32]>,
+}
+
+impl RevealAccess {
+    /// Access for exactly `peers` (and whoever proves to be an auditor later).
+    pub fn fixed(peers: HashSet<PeerId>) -> Self {
+        RevealAccess {
+            fixed: peers,
+            inner: Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, AccessInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Replaces the directory of auditor accounts and their keys; peers bound to an
+    /// account no longer in it (or whose key changed) lose access.
+    pub fn set_auditors(&self, auditors: &[([u8; 32], weft_bls::PublicKeyBytes)]) {
+        let mut g = self.lock();
+        let keys: HashMap<_, _> = auditors.iter().copied().collect();
+        let old = std::mem::take(&mut g.keys);
+        g.bound
+            .retain(|_, acc| keys.get(acc).is_some() && keys.get(acc) == old.get(acc));
+        g.keys = keys;
+    }
+
+    /// Whether `peer` may fetch reveals.
+    pub fn allows(&self, peer: &PeerId) -> bool {
+        self.fixed.contains(peer) || self.lock().bound.contains_key(peer)
+    }
+
+    /// Checks an auditor's hello from `peer` and, if it holds, grants `peer` access.
+    pub fn hello(
+        &self,
+        (run, stage): (u64, u32),
+        peer: &PeerId,
+        account: [u8; 32],
+        signature: [u8; 32],
+    ) -> std::result::Result<(), String> {
+        let (Ok(run32), Ok(stage16)) = (u32::try_from(run), u16::try_from(stage)) else {
+            return Err("run or stage out of range".into());
+        };
+        let mut g = self.lock();
+        let Some(key) = g.keys.get(&account).copied() else {
+            return Err(format!(
+                "account 0x{} is not an auditor of stage {stage} on chain",
+                hex::encode(account)
+            ));
+        };
+        let msg = crate::chain::auditor_hello_message(run32, stage16, peer);
+        if !weft_bls::verify_bytes(&key, &msg, &weft_bls::SignatureBytes(signature)) {
+            return Err("the hello signature does not verify under the auditor's key".into());
+        }
+        g.bound.insert(*peer, account);
+        Ok(())
+    }
+}
+
 /// Backoff for outgoing messages.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
@@ -263,8 +336,8 @@ pub struct NodeConfig {
     pub retention: u64,
     /// The peers.
     pub peers: PeerTable,
-    /// Peers allowed to fetch reveals (the stage's auditors).
-    pub auditors: HashSet<PeerId>,
+    /// Who may fetch reveals (the stage's auditors).
+    pub auditors: Arc<RevealAccess>,
     /// Limits on received tensors.
     pub limits: Limits,
     /// How long to wait for a message from a partner before giving up the run.
@@ -355,7 +428,7 @@ struct Shared {
     replica: u32,
     shape: Shape,
     peers: PeerTable,
-    auditors: HashSet<PeerId>,
+    auditors: Arc<RevealAccess>,
     limits: Limits,
     store: TensorStore,
     state: Mutex<State>,
@@ -541,12 +614,37 @@ impl Shared {
         let wrong = |msg: String| Response::error(ErrorCode::WrongStage, msg);
         let (step, slot, payload) = match req {
             Request::Reveal(r) => {
+                let allowed: HashSet<PeerId> = if self.auditors.allows(&peer) {
+                    HashSet::from([peer])
+                } else {
+                    HashSet::new()
+                };
                 return self.store.answer_reveal(
-                    &self.auditors,
+                    &allowed,
                     (self.run, k as u32, self.replica),
                     &peer,
                     &r,
-                )
+                );
+            }
+            Request::AuditorHello {
+                run,
+                stage,
+                account,
+                signature,
+            } => {
+                if run != self.run {
+                    return Response::error(ErrorCode::WrongRun, format!("this is run {}", self.run));
+                }
+                if stage as usize != k {
+                    return wrong(format!("this is stage {k}"));
+                }
+                return match self.auditors.hello((run, stage), &peer, account, signature) {
+                    Ok(()) => {
+                        tracing::info!(%peer, account = %hex::encode(account), "auditor admitted");
+                        Response::Ack
+                    }
+                    Err(why) => Response::error(ErrorCode::Forbidden, why),
+                };
             }
             Request::Forward {
                 run,
@@ -958,13 +1056,21 @@ fn replay_step(worker: &mut StageWorker, store: &TensorStore, step: u64) -> Resu
     Ok(())
 }
 
+/// Called on the training thread after each step is stored and journaled, with its
+/// commitment; an error stops the stage (the step stays committed locally).
+pub type AfterStep = Box<dyn FnMut(&crate::commit::StepCommitment) -> Result<()> + Send>;
+
 struct Ctx {
     shared: Arc<Shared>,
     cfg: NodeConfig,
 }
 
 impl Ctx {
-    fn run_step(&self, worker: &mut StageWorker, step: u64) -> Result<(Option<f64>, u64)> {
+    fn run_step(
+        &self,
+        worker: &mut StageWorker,
+        step: u64,
+    ) -> Result<(Option<f64>, u64, crate::commit::StepCommitment)> {
         let sh = &self.shared;
         let (k, n) = (sh.shape.stage, sh.shape.n_stages);
         let m = sh.shape.micro_batches;
@@ -1101,7 +1207,7 @@ impl Ctx {
         if (step + 1).checked_rem(self.cfg.checkpoint_every) == Some(0) {
             checkpoint::save(worker, &checkpoint_path(&self.cfg.data_dir))?;
         }
-        Ok((report.loss, step + 1))
+        Ok((report.loss, step + 1, commitment))
     }
 
     fn flush(&self, timeout: Duration) -> Result<()> {
@@ -1115,6 +1221,7 @@ impl Ctx {
         &self,
         mut worker: StageWorker,
         progress: &mut (dyn FnMut(&StepProgress) + Send),
+        after_step: &mut Option<AfterStep>,
     ) -> Result<Summary> {
         let sh = &self.shared;
         let r = resume(&mut worker, &self.cfg.data_dir, &sh.store, self.cfg.run)?;
@@ -1141,7 +1248,7 @@ impl Ctx {
         let mut last_ckpt = r.checkpoint_step;
         for step in r.next_step..self.cfg.steps {
             let t0 = Instant::now();
-            let (loss, done) = self.run_step(&mut worker, step)?;
+            let (loss, done, commitment) = self.run_step(&mut worker, step)?;
             if done.checked_rem(self.cfg.checkpoint_every) == Some(0) {
                 last_ckpt = done;
             }
@@ -1158,6 +1265,15 @@ impl Ctx {
                 bytes_sent: sh.sent.load(Ordering::Relaxed),
                 bytes_received: sh.received.load(Ordering::Relaxed),
             });
+            if let Some(hook) = after_step.as_mut() {
+                if let Err(e) = hook(&commitment) {
+                    if done.checked_rem(self.cfg.checkpoint_every) != Some(0) {
+                        // Leave a checkpoint so a restart need not replay many steps.
+                        let _ = checkpoint::save(&worker, &checkpoint_path(&self.cfg.data_dir));
+                    }
+                    return Err(e);
+                }
+            }
         }
         if last_ckpt != worker.completed_steps() {
             checkpoint::save(&worker, &checkpoint_path(&self.cfg.data_dir))?;
@@ -1206,7 +1322,20 @@ pub async fn run_stage(
     worker: StageWorker,
     network: Network,
     inbound: mpsc::Receiver<InboundRequest>,
+    progress: Box<dyn FnMut(&StepProgress) + Send>,
+) -> Result<Summary> {
+    run_stage_with(cfg, worker, network, inbound, progress, None).await
+}
+
+/// [`run_stage`] with a hook called after every step (the chain trainer submits the
+/// commitment from it, and pauses or stops training through it).
+pub async fn run_stage_with(
+    cfg: NodeConfig,
+    worker: StageWorker,
+    network: Network,
+    inbound: mpsc::Receiver<InboundRequest>,
     mut progress: Box<dyn FnMut(&StepProgress) + Send>,
+    mut after_step: Option<AfterStep>,
 ) -> Result<Summary> {
     if !worker.options().commit {
         return Err(Error::Config(
@@ -1280,7 +1409,8 @@ pub async fn run_stage(
         shared: shared.clone(),
         cfg,
     };
-    let result = tokio::task::spawn_blocking(move || ctx.train(worker, &mut *progress))
+    let result =
+        tokio::task::spawn_blocking(move || ctx.train(worker, &mut *progress, &mut after_step))
         .await
         .map_err(|e| Error::Pipeline(format!("the training thread failed: {e}")))?;
     dispatcher.abort();

@@ -358,7 +358,7 @@ impl WireTensor {
 }
 
 /// What a [`Request::Reveal`] asks for: one committed item of a step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Encode, Decode)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode)]
 pub enum RevealItem {
     /// Parameters before the update (index 0).
     #[codec(index = 0)]

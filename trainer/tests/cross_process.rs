@@ -465,7 +465,7 @@ async fn bad_neighbours_are_refused_and_reveals_go_to_auditors_only() {
         data_dir: dir.path().to_path_buf(),
         checkpoint_every: 1,
         retention: 4,
-        auditors: peers.auditors_of(1),
+        auditors: Arc::new(weft_trainer::peer::RevealAccess::fixed(peers.auditors_of(1))),
         peers,
         limits: Limits::default(),
         peer_timeout: Duration::from_secs(30),

@@ -1,0 +1,558 @@
+//! Audits: recompute a revealed step with the same model code and compare within a tolerance.
+//!
+//! # Protocol (auditor side)
+//!
+//! 1. The work pallet opens an audit for commitment `c` of slot `(run, stage, replica)`; the
+//!    auditor is one of its seats.
+//! 2. The auditor proves to the trainer (the slot's libp2p peer from its staking record)
+//!    that it speaks for its validator account ([`crate::wire::Request::AuditorHello`]),
+//!    then fetches every committed item it needs chunk by chunk
+//!    ([`crate::wire::RevealRequest`]), checking each chunk's Merkle proof against the
+//!    root on chain before keeping it ([`fetch_reveal`]). A chunk that does not verify is a
+//!    `Fail(Mismatch)`; nothing complete by the reveal deadline is `Fail(NoReveal)`.
+//! 3. [`recompute`] loads `weights_before` and `optimizer_before` into a fresh stage, runs
+//!    every micro-batch forward from the revealed inputs (stage 0 rebuilds its tokens from
+//!    the data assignment, and they must hash to the committed `inputs` root, so a trainer
+//!    cannot train on other data; the last stage rebuilds its targets), backward from the
+//!    revealed output gradients (the last stage from its own loss), clips and applies AdamW
+//!    with the scheduled learning rate, and compares what it computed with what was
+//!    revealed: outputs (activations, or the per micro-batch losses), input gradients,
+//!    weights after, AdamW moments after, and on the last stage the committed mean loss.
+//!
+//! # Tolerance
+//!
+//! Per tensor (each micro-batch's activation or gradient, each parameter, each moment),
+//! with `r` the recomputed reference and `g` the revealed value, `n` elements:
+//!
+//! ```text
+//! ‖g − r‖₂ ≤ rel_l2 · ‖r‖₂ + abs_floor · √n            (relative L2)
+//! max |g − r| ≤ max_abs_rel · max |r| + abs_floor      (largest element error)
+//! ```
+//!
+//! and for weights additionally the update itself must match:
+//! `‖g_after − r_after‖₂ ≤ update_rel_l2 · ‖r_after − before‖₂ + abs_floor · √n`, so stale
+//! weights (no update) or a wrong learning rate fail even when the update is tiny next to
+//! the weights. Non-finite values fail. The relative L2 bound catches scaled, zeroed or
+//! random tensors; the element bound catches one tampered element of a large tensor, which
+//! moves the L2 norm too little. Defaults ([`Tolerance::default`]): `rel_l2 = 1e-4`,
+//! `max_abs_rel = 1e-3`, `update_rel_l2 = 1e-2`, `abs_floor = 1e-7` — conservative for
+//! fp32 on CPU, where an honest recomputation with the same code is bit-exact or within
+//! a few ulps (different thread counts change reduction order: relative errors ~1e-6).
+//! A run trained with bf16 autocast on CUDA needs a wider tolerance; measure before
+//! changing the defaults.
+//!
+//! # What cannot be audited from one stage alone
+//!
+//! A cut model with tied embeddings (the first and the last stage add each other's
+//! embedding gradient) and global clipping (the clip norm is the sum over stages) make a
+//! stage's update depend on values outside its own commitment; [`recompute`] refuses such
+//! steps with [`Error::Audit`] rather than guessing.
+
+use crate::commit::{root_of, verify_chunk, StepCommitment};
+use crate::config::{ClipScope, ModelConfig, TrainConfig};
+use crate::data::Batcher;
+use crate::error::{Error, Result};
+use crate::model::{param_shapes, Stage, StageSpec};
+use crate::optim::Moments;
+use crate::pipeline::{ForwardOutput, StageWorker, WorkerOptions};
+use crate::wire::{decode_response, Request, Response, RevealItem, RevealRequest};
+use parity_scale_codec::Encode;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use tch::{Kind, Tensor};
+use weft_primitives::Hash;
+
+/// Comparison thresholds (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tolerance {
+    /// Largest `‖g − r‖ / ‖r‖` per tensor.
+    pub rel_l2: f64,
+    /// Largest element error as a fraction of the tensor's largest reference magnitude.
+    pub max_abs_rel: f64,
+    /// Largest error of the weight update relative to the update's norm.
+    pub update_rel_l2: f64,
+    /// Absolute slack per element, for tensors that are (nearly) zero.
+    pub abs_floor: f64,
+}
+
+impl Default for Tolerance {
+    fn default() -> Self {
+        Tolerance {
+            rel_l2: 1e-4,
+            max_abs_rel: 1e-3,
+            update_rel_l2: 1e-2,
+            abs_floor: 1e-7,
+        }
+    }
+}
+
+/// How one revealed tensor compares with its recomputation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorCheck {
+    /// The item.
+    pub item: RevealItem,
+    /// The tensor within the item (`micro 3`, `h.0.attn.weight`, `m:wte.weight`…).
+    pub name: String,
+    /// `‖g − r‖ / ‖r‖`.
+    pub rel_l2: f64,
+    /// `max |g − r|`.
+    pub max_abs: f64,
+    /// `max |r|`.
+    pub ref_max: f64,
+    /// Whether it is within tolerance.
+    pub pass: bool,
+}
+
+/// Compares `got` with the reference `reference` under `tol` (plain L2 and element bounds).
+pub fn compare(item: RevealItem, name: &str, got: &[f32], reference: &[f32], tol: &Tolerance) -> TensorCheck {
+    let fail = |why: &str| TensorCheck {
+        item,
+        name: format!("{name} ({why})"),
+        rel_l2: f64::INFINITY,
+        max_abs: f64::INFINITY,
+        ref_max: 0.0,
+        pass: false,
+    };
+    if got.len() != reference.len() {
+        return fail("length differs");
+    }
+    if got.iter().any(|x| !x.is_finite()) {
+        return fail("non-finite value");
+    }
+    let (mut d2, mut r2, mut max_abs, mut ref_max) = (0f64, 0f64, 0f64, 0f64);
+    for (&g, &r) in got.iter().zip(reference) {
+        let (g, r) = (f64::from(g), f64::from(r));
+        let d = (g - r).abs();
+        d2 += d * d;
+        r2 += r * r;
+        max_abs = max_abs.max(d);
+        ref_max = ref_max.max(r.abs());
+    }
+    let (dn, rn) = (d2.sqrt(), r2.sqrt());
+    let floor = tol.abs_floor * (got.len() as f64).sqrt();
+    let pass = dn <= tol.rel_l2 * rn + floor && max_abs <= tol.max_abs_rel * ref_max + tol.abs_floor;
+    TensorCheck {
+        item,
+        name: name.to_string(),
+        rel_l2: if rn > 0.0 { dn / rn } else if dn > 0.0 { f64::INFINITY } else { 0.0 },
+        max_abs,
+        ref_max,
+        pass,
+    }
+}
+
+/// The revealed canonical bytes of a step, per item.
+#[derive(Debug, Clone, Default)]
+pub struct Revealed {
+    /// Item → its canonical bytes (exactly what the commitment root covers).
+    pub items: BTreeMap<RevealItem, Vec<u8>>,
+}
+
+impl Revealed {
+    fn get(&self, item: RevealItem) -> Result<&[u8]> {
+        self.items
+            .get(&item)
+            .map(|v| v.as_slice())
+            .ok_or_else(|| Error::Audit(format!("{item:?} was not revealed")))
+    }
+}
+
+/// The items an auditor of `spec` needs revealed (stage 0's inputs are rebuilt from the
+/// data; an empty item's root is zero and needs no fetching either).
+pub fn needed_items(spec: StageSpec) -> Vec<RevealItem> {
+    RevealItem::ALL
+        .iter()
+        .copied()
+        .filter(|i| match i {
+            RevealItem::Inputs | RevealItem::InputGrads => !spec.is_first(),
+            RevealItem::OutputGrads => !spec.is_last(),
+            _ => true,
+        })
+        .collect()
+}
+
+/// The verdict of a recomputation.
+#[derive(Debug, Clone)]
+pub struct AuditOutcome {
+    /// Whether everything matched within tolerance.
+    pub pass: bool,
+    /// The first reason it did not, in words.
+    pub failure: Option<String>,
+    /// Every tensor compared.
+    pub checks: Vec<TensorCheck>,
+}
+
+impl AuditOutcome {
+    fn fail(why: String) -> Self {
+        AuditOutcome {
+            pass: false,
+            failure: Some(why),
+            checks: Vec::new(),
+        }
+    }
+
+    /// The largest relative L2 error seen over all tensors.
+    pub fn worst_rel_l2(&self) -> f64 {
+        self.checks.iter().map(|c| c.rel_l2).fold(0.0, f64::max)
+    }
+}
+
+fn f32s(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+fn tensor_f32s(t: &Tensor) -> Result<Vec<f32>> {
+    let flat = t
+        .f_detach()?
+        .f_to_device(tch::Device::Cpu)?
+        .f_to_kind(Kind::Float)?
+        .f_contiguous()?
+        .f_flatten(0, -1)?;
+    Ok(Vec::try_from(&flat)?)
+}
+
+/// Cuts `bytes` (f32 LE) into tensors of `shapes`; `None` when the length does not match.
+fn split(bytes: &[u8], shapes: &[Vec<i64>], device: tch::Device) -> Result<Option<Vec<Tensor>>> {
+    let total: i64 = shapes.iter().map(|s| s.iter().product::<i64>()).sum();
+    if bytes.len() as i64 != total * 4 {
+        return Ok(None);
+    }
+    let mut out = Vec::with_capacity(shapes.len());
+    let mut off = 0usize;
+    for s in shapes {
+        let n = s.iter().product::<i64>() as usize * 4;
+        out.push(Tensor::f_from_data_size(&bytes[off..off + n], s, Kind::Float)?.f_to_device(device)?);
+        off += n;
+    }
+    Ok(Some(out))
+}
+
+/// Everything [`recompute`] needs besides the reveal.
+#[derive(Debug, Clone)]
+pub struct AuditJob<'a> {
+    /// The run's model (seed set from the chain).
+    pub model: &'a ModelConfig,
+    /// The run's hyper-parameters.
+    pub train: &'a TrainConfig,
+    /// The audited stage.
+    pub spec: StageSpec,
+    /// The data (needed for the first and the last stage).
+    pub data: Option<Batcher>,
+    /// The committed roots.
+    pub commitment: &'a StepCommitment,
+    /// The thresholds.
+    pub tolerance: Tolerance,
+    /// Where to recompute.
+    pub device: tch::Device,
+}
+
+/// Recomputes the committed step from `reveal` and compares (see the module docs).
+/// `Ok(outcome)` is a verdict; `Err` means the step cannot be judged here (unsupported
+/// configuration, libtorch failure), which is not the trainer's fault.
+pub fn recompute(job: &AuditJob<'_>, reveal: &Revealed) -> Result<AuditOutcome> {
+    let (model, train, spec, c) = (job.model, job.train, job.spec, job.commitment);
+    if model.tied_embeddings && spec.n_stages > 1 && (spec.is_first() || spec.is_last()) {
+        return Err(Error::Audit(
+            "tied embeddings across stages: the update depends on the other holder's gradient"
+                .into(),
+        ));
+    }
+    if train.clip_scope == ClipScope::Global && spec.n_stages > 1 {
+        return Err(Error::Audit(
+            "global clipping: the update depends on every stage's gradient norm".into(),
+        ));
+    }
+    // The reveal must be what was committed.
+    for item in needed_items(spec) {
+        let bytes = reveal.get(item)?;
+        let root = crate::commit::root_of_bytes(bytes);
+        if root != item.root(c) {
+            return Ok(AuditOutcome::fail(format!(
+                "the revealed {item:?} does not match its committed root"
+            )));
+        }
+    }
+    let device = job.device;
+    let stage = Stage::new(model, spec, device)?;
+    let names: Vec<(String, Vec<i64>)> = param_shapes(model, spec);
+    let shapes: Vec<Vec<i64>> = names.iter().map(|(_, s)| s.clone()).collect();
+    let Some(before) = split(reveal.get(RevealItem::WeightsBefore)?, &shapes, device)? else {
+        return Ok(AuditOutcome::fail("weights_before has the wrong size".into()));
+    };
+    let moment_shapes: Vec<Vec<i64>> = shapes.iter().flat_map(|s| [s.clone(), s.clone()]).collect();
+    let Some(mom) = split(reveal.get(RevealItem::OptimizerBefore)?, &moment_shapes, device)? else {
+        return Ok(AuditOutcome::fail("optimizer_before has the wrong size".into()));
+    };
+    let mut worker = StageWorker::new(stage, train.clone(), job.data.clone(), WorkerOptions { commit: true })?;
+    let weights: Vec<(String, Tensor)> = names
+        .iter()
+        .map(|(n, _)| n.clone())
+        .zip(before.iter().map(|t| t.shallow_clone()))
+        .collect();
+    let mut mom_it = mom.into_iter();
+    let mut moments = Vec::new();
+    for (n, _) in &names {
+        match (mom_it.next(), mom_it.next()) {
+            (Some(m), Some(v)) => moments.push(Moments { name: n.clone(), m, v }),
+            _ => return Ok(AuditOutcome::fail("optimizer_before is short".into())),
+        }
+    }
+    worker.load_state(&weights, c.step, moments)?;
+
+    let m = train.micro_batches;
+    let b = train.micro_batch_size;
+    let act_shape = vec![b, model.seq_len, model.d_model];
+    let per_micro: Vec<Vec<i64>> = (0..m).map(|_| act_shape.clone()).collect();
+    let inputs = if spec.is_first() {
+        let data = job
+            .data
+            .as_ref()
+            .ok_or_else(|| Error::Audit("stage 0 needs the data to rebuild its inputs".into()))?;
+        let tokens = (0..m)
+            .map(|mu| Ok(data.batch(model.seed, c.step, mu as u32)?.inputs))
+            .collect::<Result<Vec<_>>>()?;
+        if root_of(&tokens)? != c.inputs {
+            return Ok(AuditOutcome::fail(
+                "the committed inputs are not the data assigned to this step".into(),
+            ));
+        }
+        None
+    } else {
+        match split(reveal.get(RevealItem::Inputs)?, &per_micro, device)? {
+            Some(t) => Some(t),
+            None => return Ok(AuditOutcome::fail("inputs have the wrong size".into())),
+        }
+    };
+    let out_grads = if spec.is_last() {
+        None
+    } else {
+        match split(reveal.get(RevealItem::OutputGrads)?, &per_micro, device)? {
+            Some(t) => Some(t),
+            None => return Ok(AuditOutcome::fail("output gradients have the wrong size".into())),
+        }
+    };
+
+    worker.begin_step(c.step)?;
+    let mut outputs: Vec<Vec<f32>> = Vec::new();
+    let mut losses = Vec::new();
+    for mu in 0..m {
+        let input = inputs.as_ref().map(|v| &v[mu]);
+        match worker.forward(mu, input)? {
+            ForwardOutput::Activations(a) => outputs.push(tensor_f32s(&a)?),
+            ForwardOutput::Loss(l) => {
+                losses.push(l);
+                outputs.push(vec![l as f32]);
+            }
+        }
+    }
+    let mut in_grads: Vec<Vec<f32>> = Vec::new();
+    for mu in (0..m).rev() {
+        // Output gradients are stored in the order received: M-1 down to 0.
+        let g = out_grads.as_ref().map(|v| &v[m - 1 - mu]);
+        if let Some(ig) = worker.backward(mu, g)? {
+            in_grads.push(tensor_f32s(&ig)?);
+        }
+    }
+    let report = worker.finish_step(None)?;
+
+    let tol = &job.tolerance;
+    let mut checks = Vec::new();
+    let out_len: usize = outputs.iter().map(Vec::len).sum();
+    let got_out = f32s(reveal.get(RevealItem::Outputs)?);
+    if got_out.len() != out_len {
+        return Ok(AuditOutcome::fail("outputs have the wrong size".into()));
+    }
+    let mut off = 0;
+    for (mu, r) in outputs.iter().enumerate() {
+        checks.push(compare(RevealItem::Outputs, &format!("micro {mu}"), &got_out[off..off + r.len()], r, tol));
+        off += r.len();
+    }
+    if !spec.is_first() {
+        let got = f32s(reveal.get(RevealItem::InputGrads)?);
+        let len: usize = in_grads.iter().map(Vec::len).sum();
+        if got.len() != len {
+            return Ok(AuditOutcome::fail("input gradients have the wrong size".into()));
+        }
+        let mut off = 0;
+        for (i, r) in in_grads.iter().enumerate() {
+            checks.push(compare(RevealItem::InputGrads, &format!("micro {}", m - 1 - i), &got[off..off + r.len()], r, tol));
+            off += r.len();
+        }
+    }
+    let after_got = f32s(reveal.get(RevealItem::WeightsAfter)?);
+    let before_all = f32s(reveal.get(RevealItem::WeightsBefore)?);
+    let mut off = 0;
+    let params = worker.stage().params();
+    let total: usize = shapes.iter().map(|s| s.iter().product::<i64>() as usize).sum();
+    if after_got.len() != total {
+        return Ok(AuditOutcome::fail("weights_after has the wrong size".into()));
+    }
+    for (name, p) in params {
+        let r = tensor_f32s(p)?;
+        let g = &after_got[off..off + r.len()];
+        let bf = &before_all[off..off + r.len()];
+        let mut chk = compare(RevealItem::WeightsAfter, name, g, &r, tol);
+        // The update must match too, relative to its own size.
+        let (mut e2, mut u2) = (0f64, 0f64);
+        for ((&gv, &rv), &bv) in g.iter().zip(&r).zip(bf) {
+            e2 += (f64::from(gv) - f64::from(rv)).powi(2);
+            u2 += (f64::from(rv) - f64::from(bv)).powi(2);
+        }
+        let floor = tol.abs_floor * (r.len() as f64).sqrt();
+        if e2.sqrt() > tol.update_rel_l2 * u2.sqrt() + floor {
+            chk.pass = false;
+            chk.name = format!("{name} (update)");
+        }
+        checks.push(chk);
+        off += r.len();
+    }
+    let opt_got = f32s(reveal.get(RevealItem::OptimizerAfter)?);
+    if opt_got.len() != 2 * total {
+        return Ok(AuditOutcome::fail("optimizer_after has the wrong size".into()));
+    }
+    let mut off = 0;
+    for s in worker.optimizer().moments() {
+        for (tag, t) in [("m", &s.m), ("v", &s.v)] {
+            let r = tensor_f32s(t)?;
+            checks.push(compare(RevealItem::OptimizerAfter, &format!("{tag}:{}", s.name), &opt_got[off..off + r.len()], &r, tol));
+            off += r.len();
+        }
+    }
+    let mut failure = checks
+        .iter()
+        .find(|c| !c.pass)
+        .map(|c| format!("{:?} {} off: rel L2 {:.3e}, max abs {:.3e} (max |ref| {:.3e})", c.item, c.name, c.rel_l2, c.max_abs, c.ref_max));
+    if failure.is_none() && spec.is_last() {
+        let mean = report.loss.unwrap_or(f64::NAN);
+        let committed = c.loss_fixed.map(|l| l as f64 / 1e6);
+        let ok = committed.is_some_and(|l| (l - mean).abs() <= tol.max_abs_rel * mean.abs().max(1.0) + 1e-6);
+        if !ok {
+            failure = Some(format!("committed loss {committed:?} but the recomputed loss is {mean:.6}"));
+        }
+    }
+    Ok(AuditOutcome {
+        pass: failure.is_none(),
+        failure,
+        checks,
+    })
+}
+
+/// Why a reveal could not be had.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevealFailure {
+    /// A chunk did not verify against its root, or the item's size is inconsistent.
+    Mismatch(String),
+    /// Not everything arrived before the deadline.
+    Missing(String),
+}
+
+/// Sends the auditor's hello to `peer` (see [`crate::chain`]).
+pub async fn send_hello(
+    net: &weft_p2p::Network,
+    peer: &crate::peer::StagePeer,
+    (run, stage): (u64, u32),
+    account: [u8; 32],
+    key: &weft_bls::SecretKey,
+) -> Result<()> {
+    let (Ok(r), Ok(s)) = (u32::try_from(run), u16::try_from(stage)) else {
+        return Err(Error::Audit("run or stage out of range".into()));
+    };
+    let msg = crate::chain::auditor_hello_message(r, s, &net.local_peer_id());
+    let sig = key
+        .sign(&msg)
+        .map_err(|e| Error::Audit(format!("cannot sign the hello: {e}")))?
+        .to_bytes();
+    let req = Request::AuditorHello {
+        run,
+        stage,
+        account,
+        signature: sig.0,
+    };
+    let resp = net
+        .request(peer.peer_id, peer.addrs.clone(), req.encode())
+        .await
+        .map_err(|e| Error::Network(format!("hello to {}: {e}", peer.peer_id)))?;
+    match decode_response(&resp) {
+        Ok(Response::Ack) => Ok(()),
+        Ok(other) => Err(Error::Network(format!("the trainer refused the hello: {other:?}"))),
+        Err(e) => Err(Error::Network(format!("bad hello response: {e}"))),
+    }
+}
+
+/// Fetches the items of `spec`'s step `c` from `peer`, chunk by chunk, verifying each chunk
+/// against the committed root; retries network failures and refusals with backoff until
+/// `deadline`.
+pub async fn fetch_reveal(
+    net: &weft_p2p::Network,
+    peer: &crate::peer::StagePeer,
+    (run, stage, replica): (u64, u32, u32),
+    spec: StageSpec,
+    c: &StepCommitment,
+    deadline: Instant,
+) -> std::result::Result<Revealed, RevealFailure> {
+    let mut out = Revealed::default();
+    for item in needed_items(spec) {
+        let root = item.root(c);
+        if root == Hash::ZERO {
+            out.items.insert(item, Vec::new());
+            continue;
+        }
+        let mut bytes = Vec::new();
+        let mut total: Option<u32> = None;
+        let mut index = 0u32;
+        let mut delay = Duration::from_millis(100);
+        while total.is_none_or(|t| index < t) {
+            if Instant::now() >= deadline {
+                return Err(RevealFailure::Missing(format!(
+                    "{item:?} chunk {index} not revealed by the deadline"
+                )));
+            }
+            let req = Request::Reveal(RevealRequest {
+                run,
+                step: c.step,
+                stage,
+                replica,
+                item,
+                chunk: index,
+            });
+            let answer = net.request(peer.peer_id, peer.addrs.clone(), req.encode()).await;
+            match answer.map(|b| decode_response(&b)) {
+                Ok(Ok(Response::RevealChunk {
+                    data,
+                    proof,
+                    total_chunks,
+                })) => {
+                    if total.is_some_and(|t| t != total_chunks)
+                        || proof.index != u64::from(index)
+                        || proof.leaf_count != u64::from(total_chunks)
+                        || !verify_chunk(&root, &data, &proof)
+                    {
+                        return Err(RevealFailure::Mismatch(format!(
+                            "{item:?} chunk {index} does not verify against the committed root"
+                        )));
+                    }
+                    total = Some(total_chunks);
+                    bytes.extend_from_slice(&data);
+                    index += 1;
+                    delay = Duration::from_millis(100);
+                    continue;
+                }
+                Ok(Ok(other)) => {
+                    tracing::debug!(?item, index, ?other, "reveal refused; will retry");
+                }
+                Ok(Err(e)) => {
+                    return Err(RevealFailure::Mismatch(format!("undecodable reveal response: {e}")));
+                }
+                Err(e) => tracing::debug!(?item, index, error = %e, "reveal request failed; will retry"),
+            }
+            tokio::time::sleep(delay.min(deadline.saturating_duration_since(Instant::now()))).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+        out.items.insert(item, bytes);
+    }
+    Ok(out)
+}

@@ -1,0 +1,857 @@
+//! `weft-trainer train` and `weft-trainer audit`: the trainer and the auditor driven by the
+//! chain (see the library's `chain`, `submit` and `audit` modules for the protocol).
+
+use anyhow::{bail, Context};
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+use weft_cli::{Client, SubmitOptions, WaitFor};
+use weft_primitives::{AccountId, Header, Keypair};
+use weft_rpc_api::WeftApiClient;
+use weft_runtime::RuntimeCall;
+use weft_trainer::audit::{self, AuditJob, RevealFailure, Tolerance};
+use weft_trainer::chain::{self, ChainView, NodeState, RunSetup, TrainerState};
+use weft_trainer::commit::StepCommitment;
+use weft_trainer::config::DeviceSpec;
+use weft_trainer::data::Batcher;
+use weft_trainer::model::StageSpec;
+use weft_trainer::peer::{self, RevealAccess};
+use weft_trainer::submit::{SlotId, Submitter, SyncState};
+use weft_trainer::Error as TrainerError;
+
+/// A 32-byte p2p seed derived from a secret URI under `domain`.
+pub fn derive_p2p_seed(domain: &str, suri: &str) -> [u8; 32] {
+    blake3::derive_key(domain, suri.as_bytes())
+}
+
+/// Waits for the next head (subscription, with polling as a fallback); returns it.
+struct Heads<'a> {
+    client: &'a Client,
+    sub: Option<jsonrpsee::core::client::Subscription<Header>>,
+    last: u64,
+}
+
+impl<'a> Heads<'a> {
+    async fn new(client: &'a Client) -> Self {
+        let sub = client.rpc().subscribe_new_heads().await.ok();
+        Heads { client, sub, last: 0 }
+    }
+
+    async fn next(&mut self) -> anyhow::Result<Header> {
+        loop {
+            if let Some(sub) = self.sub.as_mut() {
+                match tokio::time::timeout(Duration::from_secs(30), sub.next()).await {
+                    Ok(Some(Ok(h))) if h.number > self.last || self.last == 0 => {
+                        self.last = h.number;
+                        return Ok(h);
+                    }
+                    Ok(Some(Ok(_))) => continue,
+                    Ok(_) => self.sub = None,
+                    Err(_) => {}
+                }
+            }
+            let h = self.client.best_header().await?;
+            if h.number > self.last {
+                self.last = h.number;
+                return Ok(h);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+/// What the chain side tells the training thread between steps.
+#[derive(Debug, Default)]
+struct GateState {
+    /// Steps the chain has (from the submitter).
+    chain_next: u64,
+    /// Why training must wait now (halted, paused).
+    paused: Option<String>,
+    /// Why training must stop.
+    stop: Option<String>,
+}
+
+type Gate = Arc<(Mutex<GateState>, Condvar)>;
+
+fn gate_update(g: &Gate, f: impl FnOnce(&mut GateState)) {
+    let mut st = g.0.lock().unwrap_or_else(|e| e.into_inner());
+    f(&mut st);
+    g.1.notify_all();
+}
+
+/// Arguments of `train`.
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    /// The node's WebSocket RPC.
+    #[arg(long, default_value = "ws://127.0.0.1:9944")]
+    pub url: String,
+    /// The trainer account's secret URI (//Alice, a mnemonic, 0x seed).
+    #[arg(long)]
+    pub key: String,
+    /// The run id.
+    #[arg(long)]
+    pub run: u32,
+    /// Training data: `synthetic`, a text file or directory, or `.bin` u16 token files.
+    #[arg(long, default_value = "synthetic")]
+    pub data: String,
+    /// Checkpoint, journals, tensor store.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Device: auto, cpu, cuda, cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Address to listen on.
+    #[arg(long, default_value = "/ip4/0.0.0.0/tcp/30555")]
+    pub listen: String,
+    /// Address others dial (declared on chain); default: --listen when it is not 0.0.0.0.
+    #[arg(long)]
+    pub external_addr: Option<String>,
+    /// Train until this many steps are complete (default: the run's max_steps, else the
+    /// schedule's total_steps).
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// TOML file with any of these options (flags win).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Submit Staking::bond (if needed), Staking::train and Stages::join_run itself.
+    #[arg(long)]
+    pub register: bool,
+    /// Bond to put up with --register when the account has none (plancks; default: the
+    /// chain's minimum trainer bond).
+    #[arg(long)]
+    pub bond: Option<u128>,
+    /// Stage slots declared with --register.
+    #[arg(long, default_value_t = 1)]
+    pub capacity: u32,
+    /// 32-byte hex seed of the p2p identity (default: derived from --key).
+    #[arg(long)]
+    pub node_key: Option<String>,
+    /// Checkpoint every N steps.
+    #[arg(long, default_value_t = 10)]
+    pub checkpoint_every: u64,
+    /// Steps kept for reveals (should cover the run's reveal window).
+    #[arg(long, default_value_t = 64)]
+    pub retention: u64,
+    /// Most steps trained ahead of what the chain has accepted.
+    #[arg(long, default_value_t = 4)]
+    pub max_backlog: u64,
+    /// Seconds to wait for a neighbour's message.
+    #[arg(long, default_value_t = 600)]
+    pub peer_timeout: u64,
+    /// CPU threads for libtorch (0 = default).
+    #[arg(long, default_value_t = 0)]
+    pub threads: i32,
+}
+
+/// The `--config` TOML of `train` (every field optional).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrainFile {
+    url: Option<String>,
+    key: Option<String>,
+    run: Option<u32>,
+    data: Option<String>,
+    data_dir: Option<PathBuf>,
+    device: Option<String>,
+    listen: Option<String>,
+    external_addr: Option<String>,
+    steps: Option<u64>,
+    checkpoint_every: Option<u64>,
+    retention: Option<u64>,
+    max_backlog: Option<u64>,
+    threads: Option<i32>,
+}
+
+/// Applies `--config` under the flags given on the command line (`matches`).
+pub fn apply_train_file(args: &mut TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
+    let Some(path) = args.config.clone() else {
+        return Ok(());
+    };
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let f: TrainFile = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let from_cli = |id: &str| {
+        matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
+    };
+    macro_rules! take {
+        ($field:ident, $id:literal) => {
+            if let Some(v) = f.$field {
+                if !from_cli($id) {
+                    args.$field = v.into();
+                }
+            }
+        };
+    }
+    take!(url, "url");
+    take!(key, "key");
+    take!(run, "run");
+    take!(data, "data");
+    take!(data_dir, "data_dir");
+    take!(device, "device");
+    take!(listen, "listen");
+    take!(checkpoint_every, "checkpoint_every");
+    take!(retention, "retention");
+    take!(max_backlog, "max_backlog");
+    take!(threads, "threads");
+    if f.external_addr.is_some() && !from_cli("external_addr") {
+        args.external_addr = f.external_addr;
+    }
+    if f.steps.is_some() && !from_cli("steps") {
+        args.steps = f.steps;
+    }
+    Ok(())
+}
+
+fn open_batcher(setup: &RunSetup, data: &str) -> anyhow::Result<Batcher> {
+    let source = crate::open_data(data, setup.model.seed)?;
+    Ok(Batcher::new(
+        source,
+        setup.train.micro_batch_size,
+        setup.model.seq_len,
+        setup.model.vocab_size,
+    )?)
+}
+
+async fn submit(client: &Client, key: &Keypair, call: RuntimeCall, what: &str) -> anyhow::Result<()> {
+    let opts = SubmitOptions {
+        wait: WaitFor::InBlock,
+        ..SubmitOptions::default()
+    };
+    let r = client.submit(key, call, &opts).await?.ensure_success()?;
+    println!("{what}: in block #{}", r.block_number.unwrap_or_default());
+    Ok(())
+}
+
+/// Registers the trainer (bond, train, join) as far as needed.
+async fn register(
+    client: &Client,
+    key: &Keypair,
+    run: u32,
+    peer_id: &weft_p2p::PeerId,
+    addr: &str,
+    args: &TrainArgs,
+) -> anyhow::Result<()> {
+    let me = key.account_id();
+    let view = ChainView::new(NodeState { client, at: None });
+    let cfg = view.staking_config().await?;
+    let active = view.active_bond(&me).await?;
+    if active < cfg.min_trainer_bond {
+        let value = args.bond.unwrap_or(cfg.min_trainer_bond);
+        let call = if active == 0 {
+            weft_runtime::staking::Call::Bond { value }
+        } else {
+            weft_runtime::staking::Call::BondExtra {
+                value: value.saturating_sub(active),
+            }
+        };
+        submit(client, key, RuntimeCall::Staking(call), "bonded").await?;
+    }
+    let declared = view.trainer(&me).await?.and_then(|t| chain::trainer_peer(&t).ok());
+    if declared.as_ref().map(|p| p.peer_id) != Some(*peer_id) {
+        let call = weft_runtime::staking::Call::Train {
+            peer_id: peer_id.to_bytes(),
+            addrs: vec![addr.as_bytes().to_vec()],
+            capacity: args.capacity,
+        };
+        submit(client, key, RuntimeCall::Staking(call), "declared as trainer").await?;
+    }
+    if !view.is_candidate(run, &me).await? && view.slots_of(run, &me).await?.is_empty() {
+        let call = weft_runtime::stages::Call::JoinRun { run };
+        submit(client, key, RuntimeCall::Stages(call), "joined the run").await?;
+    }
+    Ok(())
+}
+
+fn instructions(state: &TrainerState, args: &TrainArgs, peer_id: &weft_p2p::PeerId, addr: &str) -> Option<String> {
+    let train = format!(
+        "weft stake train --key <KEY> --peer-id {peer_id} --addr {addr} --capacity {}",
+        args.capacity
+    );
+    let join = format!("weft run join {} --key <KEY>", args.run);
+    match state {
+        TrainerState::NotTrainer => Some(format!(
+            "this account is not a registered trainer. Bond at least the minimum trainer bond \
+             (weft stake bond <AMOUNT> --key <KEY>), then run:\n    {train}\n    {join}\n\
+             (or restart with --register to let the trainer submit them)"
+        )),
+        TrainerState::WrongPeer { declared } => Some(format!(
+            "the chain has peer id {declared} for this account, this process is {peer_id}. \
+             Declare this one:\n    {train}\n(or restart with --register, or pass the \
+             --node-key of {declared})"
+        )),
+        TrainerState::NotCandidate => Some(format!(
+            "this trainer has not joined run {}:\n    {join}\n(or restart with --register)",
+            args.run
+        )),
+        _ => None,
+    }
+}
+
+/// `weft-trainer train`.
+pub async fn train(args: TrainArgs) -> anyhow::Result<()> {
+    let key = Keypair::from_suri(&args.key).map_err(|e| anyhow::anyhow!("--key: {e}"))?;
+    let me: AccountId = key.account_id();
+    let seed = match &args.node_key {
+        Some(h) => crate::parse_seed(h)?,
+        None => derive_p2p_seed("weft-trainer p2p identity v1", &args.key),
+    };
+    let p2p_key = weft_p2p::keypair_from_seed(seed)?;
+    let peer_id = p2p_key.public().to_peer_id();
+    let listen: weft_p2p::Address = args.listen.parse().with_context(|| format!("bad --listen {}", args.listen))?;
+    let addr = match &args.external_addr {
+        Some(a) => a.clone(),
+        None if args.listen.contains("/0.0.0.0/") || args.listen.ends_with("/tcp/0") => bail!(
+            "--listen {} is not dialable by others: give --external-addr /ip4/<public ip>/tcp/<port>",
+            args.listen
+        ),
+        None => args.listen.clone(),
+    };
+    println!("account {me}");
+    println!("p2p peer id {peer_id} (declared address {addr})");
+    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
+    if args.threads > 0 {
+        tch::set_num_threads(args.threads);
+    }
+    let device = args.device.parse::<DeviceSpec>()?.resolve()?;
+    let client = Arc::new(Client::connect(&args.url).await?);
+    let run = args.run;
+    let setup = ChainView::new(NodeState { client: &client, at: None })
+        .run_setup(run)
+        .await
+        .context("reading the run from the chain")?;
+    let batcher = open_batcher(&setup, &args.data)?;
+    println!(
+        "run {run}: {} stages × {} replicas, d_model {} layers {} seq {}, seed {:#x}; data {}",
+        setup.info.stages,
+        setup.info.replicas,
+        setup.model.d_model,
+        setup.model.n_layers,
+        setup.model.seq_len,
+        setup.model.seed,
+        batcher.source().describe()
+    );
+    let steps = args.steps.unwrap_or(if setup.info.max_steps > 0 {
+        setup.info.max_steps
+    } else {
+        setup.train.total_steps
+    });
+    let mut failures = 0u32;
+    let mut registered = false;
+    loop {
+        // (c) Wait until assigned and the pipeline can start.
+        let mut heads = Heads::new(&client).await;
+        let mut last_msg = String::new();
+        let (stage, replica, table) = loop {
+            let view = ChainView::new(NodeState { client: &client, at: None });
+            let state = view.trainer_state(run, &me, &peer_id).await?;
+            let msg = match &state {
+                TrainerState::Ready { stage, replica, table } => break (*stage, *replica, table.clone()),
+                TrainerState::Finished => {
+                    println!("run {run} is finished");
+                    return Ok(());
+                }
+                s @ (TrainerState::NotTrainer | TrainerState::WrongPeer { .. } | TrainerState::NotCandidate) => {
+                    if args.register && !registered {
+                        register(&client, &key, run, &peer_id, &addr, &args).await?;
+                        registered = true;
+                        continue;
+                    }
+                    instructions(s, &args, &peer_id, &addr).unwrap_or_default()
+                }
+                TrainerState::Unassigned => {
+                    "joined; waiting for an epoch boundary to assign a stage".to_string()
+                }
+                TrainerState::Waiting { stage, replica, why } => {
+                    format!("assigned stage {stage} replica {replica}; waiting: {why}")
+                }
+            };
+            if msg != last_msg {
+                println!("{msg}");
+                last_msg = msg;
+            }
+            let h = heads.next().await?;
+            tracing::debug!(block = h.number, "new head");
+        };
+        println!("assigned stage {stage} replica {replica} of run {run}; starting the pipeline");
+        match run_assigned(&args, &client, &key, &setup, &batcher, device, (stage, replica), table, steps, listen.clone(), p2p_key.clone()).await {
+            Ok(summary) => {
+                println!(
+                    "stage {stage} done: {} steps, resumed at {}, sent {} B, received {} B",
+                    steps, summary.resumed_at, summary.bytes_sent, summary.bytes_received
+                );
+                return Ok(());
+            }
+            Err(e) => {
+                let unassigned = matches!(e.downcast_ref::<TrainerError>(), Some(TrainerError::Stopped(_)));
+                failures += 1;
+                if unassigned || failures > 5 {
+                    return Err(e);
+                }
+                eprintln!("the pipeline stopped ({e:#}); waiting for the chain and restarting");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_assigned(
+    args: &TrainArgs,
+    client: &Arc<Client>,
+    key: &Keypair,
+    setup: &RunSetup,
+    batcher: &Batcher,
+    device: tch::Device,
+    (stage, replica): (u16, u16),
+    table: peer::PeerTable,
+    steps: u64,
+    listen: weft_p2p::Address,
+    p2p_key: weft_p2p::Keypair,
+) -> anyhow::Result<peer::Summary> {
+    let run = setup.run;
+    let spec = StageSpec::new(stage as usize, setup.stages())?;
+    let stage_model = weft_trainer::model::Stage::new(&setup.model, spec, device)?;
+    let data = (spec.is_first() || spec.is_last()).then(|| batcher.clone());
+    let worker = weft_trainer::pipeline::StageWorker::new(
+        stage_model,
+        setup.train.clone(),
+        data,
+        weft_trainer::pipeline::WorkerOptions { commit: true },
+    )?;
+    let access = Arc::new(RevealAccess::default());
+    let view = ChainView::new(NodeState { client, at: None });
+    let keys: Vec<([u8; 32], weft_bls::PublicKeyBytes)> =
+        view.auditor_keys(run, stage).await?.into_iter().map(|(a, k)| (a.0, k)).collect();
+    access.set_auditors(&keys);
+    let slot = SlotId { run, stage, replica };
+    let data_dir = args.data_dir.clone();
+    let local_next = weft_trainer::store::Journal::read(&data_dir)?.map_or(0, |j| j.last_committed + 1);
+    let gate: Gate = Arc::new((Mutex::new(GateState::default()), Condvar::new()));
+    let (next_tx, next_rx) = tokio::sync::watch::channel(local_next);
+
+    // The submitter: closes the gap between the store and the chain.
+    let submitter = {
+        let (client, key, gate, data_dir) = (client.clone(), key.clone(), gate.clone(), data_dir.clone());
+        let store = weft_trainer::store::TensorStore::open(&data_dir, args.retention.max(args.checkpoint_every))?;
+        let mut rx = next_rx;
+        tokio::spawn(async move {
+            let mut sub = match Submitter::new(&client, key, slot, &data_dir, store) {
+                Ok(s) => s,
+                Err(e) => {
+                    gate_update(&gate, |g| g.stop = Some(e.to_string()));
+                    return;
+                }
+            };
+            loop {
+                let target = *rx.borrow_and_update();
+                match sub.sync(target).await {
+                    Ok(SyncState::UpToDate) => {
+                        gate_update(&gate, |g| g.chain_next = g.chain_next.max(target));
+                        if rx.changed().await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(SyncState::Waiting(why)) => {
+                        tracing::info!(%why, "commitments wait");
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                    }
+                    Err(TrainerError::Stopped(why)) => {
+                        gate_update(&gate, |g| g.stop = Some(why));
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "commit submission failed; retrying");
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                    }
+                }
+            }
+        })
+    };
+
+    // The watcher: run status, our slot, the auditors, on every new head.
+    let watcher = {
+        let (client, gate, access, me) = (client.clone(), gate.clone(), access.clone(), key.account_id());
+        tokio::spawn(async move {
+            let mut heads = Heads::new(&client).await;
+            loop {
+                let Ok(h) = heads.next().await else {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                };
+                let view = ChainView::new(NodeState { client: &client, at: Some(h.hash()) });
+                let (Ok(info), Ok(holder)) = (view.run(run).await, view.slot(run, stage, replica).await) else {
+                    continue;
+                };
+                if holder != Some(me) {
+                    gate_update(&gate, |g| {
+                        g.stop = Some(format!(
+                            "this account no longer holds stage {stage} replica {replica} of run {run} \
+                             (slashed, removed or reassigned)"
+                        ))
+                    });
+                    return;
+                }
+                let paused = match info.status {
+                    chain::runs::RunStatus::Halted => Some("the run is halted by governance".to_string()),
+                    chain::runs::RunStatus::Finished => None,
+                    _ if info.paused => Some("the run is paused (a stage has no trainer)".to_string()),
+                    _ => None,
+                };
+                gate_update(&gate, |g| g.paused = paused);
+                if let Ok(keys) = view.auditor_keys(run, stage).await {
+                    let keys: Vec<_> = keys.into_iter().map(|(a, k)| (a.0, k)).collect();
+                    access.set_auditors(&keys);
+                }
+            }
+        })
+    };
+
+    let max_backlog = args.max_backlog.max(1);
+    let hook_gate = gate.clone();
+    let after_step: peer::AfterStep = Box::new(move |c: &StepCommitment| {
+        let _ = next_tx.send(c.step + 1);
+        let (lock, cv) = &*hook_gate;
+        let mut st = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut said = None;
+        loop {
+            if let Some(why) = &st.stop {
+                return Err(TrainerError::Stopped(why.clone()));
+            }
+            let why = match &st.paused {
+                Some(p) => Some(p.clone()),
+                None if c.step + 1 > st.chain_next + max_backlog => Some(format!(
+                    "{} steps trained ahead of the chain",
+                    c.step + 1 - st.chain_next
+                )),
+                None => None,
+            };
+            let Some(why) = why else { return Ok(()) };
+            if said.as_ref() != Some(&why) {
+                println!("paused after step {}: {why}", c.step);
+                said = Some(why);
+            }
+            st = cv
+                .wait_timeout(st, Duration::from_secs(1))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    });
+
+    let max_bytes = 256 * 1024 * 1024;
+    let cfg = peer::NodeConfig {
+        run: u64::from(run),
+        replica: u32::from(replica),
+        steps,
+        data_dir: data_dir.clone(),
+        checkpoint_every: args.checkpoint_every,
+        retention: args.retention.max(args.checkpoint_every),
+        peers: table,
+        auditors: access,
+        limits: weft_trainer::wire::Limits {
+            max_bytes,
+            ..Default::default()
+        },
+        peer_timeout: Duration::from_secs(args.peer_timeout),
+        retry: peer::RetryPolicy::default(),
+    };
+    let net_cfg = weft_p2p::Config {
+        listen: vec![listen],
+        max_message_bytes: max_bytes + 4096,
+        ..Default::default()
+    };
+    // A restarted pipeline may find the port still held for a moment.
+    let mut tries = 0;
+    let (net, inbound) = loop {
+        match weft_p2p::spawn(p2p_key.clone(), net_cfg.clone()).await {
+            Ok(x) => break x,
+            Err(e) if tries < 10 => {
+                tries += 1;
+                tracing::warn!(error = %e, "cannot listen yet; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    println!("listening on {:?}", net.listen_addrs());
+    let progress = Box::new(|p: &peer::StepProgress| {
+        let loss = p.loss.map_or("-".to_string(), |l| format!("{l:.4}"));
+        println!(
+            "stage {} step {} loss {loss} tok/s {:.0} sent {} recv {}",
+            p.stage, p.step, p.tokens_per_s, p.bytes_sent, p.bytes_received
+        );
+    });
+    let result = peer::run_stage_with(cfg, worker, net, inbound, progress, Some(after_step)).await;
+    // Let the last commitments land before leaving.
+    if result.is_ok() {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let (done, stop) = {
+                let st = gate.0.lock().unwrap_or_else(|e| e.into_inner());
+                (st.chain_next >= steps, st.stop.clone())
+            };
+            if done || stop.is_some() || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    watcher.abort();
+    submitter.abort();
+    Ok(result?)
+}
+
+/// Arguments of `audit`.
+#[derive(Debug, clap::Args)]
+pub struct AuditArgs {
+    /// The node's WebSocket RPC.
+    #[arg(long, default_value = "ws://127.0.0.1:9944")]
+    pub url: String,
+    /// The validator account's secret URI.
+    #[arg(long)]
+    pub key: String,
+    /// The validator's BLS secret seed, hex (as registered with `Staking::validate`).
+    #[arg(long, conflicts_with = "bls_dev")]
+    pub bls_seed: Option<String>,
+    /// A development BLS key name (`weft_bls::dev_keypair`, e.g. `alice`).
+    #[arg(long)]
+    pub bls_dev: Option<String>,
+    /// Training data (as the trainers of the run use it).
+    #[arg(long, default_value = "synthetic")]
+    pub data: String,
+    /// Working directory (the p2p key, nothing else yet).
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Only audits of this run.
+    #[arg(long)]
+    pub run: Option<u32>,
+    /// Device for recomputation: auto, cpu, cuda, cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Address to listen on.
+    #[arg(long, default_value = "/ip4/0.0.0.0/tcp/0")]
+    pub listen: String,
+    /// Tolerance TOML (`rel_l2`, `max_abs_rel`, `update_rel_l2`, `abs_floor`).
+    #[arg(long)]
+    pub tolerance: Option<PathBuf>,
+    /// Commitments before the newest to look at on start.
+    #[arg(long, default_value_t = 256)]
+    pub lookback: u64,
+}
+
+/// `weft-trainer audit`.
+pub async fn audit_main(args: AuditArgs) -> anyhow::Result<()> {
+    let key = Keypair::from_suri(&args.key).map_err(|e| anyhow::anyhow!("--key: {e}"))?;
+    let me = key.account_id();
+    let sk = match (&args.bls_seed, &args.bls_dev) {
+        (Some(h), _) => {
+            let b = hex::decode(h.trim().trim_start_matches("0x")).context("--bls-seed is not hex")?;
+            weft_bls::SecretKey::from_seed(&b).map_err(|e| anyhow::anyhow!("--bls-seed: {e}"))?
+        }
+        (None, Some(name)) => weft_bls::dev_keypair(name).map_err(|e| anyhow::anyhow!("{e}"))?.0,
+        (None, None) => bail!("give --bls-seed (or --bls-dev for a dev chain)"),
+    };
+    let tolerance: Tolerance = match &args.tolerance {
+        Some(p) => toml::from_str(&std::fs::read_to_string(p)?).with_context(|| format!("parsing {}", p.display()))?,
+        None => Tolerance::default(),
+    };
+    let device = args.device.parse::<DeviceSpec>()?.resolve()?;
+    std::fs::create_dir_all(&args.data_dir)?;
+    let client = Client::connect(&args.url).await?;
+    let view = ChainView::new(NodeState { client: &client, at: None });
+    match view.validator_key(&me).await? {
+        Some(k) if k == sk.public_key().to_bytes() => {}
+        Some(_) => bail!("the BLS key does not match the one {me} registered with Staking::validate"),
+        None => bail!("{me} is not a registered validator (Staking::validate)"),
+    }
+    let p2p_key = weft_p2p::keypair_from_seed(derive_p2p_seed("weft-auditor p2p identity v1", &args.key))?;
+    let (net, mut inbound) = weft_p2p::spawn(
+        p2p_key,
+        weft_p2p::Config {
+            listen: vec![args.listen.parse()?],
+            ..Default::default()
+        },
+    )
+    .await?;
+    // An auditor serves nothing.
+    tokio::spawn(async move { while inbound.recv().await.is_some() {} });
+    println!("auditor {me}, p2p peer {}; tolerance {tolerance:?}", net.local_peer_id());
+    let mut cursor = view.next_commitment_id().await?.saturating_sub(args.lookback);
+    let mut pending: BTreeSet<u64> = BTreeSet::new();
+    let mut setups: HashMap<u32, (RunSetup, Option<Batcher>)> = HashMap::new();
+    let mut heads = Heads::new(&client).await;
+    let (mut passed, mut failed) = (0u64, 0u64);
+    loop {
+        let h = heads.next().await?;
+        let view = ChainView::new(NodeState { client: &client, at: Some(h.hash()) });
+        let next = view.next_commitment_id().await?;
+        pending.extend(cursor..next);
+        cursor = next;
+        for id in pending.clone() {
+            let Some(c) = view.commitment(id).await? else {
+                pending.remove(&id);
+                continue;
+            };
+            if args.run.is_some_and(|r| r != c.run) {
+                pending.remove(&id);
+                continue;
+            }
+            match c.status {
+                chain::work::CommitStatus::Committed => continue,
+                chain::work::CommitStatus::Audited => {}
+                _ => {
+                    pending.remove(&id);
+                    continue;
+                }
+            }
+            pending.remove(&id);
+            let Some(a) = view.audit(id).await? else { continue };
+            if a.closed || !a.seats.iter().any(|s| s.account == me) || a.attestations.iter().any(|x| x.auditor == me) {
+                continue;
+            }
+            if let std::collections::hash_map::Entry::Vacant(e) = setups.entry(c.run) {
+                let s = view.run_setup(c.run).await?;
+                let b = open_batcher(&s, &args.data)?;
+                e.insert((s, Some(b)));
+            }
+            let Some((setup, batcher)) = setups.get(&c.run) else { continue };
+            let verdict = judge(&client, &net, &me, &sk, setup, batcher.clone(), &c, &a, &h, &tolerance, device).await;
+            let (v, reason, why) = match verdict {
+                Ok(v) => v,
+                Err(e) => {
+                    eprintln!("audit {id}: cannot judge ({e:#}); not attesting");
+                    continue;
+                }
+            };
+            let sig = sk
+                .sign(&chain::work::attestation_message(id, v))
+                .map_err(|e| anyhow::anyhow!("signing: {e}"))?
+                .to_bytes();
+            let call = RuntimeCall::Work(chain::work::Call::Attest {
+                audit: id,
+                verdict: v,
+                reason,
+                signature: sig,
+            });
+            match submit(&client, &key, call, &format!("audit {id} attested")).await {
+                Ok(()) => {
+                    if v == chain::work::Verdict::Pass {
+                        passed += 1;
+                    } else {
+                        failed += 1;
+                    }
+                    println!(
+                        "audit {id}: run {} stage {} replica {} step {} → {v:?}{} ({why}); passed {passed} failed {failed}",
+                        c.run,
+                        c.stage,
+                        c.replica,
+                        c.step,
+                        reason.map(|r| format!(" {r:?}")).unwrap_or_default()
+                    );
+                }
+                Err(e) => eprintln!("audit {id}: attestation failed: {e:#}"),
+            }
+        }
+    }
+}
+
+type Judgement = (chain::work::Verdict, Option<chain::work::FailReason>, String);
+
+#[allow(clippy::too_many_arguments)]
+async fn judge(
+    client: &Client,
+    net: &weft_p2p::Network,
+    me: &AccountId,
+    sk: &weft_bls::SecretKey,
+    setup: &RunSetup,
+    batcher: Option<Batcher>,
+    c: &chain::work::Commitment,
+    a: &chain::work::Audit,
+    head: &Header,
+    tol: &Tolerance,
+    device: tch::Device,
+) -> anyhow::Result<Judgement> {
+    use chain::work::{FailReason, Verdict};
+    let view = ChainView::new(NodeState { client, at: Some(head.hash()) });
+    let rec = view.trainer(&c.trainer).await?.context("the trainer has no trainer record")?;
+    let peer = chain::trainer_peer(&rec)?;
+    let spec = StageSpec::new(c.stage as usize, setup.stages())?;
+    let commitment = StepCommitment {
+        step: c.step,
+        weights_before: c.roots.weights_before,
+        inputs: c.roots.inputs,
+        outputs: c.roots.outputs,
+        output_grads: c.roots.output_grads,
+        input_grads: c.roots.input_grads,
+        weights_after: c.roots.weights_after,
+        loss_fixed: c.loss.map(|l| l as i64),
+        optimizer_before: c.roots.optimizer_before,
+        optimizer_after: c.roots.optimizer_after,
+    };
+    // The reveal deadline in wall time, from the recent block time.
+    let block_ms = match client.block_hash(head.number.saturating_sub(10)).await? {
+        Some(hh) => match client.header(hh).await? {
+            Some(old) if head.number > old.number => {
+                head.timestamp.saturating_sub(old.timestamp) / (head.number - old.number)
+            }
+            _ => 1000,
+        },
+        None => 1000,
+    }
+    .max(100);
+    let blocks_left = a.reveal_deadline.saturating_sub(head.number);
+    let deadline = Instant::now() + Duration::from_millis(blocks_left * block_ms);
+    let ids = (u64::from(c.run), u32::from(c.stage), u32::from(c.replica));
+    let mut hello_ok = false;
+    while !hello_ok && Instant::now() < deadline {
+        match audit::send_hello(net, &peer, (ids.0, ids.1), me.0, sk).await {
+            Ok(()) => hello_ok = true,
+            Err(e) => {
+                tracing::debug!(error = %e, "hello failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+    let revealed = audit::fetch_reveal(net, &peer, ids, spec, &commitment, deadline).await;
+    let reveal = match revealed {
+        Ok(r) => r,
+        Err(RevealFailure::Mismatch(why)) => return Ok((Verdict::Fail, Some(FailReason::Mismatch), why)),
+        Err(RevealFailure::Missing(why)) => {
+            // NoReveal is accepted only after the reveal deadline.
+            loop {
+                let best = client.best_header().await?;
+                if best.number > a.reveal_deadline {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(block_ms)).await;
+            }
+            return Ok((Verdict::Fail, Some(FailReason::NoReveal), why));
+        }
+    };
+    let data = batcher.filter(|_| spec.is_first() || spec.is_last());
+    let (model, train, tol) = (setup.model.clone(), setup.train.clone(), *tol);
+    let outcome = tokio::task::spawn_blocking(move || {
+        audit::recompute(
+            &AuditJob {
+                model: &model,
+                train: &train,
+                spec,
+                data,
+                commitment: &commitment,
+                tolerance: tol,
+                device,
+            },
+            &reveal,
+        )
+    })
+    .await??;
+    Ok(if outcome.pass {
+        (Verdict::Pass, None, format!("worst rel L2 {:.2e}", outcome.worst_rel_l2()))
+    } else {
+        (
+            Verdict::Fail,
+            Some(FailReason::Mismatch),
+            outcome.failure.unwrap_or_default(),
+        )
+    })
+}
+

@@ -45,6 +45,19 @@ if ! torch_ok; then
   "$WEFT_VENV/bin/pip" install -q torch==2.11.0
   torch_ok || { echo "PyTorch 2.11.0 did not install" >&2; exit 1; }
 fi
+# The demo corpus: Debian's fortunes as plain UTF-8 text files (the .dat indexes and .u8
+# links are left out).
+corpus="$WEFT_ROOT/data/fortunes"
+if [ ! -s "$WEFT_ROOT/data/fortunes.complete" ]; then
+  log "preparing the demo corpus in $corpus"
+  mkdir -p "$corpus"
+  for f in /usr/share/games/fortunes/*; do
+    case "$f" in *.dat|*.u8) continue ;; esac
+    [ -f "$f" ] && iconv -f utf-8 -t utf-8 -c "$f" > "$corpus/$(basename "$f").txt"
+  done
+  ls "$corpus" | wc -l > "$WEFT_ROOT/data/fortunes.complete"
+fi
+
 # Re-read the environment now that torch's lib/ exists.
 source "$here/env.sh"
 

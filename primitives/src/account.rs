@@ -1,9 +1,7 @@
 //! Account identifiers: sr25519 public keys, shown and parsed as SS58 (generic prefix 42).
 
 use parity_scale_codec::{Decode, Encode, MaxEncodedLen};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sp_core::crypto::{Ss58AddressFormat, Ss58Codec};
-use std::fmt;
 use std::str::FromStr;
 
 /// The SS58 address prefix of Weft addresses (42, the generic Substrate prefix).
@@ -50,30 +48,7 @@ impl FromStr for AccountId {
     }
 }
 
-impl fmt::Display for AccountId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_ss58())
-    }
-}
-
-impl fmt::Debug for AccountId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_ss58())
-    }
-}
-
-impl Serialize for AccountId {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_ss58())
-    }
-}
-
-impl<'de> Deserialize<'de> for AccountId {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
+crate::string_encoded!(AccountId, to_ss58);
 
 #[cfg(test)]
 mod tests {

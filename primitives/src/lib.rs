@@ -13,6 +13,38 @@
 //!   overlay over it, and typed storage items.
 //! * [`units`]: token amounts in plancks and their decimal form.
 
+/// Implements `Display`, `Debug`, `Serialize` and `Deserialize` for a type through its string
+/// form (`$to_string` one way, `FromStr` the other), so JSON and logs show the same text.
+#[macro_export]
+macro_rules! string_encoded {
+    ($ty:ty, $to_string:ident) => {
+        impl ::std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(&self.$to_string())
+            }
+        }
+
+        impl ::std::fmt::Debug for $ty {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(&self.$to_string())
+            }
+        }
+
+        impl ::serde::Serialize for $ty {
+            fn serialize<S: ::serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.$to_string())
+            }
+        }
+
+        impl<'de> ::serde::Deserialize<'de> for $ty {
+            fn deserialize<D: ::serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <String as ::serde::Deserialize>::deserialize(d)?;
+                s.parse().map_err(::serde::de::Error::custom)
+            }
+        }
+    };
+}
+
 pub mod account;
 pub mod crypto;
 pub mod extrinsic;

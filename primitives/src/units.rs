@@ -9,6 +9,32 @@ pub const TOKEN_SYMBOL: &str = "WEFT";
 /// Plancks in one WEFT.
 pub const UNIT: Balance = 1_000_000_000_000;
 
+/// Serde helper for balances as JSON decimal strings: they exceed the 2^53 that JSON numbers
+/// carry exactly. Reads a string or a small JSON number. Use with
+/// `#[serde(with = "weft_primitives::units::balance_string")]`.
+pub mod balance_string {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes the balance as a decimal string.
+    pub fn serialize<S: Serializer>(v: &u128, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&v.to_string())
+    }
+
+    /// Reads a decimal string (or a small JSON number).
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            S(String),
+            N(u64),
+        }
+        match Either::deserialize(d)? {
+            Either::S(s) => s.parse().map_err(serde::de::Error::custom),
+            Either::N(n) => Ok(u128::from(n)),
+        }
+    }
+}
+
 /// Why an amount string could not be read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AmountError {

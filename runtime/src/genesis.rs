@@ -74,28 +74,7 @@ pub struct GenesisBalance {
 }
 
 /// Balances are JSON strings: they exceed the 2^53 that JSON numbers carry exactly.
-pub mod balance_string {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    /// Writes the balance as a decimal string.
-    pub fn serialize<S: Serializer>(v: &u128, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&v.to_string())
-    }
-
-    /// Reads a decimal string (or a small JSON number).
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Either {
-            S(String),
-            N(u64),
-        }
-        match Either::deserialize(d)? {
-            Either::S(s) => s.parse().map_err(serde::de::Error::custom),
-            Either::N(n) => Ok(n as u128),
-        }
-    }
-}
+pub use weft_primitives::units::balance_string;
 
 /// The genesis validator set.
 pub const VALIDATORS: StorageValue<Vec<GenesisValidator>> =

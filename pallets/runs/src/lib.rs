@@ -78,28 +78,7 @@ impl Default for Config {
 }
 
 /// Balances as JSON strings.
-pub mod balance_string {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    /// Writes a decimal string.
-    pub fn serialize<S: Serializer>(v: &u128, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&v.to_string())
-    }
-
-    /// Reads a decimal string or a small number.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Either {
-            S(String),
-            N(u64),
-        }
-        match Either::deserialize(d)? {
-            Either::S(s) => s.parse().map_err(serde::de::Error::custom),
-            Either::N(n) => Ok(n as u128),
-        }
-    }
-}
+pub use weft_primitives::units::balance_string;
 
 /// How far an auditor's recomputation may differ from the committed tensors (interpreted by
 /// the auditor off chain).

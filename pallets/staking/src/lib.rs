@@ -136,28 +136,7 @@ impl Default for Config {
 }
 
 /// Balances as JSON strings (they exceed 2^53).
-pub mod balance_string {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    /// Writes a decimal string.
-    pub fn serialize<S: Serializer>(v: &u128, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&v.to_string())
-    }
-
-    /// Reads a decimal string or a small number.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Either {
-            S(String),
-            N(u64),
-        }
-        match Either::deserialize(d)? {
-            Either::S(s) => s.parse().map_err(serde::de::Error::custom),
-            Either::N(n) => Ok(n as u128),
-        }
-    }
-}
+pub use weft_primitives::units::balance_string;
 
 /// Funds on their way out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]

@@ -105,7 +105,13 @@ pub struct TensorCheck {
 }
 
 /// Compares `got` with the reference `reference` under `tol` (plain L2 and element bounds).
-pub fn compare(item: RevealItem, name: &str, got: &[f32], reference: &[f32], tol: &Tolerance) -> TensorCheck {
+pub fn compare(
+    item: RevealItem,
+    name: &str,
+    got: &[f32],
+    reference: &[f32],
+    tol: &Tolerance,
+) -> TensorCheck {
     let fail = |why: &str| TensorCheck {
         item,
         name: format!("{name} ({why})"),
@@ -131,11 +137,18 @@ pub fn compare(item: RevealItem, name: &str, got: &[f32], reference: &[f32], tol
     }
     let (dn, rn) = (d2.sqrt(), r2.sqrt());
     let floor = tol.abs_floor * (got.len() as f64).sqrt();
-    let pass = dn <= tol.rel_l2 * rn + floor && max_abs <= tol.max_abs_rel * ref_max + tol.abs_floor;
+    let pass =
+        dn <= tol.rel_l2 * rn + floor && max_abs <= tol.max_abs_rel * ref_max + tol.abs_floor;
     TensorCheck {
         item,
         name: name.to_string(),
-        rel_l2: if rn > 0.0 { dn / rn } else if dn > 0.0 { f64::INFINITY } else { 0.0 },
+        rel_l2: if rn > 0.0 {
+            dn / rn
+        } else if dn > 0.0 {
+            f64::INFINITY
+        } else {
+            0.0
+        },
         max_abs,
         ref_max,
         pass,
@@ -225,7 +238,9 @@ fn split(bytes: &[u8], shapes: &[Vec<i64>], device: tch::Device) -> Result<Optio
     let mut off = 0usize;
     for s in shapes {
         let n = s.iter().product::<i64>() as usize * 4;
-        out.push(Tensor::f_from_data_size(&bytes[off..off + n], s, Kind::Float)?.f_to_device(device)?);
+        out.push(
+            Tensor::f_from_data_size(&bytes[off..off + n], s, Kind::Float)?.f_to_device(device)?,
+        );
         off += n;
     }
     Ok(Some(out))
@@ -281,13 +296,27 @@ pub fn recompute(job: &AuditJob<'_>, reveal: &Revealed) -> Result<AuditOutcome> 
     let names: Vec<(String, Vec<i64>)> = param_shapes(model, spec);
     let shapes: Vec<Vec<i64>> = names.iter().map(|(_, s)| s.clone()).collect();
     let Some(before) = split(reveal.get(RevealItem::WeightsBefore)?, &shapes, device)? else {
-        return Ok(AuditOutcome::fail("weights_before has the wrong size".into()));
+        return Ok(AuditOutcome::fail(
+            "weights_before has the wrong size".into(),
+        ));
     };
     let moment_shapes: Vec<Vec<i64>> = shapes.iter().flat_map(|s| [s.clone(), s.clone()]).collect();
-    let Some(mom) = split(reveal.get(RevealItem::OptimizerBefore)?, &moment_shapes, device)? else {
-        return Ok(AuditOutcome::fail("optimizer_before has the wrong size".into()));
+    let Some(mom) = split(
+        reveal.get(RevealItem::OptimizerBefore)?,
+        &moment_shapes,
+        device,
+    )?
+    else {
+        return Ok(AuditOutcome::fail(
+            "optimizer_before has the wrong size".into(),
+        ));
     };
-    let mut worker = StageWorker::new(stage, train.clone(), job.data.clone(), WorkerOptions { commit: true })?;
+    let mut worker = StageWorker::new(
+        stage,
+        train.clone(),
+        job.data.clone(),
+        WorkerOptions { commit: true },
+    )?;
     let weights: Vec<(String, Tensor)> = names
         .iter()
         .map(|(n, _)| n.clone())
@@ -297,7 +326,11 @@ pub fn recompute(job: &AuditJob<'_>, reveal: &Revealed) -> Result<AuditOutcome> 
     let mut moments = Vec::new();
     for (n, _) in &names {
         match (mom_it.next(), mom_it.next()) {
-            (Some(m), Some(v)) => moments.push(Moments { name: n.clone(), m, v }),
+            (Some(m), Some(v)) => moments.push(Moments {
+                name: n.clone(),
+                m,
+                v,
+            }),
             _ => return Ok(AuditOutcome::fail("optimizer_before is short".into())),
         }
     }
@@ -332,7 +365,11 @@ pub fn recompute(job: &AuditJob<'_>, reveal: &Revealed) -> Result<AuditOutcome> 
     } else {
         match split(reveal.get(RevealItem::OutputGrads)?, &per_micro, device)? {
             Some(t) => Some(t),
-            None => return Ok(AuditOutcome::fail("output gradients have the wrong size".into())),
+            None => {
+                return Ok(AuditOutcome::fail(
+                    "output gradients have the wrong size".into(),
+                ))
+            }
         }
     };
 
@@ -368,18 +405,32 @@ pub fn recompute(job: &AuditJob<'_>, reveal: &Revealed) -> Result<AuditOutcome> 
     }
     let mut off = 0;
     for (mu, r) in outputs.iter().enumerate() {
-        checks.push(compare(RevealItem::Outputs, &format!("micro {mu}"), &got_out[off..off + r.len()], r, tol));
+        checks.push(compare(
+            RevealItem::Outputs,
+            &format!("micro {mu}"),
+            &got_out[off..off + r.len()],
+            r,
+            tol,
+        ));
         off += r.len();
     }
     if !spec.is_first() {
         let got = f32s(reveal.get(RevealItem::InputGrads)?);
         let len: usize = in_grads.iter().map(Vec::len).sum();
         if got.len() != len {
-            return Ok(AuditOutcome::fail("input gradients have the wrong size".into()));
+            return Ok(AuditOutcome::fail(
+                "input gradients have the wrong size".into(),
+            ));
         }
         let mut off = 0;
         for (i, r) in in_grads.iter().enumerate() {
-            checks.push(compare(RevealItem::InputGrads, &format!("micro {}", m - 1 - i), &got[off..off + r.len()], r, tol));
+            checks.push(compare(
+                RevealItem::InputGrads,
+                &format!("micro {}", m - 1 - i),
+                &got[off..off + r.len()],
+                r,
+                tol,
+            ));
             off += r.len();
         }
     }
@@ -387,9 +438,14 @@ pub fn recompute(job: &AuditJob<'_>, reveal: &Revealed) -> Result<AuditOutcome> 
     let before_all = f32s(reveal.get(RevealItem::WeightsBefore)?);
     let mut off = 0;
     let params = worker.stage().params();
-    let total: usize = shapes.iter().map(|s| s.iter().product::<i64>() as usize).sum();
+    let total: usize = shapes
+        .iter()
+        .map(|s| s.iter().product::<i64>() as usize)
+        .sum();
     if after_got.len() != total {
-        return Ok(AuditOutcome::fail("weights_after has the wrong size".into()));
+        return Ok(AuditOutcome::fail(
+            "weights_after has the wrong size".into(),
+        ));
     }
     for (name, p) in params {
         let r = tensor_f32s(p)?;
@@ -412,26 +468,39 @@ pub fn recompute(job: &AuditJob<'_>, reveal: &Revealed) -> Result<AuditOutcome> 
     }
     let opt_got = f32s(reveal.get(RevealItem::OptimizerAfter)?);
     if opt_got.len() != 2 * total {
-        return Ok(AuditOutcome::fail("optimizer_after has the wrong size".into()));
+        return Ok(AuditOutcome::fail(
+            "optimizer_after has the wrong size".into(),
+        ));
     }
     let mut off = 0;
     for s in worker.optimizer().moments() {
         for (tag, t) in [("m", &s.m), ("v", &s.v)] {
             let r = tensor_f32s(t)?;
-            checks.push(compare(RevealItem::OptimizerAfter, &format!("{tag}:{}", s.name), &opt_got[off..off + r.len()], &r, tol));
+            checks.push(compare(
+                RevealItem::OptimizerAfter,
+                &format!("{tag}:{}", s.name),
+                &opt_got[off..off + r.len()],
+                &r,
+                tol,
+            ));
             off += r.len();
         }
     }
-    let mut failure = checks
-        .iter()
-        .find(|c| !c.pass)
-        .map(|c| format!("{:?} {} off: rel L2 {:.3e}, max abs {:.3e} (max |ref| {:.3e})", c.item, c.name, c.rel_l2, c.max_abs, c.ref_max));
+    let mut failure = checks.iter().find(|c| !c.pass).map(|c| {
+        format!(
+            "{:?} {} off: rel L2 {:.3e}, max abs {:.3e} (max |ref| {:.3e})",
+            c.item, c.name, c.rel_l2, c.max_abs, c.ref_max
+        )
+    });
     if failure.is_none() && spec.is_last() {
         let mean = report.loss.unwrap_or(f64::NAN);
         let committed = c.loss_fixed.map(|l| l as f64 / 1e6);
-        let ok = committed.is_some_and(|l| (l - mean).abs() <= tol.max_abs_rel * mean.abs().max(1.0) + 1e-6);
+        let ok = committed
+            .is_some_and(|l| (l - mean).abs() <= tol.max_abs_rel * mean.abs().max(1.0) + 1e-6);
         if !ok {
-            failure = Some(format!("committed loss {committed:?} but the recomputed loss is {mean:.6}"));
+            failure = Some(format!(
+                "committed loss {committed:?} but the recomputed loss is {mean:.6}"
+            ));
         }
     }
     Ok(AuditOutcome {
@@ -478,7 +547,9 @@ pub async fn send_hello(
         .map_err(|e| Error::Network(format!("hello to {}: {e}", peer.peer_id)))?;
     match decode_response(&resp) {
         Ok(Response::Ack) => Ok(()),
-        Ok(other) => Err(Error::Network(format!("the trainer refused the hello: {other:?}"))),
+        Ok(other) => Err(Error::Network(format!(
+            "the trainer refused the hello: {other:?}"
+        ))),
         Err(e) => Err(Error::Network(format!("bad hello response: {e}"))),
     }
 }
@@ -519,7 +590,9 @@ pub async fn fetch_reveal(
                 item,
                 chunk: index,
             });
-            let answer = net.request(peer.peer_id, peer.addrs.clone(), req.encode()).await;
+            let answer = net
+                .request(peer.peer_id, peer.addrs.clone(), req.encode())
+                .await;
             match answer.map(|b| decode_response(&b)) {
                 Ok(Ok(Response::RevealChunk {
                     data,
@@ -545,9 +618,13 @@ pub async fn fetch_reveal(
                     tracing::debug!(?item, index, ?other, "reveal refused; will retry");
                 }
                 Ok(Err(e)) => {
-                    return Err(RevealFailure::Mismatch(format!("undecodable reveal response: {e}")));
+                    return Err(RevealFailure::Mismatch(format!(
+                        "undecodable reveal response: {e}"
+                    )));
                 }
-                Err(e) => tracing::debug!(?item, index, error = %e, "reveal request failed; will retry"),
+                Err(e) => {
+                    tracing::debug!(?item, index, error = %e, "reveal request failed; will retry")
+                }
             }
             tokio::time::sleep(delay.min(deadline.saturating_duration_since(Instant::now()))).await;
             delay = (delay * 2).min(Duration::from_secs(5));

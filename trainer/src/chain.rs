@@ -39,10 +39,11 @@
 //! # Peers
 //!
 //! A trainer's p2p identity is its staking trainer record (`Staking::train`): `peer_id` is
-//! the binary libp2p peer id (`PeerId::to_bytes`) and each address a binary multiaddr
-//! (`Multiaddr::to_vec`); the UTF-8 text forms (`12D3KooW…`, `/ip4/…/tcp/…`) are accepted
-//! too. Replica `r` of every stage forms pipeline `r`: the [`PeerTable`] of a trainer of
-//! replica `r` lists, for each stage, the trainer of `(stage, r)`.
+//! the binary libp2p peer id (`PeerId::to_bytes`, what `weft` stores for a base58 peer id)
+//! and each address a multiaddr as UTF-8 text (`/ip4/1.2.3.4/tcp/30555`, as `weft` stores
+//! it and `weft-trainer train --register` submits it); binary multiaddrs and a text peer id
+//! are accepted too. Replica `r` of every stage forms pipeline `r`: the [`PeerTable`] of a
+//! trainer of replica `r` lists, for each stage, the trainer of `(stage, r)`.
 //!
 //! Validators declare no peer id. An auditor proves, per connection, that a libp2p peer
 //! speaks for a validator account: it sends [`crate::wire::Request::AuditorHello`] with a
@@ -166,8 +167,11 @@ pub fn parse_run(run: RunId, info: &RunInfo) -> Result<RunSetup> {
     model
         .validate_stages(info.stages as usize)
         .map_err(|e| bad(format!("{e}")))?;
-    let train: TrainConfig = serde_json::from_slice(&info.hyper_params)
-        .map_err(|e| bad(format!("the hyper-parameters are not a valid training config: {e}")))?;
+    let train: TrainConfig = serde_json::from_slice(&info.hyper_params).map_err(|e| {
+        bad(format!(
+            "the hyper-parameters are not a valid training config: {e}"
+        ))
+    })?;
     train.validate().map_err(|e| bad(format!("{e}")))?;
     if info.max_steps > 0 && train.total_steps > info.max_steps {
         return Err(bad(format!(
@@ -270,7 +274,11 @@ impl<S: StateSource> ChainView<S> {
         self.decode(m.key(k), what).await
     }
 
-    async fn value<V: Encode + Decode>(&self, v: &StorageValue<V>, what: &str) -> Result<Option<V>> {
+    async fn value<V: Encode + Decode>(
+        &self,
+        v: &StorageValue<V>,
+        what: &str,
+    ) -> Result<Option<V>> {
         self.decode(v.key(), what).await
     }
 
@@ -287,7 +295,11 @@ impl<S: StateSource> ChainView<S> {
     }
 
     /// The slots `who` holds in `run`.
-    pub async fn slots_of(&self, run: RunId, who: &AccountId) -> Result<Vec<(StageIndex, Replica)>> {
+    pub async fn slots_of(
+        &self,
+        run: RunId,
+        who: &AccountId,
+    ) -> Result<Vec<(StageIndex, Replica)>> {
         Ok(self
             .map(&stages::HELD, &(run, *who), "Stages::Held")
             .await?
@@ -295,7 +307,12 @@ impl<S: StateSource> ChainView<S> {
     }
 
     /// The trainer of a slot.
-    pub async fn slot(&self, run: RunId, stage: StageIndex, replica: Replica) -> Result<Option<AccountId>> {
+    pub async fn slot(
+        &self,
+        run: RunId,
+        stage: StageIndex,
+        replica: Replica,
+    ) -> Result<Option<AccountId>> {
         self.map(&stages::SLOT, &(run, stage, replica), "Stages::Slot")
             .await
     }
@@ -379,7 +396,10 @@ impl<S: StateSource> ChainView<S> {
 
     /// The next commitment id (= number of commitments ever made).
     pub async fn next_commitment_id(&self) -> Result<CommitmentId> {
-        Ok(self.value(&work::NEXT_ID, "Work::NextId").await?.unwrap_or(0))
+        Ok(self
+            .value(&work::NEXT_ID, "Work::NextId")
+            .await?
+            .unwrap_or(0))
     }
 
     /// A commitment.
@@ -403,7 +423,9 @@ impl<S: StateSource> ChainView<S> {
         let mut out = Vec::new();
         for s in 0..stages {
             let Some(who) = self.slot(run, s, replica).await? else {
-                return Ok(Err(format!("stage {s} replica {replica} has no trainer yet")));
+                return Ok(Err(format!(
+                    "stage {s} replica {replica} has no trainer yet"
+                )));
             };
             let Some(info) = self.trainer(&who).await? else {
                 return Ok(Err(format!(
@@ -420,7 +442,12 @@ impl<S: StateSource> ChainView<S> {
 
     /// Where `who`, running as libp2p peer `me`, stands in `run`. With several slots in the
     /// run, the first (lowest stage) is taken.
-    pub async fn trainer_state(&self, run: RunId, who: &AccountId, me: &PeerId) -> Result<TrainerState> {
+    pub async fn trainer_state(
+        &self,
+        run: RunId,
+        who: &AccountId,
+        me: &PeerId,
+    ) -> Result<TrainerState> {
         let info = self.run(run).await?;
         if info.status == RunStatus::Finished {
             return Ok(TrainerState::Finished);
@@ -455,10 +482,14 @@ impl<S: StateSource> ChainView<S> {
             why,
         };
         match info.status {
-            RunStatus::Pending => return Ok(waiting("the run is pending (stages unfilled)".into())),
+            RunStatus::Pending => {
+                return Ok(waiting("the run is pending (stages unfilled)".into()))
+            }
             RunStatus::Halted => return Ok(waiting("the run is halted by governance".into())),
             RunStatus::Training if info.paused => {
-                return Ok(waiting("the run is paused: some stage has no trainer".into()))
+                return Ok(waiting(
+                    "the run is paused: some stage has no trainer".into(),
+                ))
             }
             _ => {}
         }
@@ -485,7 +516,10 @@ mod tests {
 
     #[test]
     fn hello_message_is_domain_separated() {
-        let p = weft_p2p::keypair_from_seed([1; 32]).unwrap().public().to_peer_id();
+        let p = weft_p2p::keypair_from_seed([1; 32])
+            .unwrap()
+            .public()
+            .to_peer_id();
         let m = auditor_hello_message(3, 1, &p);
         assert!(m.starts_with(b"weft/reveal-auth/v1\0"));
         assert_ne!(

@@ -35,7 +35,11 @@ struct Heads<'a> {
 impl<'a> Heads<'a> {
     async fn new(client: &'a Client) -> Self {
         let sub = client.rpc().subscribe_new_heads().await.ok();
-        Heads { client, sub, last: 0 }
+        Heads {
+            client,
+            sub,
+            last: 0,
+        }
     }
 
     async fn next(&mut self) -> anyhow::Result<Header> {
@@ -168,11 +172,12 @@ pub fn apply_train_file(args: &mut TrainArgs, matches: &clap::ArgMatches) -> any
     let Some(path) = args.config.clone() else {
         return Ok(());
     };
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let f: TrainFile = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-    let from_cli = |id: &str| {
-        matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
-    };
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let f: TrainFile =
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let from_cli =
+        |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
     macro_rules! take {
         ($field:ident, $id:literal) => {
             if let Some(v) = f.$field {
@@ -212,7 +217,12 @@ fn open_batcher(setup: &RunSetup, data: &str) -> anyhow::Result<Batcher> {
     )?)
 }
 
-async fn submit(client: &Client, key: &Keypair, call: RuntimeCall, what: &str) -> anyhow::Result<()> {
+async fn submit(
+    client: &Client,
+    key: &Keypair,
+    call: RuntimeCall,
+    what: &str,
+) -> anyhow::Result<()> {
     let opts = SubmitOptions {
         wait: WaitFor::InBlock,
         ..SubmitOptions::default()
@@ -246,14 +256,23 @@ async fn register(
         };
         submit(client, key, RuntimeCall::Staking(call), "bonded").await?;
     }
-    let declared = view.trainer(&me).await?.and_then(|t| chain::trainer_peer(&t).ok());
+    let declared = view
+        .trainer(&me)
+        .await?
+        .and_then(|t| chain::trainer_peer(&t).ok());
     if declared.as_ref().map(|p| p.peer_id) != Some(*peer_id) {
         let call = weft_runtime::staking::Call::Train {
             peer_id: peer_id.to_bytes(),
             addrs: vec![addr.as_bytes().to_vec()],
             capacity: args.capacity,
         };
-        submit(client, key, RuntimeCall::Staking(call), "declared as trainer").await?;
+        submit(
+            client,
+            key,
+            RuntimeCall::Staking(call),
+            "declared as trainer",
+        )
+        .await?;
     }
     if !view.is_candidate(run, &me).await? && view.slots_of(run, &me).await?.is_empty() {
         let call = weft_runtime::stages::Call::JoinRun { run };
@@ -262,7 +281,12 @@ async fn register(
     Ok(())
 }
 
-fn instructions(state: &TrainerState, args: &TrainArgs, peer_id: &weft_p2p::PeerId, addr: &str) -> Option<String> {
+fn instructions(
+    state: &TrainerState,
+    args: &TrainArgs,
+    peer_id: &weft_p2p::PeerId,
+    addr: &str,
+) -> Option<String> {
     let train = format!(
         "weft stake train --key <KEY> --peer-id {peer_id} --addr {addr} --capacity {}",
         args.capacity
@@ -297,28 +321,43 @@ pub async fn train(args: TrainArgs) -> anyhow::Result<()> {
     };
     let p2p_key = weft_p2p::keypair_from_seed(seed)?;
     let peer_id = p2p_key.public().to_peer_id();
-    let listen: weft_p2p::Address = args.listen.parse().with_context(|| format!("bad --listen {}", args.listen))?;
+    println!("account {me}");
+    println!("p2p peer id {peer_id}");
+    let listen: weft_p2p::Address = args
+        .listen
+        .parse()
+        .with_context(|| format!("bad --listen {}", args.listen))?;
     let addr = match &args.external_addr {
         Some(a) => a.clone(),
-        None if args.listen.contains("/0.0.0.0/") || args.listen.ends_with("/tcp/0") => bail!(
-            "--listen {} is not dialable by others: give --external-addr /ip4/<public ip>/tcp/<port>",
+        None if args.listen.ends_with("/tcp/0") => bail!(
+            "--listen {} has no fixed port: give a port, or --external-addr",
             args.listen
         ),
+        None if args.listen.contains("/0.0.0.0/") => {
+            let a = args.listen.replace("/0.0.0.0/", "/127.0.0.1/");
+            eprintln!(
+                "warning: no --external-addr; declaring {a}, reachable from this machine only"
+            );
+            a
+        }
         None => args.listen.clone(),
     };
-    println!("account {me}");
-    println!("p2p peer id {peer_id} (declared address {addr})");
-    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
+    println!("declared address {addr}");
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
     if args.threads > 0 {
         tch::set_num_threads(args.threads);
     }
     let device = args.device.parse::<DeviceSpec>()?.resolve()?;
     let client = Arc::new(Client::connect(&args.url).await?);
     let run = args.run;
-    let setup = ChainView::new(NodeState { client: &client, at: None })
-        .run_setup(run)
-        .await
-        .context("reading the run from the chain")?;
+    let setup = ChainView::new(NodeState {
+        client: &client,
+        at: None,
+    })
+    .run_setup(run)
+    .await
+    .context("reading the run from the chain")?;
     let batcher = open_batcher(&setup, &args.data)?;
     println!(
         "run {run}: {} stages × {} replicas, d_model {} layers {} seq {}, seed {:#x}; data {}",
@@ -342,15 +381,24 @@ pub async fn train(args: TrainArgs) -> anyhow::Result<()> {
         let mut heads = Heads::new(&client).await;
         let mut last_msg = String::new();
         let (stage, replica, table) = loop {
-            let view = ChainView::new(NodeState { client: &client, at: None });
+            let view = ChainView::new(NodeState {
+                client: &client,
+                at: None,
+            });
             let state = view.trainer_state(run, &me, &peer_id).await?;
             let msg = match &state {
-                TrainerState::Ready { stage, replica, table } => break (*stage, *replica, table.clone()),
+                TrainerState::Ready {
+                    stage,
+                    replica,
+                    table,
+                } => break (*stage, *replica, table.clone()),
                 TrainerState::Finished => {
                     println!("run {run} is finished");
                     return Ok(());
                 }
-                s @ (TrainerState::NotTrainer | TrainerState::WrongPeer { .. } | TrainerState::NotCandidate) => {
+                s @ (TrainerState::NotTrainer
+                | TrainerState::WrongPeer { .. }
+                | TrainerState::NotCandidate) => {
                     if args.register && !registered {
                         register(&client, &key, run, &peer_id, &addr, &args).await?;
                         registered = true;
@@ -361,7 +409,11 @@ pub async fn train(args: TrainArgs) -> anyhow::Result<()> {
                 TrainerState::Unassigned => {
                     "joined; waiting for an epoch boundary to assign a stage".to_string()
                 }
-                TrainerState::Waiting { stage, replica, why } => {
+                TrainerState::Waiting {
+                    stage,
+                    replica,
+                    why,
+                } => {
                     format!("assigned stage {stage} replica {replica}; waiting: {why}")
                 }
             };
@@ -373,7 +425,21 @@ pub async fn train(args: TrainArgs) -> anyhow::Result<()> {
             tracing::debug!(block = h.number, "new head");
         };
         println!("assigned stage {stage} replica {replica} of run {run}; starting the pipeline");
-        match run_assigned(&args, &client, &key, &setup, &batcher, device, (stage, replica), table, steps, listen.clone(), p2p_key.clone()).await {
+        match run_assigned(
+            &args,
+            &client,
+            &key,
+            &setup,
+            &batcher,
+            device,
+            (stage, replica),
+            table,
+            steps,
+            listen.clone(),
+            p2p_key.clone(),
+        )
+        .await
+        {
             Ok(summary) => {
                 println!(
                     "stage {stage} done: {} steps, resumed at {}, sent {} B, received {} B",
@@ -382,7 +448,10 @@ pub async fn train(args: TrainArgs) -> anyhow::Result<()> {
                 return Ok(());
             }
             Err(e) => {
-                let unassigned = matches!(e.downcast_ref::<TrainerError>(), Some(TrainerError::Stopped(_)));
+                let unassigned = matches!(
+                    e.downcast_ref::<TrainerError>(),
+                    Some(TrainerError::Stopped(_))
+                );
                 failures += 1;
                 if unassigned || failures > 5 {
                     return Err(e);
@@ -420,19 +489,32 @@ async fn run_assigned(
     )?;
     let access = Arc::new(RevealAccess::default());
     let view = ChainView::new(NodeState { client, at: None });
-    let keys: Vec<([u8; 32], weft_bls::PublicKeyBytes)> =
-        view.auditor_keys(run, stage).await?.into_iter().map(|(a, k)| (a.0, k)).collect();
+    let keys: Vec<([u8; 32], weft_bls::PublicKeyBytes)> = view
+        .auditor_keys(run, stage)
+        .await?
+        .into_iter()
+        .map(|(a, k)| (a.0, k))
+        .collect();
     access.set_auditors(&keys);
-    let slot = SlotId { run, stage, replica };
+    let slot = SlotId {
+        run,
+        stage,
+        replica,
+    };
     let data_dir = args.data_dir.clone();
-    let local_next = weft_trainer::store::Journal::read(&data_dir)?.map_or(0, |j| j.last_committed + 1);
+    let local_next =
+        weft_trainer::store::Journal::read(&data_dir)?.map_or(0, |j| j.last_committed + 1);
     let gate: Gate = Arc::new((Mutex::new(GateState::default()), Condvar::new()));
     let (next_tx, next_rx) = tokio::sync::watch::channel(local_next);
 
     // The submitter: closes the gap between the store and the chain.
     let submitter = {
-        let (client, key, gate, data_dir) = (client.clone(), key.clone(), gate.clone(), data_dir.clone());
-        let store = weft_trainer::store::TensorStore::open(&data_dir, args.retention.max(args.checkpoint_every))?;
+        let (client, key, gate, data_dir) =
+            (client.clone(), key.clone(), gate.clone(), data_dir.clone());
+        let store = weft_trainer::store::TensorStore::open(
+            &data_dir,
+            args.retention.max(args.checkpoint_every),
+        )?;
         let mut rx = next_rx;
         tokio::spawn(async move {
             let mut sub = match Submitter::new(&client, key, slot, &data_dir, store) {
@@ -470,7 +552,12 @@ async fn run_assigned(
 
     // The watcher: run status, our slot, the auditors, on every new head.
     let watcher = {
-        let (client, gate, access, me) = (client.clone(), gate.clone(), access.clone(), key.account_id());
+        let (client, gate, access, me) = (
+            client.clone(),
+            gate.clone(),
+            access.clone(),
+            key.account_id(),
+        );
         tokio::spawn(async move {
             let mut heads = Heads::new(&client).await;
             loop {
@@ -478,8 +565,13 @@ async fn run_assigned(
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
                 };
-                let view = ChainView::new(NodeState { client: &client, at: Some(h.hash()) });
-                let (Ok(info), Ok(holder)) = (view.run(run).await, view.slot(run, stage, replica).await) else {
+                let view = ChainView::new(NodeState {
+                    client: &client,
+                    at: Some(h.hash()),
+                });
+                let (Ok(info), Ok(holder)) =
+                    (view.run(run).await, view.slot(run, stage, replica).await)
+                else {
                     continue;
                 };
                 if holder != Some(me) {
@@ -492,9 +584,13 @@ async fn run_assigned(
                     return;
                 }
                 let paused = match info.status {
-                    chain::runs::RunStatus::Halted => Some("the run is halted by governance".to_string()),
+                    chain::runs::RunStatus::Halted => {
+                        Some("the run is halted by governance".to_string())
+                    }
                     chain::runs::RunStatus::Finished => None,
-                    _ if info.paused => Some("the run is paused (a stage has no trainer)".to_string()),
+                    _ if info.paused => {
+                        Some("the run is paused (a stage has no trainer)".to_string())
+                    }
                     _ => None,
                 };
                 gate_update(&gate, |g| g.paused = paused);
@@ -644,26 +740,38 @@ pub async fn audit_main(args: AuditArgs) -> anyhow::Result<()> {
     let me = key.account_id();
     let sk = match (&args.bls_seed, &args.bls_dev) {
         (Some(h), _) => {
-            let b = hex::decode(h.trim().trim_start_matches("0x")).context("--bls-seed is not hex")?;
+            let b =
+                hex::decode(h.trim().trim_start_matches("0x")).context("--bls-seed is not hex")?;
             weft_bls::SecretKey::from_seed(&b).map_err(|e| anyhow::anyhow!("--bls-seed: {e}"))?
         }
-        (None, Some(name)) => weft_bls::dev_keypair(name).map_err(|e| anyhow::anyhow!("{e}"))?.0,
+        (None, Some(name)) => {
+            weft_bls::dev_keypair(name)
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .0
+        }
         (None, None) => bail!("give --bls-seed (or --bls-dev for a dev chain)"),
     };
     let tolerance: Tolerance = match &args.tolerance {
-        Some(p) => toml::from_str(&std::fs::read_to_string(p)?).with_context(|| format!("parsing {}", p.display()))?,
+        Some(p) => toml::from_str(&std::fs::read_to_string(p)?)
+            .with_context(|| format!("parsing {}", p.display()))?,
         None => Tolerance::default(),
     };
     let device = args.device.parse::<DeviceSpec>()?.resolve()?;
     std::fs::create_dir_all(&args.data_dir)?;
     let client = Client::connect(&args.url).await?;
-    let view = ChainView::new(NodeState { client: &client, at: None });
+    let view = ChainView::new(NodeState {
+        client: &client,
+        at: None,
+    });
     match view.validator_key(&me).await? {
         Some(k) if k == sk.public_key().to_bytes() => {}
-        Some(_) => bail!("the BLS key does not match the one {me} registered with Staking::validate"),
+        Some(_) => {
+            bail!("the BLS key does not match the one {me} registered with Staking::validate")
+        }
         None => bail!("{me} is not a registered validator (Staking::validate)"),
     }
-    let p2p_key = weft_p2p::keypair_from_seed(derive_p2p_seed("weft-auditor p2p identity v1", &args.key))?;
+    let p2p_key =
+        weft_p2p::keypair_from_seed(derive_p2p_seed("weft-auditor p2p identity v1", &args.key))?;
     let (net, mut inbound) = weft_p2p::spawn(
         p2p_key,
         weft_p2p::Config {
@@ -674,15 +782,24 @@ pub async fn audit_main(args: AuditArgs) -> anyhow::Result<()> {
     .await?;
     // An auditor serves nothing.
     tokio::spawn(async move { while inbound.recv().await.is_some() {} });
-    println!("auditor {me}, p2p peer {}; tolerance {tolerance:?}", net.local_peer_id());
-    let mut cursor = view.next_commitment_id().await?.saturating_sub(args.lookback);
+    println!(
+        "auditor {me}, p2p peer {}; tolerance {tolerance:?}",
+        net.local_peer_id()
+    );
+    let mut cursor = view
+        .next_commitment_id()
+        .await?
+        .saturating_sub(args.lookback);
     let mut pending: BTreeSet<u64> = BTreeSet::new();
     let mut setups: HashMap<u32, (RunSetup, Option<Batcher>)> = HashMap::new();
     let mut heads = Heads::new(&client).await;
     let (mut passed, mut failed) = (0u64, 0u64);
     loop {
         let h = heads.next().await?;
-        let view = ChainView::new(NodeState { client: &client, at: Some(h.hash()) });
+        let view = ChainView::new(NodeState {
+            client: &client,
+            at: Some(h.hash()),
+        });
         let next = view.next_commitment_id().await?;
         pending.extend(cursor..next);
         cursor = next;
@@ -704,8 +821,13 @@ pub async fn audit_main(args: AuditArgs) -> anyhow::Result<()> {
                 }
             }
             pending.remove(&id);
-            let Some(a) = view.audit(id).await? else { continue };
-            if a.closed || !a.seats.iter().any(|s| s.account == me) || a.attestations.iter().any(|x| x.auditor == me) {
+            let Some(a) = view.audit(id).await? else {
+                continue;
+            };
+            if a.closed
+                || !a.seats.iter().any(|s| s.account == me)
+                || a.attestations.iter().any(|x| x.auditor == me)
+            {
                 continue;
             }
             if let std::collections::hash_map::Entry::Vacant(e) = setups.entry(c.run) {
@@ -713,8 +835,23 @@ pub async fn audit_main(args: AuditArgs) -> anyhow::Result<()> {
                 let b = open_batcher(&s, &args.data)?;
                 e.insert((s, Some(b)));
             }
-            let Some((setup, batcher)) = setups.get(&c.run) else { continue };
-            let verdict = judge(&client, &net, &me, &sk, setup, batcher.clone(), &c, &a, &h, &tolerance, device).await;
+            let Some((setup, batcher)) = setups.get(&c.run) else {
+                continue;
+            };
+            let verdict = judge(
+                &client,
+                &net,
+                &me,
+                &sk,
+                setup,
+                batcher.clone(),
+                &c,
+                &a,
+                &h,
+                &tolerance,
+                device,
+            )
+            .await;
             let (v, reason, why) = match verdict {
                 Ok(v) => v,
                 Err(e) => {
@@ -754,7 +891,11 @@ pub async fn audit_main(args: AuditArgs) -> anyhow::Result<()> {
     }
 }
 
-type Judgement = (chain::work::Verdict, Option<chain::work::FailReason>, String);
+type Judgement = (
+    chain::work::Verdict,
+    Option<chain::work::FailReason>,
+    String,
+);
 
 #[allow(clippy::too_many_arguments)]
 async fn judge(
@@ -771,8 +912,14 @@ async fn judge(
     device: tch::Device,
 ) -> anyhow::Result<Judgement> {
     use chain::work::{FailReason, Verdict};
-    let view = ChainView::new(NodeState { client, at: Some(head.hash()) });
-    let rec = view.trainer(&c.trainer).await?.context("the trainer has no trainer record")?;
+    let view = ChainView::new(NodeState {
+        client,
+        at: Some(head.hash()),
+    });
+    let rec = view
+        .trainer(&c.trainer)
+        .await?
+        .context("the trainer has no trainer record")?;
     let peer = chain::trainer_peer(&rec)?;
     let spec = StageSpec::new(c.stage as usize, setup.stages())?;
     let commitment = StepCommitment {
@@ -814,7 +961,9 @@ async fn judge(
     let revealed = audit::fetch_reveal(net, &peer, ids, spec, &commitment, deadline).await;
     let reveal = match revealed {
         Ok(r) => r,
-        Err(RevealFailure::Mismatch(why)) => return Ok((Verdict::Fail, Some(FailReason::Mismatch), why)),
+        Err(RevealFailure::Mismatch(why)) => {
+            return Ok((Verdict::Fail, Some(FailReason::Mismatch), why))
+        }
         Err(RevealFailure::Missing(why)) => {
             // NoReveal is accepted only after the reveal deadline.
             loop {
@@ -845,7 +994,11 @@ async fn judge(
     })
     .await??;
     Ok(if outcome.pass {
-        (Verdict::Pass, None, format!("worst rel L2 {:.2e}", outcome.worst_rel_l2()))
+        (
+            Verdict::Pass,
+            None,
+            format!("worst rel L2 {:.2e}", outcome.worst_rel_l2()),
+        )
     } else {
         (
             Verdict::Fail,
@@ -854,4 +1007,3 @@ async fn judge(
         )
     })
 }
-

@@ -15,6 +15,11 @@
 //!   chain and serving reveals to the stage's auditors.
 //! * `audit`: a validator's auditor: recomputes the steps the chain selects for audit and
 //!   attests with a BLS signature.
+//!
+//! The p2p identity of `train` is an ed25519 key whose seed is
+//! `blake3::derive_key("weft-trainer p2p identity v1", SURI)` (the `--key` text), unless
+//! `--node-key` gives a seed; `audit` derives its own from `"weft-auditor p2p identity v1"`.
+//! Keep the same SURI spelling across restarts: the peer id is declared on chain.
 
 mod chain_cmd;
 
@@ -711,7 +716,10 @@ fn main() {
     };
     let result = match cli.command {
         Command::Train(mut args) => {
-            let sub = matches.subcommand_matches("train").cloned().unwrap_or_default();
+            let sub = matches
+                .subcommand_matches("train")
+                .cloned()
+                .unwrap_or_default();
             chain_cmd::apply_train_file(&mut args, &sub).and_then(|()| {
                 tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(2)

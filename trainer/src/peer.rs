@@ -262,7 +262,7 @@ impl RevealAccess {
         let keys: HashMap<_, _> = auditors.iter().copied().collect();
         let old = std::mem::take(&mut g.keys);
         g.bound
-            .retain(|_, acc| keys.get(acc).is_some() && keys.get(acc) == old.get(acc));
+            .retain(|_, acc| keys.contains_key(acc) && keys.get(acc) == old.get(acc));
         g.keys = keys;
     }
 
@@ -633,7 +633,10 @@ impl Shared {
                 signature,
             } => {
                 if run != self.run {
-                    return Response::error(ErrorCode::WrongRun, format!("this is run {}", self.run));
+                    return Response::error(
+                        ErrorCode::WrongRun,
+                        format!("this is run {}", self.run),
+                    );
                 }
                 if stage as usize != k {
                     return wrong(format!("this is stage {k}"));
@@ -1411,8 +1414,8 @@ pub async fn run_stage_with(
     };
     let result =
         tokio::task::spawn_blocking(move || ctx.train(worker, &mut *progress, &mut after_step))
-        .await
-        .map_err(|e| Error::Pipeline(format!("the training thread failed: {e}")))?;
+            .await
+            .map_err(|e| Error::Pipeline(format!("the training thread failed: {e}")))?;
     dispatcher.abort();
     sender.abort();
     result

@@ -226,7 +226,13 @@ fn chain_err(e: ClientError) -> Error {
 
 impl<'a> Submitter<'a> {
     /// A submitter for `slot` signing with `key`, reading `store` in `data_dir`.
-    pub fn new(client: &'a Client, key: Keypair, slot: SlotId, data_dir: &Path, store: TensorStore) -> Result<Self> {
+    pub fn new(
+        client: &'a Client,
+        key: Keypair,
+        slot: SlotId,
+        data_dir: &Path,
+        store: TensorStore,
+    ) -> Result<Self> {
         let journal = SubmitJournal::load(data_dir, slot)?;
         Ok(Submitter {
             client,
@@ -285,7 +291,13 @@ impl<'a> Submitter<'a> {
     pub async fn sync(&mut self, local_next: u64) -> Result<SyncState> {
         loop {
             let (chain_next, best, nonce) = self.chain_numbers().await?;
-            match plan(chain_next, local_next, self.journal.pending.as_ref(), best, nonce) {
+            match plan(
+                chain_next,
+                local_next,
+                self.journal.pending.as_ref(),
+                best,
+                nonce,
+            ) {
                 Action::UpToDate => return Ok(SyncState::UpToDate),
                 Action::ChainAhead {
                     chain_next,
@@ -395,11 +407,15 @@ impl<'a> Submitter<'a> {
                 // Stale nonce, duplicate in the pool, expired era: [`plan`] sorts it out
                 // from the chain's numbers after the next block.
                 tracing::debug!(step, %message, "the node refused the extrinsic");
-                Ok(Some(SyncState::Waiting(format!("node refused step {step}: {message}"))))
+                Ok(Some(SyncState::Waiting(format!(
+                    "node refused step {step}: {message}"
+                ))))
             }
             Err(e) => {
                 tracing::warn!(step, error = %e, "submission failed; will retry");
-                Ok(Some(SyncState::Waiting(format!("submission of step {step} failed: {e}"))))
+                Ok(Some(SyncState::Waiting(format!(
+                    "submission of step {step} failed: {e}"
+                ))))
             }
         }
     }
@@ -431,13 +447,28 @@ mod tests {
             }
         );
         // In flight and still valid: send the very same bytes again, never a new one.
-        assert_eq!(plan(3, 5, Some(&pending(3, 7, 10)), 20, 7), Action::Rebroadcast);
+        assert_eq!(
+            plan(3, 5, Some(&pending(3, 7, 10)), 20, 7),
+            Action::Rebroadcast
+        );
         // It landed.
-        assert_eq!(plan(4, 5, Some(&pending(3, 7, 10)), 20, 8), Action::ClearPending);
+        assert_eq!(
+            plan(4, 5, Some(&pending(3, 7, 10)), 20, 8),
+            Action::ClearPending
+        );
         // Included and failed (nonce used), or the nonce went elsewhere.
-        assert_eq!(plan(3, 5, Some(&pending(3, 7, 10)), 20, 8), Action::ClearPending);
+        assert_eq!(
+            plan(3, 5, Some(&pending(3, 7, 10)), 20, 8),
+            Action::ClearPending
+        );
         // Expired: it can never be included any more.
-        assert_eq!(plan(3, 5, Some(&pending(3, 7, 10)), 74, 7), Action::ClearPending);
-        assert_eq!(plan(3, 5, Some(&pending(3, 7, 10)), 73, 7), Action::Rebroadcast);
+        assert_eq!(
+            plan(3, 5, Some(&pending(3, 7, 10)), 74, 7),
+            Action::ClearPending
+        );
+        assert_eq!(
+            plan(3, 5, Some(&pending(3, 7, 10)), 73, 7),
+            Action::Rebroadcast
+        );
     }
 }

@@ -443,6 +443,9 @@ async fn bad_neighbours_are_refused_and_reveals_go_to_auditors_only() {
     let (node_net, node_in) = net(1).await;
     let (intruder, _i_in) = net(2).await;
     let (auditor, _a_in) = net(3).await;
+    let (validator, _v_in) = net(4).await;
+    let (bls_sk, bls_pk, _) = weft_bls::dev_keypair("validator").unwrap();
+    let validator_account = [42u8; 32];
     let dir = tempfile::tempdir().unwrap();
     let peers = PeerTable {
         run: Some(7),
@@ -458,6 +461,11 @@ async fn bad_neighbours_are_refused_and_reveals_go_to_auditors_only() {
         ],
         auditors: vec![(1, auditor.local_peer_id())],
     };
+    let access = Arc::new(weft_trainer::peer::RevealAccess::fixed(
+        peers.auditors_of(1),
+    ));
+    // The chain says: account 42 (with this BLS key) audits stage 1.
+    access.set_auditors(&[(validator_account, bls_pk)]);
     let cfg = NodeConfig {
         run: 7,
         replica: 0,
@@ -465,7 +473,7 @@ async fn bad_neighbours_are_refused_and_reveals_go_to_auditors_only() {
         data_dir: dir.path().to_path_buf(),
         checkpoint_every: 1,
         retention: 4,
-        auditors: Arc::new(weft_trainer::peer::RevealAccess::fixed(peers.auditors_of(1))),
+        auditors: access.clone(),
         peers,
         limits: Limits::default(),
         peer_timeout: Duration::from_secs(30),
@@ -670,6 +678,67 @@ async fn bad_neighbours_are_refused_and_reveals_go_to_auditors_only() {
         code(&r),
         ErrorCode::Forbidden,
         "a neighbour is not an auditor"
+    );
+
+    // A validator that is not in the static table: refused until it proves with its BLS
+    // key that it speaks for an auditor of stage 1, then it fetches and verifies the whole
+    // reveal and recomputes the step: it passes.
+    let r = ask(&validator, &node_addr, req.encode()).await;
+    assert_eq!(code(&r), ErrorCode::Forbidden);
+    let node_peer = StagePeer {
+        peer_id: node_addr.local_peer_id(),
+        addrs: node_addr.listen_addrs().to_vec(),
+    };
+    let (wrong_sk, _, _) = weft_bls::dev_keypair("mallory").unwrap();
+    assert!(weft_trainer::audit::send_hello(
+        &validator,
+        &node_peer,
+        (7, 1),
+        validator_account,
+        &wrong_sk
+    )
+    .await
+    .is_err());
+    weft_trainer::audit::send_hello(&validator, &node_peer, (7, 1), validator_account, &bls_sk)
+        .await
+        .unwrap();
+    let spec = weft_trainer::model::StageSpec::new(1, 2).unwrap();
+    let reveal = weft_trainer::audit::fetch_reveal(
+        &validator,
+        &node_peer,
+        (7, 1, 0),
+        spec,
+        &ref_commitment,
+        Instant::now() + Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    let job = weft_trainer::audit::AuditJob {
+        model: &model,
+        train: &train,
+        spec,
+        data: Some(data.clone()),
+        commitment: &ref_commitment,
+        tolerance: weft_trainer::audit::Tolerance::default(),
+        device: Device::Cpu,
+    };
+    let outcome = weft_trainer::audit::recompute(&job, &reveal).unwrap();
+    assert!(outcome.pass, "{:?}", outcome.failure);
+    // A reveal checked against other roots fails at the first chunk.
+    let mut other = ref_commitment.clone();
+    other.weights_after = weft_primitives::Hash([9; 32]);
+    let bad = weft_trainer::audit::fetch_reveal(
+        &validator,
+        &node_peer,
+        (7, 1, 0),
+        spec,
+        &other,
+        Instant::now() + Duration::from_secs(30),
+    )
+    .await;
+    assert!(
+        matches!(bad, Err(weft_trainer::audit::RevealFailure::Mismatch(_))),
+        "{bad:?}"
     );
 
     // Let the node finish.

@@ -1,0 +1,269 @@
+//! Audits at the library level: an honest step recomputes within tolerance on every kind of
+//! stage, and tampered reveals (one weight, scaled or zeroed gradients, random outputs, a
+//! wrong loss, stale weights, a reveal that is not the commitment, other data) fail.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::sync::Arc;
+use tch::Device;
+use weft_trainer::audit::{compare, recompute, AuditJob, Revealed, Tolerance};
+use weft_trainer::commit::{canonical_bytes, root_of_bytes, StepCommitment};
+use weft_trainer::config::{ModelConfig, TrainConfig};
+use weft_trainer::data::{Batcher, Synthetic};
+use weft_trainer::model::StageSpec;
+use weft_trainer::pipeline::{
+    build_workers, run_step_in_process_detailed, StageWorker, WorkerOptions,
+};
+use weft_trainer::wire::RevealItem;
+
+const STAGES: usize = 3;
+const STEP: u64 = 3;
+
+fn setup() -> (ModelConfig, TrainConfig, Batcher) {
+    let model = ModelConfig {
+        seed: 7,
+        ..ModelConfig::tiny()
+    };
+    let train = TrainConfig {
+        warmup_steps: 2,
+        weight_decay: 0.1,
+        ..TrainConfig::tiny()
+    };
+    let data = Batcher::new(
+        Arc::new(Synthetic::standard(model.seed)),
+        train.micro_batch_size,
+        model.seq_len,
+        model.vocab_size,
+    )
+    .unwrap();
+    (model, train, data)
+}
+
+fn weights(w: &StageWorker) -> Vec<u8> {
+    canonical_bytes(w.stage().params().iter().map(|(_, t)| t)).unwrap()
+}
+
+fn moments(w: &StageWorker) -> Vec<u8> {
+    canonical_bytes(w.optimizer().moments().iter().flat_map(|m| [&m.m, &m.v])).unwrap()
+}
+
+/// Trains steps 0..=STEP in process and returns, per stage, the commitment and the reveal
+/// of step STEP.
+fn honest() -> Vec<(StepCommitment, Revealed)> {
+    let (model, train, data) = setup();
+    let mut workers = build_workers(
+        &model,
+        &train,
+        STAGES,
+        &data,
+        Device::Cpu,
+        WorkerOptions { commit: true },
+    )
+    .unwrap();
+    for s in 0..STEP {
+        run_step_in_process_detailed(&mut workers, s).unwrap();
+    }
+    let before: Vec<(Vec<u8>, Vec<u8>)> =
+        workers.iter().map(|w| (weights(w), moments(w))).collect();
+    let reports = run_step_in_process_detailed(&mut workers, STEP).unwrap();
+    reports
+        .into_iter()
+        .zip(before)
+        .zip(&workers)
+        .map(|((r, (wb, ob)), w)| {
+            let rec = r.record.unwrap();
+            let mut rev = Revealed::default();
+            rev.items.insert(RevealItem::WeightsBefore, wb);
+            rev.items.insert(RevealItem::OptimizerBefore, ob);
+            rev.items
+                .insert(RevealItem::Inputs, canonical_bytes(&rec.inputs).unwrap());
+            rev.items
+                .insert(RevealItem::Outputs, canonical_bytes(&rec.outputs).unwrap());
+            rev.items.insert(
+                RevealItem::OutputGrads,
+                canonical_bytes(&rec.output_grads).unwrap(),
+            );
+            rev.items.insert(
+                RevealItem::InputGrads,
+                canonical_bytes(&rec.input_grads).unwrap(),
+            );
+            rev.items.insert(RevealItem::WeightsAfter, weights(w));
+            rev.items.insert(RevealItem::OptimizerAfter, moments(w));
+            (r.commitment.unwrap(), rev)
+        })
+        .collect()
+}
+
+/// What a cheater commits to: the roots of what it reveals.
+fn recommit(c: &StepCommitment, rev: &Revealed) -> StepCommitment {
+    let root = |i: RevealItem| root_of_bytes(&rev.items[&i]);
+    StepCommitment {
+        inputs: if c.inputs == root_of_bytes(&rev.items[&RevealItem::Inputs]) {
+            c.inputs
+        } else {
+            root(RevealItem::Inputs)
+        },
+        outputs: root(RevealItem::Outputs),
+        output_grads: root(RevealItem::OutputGrads),
+        input_grads: root(RevealItem::InputGrads),
+        weights_after: root(RevealItem::WeightsAfter),
+        optimizer_after: root(RevealItem::OptimizerAfter),
+        ..c.clone()
+    }
+}
+
+fn judge(stage: usize, c: &StepCommitment, rev: &Revealed) -> weft_trainer::audit::AuditOutcome {
+    let (model, train, data) = setup();
+    let spec = StageSpec::new(stage, STAGES).unwrap();
+    let job = AuditJob {
+        model: &model,
+        train: &train,
+        spec,
+        data: (spec.is_first() || spec.is_last()).then_some(data),
+        commitment: c,
+        tolerance: Tolerance::default(),
+        device: Device::Cpu,
+    };
+    recompute(&job, rev).unwrap()
+}
+
+fn edit_f32(bytes: &mut [u8], index: usize, f: impl Fn(f32) -> f32) {
+    let v = f32::from_le_bytes(bytes[index * 4..index * 4 + 4].try_into().unwrap());
+    bytes[index * 4..index * 4 + 4].copy_from_slice(&f(v).to_le_bytes());
+}
+
+fn map_f32(bytes: &mut [u8], f: impl Fn(usize, f32) -> f32) {
+    for i in 0..bytes.len() / 4 {
+        edit_f32(bytes, i, |v| f(i, v));
+    }
+}
+
+fn tampered(
+    steps: &[(StepCommitment, Revealed)],
+    stage: usize,
+    item: RevealItem,
+    f: impl Fn(&mut Vec<u8>),
+) -> weft_trainer::audit::AuditOutcome {
+    let (c, rev) = &steps[stage];
+    let mut rev = rev.clone();
+    f(rev.items.get_mut(&item).unwrap());
+    let c2 = recommit(c, &rev);
+    judge(stage, &c2, &rev)
+}
+
+#[test]
+fn honest_steps_pass_and_tampering_fails() {
+    let steps = honest();
+    for (stage, (c, rev)) in steps.iter().enumerate() {
+        let out = judge(stage, c, rev);
+        assert!(out.pass, "stage {stage}: {:?}", out.failure);
+        assert!(
+            out.worst_rel_l2() <= 1e-6,
+            "stage {stage}: {}",
+            out.worst_rel_l2()
+        );
+    }
+    let fails = |o: weft_trainer::audit::AuditOutcome, what: &str| {
+        assert!(!o.pass, "{what} passed");
+        println!("{what}: {}", o.failure.unwrap());
+    };
+    // One weight element of a stage's weights_after moved by 1e-2.
+    for stage in 0..STAGES {
+        fails(
+            tampered(&steps, stage, RevealItem::WeightsAfter, |b| {
+                let n = b.len() / 4;
+                edit_f32(b, n / 2, |v| v + 1e-2)
+            }),
+            &format!("stage {stage}: one tampered weight"),
+        );
+    }
+    // Scaled and zeroed gradients sent back.
+    fails(
+        tampered(&steps, 1, RevealItem::InputGrads, |b| {
+            map_f32(b, |_, v| v * 2.0)
+        }),
+        "scaled input gradients",
+    );
+    fails(
+        tampered(&steps, 2, RevealItem::InputGrads, |b| {
+            map_f32(b, |_, _| 0.0)
+        }),
+        "zeroed input gradients",
+    );
+    // Random outputs.
+    fails(
+        tampered(&steps, 0, RevealItem::Outputs, |b| {
+            map_f32(b, |i, _| ((i * 2654435761) % 1000) as f32 / 500.0 - 1.0)
+        }),
+        "random outputs",
+    );
+    // A lower loss than computed (the loss is an output of the last stage).
+    fails(
+        tampered(&steps, 2, RevealItem::Outputs, |b| {
+            map_f32(b, |_, v| v * 0.9)
+        }),
+        "understated loss",
+    );
+    // Stale weights: no update at all, moments updated.
+    {
+        let (c, rev) = &steps[1];
+        let mut rev = rev.clone();
+        let wb = rev.items[&RevealItem::WeightsBefore].clone();
+        rev.items.insert(RevealItem::WeightsAfter, wb);
+        let c2 = recommit(c, &rev);
+        fails(judge(1, &c2, &rev), "stale weights");
+    }
+    // A reveal that is not what was committed.
+    {
+        let (c, rev) = &steps[1];
+        let mut rev = rev.clone();
+        edit_f32(
+            rev.items.get_mut(&RevealItem::OutputGrads).unwrap(),
+            0,
+            |v| v + 1.0,
+        );
+        fails(judge(1, c, &rev), "reveal differs from the commitment");
+    }
+    // Stage 0 committing to inputs that are not the assigned data.
+    {
+        let (c, rev) = &steps[0];
+        let mut c2 = c.clone();
+        c2.inputs = root_of_bytes(b"other data");
+        fails(judge(0, &c2, rev), "other data");
+    }
+    // A committed loss that differs from the outputs.
+    {
+        let (c, rev) = &steps[2];
+        let mut c2 = c.clone();
+        c2.loss_fixed = c.loss_fixed.map(|l| l - 200_000);
+        fails(judge(2, &c2, rev), "committed loss");
+    }
+}
+
+#[test]
+fn tolerance_metric() {
+    let tol = Tolerance::default();
+    let r: Vec<f32> = (0..1000).map(|i| (i as f32 * 0.37).sin()).collect();
+    assert!(compare(RevealItem::Outputs, "x", &r, &r, &tol).pass);
+    // Honest-looking noise at 1e-6 relative passes.
+    let g: Vec<f32> = r.iter().map(|v| v * (1.0 + 1e-6)).collect();
+    assert!(compare(RevealItem::Outputs, "x", &g, &r, &tol).pass);
+    // One element off by 1e-2 (L2 error 1e-2 / ‖r‖≈22 = 4.5e-4 > 1e-4; also max-abs).
+    let mut g = r.clone();
+    g[10] += 1e-2;
+    let c = compare(RevealItem::Outputs, "x", &g, &r, &tol);
+    assert!(!c.pass && c.max_abs > 9e-3);
+    // One element off by 3e-3: below the L2 bound's reach in a large tensor is still caught
+    // by the element bound (1e-3 × max|r| = 1e-3).
+    let big: Vec<f32> = (0..100_000).map(|i| (i as f32 * 0.37).sin()).collect();
+    let mut g = big.clone();
+    g[5] += 3e-3;
+    let c = compare(RevealItem::Outputs, "x", &g, &big, &tol);
+    assert!(c.rel_l2 < 1e-4 && !c.pass, "{c:?}");
+    // Non-finite and zero references.
+    let mut g = r.clone();
+    g[0] = f32::NAN;
+    assert!(!compare(RevealItem::Outputs, "x", &g, &r, &tol).pass);
+    let z = vec![0f32; 10];
+    assert!(compare(RevealItem::Outputs, "x", &z, &z, &tol).pass);
+    assert!(!compare(RevealItem::Outputs, "x", &[1.0; 10], &z, &tol).pass);
+}

@@ -90,8 +90,9 @@ pub const BLS_FROM_SURI_DOMAIN: &[u8] = b"weft-cli/bls-from-suri/v1/";
 ///   the account key itself).
 pub fn bls_secret(suri: &str, seed: Option<&str>) -> Result<SecretKey, ArgError> {
     let bytes = match seed.map(str::trim) {
-        Some(hexed) if hexed.starts_with("0x") => hex::decode(&hexed[2..])
-            .map_err(|e| ArgError::BadBlsSeed(format!("bad hex: {e}")))?,
+        Some(hexed) if hexed.starts_with("0x") => {
+            hex::decode(&hexed[2..]).map_err(|e| ArgError::BadBlsSeed(format!("bad hex: {e}")))?
+        }
         Some(text) => text.as_bytes().to_vec(),
         None => {
             let mut pre = BLS_FROM_SURI_DOMAIN.to_vec();
@@ -119,7 +120,11 @@ fn parse_scaled(s: &str, decimals: u32) -> Option<u128> {
     }
     let scale = 10u128.checked_pow(decimals)?;
     let int: u128 = if int.is_empty() { 0 } else { int.parse().ok()? };
-    let mut f: u128 = if frac.is_empty() { 0 } else { frac.parse().ok()? };
+    let mut f: u128 = if frac.is_empty() {
+        0
+    } else {
+        frac.parse().ok()?
+    };
     for _ in frac.len()..decimals as usize {
         f = f.checked_mul(10)?;
     }
@@ -366,7 +371,17 @@ mod tests {
             parse_perbill("0.000000001").unwrap(),
             Perbill::from_parts(1)
         );
-        for bad in ["", "%", "101%", "1.5", "2/1", "1/0", "-1", "abc", "0.0000000001"] {
+        for bad in [
+            "",
+            "%",
+            "101%",
+            "1.5",
+            "2/1",
+            "1/0",
+            "-1",
+            "abc",
+            "0.0000000001",
+        ] {
             assert!(parse_perbill(bad).is_err(), "{bad:?} parsed");
         }
     }
@@ -384,19 +399,37 @@ mod tests {
     #[test]
     fn bls_keys_are_deterministic() {
         let a = bls_secret("//Alice", None).unwrap().public_key().to_bytes();
-        assert_eq!(a, bls_secret(" //Alice ", None).unwrap().public_key().to_bytes());
+        assert_eq!(
+            a,
+            bls_secret(" //Alice ", None)
+                .unwrap()
+                .public_key()
+                .to_bytes()
+        );
         let b = bls_secret("//Bob", None).unwrap().public_key().to_bytes();
         assert_ne!(a, b);
-        let h = bls_secret("//Alice", Some("0x0102")).unwrap().public_key().to_bytes();
+        let h = bls_secret("//Alice", Some("0x0102"))
+            .unwrap()
+            .public_key()
+            .to_bytes();
         assert_ne!(a, h);
         assert_eq!(
             h,
-            SecretKey::from_seed(&[1, 2]).unwrap().public_key().to_bytes()
+            SecretKey::from_seed(&[1, 2])
+                .unwrap()
+                .public_key()
+                .to_bytes()
         );
-        let t = bls_secret("//Alice", Some("my seed")).unwrap().public_key().to_bytes();
+        let t = bls_secret("//Alice", Some("my seed"))
+            .unwrap()
+            .public_key()
+            .to_bytes();
         assert_eq!(
             t,
-            SecretKey::from_seed(b"my seed").unwrap().public_key().to_bytes()
+            SecretKey::from_seed(b"my seed")
+                .unwrap()
+                .public_key()
+                .to_bytes()
         );
         assert!(bls_secret("//Alice", Some("0xzz")).is_err());
         assert!(bls_secret("//Alice", Some("")).is_err());
@@ -416,7 +449,13 @@ mod tests {
             parse_multiaddr("/ip4/127.0.0.1/tcp/4001").unwrap(),
             b"/ip4/127.0.0.1/tcp/4001".to_vec()
         );
-        for bad in ["", "/", "ip4/1.2.3.4", "/ip4/1 2", &format!("/{}", "a".repeat(300))] {
+        for bad in [
+            "",
+            "/",
+            "ip4/1.2.3.4",
+            "/ip4/1 2",
+            &format!("/{}", "a".repeat(300)),
+        ] {
             assert!(parse_multiaddr(bad).is_err(), "{bad:?} parsed");
         }
     }

@@ -27,8 +27,8 @@ use weft_primitives::{
     SigningContext, UncheckedExtrinsic,
 };
 use weft_rpc_api::protocol::{
-    AuditJson, CommitmentJson, CredentialsJson, EpochJson, LedgerJson, OwnershipJson,
-    ProposalJson, RunJson, SlashJson, StageAssignmentsJson, TrainerJson, ValidatorsJson,
+    AuditJson, CommitmentJson, CredentialsJson, EpochJson, LedgerJson, OwnershipJson, ProposalJson,
+    RunJson, SlashJson, StageAssignmentsJson, TrainerJson, ValidatorsJson,
 };
 use weft_rpc_api::{AccountJson, ExtrinsicReceipt, SignedBlock, TransactionStatus, WeftApiClient};
 use weft_runtime::support::{CommitmentId, Replica, RunId, StageIndex, Step};
@@ -428,7 +428,10 @@ impl Client {
 
     /// `weft_trainers`: trainers that joined or serve a run.
     pub async fn trainers(&self, at: Option<Hash>) -> Result<Vec<TrainerJson>, ClientError> {
-        self.rpc.trainers(at).await.map_err(rpc_err("weft_trainers"))
+        self.rpc
+            .trainers(at)
+            .await
+            .map_err(rpc_err("weft_trainers"))
     }
 
     /// `weft_trainer`: one trainer's registration, if registered.
@@ -481,12 +484,23 @@ impl Client {
     }
 
     /// `weft_audits`.
-    pub async fn audits(&self, run: RunId, at: Option<Hash>) -> Result<Vec<AuditJson>, ClientError> {
-        self.rpc.audits(run, at).await.map_err(rpc_err("weft_audits"))
+    pub async fn audits(
+        &self,
+        run: RunId,
+        at: Option<Hash>,
+    ) -> Result<Vec<AuditJson>, ClientError> {
+        self.rpc
+            .audits(run, at)
+            .await
+            .map_err(rpc_err("weft_audits"))
     }
 
     /// `weft_audit`.
-    pub async fn audit(&self, id: CommitmentId, at: Option<Hash>) -> Result<AuditJson, ClientError> {
+    pub async fn audit(
+        &self,
+        id: CommitmentId,
+        at: Option<Hash>,
+    ) -> Result<AuditJson, ClientError> {
         self.rpc.audit(id, at).await.map_err(rpc_err("weft_audit"))
     }
 

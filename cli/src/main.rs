@@ -7,6 +7,23 @@
 //! weft remark --from //Alice "some text"
 //! weft account <ADDRESS-or-SURI> [--at 0xBLOCKHASH]
 //! weft block [best|finalized|<number>|<0xhash>]
+//! weft key bls <SURI> [--bls-seed 0xHEX]  a validator's BLS key (derived from the SURI)
+//!
+//! weft stake bond|bond-extra|unbond|rebond --from SURI --amount WEFT
+//! weft stake withdraw|chill --from SURI
+//! weft stake validate --from SURI [--bls-seed 0xHEX]
+//! weft stake train --from SURI --peer-id 12D3KooW… --addr /ip4/…/tcp/4001 --capacity 1
+//! weft stake show <ACCOUNT> | validators | trainers
+//! weft run register --from SURI --config model.json --stages 4 --dataset-hash 0x… [params]
+//! weft run show N | list | assignments N | join N --from SURI | leave N --from SURI
+//! weft work commit --from SURI --run N [--stage S --replica R --step K] --roots-from TEXT [--loss 2.5]
+//! weft work attest --from SURI --audit ID --verdict pass|fail [--reason mismatch|no-reveal|late]
+//! weft work audits N | audit ID | commitment --run N --stage S --replica R --step K
+//! weft ownership show N | transfer --from SURI --run N --to ACCOUNT --units U
+//! weft credentials show ACCOUNT [--run N] | transfer … | redeem --from SURI --run N --amount 1
+//! weft gov propose halt|resume N | set-params N [params] | cancel-slash ID  --from SURI
+//! weft gov vote ID aye|nay --from SURI | emergency-halt N --from SURI | proposals | slashes
+//! weft epoch
 //! ```
 //!
 //! Global flags: `--url` (default `ws://127.0.0.1:9944`, or `$WEFT_URL`) and `--json` for
@@ -18,8 +35,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 use std::process::ExitCode;
 use std::time::Duration;
+mod protocol;
+
 use weft_cli::args::{
-    parse_account, parse_key_input, parse_signer, parse_weft, BlockSelector, KeyInput,
+    bls_secret, parse_account, parse_key_input, parse_signer_suri, parse_weft, BlockSelector,
+    KeyInput, Signer,
 };
 use weft_cli::render::{self, field, weft, weft_str};
 use weft_cli::{Client, Receipt, Stage, SubmitOptions, WaitFor, DEFAULT_MORTALITY};
@@ -61,6 +81,38 @@ enum Command {
     Account(AccountArgs),
     /// Show a block's header, extrinsic count and events.
     Block(BlockArgs),
+    /// Staking: bond and unbond, become a validator or a trainer, show ledgers.
+    Stake {
+        #[command(subcommand)]
+        command: protocol::StakeCommand,
+    },
+    /// Training runs: register, show, list, join, leave, stage assignments.
+    Run {
+        #[command(subcommand)]
+        command: protocol::RunCommand,
+    },
+    /// Step commitments and audits (attestations by validators).
+    Work {
+        #[command(subcommand)]
+        command: protocol::WorkCommand,
+    },
+    /// Ownership of a run's model: units and shares.
+    Ownership {
+        #[command(subcommand)]
+        command: protocol::OwnershipCommand,
+    },
+    /// Credentials of a run: show, transfer, redeem for inference.
+    Credentials {
+        #[command(subcommand)]
+        command: protocol::CredentialsCommand,
+    },
+    /// Governance: proposals, votes, emergency halts, deferred slashes.
+    Gov {
+        #[command(subcommand)]
+        command: protocol::GovCommand,
+    },
+    /// The current epoch, its boundaries and the staking timing.
+    Epoch(protocol::AtArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -72,6 +124,16 @@ enum KeyCommand {
         /// A secret URI, an SS58 address or a 0x public key.
         #[arg(value_name = "SURI-or-ADDRESS")]
         input: String,
+    },
+    /// Show the BN254 BLS public key and proof of possession a validator registers
+    /// (`weft stake validate` derives the same key from the same inputs).
+    Bls {
+        /// The validator's secret URI.
+        #[arg(value_name = "SURI")]
+        suri: String,
+        /// A BLS seed (0x hex or text) instead of deriving the key from the SURI.
+        #[arg(long, value_name = "SEED")]
+        bls_seed: Option<String>,
     },
 }
 
@@ -100,8 +162,8 @@ impl From<WaitArg> for WaitFor {
 #[derive(Debug, Args)]
 struct TxArgs {
     /// The signer and fee payer: a secret URI such as //Alice or a mnemonic.
-    #[arg(long, value_name = "SURI", value_parser = parse_signer)]
-    from: Keypair,
+    #[arg(long, value_name = "SURI", value_parser = parse_signer_suri)]
+    from: Signer,
     /// Tip for the block author, in WEFT (raises priority).
     #[arg(long, value_name = "WEFT", default_value = "0", value_parser = parse_weft)]
     tip: Balance,
@@ -226,6 +288,13 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Account(args) => account(&cli.url, json, args).await,
         Command::Block(args) => block(&cli.url, json, args.block).await,
+        Command::Stake { command } => protocol::stake(&cli.url, json, command).await,
+        Command::Run { command } => protocol::run(&cli.url, json, command).await,
+        Command::Work { command } => protocol::work(&cli.url, json, command).await,
+        Command::Ownership { command } => protocol::ownership(&cli.url, json, command).await,
+        Command::Credentials { command } => protocol::credentials(&cli.url, json, command).await,
+        Command::Gov { command } => protocol::gov(&cli.url, json, command).await,
+        Command::Epoch(args) => protocol::epoch(&cli.url, json, args).await,
     }
 }
 
@@ -258,6 +327,18 @@ fn key(command: KeyCommand, json: bool) -> Result<()> {
                 println!("{info}");
                 Ok(())
             }
+        }
+        KeyCommand::Bls { suri, bls_seed } => {
+            let signer = parse_signer_suri(&suri)?;
+            let sk = bls_secret(&signer.suri, bls_seed.as_deref())?;
+            let out = protocol::BlsKeyOut::of(&sk, signer.pair.account_id())?;
+            if json {
+                return print_json(&out);
+            }
+            println!("{}", field("Account", out.account));
+            println!("{}", field("BLS public key", out.bls_key));
+            println!("{}", field("Proof (PoP)", out.proof_of_possession));
+            Ok(())
         }
         KeyCommand::Inspect { input } => {
             let out = match parse_key_input(&input)? {
@@ -295,15 +376,47 @@ async fn connect(url: &str) -> Result<Client> {
 }
 
 async fn submit(url: &str, json: bool, tx: &TxArgs, call: RuntimeCall, what: &str) -> Result<()> {
+    submit_then(url, json, tx, call, what, |_| Vec::new()).await?;
+    Ok(())
+}
+
+/// Submits `call` signed by `tx.from`, prints the receipt with the `extra` facts taken from
+/// it (e.g. the id of a registered run: extra JSON keys, extra lines), and fails with the
+/// dispatch error's message when the call failed.
+async fn submit_then(
+    url: &str,
+    json: bool,
+    tx: &TxArgs,
+    call: RuntimeCall,
+    what: &str,
+    extra: impl FnOnce(&Receipt) -> Vec<(&'static str, serde_json::Value)>,
+) -> Result<Receipt> {
     let client = connect(url).await?;
-    let receipt = client.submit(&tx.from, call, &tx.options()).await?;
+    let receipt = client.submit(&tx.from.pair, call, &tx.options()).await?;
+    let facts = if receipt.failed() {
+        Vec::new()
+    } else {
+        extra(&receipt)
+    };
     if json {
-        print_json(&receipt)?;
+        let mut v = serde_json::to_value(&receipt).context("serialising the receipt")?;
+        if let Some(map) = v.as_object_mut() {
+            for (k, x) in &facts {
+                map.insert((*k).to_string(), x.clone());
+            }
+        }
+        print_json(&v)?;
     } else {
         print_receipt(&receipt, what);
+        for (k, x) in &facts {
+            let text = match x {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            println!("{}", field(&protocol::label(k), text));
+        }
     }
-    receipt.ensure_success()?;
-    Ok(())
+    Ok(receipt.ensure_success()?)
 }
 
 fn print_receipt(r: &Receipt, what: &str) {

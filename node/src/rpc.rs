@@ -18,27 +18,31 @@ use crate::chain_spec::Properties;
 use crate::metrics::Metrics;
 use crate::pool::{Pool, PoolError};
 use jsonrpsee::core::{async_trait, RpcResult, SubscriptionResult};
-use jsonrpsee::server::{PendingSubscriptionSink, Server, ServerConfig, ServerHandle, SubscriptionMessage};
+use jsonrpsee::server::{
+    PendingSubscriptionSink, Server, ServerConfig, ServerHandle, SubscriptionMessage,
+};
 use jsonrpsee::types::ErrorObjectOwned;
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc};
-use weft_primitives::{AccountId, BlockNumber, Bytes, Hash, Header};
-use std::collections::BTreeSet;
 use weft_primitives::storage::StateReader;
+use weft_primitives::{AccountId, BlockNumber, Bytes, Hash, Header};
 use weft_rpc_api::protocol::{
-    bytes_to_text, peer_id_to_string, AuditJson, AuditStatus, CandidateJson, CommitmentJson, CredentialsJson,
-    EpochJson, LedgerJson, OwnerJson, OwnershipJson, ProposalJson, RunCredentialsJson, RunJson, SlashJson, SlotJson,
-    StageAssignmentsJson, StageJson, TrainerJson, UnlockChunkJson, ValidatorJson, ValidatorsJson, VoteJson,
-    SCAN_LIMIT,
+    bytes_to_text, peer_id_to_string, AuditJson, AuditStatus, CandidateJson, CommitmentJson,
+    CredentialsJson, EpochJson, LedgerJson, OwnerJson, OwnershipJson, ProposalJson,
+    RunCredentialsJson, RunJson, SlashJson, SlotJson, StageAssignmentsJson, StageJson, TrainerJson,
+    UnlockChunkJson, ValidatorJson, ValidatorsJson, VoteJson, SCAN_LIMIT,
 };
 use weft_rpc_api::{
-    AccountJson, BlockJson, ExtrinsicReceipt, Health, ReadProof, SignedBlock, StorageProof, TransactionStatus,
-    WeftApiServer, BAD_REQUEST, INVALID_TRANSACTION, POOL_FULL, UNKNOWN_AUDIT, UNKNOWN_BLOCK, UNKNOWN_RUN,
+    AccountJson, BlockJson, ExtrinsicReceipt, Health, ReadProof, SignedBlock, StorageProof,
+    TransactionStatus, WeftApiServer, BAD_REQUEST, INVALID_TRANSACTION, POOL_FULL, UNKNOWN_AUDIT,
+    UNKNOWN_BLOCK, UNKNOWN_RUN,
 };
 use weft_runtime::support::{CommitmentId, Replica, RunId, StageIndex, Step};
 use weft_runtime::{
-    balances, governance, ownership, runs, stages, staking, system, work, EventRecord, Phase, RuntimeEvent,
+    balances, governance, ownership, runs, stages, staking, system, work, EventRecord, Phase,
+    RuntimeEvent,
 };
 
 /// Largest accepted request body.
@@ -54,7 +58,11 @@ pub struct RpcImpl {
 }
 
 fn internal(e: impl std::fmt::Display) -> ErrorObjectOwned {
-    ErrorObjectOwned::owned(jsonrpsee::types::error::INTERNAL_ERROR_CODE, e.to_string(), None::<()>)
+    ErrorObjectOwned::owned(
+        jsonrpsee::types::error::INTERNAL_ERROR_CODE,
+        e.to_string(),
+        None::<()>,
+    )
 }
 
 fn pool_error(e: PoolError) -> ErrorObjectOwned {
@@ -71,8 +79,20 @@ fn chain_error(e: ChainError) -> ErrorObjectOwned {
 
 impl RpcImpl {
     /// Handlers over the node's parts.
-    pub fn new(chain: Arc<Chain>, pool: Arc<Pool>, metrics: Arc<Metrics>, properties: Properties, is_dev: bool) -> Self {
-        RpcImpl { chain, pool, metrics, properties, is_dev }
+    pub fn new(
+        chain: Arc<Chain>,
+        pool: Arc<Pool>,
+        metrics: Arc<Metrics>,
+        properties: Properties,
+        is_dev: bool,
+    ) -> Self {
+        RpcImpl {
+            chain,
+            pool,
+            metrics,
+            properties,
+            is_dev,
+        }
     }
 
     /// The header at `at`, or the best; an error for an unknown hash.
@@ -84,14 +104,26 @@ impl RpcImpl {
             }
             Some(hash) => match self.chain.header(&hash).map_err(chain_error)? {
                 Some(h) => Ok((hash, h)),
-                None => Err(ErrorObjectOwned::owned(UNKNOWN_BLOCK, format!("unknown block {hash}"), None::<()>)),
+                None => Err(ErrorObjectOwned::owned(
+                    UNKNOWN_BLOCK,
+                    format!("unknown block {hash}"),
+                    None::<()>,
+                )),
             },
         }
     }
 
-    fn submit(&self, bytes: &Bytes, watcher: Option<mpsc::UnboundedSender<TransactionStatus>>) -> RpcResult<Hash> {
+    fn submit(
+        &self,
+        bytes: &Bytes,
+        watcher: Option<mpsc::UnboundedSender<TransactionStatus>>,
+    ) -> RpcResult<Hash> {
         let chain = self.chain.clone();
-        let result = self.pool.submit(&bytes.0, |xt, len| chain.validate_transaction(xt, len), watcher);
+        let result = self.pool.submit(
+            &bytes.0,
+            |xt, len| chain.validate_transaction(xt, len),
+            watcher,
+        );
         self.metrics.txpool_size.set(self.pool.len() as i64);
         match result {
             Ok(s) => {
@@ -112,7 +144,10 @@ impl RpcImpl {
     }
 
     fn events_at(&self, number: BlockNumber) -> RpcResult<Vec<EventRecord>> {
-        Ok(system::EVENTS.get(&self.chain.state_at(number)).map_err(internal)?.unwrap_or_default())
+        Ok(system::EVENTS
+            .get(&self.chain.state_at(number))
+            .map_err(internal)?
+            .unwrap_or_default())
     }
 }
 
@@ -129,11 +164,15 @@ impl WeftApiServer for RpcImpl {
     async fn block(&self, hash: Option<Hash>) -> RpcResult<Option<SignedBlock>> {
         self.metrics.rpc("chain_getBlock");
         let hash = hash.unwrap_or_else(|| self.chain.heads().best_hash);
-        let Some((header, body, justification)) = self.chain.block(&hash).map_err(chain_error)? else {
+        let Some((header, body, justification)) = self.chain.block(&hash).map_err(chain_error)?
+        else {
             return Ok(None);
         };
         Ok(Some(SignedBlock {
-            block: BlockJson { header, extrinsics: body.into_iter().map(Bytes).collect() },
+            block: BlockJson {
+                header,
+                extrinsics: body.into_iter().map(Bytes).collect(),
+            },
             justification: justification.map(|j| Bytes(parity_scale_codec::Encode::encode(&j))),
         }))
     }
@@ -156,7 +195,10 @@ impl WeftApiServer for RpcImpl {
         forward_heads(self.chain.clone(), pending, false).await
     }
 
-    async fn subscribe_finalized_heads(&self, pending: PendingSubscriptionSink) -> SubscriptionResult {
+    async fn subscribe_finalized_heads(
+        &self,
+        pending: PendingSubscriptionSink,
+    ) -> SubscriptionResult {
         self.metrics.rpc("chain_subscribeFinalizedHeads");
         forward_heads(self.chain.clone(), pending, true).await
     }
@@ -165,13 +207,22 @@ impl WeftApiServer for RpcImpl {
         self.metrics.rpc("state_getStorage");
         let (_, header) = self.resolve(at)?;
         use weft_primitives::storage::StateReader;
-        Ok(self.chain.state_at(header.number).read(&key.0).map_err(internal)?.map(Bytes))
+        Ok(self
+            .chain
+            .state_at(header.number)
+            .read(&key.0)
+            .map_err(internal)?
+            .map(Bytes))
     }
 
     async fn read_proof(&self, keys: Vec<Bytes>, at: Option<Hash>) -> RpcResult<ReadProof> {
         self.metrics.rpc("state_getReadProof");
         if keys.len() > 1024 {
-            return Err(ErrorObjectOwned::owned(BAD_REQUEST, "at most 1024 keys per proof", None::<()>));
+            return Err(ErrorObjectOwned::owned(
+                BAD_REQUEST,
+                "at most 1024 keys per proof",
+                None::<()>,
+            ));
         }
         let (hash, header) = self.resolve(at)?;
         let view = self.chain.state_at(header.number);
@@ -179,9 +230,17 @@ impl WeftApiServer for RpcImpl {
         for key in keys {
             let (value, proof) = view.prove(&key.0).map_err(internal)?;
             let proof = borsh::to_vec(&proof).map_err(internal)?;
-            proofs.push(StorageProof { key, value: value.map(Bytes), proof: Bytes(proof) });
+            proofs.push(StorageProof {
+                key,
+                value: value.map(Bytes),
+                proof: Bytes(proof),
+            });
         }
-        Ok(ReadProof { at: hash, state_root: header.state_root, proofs })
+        Ok(ReadProof {
+            at: hash,
+            state_root: header.state_root,
+            proofs,
+        })
     }
 
     async fn submit_extrinsic(&self, extrinsic: Bytes) -> RpcResult<Hash> {
@@ -189,7 +248,11 @@ impl WeftApiServer for RpcImpl {
         self.submit(&extrinsic, None)
     }
 
-    async fn submit_and_watch_extrinsic(&self, pending: PendingSubscriptionSink, extrinsic: Bytes) -> SubscriptionResult {
+    async fn submit_and_watch_extrinsic(
+        &self,
+        pending: PendingSubscriptionSink,
+        extrinsic: Bytes,
+    ) -> SubscriptionResult {
         self.metrics.rpc("author_submitAndWatchExtrinsic");
         let (tx, mut rx) = mpsc::unbounded_channel();
         if let Err(e) = self.submit(&extrinsic, Some(tx)) {
@@ -200,7 +263,9 @@ impl WeftApiServer for RpcImpl {
         while let Some(status) = rx.recv().await {
             let last = matches!(
                 status,
-                TransactionStatus::Finalized(_) | TransactionStatus::Invalid | TransactionStatus::Dropped
+                TransactionStatus::Finalized(_)
+                    | TransactionStatus::Invalid
+                    | TransactionStatus::Dropped
             );
             let msg = to_message(&status)?;
             if sink.send(msg).await.is_err() || last {
@@ -217,7 +282,11 @@ impl WeftApiServer for RpcImpl {
 
     async fn system_health(&self) -> RpcResult<Health> {
         self.metrics.rpc("system_health");
-        Ok(Health { peers: 0, is_syncing: false, should_have_peers: !self.is_dev })
+        Ok(Health {
+            peers: 0,
+            is_syncing: false,
+            should_have_peers: !self.is_dev,
+        })
     }
 
     async fn system_name(&self) -> RpcResult<String> {
@@ -248,8 +317,14 @@ impl WeftApiServer for RpcImpl {
     async fn account(&self, account: AccountId, at: Option<Hash>) -> RpcResult<AccountJson> {
         self.metrics.rpc("weft_account");
         let (_, header) = self.resolve(at)?;
-        let info = balances::account(&self.chain.state_at(header.number), &account).map_err(internal)?;
-        Ok(AccountJson { account, nonce: info.nonce, free: info.free.to_string(), reserved: info.reserved.to_string() })
+        let info =
+            balances::account(&self.chain.state_at(header.number), &account).map_err(internal)?;
+        Ok(AccountJson {
+            account,
+            nonce: info.nonce,
+            free: info.free.to_string(),
+            reserved: info.reserved.to_string(),
+        })
     }
 
     async fn events(&self, at: Option<Hash>) -> RpcResult<Vec<EventRecord>> {
@@ -260,7 +335,9 @@ impl WeftApiServer for RpcImpl {
 
     async fn extrinsic(&self, hash: Hash) -> RpcResult<Option<ExtrinsicReceipt>> {
         self.metrics.rpc("weft_extrinsic");
-        let Some((block_hash, index)) = self.chain.extrinsic_location(&hash).map_err(chain_error)? else {
+        let Some((block_hash, index)) =
+            self.chain.extrinsic_location(&hash).map_err(chain_error)?
+        else {
             return Ok(None);
         };
         let (_, header) = self.resolve(Some(block_hash))?;
@@ -284,7 +361,11 @@ impl WeftApiServer for RpcImpl {
         }))
     }
 
-    async fn staking_ledger(&self, account: AccountId, at: Option<Hash>) -> RpcResult<Option<LedgerJson>> {
+    async fn staking_ledger(
+        &self,
+        account: AccountId,
+        at: Option<Hash>,
+    ) -> RpcResult<Option<LedgerJson>> {
         self.metrics.rpc("weft_stakingLedger");
         let (s, _) = self.view(at)?;
         ledger_json(&s, &account)
@@ -296,11 +377,20 @@ impl WeftApiServer for RpcImpl {
         let set = staking::active_set(&s).map_err(internal)?;
         let active_stake: u128 = set.iter().fold(0u128, |t, v| t.saturating_add(v.stake));
         let mut candidates = Vec::new();
-        for who in staking::CANDIDATES.get(&s).map_err(internal)?.unwrap_or_default() {
+        for who in staking::CANDIDATES
+            .get(&s)
+            .map_err(internal)?
+            .unwrap_or_default()
+        {
             candidates.push(CandidateJson {
                 account: who,
-                stake: staking::active_stake(&s, &who).map_err(internal)?.to_string(),
-                bls_key: staking::VALIDATORS.get(&s, &who).map_err(internal)?.map(|v| v.bls_key),
+                stake: staking::active_stake(&s, &who)
+                    .map_err(internal)?
+                    .to_string(),
+                bls_key: staking::VALIDATORS
+                    .get(&s, &who)
+                    .map_err(internal)?
+                    .map(|v| v.bls_key),
                 in_active_set: set.iter().any(|v| v.account == who),
             });
         }
@@ -333,7 +423,11 @@ impl WeftApiServer for RpcImpl {
         Ok(out)
     }
 
-    async fn trainer(&self, account: AccountId, at: Option<Hash>) -> RpcResult<Option<TrainerJson>> {
+    async fn trainer(
+        &self,
+        account: AccountId,
+        at: Option<Hash>,
+    ) -> RpcResult<Option<TrainerJson>> {
         self.metrics.rpc("weft_trainer");
         let (s, _) = self.view(at)?;
         trainer_json(&s, &account)
@@ -359,7 +453,11 @@ impl WeftApiServer for RpcImpl {
         Ok(out)
     }
 
-    async fn stage_assignments(&self, run_id: RunId, at: Option<Hash>) -> RpcResult<StageAssignmentsJson> {
+    async fn stage_assignments(
+        &self,
+        run_id: RunId,
+        at: Option<Hash>,
+    ) -> RpcResult<StageAssignmentsJson> {
         self.metrics.rpc("weft_stageAssignments");
         let (s, _) = self.view(at)?;
         let r = load_run(&s, run_id)?;
@@ -376,7 +474,9 @@ impl WeftApiServer for RpcImpl {
                     replica: rep,
                     trainer,
                     peer_id: info.as_ref().map(|i| peer_id_to_string(&i.peer_id)),
-                    addrs: info.map(|i| i.addrs.iter().map(|a| bytes_to_text(a)).collect()).unwrap_or_default(),
+                    addrs: info
+                        .map(|i| i.addrs.iter().map(|a| bytes_to_text(a)).collect())
+                        .unwrap_or_default(),
                     next_step: work::next_step(&s, run_id, st, rep).map_err(internal)?,
                 });
             }
@@ -426,7 +526,9 @@ impl WeftApiServer for RpcImpl {
         load_run(&s, run_id)?;
         let mut out = Vec::new();
         for id in recent_ids(work::NEXT_ID.get(&s).map_err(internal)?.unwrap_or(0)) {
-            let Some(c) = work::commitment(&s, id).map_err(internal)? else { continue };
+            let Some(c) = work::commitment(&s, id).map_err(internal)? else {
+                continue;
+            };
             if c.run != run_id || c.status == work::CommitStatus::Committed {
                 continue;
             }
@@ -440,9 +542,19 @@ impl WeftApiServer for RpcImpl {
     async fn audit(&self, audit_id: CommitmentId, at: Option<Hash>) -> RpcResult<AuditJson> {
         self.metrics.rpc("weft_audit");
         let (s, _) = self.view(at)?;
-        let unknown = || ErrorObjectOwned::owned(UNKNOWN_AUDIT, format!("unknown audit {audit_id}"), None::<()>);
-        let a = work::audit(&s, audit_id).map_err(internal)?.ok_or_else(unknown)?;
-        let c = work::commitment(&s, audit_id).map_err(internal)?.ok_or_else(unknown)?;
+        let unknown = || {
+            ErrorObjectOwned::owned(
+                UNKNOWN_AUDIT,
+                format!("unknown audit {audit_id}"),
+                None::<()>,
+            )
+        };
+        let a = work::audit(&s, audit_id)
+            .map_err(internal)?
+            .ok_or_else(unknown)?;
+        let c = work::commitment(&s, audit_id)
+            .map_err(internal)?
+            .ok_or_else(unknown)?;
         Ok(audit_json(audit_id, c, a))
     }
 
@@ -454,17 +566,27 @@ impl WeftApiServer for RpcImpl {
         for (who, share) in ownership::shares_of(&s, run_id).map_err(internal)? {
             owners.push(OwnerJson {
                 account: who,
-                units: ownership::units(&s, run_id, &who).map_err(internal)?.to_string(),
+                units: ownership::units(&s, run_id, &who)
+                    .map_err(internal)?
+                    .to_string(),
                 share: share.parts().to_string(),
-                credentials: ownership::credentials(&s, run_id, &who).map_err(internal)?.to_string(),
+                credentials: ownership::credentials(&s, run_id, &who)
+                    .map_err(internal)?
+                    .to_string(),
             });
         }
         Ok(OwnershipJson {
             run_id,
-            total_units: ownership::total_units(&s, run_id).map_err(internal)?.to_string(),
+            total_units: ownership::total_units(&s, run_id)
+                .map_err(internal)?
+                .to_string(),
             owners,
-            credential_issuance: ownership::credential_issuance(&s, run_id).map_err(internal)?.to_string(),
-            reissue_pool: ownership::reissue_pool(&s, run_id).map_err(internal)?.to_string(),
+            credential_issuance: ownership::credential_issuance(&s, run_id)
+                .map_err(internal)?
+                .to_string(),
+            reissue_pool: ownership::reissue_pool(&s, run_id)
+                .map_err(internal)?
+                .to_string(),
         })
     }
 
@@ -509,7 +631,9 @@ impl WeftApiServer for RpcImpl {
         let mut out = Vec::new();
         for id in recent_ids(u64::from(next)) {
             let Ok(id) = u32::try_from(id) else { continue };
-            let Some(p) = governance::proposal(&s, id).map_err(internal)? else { continue };
+            let Some(p) = governance::proposal(&s, id).map_err(internal)? else {
+                continue;
+            };
             let mut votes = Vec::with_capacity(p.votes.len());
             let mut ayes: u128 = 0;
             for (voter, aye) in &p.votes {
@@ -517,18 +641,26 @@ impl WeftApiServer for RpcImpl {
                 if *aye {
                     ayes = ayes.saturating_add(stake);
                 }
-                votes.push(VoteJson { voter: *voter, aye: *aye, stake: stake.to_string() });
+                votes.push(VoteJson {
+                    voter: *voter,
+                    aye: *aye,
+                    stake: stake.to_string(),
+                });
             }
             let threshold = match &p.action {
-                governance::Action::HaltRun { run } => {
-                    runs::run(&s, *run).map_err(internal)?.map(|r| r.params.halt_threshold.parts())
-                }
-                governance::Action::ResumeRun { run } | governance::Action::SetRunParams { run, .. } => {
-                    runs::run(&s, *run).map_err(internal)?.map(|r| r.params.resume_threshold.parts())
-                }
-                governance::Action::CancelSlash { .. } => {
-                    Some(governance::config(&s).map_err(internal)?.cancel_slash_threshold.parts())
-                }
+                governance::Action::HaltRun { run } => runs::run(&s, *run)
+                    .map_err(internal)?
+                    .map(|r| r.params.halt_threshold.parts()),
+                governance::Action::ResumeRun { run }
+                | governance::Action::SetRunParams { run, .. } => runs::run(&s, *run)
+                    .map_err(internal)?
+                    .map(|r| r.params.resume_threshold.parts()),
+                governance::Action::CancelSlash { .. } => Some(
+                    governance::config(&s)
+                        .map_err(internal)?
+                        .cancel_slash_threshold
+                        .parts(),
+                ),
             };
             out.push(ProposalJson {
                 id,
@@ -549,7 +681,10 @@ impl WeftApiServer for RpcImpl {
     async fn slashes(&self, at: Option<Hash>) -> RpcResult<Vec<SlashJson>> {
         self.metrics.rpc("weft_slashes");
         let (s, _) = self.view(at)?;
-        let next = staking::NEXT_SLASH_ID.get(&s).map_err(internal)?.unwrap_or(0);
+        let next = staking::NEXT_SLASH_ID
+            .get(&s)
+            .map_err(internal)?
+            .unwrap_or(0);
         let mut out = Vec::new();
         for id in recent_ids(next) {
             if let Some(p) = staking::pending_slash(&s, id).map_err(internal)? {
@@ -599,7 +734,9 @@ fn unknown_run(id: RunId) -> ErrorObjectOwned {
 }
 
 fn load_run(s: &impl StateReader, id: RunId) -> RpcResult<runs::RunInfo> {
-    runs::run(s, id).map_err(internal)?.ok_or_else(|| unknown_run(id))
+    runs::run(s, id)
+        .map_err(internal)?
+        .ok_or_else(|| unknown_run(id))
 }
 
 fn run_json(id: RunId, r: runs::RunInfo) -> RunJson {
@@ -625,7 +762,11 @@ fn run_json(id: RunId, r: runs::RunInfo) -> RunJson {
 }
 
 fn validator_json(v: &staking::ActiveValidator) -> ValidatorJson {
-    ValidatorJson { account: v.account, stake: v.stake.to_string(), bls_key: v.bls_key }
+    ValidatorJson {
+        account: v.account,
+        stake: v.stake.to_string(),
+        bls_key: v.bls_key,
+    }
 }
 
 fn ledger_json(s: &impl StateReader, who: &AccountId) -> RpcResult<Option<LedgerJson>> {
@@ -639,13 +780,19 @@ fn ledger_json(s: &impl StateReader, who: &AccountId) -> RpcResult<Option<Ledger
         unlocking: l
             .unlocking
             .iter()
-            .map(|c| UnlockChunkJson { value: c.value.to_string(), unlock_at: c.unlock_at })
+            .map(|c| UnlockChunkJson {
+                value: c.value.to_string(),
+                unlock_at: c.unlock_at,
+            })
             .collect(),
         total: l.total().to_string(),
         validator: validator.is_some(),
         trainer: staking::trainer(s, who).map_err(internal)?.is_some(),
         bls_key: validator.map(|v| v.bls_key),
-        pending_slashes: staking::PENDING_SLASHES.get(s, who).map_err(internal)?.unwrap_or(0),
+        pending_slashes: staking::PENDING_SLASHES
+            .get(s, who)
+            .map_err(internal)?
+            .unwrap_or(0),
     }))
 }
 
@@ -660,7 +807,10 @@ fn trainer_json(s: &impl StateReader, who: &AccountId) -> RpcResult<Option<Train
         capacity: t.capacity,
         load: stages::LOAD.get(s, who).map_err(internal)?.unwrap_or(0),
         stake: staking::active_stake(s, who).map_err(internal)?.to_string(),
-        runs: stages::TRAINER_RUNS.get(s, who).map_err(internal)?.unwrap_or_default(),
+        runs: stages::TRAINER_RUNS
+            .get(s, who)
+            .map_err(internal)?
+            .unwrap_or_default(),
     }))
 }
 
@@ -701,7 +851,11 @@ fn audit_json(id: CommitmentId, c: work::Commitment, a: work::Audit) -> AuditJso
         auditors: a
             .seats
             .iter()
-            .map(|x| ValidatorJson { account: x.account, stake: x.stake.to_string(), bls_key: x.bls_key })
+            .map(|x| ValidatorJson {
+                account: x.account,
+                stake: x.stake.to_string(),
+                bls_key: x.bls_key,
+            })
             .collect(),
         attestations: a.attestations,
         certificate: a.certificate,
@@ -710,15 +864,25 @@ fn audit_json(id: CommitmentId, c: work::Commitment, a: work::Audit) -> AuditJso
 }
 
 fn to_message(value: &impl serde::Serialize) -> Result<SubscriptionMessage, serde_json::Error> {
-    Ok(SubscriptionMessage::from(serde_json::value::to_raw_value(value)?))
+    Ok(SubscriptionMessage::from(serde_json::value::to_raw_value(
+        value,
+    )?))
 }
 
-async fn forward_heads(chain: Arc<Chain>, pending: PendingSubscriptionSink, finalized_only: bool) -> SubscriptionResult {
+async fn forward_heads(
+    chain: Arc<Chain>,
+    pending: PendingSubscriptionSink,
+    finalized_only: bool,
+) -> SubscriptionResult {
     let mut rx = chain.subscribe();
     let sink = pending.accept().await?;
     // Start with the current head, as Substrate does.
     let heads = chain.heads();
-    let first = if finalized_only { heads.finalized } else { heads.best };
+    let first = if finalized_only {
+        heads.finalized
+    } else {
+        heads.best
+    };
     sink.send(to_message(&first)?).await?;
     loop {
         tokio::select! {
@@ -743,8 +907,14 @@ async fn forward_heads(chain: Arc<Chain>, pending: PendingSubscriptionSink, fina
 }
 
 /// Starts the server on `addr`.
-pub async fn start(addr: SocketAddr, handlers: RpcImpl) -> std::io::Result<(SocketAddr, ServerHandle)> {
-    let config = ServerConfig::builder().max_request_body_size(MAX_REQUEST_BYTES).max_connections(256).build();
+pub async fn start(
+    addr: SocketAddr,
+    handlers: RpcImpl,
+) -> std::io::Result<(SocketAddr, ServerHandle)> {
+    let config = ServerConfig::builder()
+        .max_request_body_size(MAX_REQUEST_BYTES)
+        .max_connections(256)
+        .build();
     let server = Server::builder().set_config(config).build(addr).await?;
     let local = server.local_addr()?;
     let handle = server.start(handlers.into_rpc());

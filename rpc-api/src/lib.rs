@@ -23,8 +23,8 @@ pub mod protocol;
 use jsonrpsee::core::RpcResult;
 use jsonrpsee::proc_macros::rpc;
 use protocol::{
-    AuditJson, CommitmentJson, CredentialsJson, EpochJson, LedgerJson, OwnershipJson,
-    ProposalJson, RunJson, SlashJson, StageAssignmentsJson, TrainerJson, ValidatorsJson,
+    AuditJson, CommitmentJson, CredentialsJson, EpochJson, LedgerJson, OwnershipJson, ProposalJson,
+    RunJson, SlashJson, StageAssignmentsJson, TrainerJson, ValidatorsJson,
 };
 use serde::{Deserialize, Serialize};
 use weft_primitives::{AccountId, BlockNumber, Bytes, Hash, Header, Nonce};
@@ -194,7 +194,10 @@ pub trait WeftApi {
 
     /// Submits and follows an extrinsic through the pool and the chain.
     #[subscription(name = "author_submitAndWatchExtrinsic" => "author_extrinsicUpdate", unsubscribe = "author_unwatchExtrinsic", item = TransactionStatus)]
-    async fn submit_and_watch_extrinsic(&self, extrinsic: Bytes) -> jsonrpsee::core::SubscriptionResult;
+    async fn submit_and_watch_extrinsic(
+        &self,
+        extrinsic: Bytes,
+    ) -> jsonrpsee::core::SubscriptionResult;
 
     /// Extrinsics waiting in the pool.
     #[method(name = "author_pendingExtrinsics")]
@@ -239,7 +242,11 @@ pub trait WeftApi {
     /// An account's staking ledger (active bond, unlocking chunks, roles, pending slashes) at
     /// `at`; `null` when it has never bonded (or withdrew everything).
     #[method(name = "weft_stakingLedger")]
-    async fn staking_ledger(&self, account: AccountId, at: Option<Hash>) -> RpcResult<Option<LedgerJson>>;
+    async fn staking_ledger(
+        &self,
+        account: AccountId,
+        at: Option<Hash>,
+    ) -> RpcResult<Option<LedgerJson>>;
 
     /// The current epoch's active validator set and all validator candidates, with stake and
     /// BLS keys.
@@ -255,7 +262,8 @@ pub trait WeftApi {
     /// One trainer's registration (peer id, addresses, capacity), stake and slots; `null`
     /// when the account is not a registered trainer.
     #[method(name = "weft_trainer")]
-    async fn trainer(&self, account: AccountId, at: Option<Hash>) -> RpcResult<Option<TrainerJson>>;
+    async fn trainer(&self, account: AccountId, at: Option<Hash>)
+        -> RpcResult<Option<TrainerJson>>;
 
     /// A run: its specification, parameters and lifecycle. Error 4004 for an unknown run.
     #[method(name = "weft_run")]
@@ -269,7 +277,11 @@ pub trait WeftApi {
     /// find each other), each slot's next step, each stage's auditors and the run's
     /// candidates. Error 4004 for an unknown run.
     #[method(name = "weft_stageAssignments")]
-    async fn stage_assignments(&self, run_id: RunId, at: Option<Hash>) -> RpcResult<StageAssignmentsJson>;
+    async fn stage_assignments(
+        &self,
+        run_id: RunId,
+        at: Option<Hash>,
+    ) -> RpcResult<StageAssignmentsJson>;
 
     /// The commitment of one step of one slot, if it is among the most recent
     /// [`protocol::SCAN_LIMIT`] commitments. Error 4004 for an unknown run.
@@ -301,7 +313,12 @@ pub trait WeftApi {
     /// An account's credentials and units, in one run or in every run where it has any.
     /// Error 4004 for an unknown run.
     #[method(name = "weft_credentials")]
-    async fn credentials(&self, account: AccountId, run_id: Option<RunId>, at: Option<Hash>) -> RpcResult<CredentialsJson>;
+    async fn credentials(
+        &self,
+        account: AccountId,
+        run_id: Option<RunId>,
+        at: Option<Hash>,
+    ) -> RpcResult<CredentialsJson>;
 
     /// Governance proposals (the most recent [`protocol::SCAN_LIMIT`]), newest first, with
     /// votes and the current tally.

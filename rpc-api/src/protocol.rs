@@ -440,7 +440,9 @@ pub enum PeerIdError {
 /// most 42 bytes, or sha2-256 (code 0x12) of 32 bytes.
 fn is_peer_multihash(b: &[u8]) -> bool {
     match b {
-        [0x00, len, rest @ ..] => *len as usize == rest.len() && rest.len() <= 42 && !rest.is_empty(),
+        [0x00, len, rest @ ..] => {
+            *len as usize == rest.len() && rest.len() <= 42 && !rest.is_empty()
+        }
         [0x12, 32, rest @ ..] => rest.len() == 32,
         _ => false,
     }

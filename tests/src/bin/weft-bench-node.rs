@@ -25,7 +25,11 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args> {
-    let mut args = Args { blocks: 10_000, block_time: "20ms".into(), per_block: 10 };
+    let mut args = Args {
+        blocks: 10_000,
+        block_time: "20ms".into(),
+        per_block: 10,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
@@ -46,28 +50,47 @@ async fn main() -> Result<()> {
     let node = Node::start(dir.path(), &["--block-time", &args.block_time]).await?;
     let client = node.cli_client().await?;
     let rpc = node.client().await?;
-    let senders: Vec<Keypair> = ["//Alice", "//Bob", "//Charlie", "//Dave", "//Eve", "//Ferdie"]
-        .iter()
-        .map(|s| Keypair::from_suri(s))
-        .collect::<Result<_, _>>()?;
+    let senders: Vec<Keypair> = [
+        "//Alice",
+        "//Bob",
+        "//Charlie",
+        "//Dave",
+        "//Eve",
+        "//Ferdie",
+    ]
+    .iter()
+    .map(|s| Keypair::from_suri(s))
+    .collect::<Result<_, _>>()?;
     let mut nonces = Vec::new();
     for k in &senders {
         nonces.push(client.account(k.account_id(), None).await?.nonce);
     }
     let mut heads = rpc.subscribe_new_heads().await?;
-    let checkpoints: Vec<u64> = std::iter::once(100).chain((1..=20).map(|i| i * 1_000)).collect();
+    let checkpoints: Vec<u64> = std::iter::once(100)
+        .chain((1..=20).map(|i| i * 1_000))
+        .collect();
     let started = Instant::now();
     let mut round = 0usize;
     let mut submitted = 0u64;
     let mut samples = Vec::new();
-    let opts = SubmitOptions { mortality: None, wait: WaitFor::None, ..SubmitOptions::default() };
+    let opts = SubmitOptions {
+        mortality: None,
+        wait: WaitFor::None,
+        ..SubmitOptions::default()
+    };
     let first = client.best_header().await?.number;
     while let Some(head) = heads.next().await {
         let head = head?;
         let n = head.number - first;
         if checkpoints.contains(&n) || n == args.blocks {
             let rss = node.rss_kib().context("reading the node's RSS")?;
-            println!("block {:>6}  rss {:>7.1} MiB  submitted {:>8}  elapsed {:>6.1}s", n, rss as f64 / 1024.0, submitted, started.elapsed().as_secs_f64());
+            println!(
+                "block {:>6}  rss {:>7.1} MiB  submitted {:>8}  elapsed {:>6.1}s",
+                n,
+                rss as f64 / 1024.0,
+                submitted,
+                started.elapsed().as_secs_f64()
+            );
             samples.push((n, rss));
         }
         if n >= args.blocks {
@@ -76,11 +99,17 @@ async fn main() -> Result<()> {
         for _ in 0..args.per_block {
             let i = round % senders.len();
             let dest = senders[(i + 1) % senders.len()].account_id();
-            let call = RuntimeCall::Balances(balances::Call::TransferKeepAlive { dest, value: UNIT / 1000 });
-            let mut o = opts.clone();
+            let call = RuntimeCall::Balances(balances::Call::TransferKeepAlive {
+                dest,
+                value: UNIT / 1000,
+            });
+            let mut o = opts;
             o.nonce = Some(nonces[i]);
             let xt = client.sign(&senders[i], call, &o).await?;
-            match client.submit_extrinsic(&xt, WaitFor::None, Duration::from_secs(10)).await {
+            match client
+                .submit_extrinsic(&xt, WaitFor::None, Duration::from_secs(10))
+                .await
+            {
                 Ok(_) => {
                     nonces[i] += 1;
                     submitted += 1;

@@ -1,62 +1,114 @@
 #!/usr/bin/env bash
-# The main job: sets up what is missing, starts a dev chain (one validator, //Alice),
-# keeps transfers flowing between the dev accounts with the `weft` CLI, and prints the
-# chain's progress. Stops after $WEFT_DEMO_SECONDS (default 60; 0 = until Ctrl-C).
+# The main job. Sets up what is missing, then on one machine:
+#   1. starts a dev chain (validator //Alice, a block every 500 ms, 10-block epochs);
+#   2. //Ferdie registers a run: a 4-stage GPT-style model on the Debian fortunes corpus,
+#      each step audited with probability 25 %;
+#   3. //Alice and //Ferdie bond as validators, register their BLS keys and run auditors
+#      (`weft-trainer audit`); each audits at most 2 of the 4 stages, so no auditor sees the
+#      whole model;
+#   4. //Bob, //Charlie, //Dave and //Eve each run `weft-trainer train`, which bonds, declares
+#      its libp2p peer id, joins the run, waits for its stage assignment, trains its stage
+#      with its neighbours over libp2p and commits every step on chain;
+#   5. shows the loss falling and commitments landing, then a summary (steps, final loss,
+#      tokens/s, audits, ownership shares, credentials).
+# Environment: WEFT_DEMO_STEPS (default 60), WEFT_DEMO_RPC_PORT (9944),
+# WEFT_DEMO_PROMETHEUS_PORT (9615), WEFT_DEMO_KEEP=1 keeps the working directory.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 "$here/setup.sh"
 source "$here/env.sh"
 
+steps="${WEFT_DEMO_STEPS:-60}"
 rpc_port="${WEFT_DEMO_RPC_PORT:-9944}"
 prom_port="${WEFT_DEMO_PROMETHEUS_PORT:-9615}"
-seconds="${WEFT_DEMO_SECONDS:-60}"
 url="ws://127.0.0.1:$rpc_port"
-base="$(mktemp -d -t weft-demo.XXXXXX)"
-node_pid=""
+corpus="$WEFT_ROOT/data/fortunes"
+work="$(mktemp -d -t weft-demo.XXXXXX)"
+pids=()
 cleanup() {
-  [ -n "$node_pid" ] && kill "$node_pid" 2>/dev/null && wait "$node_pid" 2>/dev/null
-  rm -rf "$base"
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if [ "${WEFT_DEMO_KEEP:-0}" = "1" ]; then echo "kept $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT INT TERM
+weft() { "$WEFT_BIN/weft" --url "$url" "$@"; }
+say() { printf '\n\033[1;32m== %s\033[0m\n' "$*"; }
 
-echo "== starting a dev chain (logs: $base/node.log)"
-"$WEFT_BIN/weft-node" --dev --base-path "$base" --rpc-port "$rpc_port" --prometheus-port "$prom_port" \
-  --block-time 1s >"$base/node.log" 2>&1 &
-node_pid=$!
-for _ in $(seq 1 200); do
-  if "$WEFT_BIN/weft" --url "$url" block best >/dev/null 2>&1; then break; fi
-  kill -0 "$node_pid" 2>/dev/null || { cat "$base/node.log"; exit 1; }
+say "starting a dev chain (log: $work/node.log)"
+"$WEFT_BIN/weft-node" --dev --base-path "$work/node" --rpc-port "$rpc_port" \
+  --prometheus-port "$prom_port" --block-time 500ms >"$work/node.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 300); do
+  weft block best >/dev/null 2>&1 && break
+  kill -0 "${pids[0]}" 2>/dev/null || { tail -n 20 "$work/node.log"; exit 1; }
   sleep 0.1
 done
 
-accounts=(//Alice //Bob //Charlie //Dave //Eve //Ferdie)
-echo "== balances before"
-for a in "${accounts[@]}"; do printf '%-8s ' "$a"; "$WEFT_BIN/weft" --url "$url" account "$a" | grep -i free; done
+say "//Ferdie registers a 4-stage run on the fortunes corpus"
+cat >"$work/model.json" <<JSON
+{"d_model": 64, "n_layers": 4, "n_heads": 4, "seq_len": 64}
+JSON
+cat >"$work/hyper.json" <<JSON
+{"micro_batch_size": 8, "micro_batches": 4, "lr": 0.003, "warmup_steps": 5, "total_steps": $steps}
+JSON
+dataset_hash="$("$WEFT_BIN/weft-trainer" manifest --data "$corpus")"
+weft run register --from //Ferdie --config "$work/model.json" --hyper-params "$work/hyper.json" \
+  --stages 4 --dataset-hash "$dataset_hash" --audit-probability 0.25 \
+  --reveal-window 40 --attest-window 60 --auditors-per-stage 1 --max-stages-per-auditor 2 \
+  --wait in-block | grep -E 'Run|Result|Block:'
+run=0
 
-start=$(date +%s)
-sent=0 failed=0 round=0
-while :; do
-  now=$(date +%s)
-  if [ "$seconds" != "0" ] && [ $((now - start)) -ge "$seconds" ]; then break; fi
-  from=${accounts[$((round % 6))]}
-  to=${accounts[$(((round + 1) % 6))]}
-  amount="$((round % 9 + 1)).$((round % 100))"
-  if out=$("$WEFT_BIN/weft" --url "$url" transfer --from "$from" --to "$to" --amount "$amount" --wait in-block 2>&1); then
-    sent=$((sent + 1))
-    block=$(echo "$out" | grep -m1 -E '^Block:' | tr -s ' ' | cut -d' ' -f2 | tr -d '#')
-    fee=$(echo "$out" | grep -m1 -E '^Fee:' | tr -s ' ' | cut -d' ' -f2-3)
-    printf '%-8s -> %-8s %6s WEFT  in block #%s  fee %s\n' "$from" "$to" "$amount" "$block" "$fee"
-  else
-    failed=$((failed + 1))
-    echo "transfer failed: $out"
-  fi
-  round=$((round + 1))
+say "//Alice and //Ferdie bond as validators, register their BLS keys and start auditing"
+for who in Alice Ferdie; do
+  weft stake bond --from "//$who" --amount 10000 --wait in-block | grep -E 'Result'
+  weft stake validate --from "//$who" --wait in-block | grep -E 'Result'
+  "$WEFT_BIN/weft-trainer" audit --url "$url" --key "//$who" --data "$corpus" --run "$run" \
+    --data-dir "$work/auditor-$who" --listen /ip4/127.0.0.1/tcp/0 >"$work/auditor-$who.log" 2>&1 &
+  pids+=($!)
 done
 
-echo "== balances after"
-for a in "${accounts[@]}"; do printf '%-8s ' "$a"; "$WEFT_BIN/weft" --url "$url" account "$a" | grep -i free; done
-echo "== summary"
-summary=$("$WEFT_BIN/weft" --url "$url" block finalized)
-echo "$summary" | grep -E '^(Number|Hash|State root)'
-echo "transfers included: $sent, failed: $failed"
-curl -s "http://127.0.0.1:$prom_port/metrics" | grep -E '^weft_(block_height|txpool_size)' || true
+say "four trainers join (logs: $work/<name>.log)"
+port=30555
+trainer_pids=()
+for who in Bob Charlie Dave Eve; do
+  "$WEFT_BIN/weft-trainer" train --url "$url" --key "//$who" --run "$run" --register \
+    --data "$corpus" --data-dir "$work/$who" --listen "/ip4/127.0.0.1/tcp/$port" \
+    --steps "$steps" --threads 1 >"$work/$who.log" 2>&1 &
+  pids+=($!)
+  trainer_pids+=($!)
+  port=$((port + 1))
+done
+
+say "training: the last stage's loss, and commitments landing on chain"
+last_shown=""
+while :; do
+  running=0
+  for p in "${trainer_pids[@]}"; do kill -0 "$p" 2>/dev/null && running=$((running + 1)); done
+  line="$(grep -h -E '^stage 3 step [0-9]+ ' "$work"/{Bob,Charlie,Dave,Eve}.log 2>/dev/null | tail -n 1 || true)"
+  if [ -n "$line" ] && [ "$line" != "$last_shown" ]; then
+    audits="$(weft --json work audits "$run" 2>/dev/null | grep -c '"id"' || true)"
+    echo "$line   | audits so far: $audits"
+    last_shown="$line"
+  fi
+  [ "$running" -eq 0 ] && break
+  sleep 1
+done
+for p in "${trainer_pids[@]}"; do wait "$p" || echo "a trainer exited with an error; see $work/*.log"; done
+# The trainers kept serving reveals until their audit windows closed; the auditor is done too.
+
+say "summary"
+first="$(grep -h -E '^stage 3 step 0 ' "$work"/{Bob,Charlie,Dave,Eve}.log | head -n 1 || true)"
+last="$(grep -h -E '^stage 3 step [0-9]+ ' "$work"/{Bob,Charlie,Dave,Eve}.log | tail -n 1 || true)"
+echo "first step: $first"
+echo "last step:  $last"
+weft run show "$run" | grep -E -i 'status|stages|steps' || true
+echo "audits:"
+weft work audits "$run" | tail -n +1 | grep -E -i -c 'pass' | sed 's/^/  passed: /' || true
+weft work audits "$run" | grep -E -i -c 'fail' | sed 's/^/  failed: /' || true
+grep -h -E '^audit [0-9]+: ' "$work"/auditor-*.log | tail -n 6 || true
+tps="$(grep -h -E '^stage 3 step [0-9]+ ' "$work"/{Bob,Charlie,Dave,Eve}.log | awk '{s+=$8; n++} END {if (n) printf "%.0f", s/n}')"
+echo "steps: $steps, mean tokens/s of the pipeline: $tps"
+echo "ownership:"
+weft ownership show "$run" || true
+echo "slashes:"
+weft gov slashes || true

@@ -11,20 +11,39 @@ use weft_primitives::AccountId;
 use weft_runtime::limits::MAX_EXTRINSICS_PER_BLOCK;
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Produces one block now. Returns its number.
-pub fn produce_block(chain: &Chain, pool: &Pool, metrics: &Metrics, author: AccountId) -> Result<u64, crate::chain::ChainError> {
+pub fn produce_block(
+    chain: &Chain,
+    pool: &Pool,
+    metrics: &Metrics,
+    author: AccountId,
+) -> Result<u64, crate::chain::ChainError> {
     let candidates = pool.candidates(&chain.best_state(), MAX_EXTRINSICS_PER_BLOCK);
     let built = chain.build_block(&candidates, author, now_ms())?;
     let rejected: Vec<_> = built.rejected.iter().map(|(h, _)| *h).collect();
     for (hash, reason) in &built.rejected {
         tracing::debug!(%hash, %reason, "dropped invalid transaction while building");
     }
-    pool.on_block(built.hash, built.header.number, true, &built.included, &rejected, &chain.best_state());
-    metrics.block_import_seconds.observe(built.elapsed.as_secs_f64());
-    metrics.block_extrinsics.observe(built.included.len() as f64);
+    pool.on_block(
+        built.hash,
+        built.header.number,
+        true,
+        &built.included,
+        &rejected,
+        &chain.best_state(),
+    );
+    metrics
+        .block_import_seconds
+        .observe(built.elapsed.as_secs_f64());
+    metrics
+        .block_extrinsics
+        .observe(built.included.len() as f64);
     metrics.set_height("best", built.header.number);
     metrics.set_height("finalized", built.header.number);
     metrics.txpool_size.set(pool.len() as i64);
@@ -39,7 +58,13 @@ pub fn produce_block(chain: &Chain, pool: &Pool, metrics: &Metrics, author: Acco
 }
 
 /// Runs block production until the task is cancelled.
-pub async fn run(chain: Arc<Chain>, pool: Arc<Pool>, metrics: Arc<Metrics>, author: AccountId, block_time: Duration) {
+pub async fn run(
+    chain: Arc<Chain>,
+    pool: Arc<Pool>,
+    metrics: Arc<Metrics>,
+    author: AccountId,
+    block_time: Duration,
+) {
     let mut ticker = tokio::time::interval(block_time);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;

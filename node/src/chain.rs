@@ -21,8 +21,8 @@ use weft_primitives::storage::StateReader;
 use weft_primitives::{AccountId, BlockNumber, Digest, Hash, Header, Moment, MAX_BLOCK_SIZE};
 use weft_runtime::executive::{execute_block, ApplyError, BlockContext};
 use weft_runtime::{
-    build_genesis, validate_transaction, Block, BlockBuilder, BlockError, Extrinsic, GenesisValidator,
-    InvalidTransaction, ValidTransaction,
+    build_genesis, validate_transaction, Block, BlockBuilder, BlockError, Extrinsic,
+    GenesisValidator, InvalidTransaction, ValidTransaction,
 };
 
 /// Why the chain could not do what was asked.
@@ -151,12 +151,17 @@ pub struct Chain {
 }
 
 fn decode<T: Decode>(column: &'static str, bytes: &[u8]) -> Result<T, DbError> {
-    T::decode(&mut &bytes[..]).map_err(|e| DbError::Corrupt { column, reason: e.to_string() })
+    T::decode(&mut &bytes[..]).map_err(|e| DbError::Corrupt {
+        column,
+        reason: e.to_string(),
+    })
 }
 
 fn hash_from(column: &'static str, bytes: &[u8]) -> Result<Hash, DbError> {
-    let arr: [u8; 32] =
-        bytes.try_into().map_err(|_| DbError::Corrupt { column, reason: "hash length".into() })?;
+    let arr: [u8; 32] = bytes.try_into().map_err(|_| DbError::Corrupt {
+        column,
+        reason: "hash length".into(),
+    })?;
     Ok(Hash(arr))
 }
 
@@ -168,7 +173,8 @@ impl Chain {
         genesis: &weft_runtime::GenesisConfig,
         engine: Arc<dyn ConsensusEngine>,
     ) -> Result<Self, ChainError> {
-        std::fs::create_dir_all(path).map_err(|e| ChainError::Missing(format!("database directory: {e}")))?;
+        std::fs::create_dir_all(path)
+            .map_err(|e| ChainError::Missing(format!("database directory: {e}")))?;
         let db = Db::open(path)?;
         let changes = build_genesis(chain_name, genesis)?;
         let update = state::compute_update(&db, &changes, 0)?;
@@ -186,7 +192,10 @@ impl Chain {
             Some(stored) => {
                 let found = hash_from(col::META, &stored)?;
                 if found != genesis_hash {
-                    return Err(ChainError::GenesisMismatch { found, expected: genesis_hash });
+                    return Err(ChainError::GenesisMismatch {
+                        found,
+                        expected: genesis_hash,
+                    });
                 }
             }
             None => {
@@ -200,13 +209,20 @@ impl Chain {
                 tracing::info!(%genesis_hash, "wrote genesis");
             }
         }
-        let best_hash = hash_from(col::META, &db.get(col::META, meta::BEST)?.ok_or_else(|| ChainError::Missing("best".into()))?)?;
+        let best_hash = hash_from(
+            col::META,
+            &db.get(col::META, meta::BEST)?
+                .ok_or_else(|| ChainError::Missing("best".into()))?,
+        )?;
         let finalized_hash = hash_from(
             col::META,
-            &db.get(col::META, meta::FINALIZED)?.ok_or_else(|| ChainError::Missing("finalized".into()))?,
+            &db.get(col::META, meta::FINALIZED)?
+                .ok_or_else(|| ChainError::Missing("finalized".into()))?,
         )?;
         let read_header = |h: &Hash| -> Result<Header, ChainError> {
-            let bytes = db.get(col::HEADERS, h.as_bytes())?.ok_or_else(|| ChainError::Missing(format!("header {h}")))?;
+            let bytes = db
+                .get(col::HEADERS, h.as_bytes())?
+                .ok_or_else(|| ChainError::Missing(format!("header {h}")))?;
             Ok(decode(col::HEADERS, &bytes)?)
         };
         let heads = Heads {
@@ -257,7 +273,11 @@ impl Chain {
 
     /// A header by hash.
     pub fn header(&self, hash: &Hash) -> Result<Option<Header>, ChainError> {
-        Ok(self.db.get(col::HEADERS, hash.as_bytes())?.map(|b| decode(col::HEADERS, &b)).transpose()?)
+        Ok(self
+            .db
+            .get(col::HEADERS, hash.as_bytes())?
+            .map(|b| decode(col::HEADERS, &b))
+            .transpose()?)
     }
 
     /// The canonical hash at `number`.
@@ -271,7 +291,11 @@ impl Chain {
 
     /// The encoded extrinsics of a block.
     pub fn body(&self, hash: &Hash) -> Result<Option<Vec<Vec<u8>>>, ChainError> {
-        Ok(self.db.get(col::BODIES, hash.as_bytes())?.map(|b| decode(col::BODIES, &b)).transpose()?)
+        Ok(self
+            .db
+            .get(col::BODIES, hash.as_bytes())?
+            .map(|b| decode(col::BODIES, &b))
+            .transpose()?)
     }
 
     /// The finality proof of a block.
@@ -285,7 +309,11 @@ impl Chain {
 
     /// Where an extrinsic was included: block hash and index.
     pub fn extrinsic_location(&self, hash: &Hash) -> Result<Option<(Hash, u32)>, ChainError> {
-        Ok(self.db.get(col::TX_INDEX, hash.as_bytes())?.map(|b| decode(col::TX_INDEX, &b)).transpose()?)
+        Ok(self
+            .db
+            .get(col::TX_INDEX, hash.as_bytes())?
+            .map(|b| decode(col::TX_INDEX, &b))
+            .transpose()?)
     }
 
     /// The state after block `number`.
@@ -299,9 +327,19 @@ impl Chain {
     }
 
     /// Checks a transaction against the best state, for the pool.
-    pub fn validate_transaction(&self, xt: &Extrinsic, len: usize) -> Result<ValidTransaction, ApplyError> {
+    pub fn validate_transaction(
+        &self,
+        xt: &Extrinsic,
+        len: usize,
+    ) -> Result<ValidTransaction, ApplyError> {
         let heads = self.heads();
-        validate_transaction(&self.state_at(heads.best.number), heads.best.number, heads.best_hash, xt, len)
+        validate_transaction(
+            &self.state_at(heads.best.number),
+            heads.best.number,
+            heads.best_hash,
+            xt,
+            len,
+        )
     }
 
     fn validators(&self, state: &dyn StateReader) -> Result<Vec<GenesisValidator>, ChainError> {
@@ -313,9 +351,17 @@ impl Chain {
 
     /// Builds a block on the best block from `candidates` (in order), finalizes it through the
     /// engine and writes it. Invalid candidates are skipped and reported.
-    pub fn build_block(&self, candidates: &[Candidate], author: AccountId, now: Moment) -> Result<BuiltBlock, ChainError> {
+    pub fn build_block(
+        &self,
+        candidates: &[Candidate],
+        author: AccountId,
+        now: Moment,
+    ) -> Result<BuiltBlock, ChainError> {
         let started = Instant::now();
-        let _guard = self.import_lock.lock().map_err(|_| ChainError::Missing("import lock".into()))?;
+        let _guard = self
+            .import_lock
+            .lock()
+            .map_err(|_| ChainError::Missing("import lock".into()))?;
         let heads = self.heads();
         let parent = &heads.best;
         let number = parent.number + 1;
@@ -345,7 +391,9 @@ impl Chain {
                 // A missing earlier nonce: it may become valid later; leave it in the pool.
                 Err(ApplyError::Invalid(InvalidTransaction::Future)) => {}
                 Err(ApplyError::Invalid(reason)) => rejected.push((c.hash, reason)),
-                Err(ApplyError::Storage(e)) => return Err(ChainError::Execution(BlockError::Storage(e))),
+                Err(ApplyError::Storage(e)) => {
+                    return Err(ChainError::Execution(BlockError::Storage(e)))
+                }
             }
         }
         let outcome = builder.finish();
@@ -357,24 +405,49 @@ impl Chain {
             extrinsics_root: extrinsics_root(&bodies),
             timestamp: ctx.timestamp,
             author,
-            digest: Digest { logs: self.engine.pre_digest(number) },
+            digest: Digest {
+                logs: self.engine.pre_digest(number),
+            },
         };
         let justification = self.engine.justify(&header);
         let hash = header.hash();
-        self.write_block(&header, hash, &bodies, &update, justification.as_ref(), &included)?;
-        Ok(BuiltBlock { hash, header, included, rejected, elapsed: started.elapsed() })
+        self.write_block(
+            &header,
+            hash,
+            &bodies,
+            &update,
+            justification.as_ref(),
+            &included,
+        )?;
+        Ok(BuiltBlock {
+            hash,
+            header,
+            included,
+            rejected,
+            elapsed: started.elapsed(),
+        })
     }
 
     /// Imports a block from outside (file, network): full verification, then one atomic write.
-    pub fn import_block(&self, block: &Block, justification: Option<&Justification>) -> Result<Hash, ChainError> {
-        let _guard = self.import_lock.lock().map_err(|_| ChainError::Missing("import lock".into()))?;
+    pub fn import_block(
+        &self,
+        block: &Block,
+        justification: Option<&Justification>,
+    ) -> Result<Hash, ChainError> {
+        let _guard = self
+            .import_lock
+            .lock()
+            .map_err(|_| ChainError::Missing("import lock".into()))?;
         let hash = block.header.hash();
         if self.header(&hash)?.is_some() {
             return Err(ChainError::AlreadyKnown(hash));
         }
         let heads = self.heads();
         if block.header.parent_hash != heads.best_hash {
-            return Err(ChainError::NotOnBest { parent: block.header.parent_hash, best: heads.best_hash });
+            return Err(ChainError::NotOnBest {
+                parent: block.header.parent_hash,
+                best: heads.best_hash,
+            });
         }
         let bodies: Vec<Vec<u8>> = block.extrinsics.iter().map(|x| x.encode()).collect();
         let size: usize = bodies.iter().map(|b| b.len()).sum();
@@ -387,14 +460,25 @@ impl Chain {
         let parent_state = self.state_at(heads.best.number);
         let justification = justification.ok_or(ChainError::MissingJustification)?;
         let validators = self.validators(&parent_state)?;
-        self.engine.verify(&block.header, justification, &validators)?;
+        self.engine
+            .verify(&block.header, justification, &validators)?;
         let outcome = execute_block(&parent_state, block)?;
         let update = state::compute_update(&self.db, &outcome.changes, block.header.number)?;
         if update.root != block.header.state_root {
-            return Err(ChainError::BadStateRoot { header: block.header.state_root, computed: update.root });
+            return Err(ChainError::BadStateRoot {
+                header: block.header.state_root,
+                computed: update.root,
+            });
         }
         let included: Vec<Hash> = block.extrinsics.iter().map(|x| x.hash()).collect();
-        self.write_block(&block.header, hash, &bodies, &update, Some(justification), &included)?;
+        self.write_block(
+            &block.header,
+            hash,
+            &bodies,
+            &update,
+            Some(justification),
+            &included,
+        )?;
         Ok(hash)
     }
 
@@ -443,8 +527,13 @@ impl Chain {
     }
 
     /// The block `hash` with its justification.
-    pub fn block(&self, hash: &Hash) -> Result<Option<(Header, Vec<Vec<u8>>, Option<Justification>)>, ChainError> {
-        let Some(header) = self.header(hash)? else { return Ok(None) };
+    pub fn block(
+        &self,
+        hash: &Hash,
+    ) -> Result<Option<(Header, Vec<Vec<u8>>, Option<Justification>)>, ChainError> {
+        let Some(header) = self.header(hash)? else {
+            return Ok(None);
+        };
         let body = self.body(hash)?.unwrap_or_default();
         Ok(Some((header, body, self.justification(hash)?)))
     }
@@ -464,7 +553,11 @@ fn write_block_records(
 ) {
     batch.put(col::HEADERS, hash.as_bytes(), &header.encode());
     batch.put(col::BODIES, hash.as_bytes(), &bodies.to_vec().encode());
-    batch.put(col::NUMBER_TO_HASH, &header.number.to_be_bytes(), hash.as_bytes());
+    batch.put(
+        col::NUMBER_TO_HASH,
+        &header.number.to_be_bytes(),
+        hash.as_bytes(),
+    );
     if let Some(j) = justification {
         batch.put(col::JUSTIFICATIONS, hash.as_bytes(), &j.encode());
     }

@@ -80,16 +80,32 @@ fn account(suri: &str) -> Result<weft_primitives::AccountId, ChainSpecError> {
     Ok(Keypair::from_suri(suri)?.account_id())
 }
 
-const DEV_ACCOUNTS: [&str; 6] = ["//Alice", "//Bob", "//Charlie", "//Dave", "//Eve", "//Ferdie"];
+const DEV_ACCOUNTS: [&str; 6] = [
+    "//Alice",
+    "//Bob",
+    "//Charlie",
+    "//Dave",
+    "//Eve",
+    "//Ferdie",
+];
 
 fn properties() -> Properties {
-    Properties { token_symbol: TOKEN_SYMBOL.into(), token_decimals: TOKEN_DECIMALS, ss58_format: SS58_PREFIX }
+    Properties {
+        token_symbol: TOKEN_SYMBOL.into(),
+        token_decimals: TOKEN_DECIMALS,
+        ss58_format: SS58_PREFIX,
+    }
 }
 
 fn endowed() -> Result<Vec<GenesisBalance>, ChainSpecError> {
     DEV_ACCOUNTS
         .iter()
-        .map(|s| Ok(GenesisBalance { account: account(s)?, free: 1_000_000 * UNIT }))
+        .map(|s| {
+            Ok(GenesisBalance {
+                account: account(s)?,
+                free: 1_000_000 * UNIT,
+            })
+        })
         .collect()
 }
 
@@ -104,7 +120,10 @@ pub fn dev() -> Result<ChainSpec, ChainSpecError> {
         genesis: GenesisConfig {
             existential_deposit: UNIT / 100,
             balances: endowed()?,
-            validators: vec![GenesisValidator { account: account("//Alice")?, stake: 100_000 * UNIT }],
+            validators: vec![GenesisValidator {
+                account: account("//Alice")?,
+                stake: 100_000 * UNIT,
+            }],
             ..Default::default()
         },
     })
@@ -122,8 +141,14 @@ pub fn local() -> Result<ChainSpec, ChainSpecError> {
             existential_deposit: UNIT / 100,
             balances: endowed()?,
             validators: vec![
-                GenesisValidator { account: account("//Alice")?, stake: 100_000 * UNIT },
-                GenesisValidator { account: account("//Bob")?, stake: 100_000 * UNIT },
+                GenesisValidator {
+                    account: account("//Alice")?,
+                    stake: 100_000 * UNIT,
+                },
+                GenesisValidator {
+                    account: account("//Bob")?,
+                    stake: 100_000 * UNIT,
+                },
             ],
             ..Default::default()
         },
@@ -136,9 +161,15 @@ pub fn load(chain: &str) -> Result<ChainSpec, ChainSpecError> {
         "dev" | "" => dev(),
         "local" => local(),
         path => {
-            let text = std::fs::read_to_string(Path::new(path))
-                .map_err(|source| ChainSpecError::Io { path: path.into(), source })?;
-            serde_json::from_str(&text).map_err(|source| ChainSpecError::Json { path: path.into(), source })
+            let text =
+                std::fs::read_to_string(Path::new(path)).map_err(|source| ChainSpecError::Io {
+                    path: path.into(),
+                    source,
+                })?;
+            serde_json::from_str(&text).map_err(|source| ChainSpecError::Json {
+                path: path.into(),
+                source,
+            })
         }
     }
 }
@@ -158,9 +189,15 @@ mod tests {
     #[test]
     fn checked_in_specs_match_builtins() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../chain-spec");
-        for (file, spec) in [("dev.json", dev().unwrap()), ("local.json", local().unwrap())] {
+        for (file, spec) in [
+            ("dev.json", dev().unwrap()),
+            ("local.json", local().unwrap()),
+        ] {
             let loaded = load(root.join(file).to_str().unwrap()).unwrap();
-            assert_eq!(loaded, spec, "chain-spec/{file} differs from build-spec output");
+            assert_eq!(
+                loaded, spec,
+                "chain-spec/{file} differs from build-spec output"
+            );
         }
     }
 
@@ -171,6 +208,9 @@ mod tests {
         std::fs::write(&p, "{\"name\": 1}").unwrap();
         let err = load(p.to_str().unwrap()).unwrap_err().to_string();
         assert!(err.contains("invalid chain spec"), "{err}");
-        assert!(load("/nonexistent/spec.json").unwrap_err().to_string().contains("cannot read"));
+        assert!(load("/nonexistent/spec.json")
+            .unwrap_err()
+            .to_string()
+            .contains("cannot read"));
     }
 }

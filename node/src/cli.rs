@@ -11,7 +11,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         Some(i) => (&s[..i], &s[i..]),
         None => (s, "s"),
     };
-    let value: f64 = num.parse().map_err(|_| format!("not a duration: {s:?} (try 500ms or 2s)"))?;
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("not a duration: {s:?} (try 500ms or 2s)"))?;
     if !value.is_finite() || value < 0.0 {
         return Err(format!("not a duration: {s:?}"));
     }
@@ -30,7 +32,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// `weft-node`: a Weft validator or full node.
 #[derive(Debug, Parser)]
-#[command(name = "weft-node", version, about = "Weft node: the chain where training a model is the work")]
+#[command(
+    name = "weft-node",
+    version,
+    about = "Weft node: the chain where training a model is the work"
+)]
 pub struct Cli {
     /// A subcommand; without one the node runs.
     #[command(subcommand)]
@@ -60,7 +66,12 @@ pub struct RunArgs {
     #[arg(long)]
     pub validator: bool,
     /// The validator's secret URI (e.g. //Alice or a mnemonic).
-    #[arg(long, env = "WEFT_NODE_KEY", value_name = "SURI", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "WEFT_NODE_KEY",
+        value_name = "SURI",
+        hide_env_values = true
+    )]
     pub key: Option<String>,
     /// Node name shown in logs.
     #[arg(long, default_value = "weft")]

@@ -52,8 +52,13 @@ fn resolve(args: &ChainArgs) -> anyhow::Result<(ChainSpec, PathBuf)> {
 }
 
 fn open(spec: &ChainSpec, db: &Path) -> anyhow::Result<Chain> {
-    Chain::open(db, &spec.name, &spec.genesis, Arc::new(DevEngine::new(None)))
-        .with_context(|| format!("opening {}", db.display()))
+    Chain::open(
+        db,
+        &spec.name,
+        &spec.genesis,
+        Arc::new(DevEngine::new(None)),
+    )
+    .with_context(|| format!("opening {}", db.display()))
 }
 
 /// `purge-chain`.
@@ -89,28 +94,47 @@ struct ExportRecord {
 const MAX_RECORD: usize = weft_primitives::MAX_BLOCK_SIZE + 64 * 1024;
 
 /// `export-blocks`.
-pub fn export_blocks(args: &ChainArgs, from: u64, to: Option<u64>, output: &Path) -> anyhow::Result<()> {
+pub fn export_blocks(
+    args: &ChainArgs,
+    from: u64,
+    to: Option<u64>,
+    output: &Path,
+) -> anyhow::Result<()> {
     let (spec, db) = resolve(args)?;
     let chain = open(&spec, &db)?;
     let best = chain.heads().best.number;
     let to = to.unwrap_or(best).min(best);
-    let mut out = BufWriter::new(std::fs::File::create(output).with_context(|| format!("creating {}", output.display()))?);
+    let mut out = BufWriter::new(
+        std::fs::File::create(output).with_context(|| format!("creating {}", output.display()))?,
+    );
     let mut count = 0u64;
     for n in from.max(1)..=to {
-        let hash = chain.hash_of(n)?.with_context(|| format!("block {n} missing"))?;
-        let (header, body, justification) = chain.block(&hash)?.with_context(|| format!("block {hash} missing"))?;
+        let hash = chain
+            .hash_of(n)?
+            .with_context(|| format!("block {n} missing"))?;
+        let (header, body, justification) = chain
+            .block(&hash)?
+            .with_context(|| format!("block {hash} missing"))?;
         let extrinsics = body
             .iter()
             .map(|b| Extrinsic::decode(&mut &b[..]))
             .collect::<Result<Vec<_>, _>>()
             .context("stored extrinsic does not decode")?;
-        let record = ExportRecord { block: Block { header, extrinsics }, justification }.encode();
+        let record = ExportRecord {
+            block: Block { header, extrinsics },
+            justification,
+        }
+        .encode();
         out.write_all(&(record.len() as u32).to_le_bytes())?;
         out.write_all(&record)?;
         count += 1;
     }
     out.flush()?;
-    eprintln!("exported {count} blocks ({}..={to}) to {}", from.max(1), output.display());
+    eprintln!(
+        "exported {count} blocks ({}..={to}) to {}",
+        from.max(1),
+        output.display()
+    );
     Ok(())
 }
 
@@ -118,7 +142,9 @@ pub fn export_blocks(args: &ChainArgs, from: u64, to: Option<u64>, output: &Path
 pub fn import_blocks(args: &ChainArgs, input: &Path) -> anyhow::Result<()> {
     let (spec, db) = resolve(args)?;
     let chain = open(&spec, &db)?;
-    let mut file = BufReader::new(std::fs::File::open(input).with_context(|| format!("opening {}", input.display()))?);
+    let mut file = BufReader::new(
+        std::fs::File::open(input).with_context(|| format!("opening {}", input.display()))?,
+    );
     let (mut imported, mut skipped) = (0u64, 0u64);
     loop {
         let mut len = [0u8; 4];
@@ -146,7 +172,10 @@ pub fn import_blocks(args: &ChainArgs, input: &Path) -> anyhow::Result<()> {
         }
     }
     chain.flush()?;
-    eprintln!("imported {imported} blocks, {skipped} already known; best is #{}", chain.heads().best.number);
+    eprintln!(
+        "imported {imported} blocks, {skipped} already known; best is #{}",
+        chain.heads().best.number
+    );
     Ok(())
 }
 
@@ -155,25 +184,48 @@ pub fn import_blocks(args: &ChainArgs, input: &Path) -> anyhow::Result<()> {
 /// takes for a block it did not build). Both include signature checks, execution, the state
 /// root and the write.
 pub fn benchmark(cmd: BenchmarkCommand) -> anyhow::Result<()> {
-    let BenchmarkCommand::Block { transfers, blocks, json } = cmd;
+    let BenchmarkCommand::Block {
+        transfers,
+        blocks,
+        json,
+    } = cmd;
     let senders: Vec<Keypair> = (0..transfers)
         .map(|i| Keypair::from_suri(&format!("//bench//{i}")))
         .collect::<Result<_, _>>()?;
     let alice = Keypair::from_suri("//Alice")?;
-    let mut balances_cfg: Vec<GenesisBalance> =
-        senders.iter().map(|k| GenesisBalance { account: k.account_id(), free: 1_000 * UNIT }).collect();
-    balances_cfg.push(GenesisBalance { account: alice.account_id(), free: 1_000 * UNIT });
+    let mut balances_cfg: Vec<GenesisBalance> = senders
+        .iter()
+        .map(|k| GenesisBalance {
+            account: k.account_id(),
+            free: 1_000 * UNIT,
+        })
+        .collect();
+    balances_cfg.push(GenesisBalance {
+        account: alice.account_id(),
+        free: 1_000 * UNIT,
+    });
     let genesis = GenesisConfig {
         existential_deposit: UNIT / 100,
         balances: balances_cfg,
-        validators: vec![GenesisValidator { account: alice.account_id(), stake: UNIT }],
+        validators: vec![GenesisValidator {
+            account: alice.account_id(),
+            stake: UNIT,
+        }],
         ..Default::default()
     };
     let dir = tempfile::tempdir()?;
     let engine = Arc::new(DevEngine::new(Some(alice.clone())));
     let chain = Chain::open(&dir.path().join("a"), "bench", &genesis, engine)?;
-    let verifier = Chain::open(&dir.path().join("b"), "bench", &genesis, Arc::new(DevEngine::new(None)))?;
-    let ctx = SigningContext { genesis_hash: chain.genesis_hash(), birth_hash: chain.genesis_hash() };
+    let verifier = Chain::open(
+        &dir.path().join("b"),
+        "bench",
+        &genesis,
+        Arc::new(DevEngine::new(None)),
+    )?;
+    let ctx = SigningContext {
+        genesis_hash: chain.genesis_hash(),
+        birth_hash: chain.genesis_hash(),
+    };
     let (mut build_secs, mut import_secs, mut total) = (0.0f64, 0.0f64, 0usize);
     for b in 0..blocks {
         let candidates: Vec<Candidate> = senders
@@ -181,21 +233,33 @@ pub fn benchmark(cmd: BenchmarkCommand) -> anyhow::Result<()> {
             .enumerate()
             .map(|(i, k)| {
                 let dest = senders[(i + 1) % senders.len()].account_id();
-                let call = RuntimeCall::Balances(balances::Call::TransferKeepAlive { dest, value: UNIT });
+                let call =
+                    RuntimeCall::Balances(balances::Call::TransferKeepAlive { dest, value: UNIT });
                 let xt = Extrinsic::new_signed(call, k, b as u64, 0, Era::Immortal, ctx);
                 let encoded = xt.encode();
-                Candidate { hash: weft_primitives::blake3_256(&encoded), extrinsic: xt, encoded }
+                Candidate {
+                    hash: weft_primitives::blake3_256(&encoded),
+                    extrinsic: xt,
+                    encoded,
+                }
             })
             .collect();
         let t = Instant::now();
         let built = chain.build_block(&candidates, alice.account_id(), 1_000 * (b as u64 + 1))?;
         build_secs += t.elapsed().as_secs_f64();
         if built.included.len() != transfers {
-            bail!("only {} of {transfers} transfers were included", built.included.len());
+            bail!(
+                "only {} of {transfers} transfers were included",
+                built.included.len()
+            );
         }
         total += built.included.len();
-        let (header, body, justification) = chain.block(&built.hash)?.context("built block missing")?;
-        let extrinsics = body.iter().map(|x| Extrinsic::decode(&mut &x[..])).collect::<Result<Vec<_>, _>>()?;
+        let (header, body, justification) =
+            chain.block(&built.hash)?.context("built block missing")?;
+        let extrinsics = body
+            .iter()
+            .map(|x| Extrinsic::decode(&mut &x[..]))
+            .collect::<Result<Vec<_>, _>>()?;
         let block = Block { header, extrinsics };
         let t = Instant::now();
         verifier.import_block(&block, justification.as_ref())?;

@@ -58,8 +58,12 @@ pub trait ConsensusEngine: Send + Sync {
     /// The finality proof for a header this node built, if it can finalize alone.
     fn justify(&self, header: &Header) -> Option<Justification>;
     /// Checks the finality proof of an imported header against the validator set.
-    fn verify(&self, header: &Header, justification: &Justification, validators: &[GenesisValidator])
-        -> Result<(), ConsensusError>;
+    fn verify(
+        &self,
+        header: &Header,
+        justification: &Justification,
+        validators: &[GenesisValidator],
+    ) -> Result<(), ConsensusError>;
 }
 
 /// Engine id of [`DevEngine`].
@@ -93,13 +97,22 @@ impl ConsensusEngine for DevEngine {
     }
 
     fn pre_digest(&self, number: u64) -> Vec<DigestItem> {
-        vec![DigestItem::PreRuntime { engine: DEV_ENGINE, data: number.encode() }]
+        vec![DigestItem::PreRuntime {
+            engine: DEV_ENGINE,
+            data: number.encode(),
+        }]
     }
 
     fn justify(&self, header: &Header) -> Option<Justification> {
         let key = self.key.as_ref()?;
-        let proof = DevProof { signer: key.account_id(), signature: key.sign(header.hash().as_bytes()) };
-        Some(Justification { engine: DEV_ENGINE, data: proof.encode() })
+        let proof = DevProof {
+            signer: key.account_id(),
+            signature: key.sign(header.hash().as_bytes()),
+        };
+        Some(Justification {
+            engine: DEV_ENGINE,
+            data: proof.encode(),
+        })
     }
 
     fn verify(
@@ -109,14 +122,21 @@ impl ConsensusEngine for DevEngine {
         validators: &[GenesisValidator],
     ) -> Result<(), ConsensusError> {
         if justification.engine != DEV_ENGINE {
-            return Err(ConsensusError::WrongEngine(justification.engine, DEV_ENGINE));
+            return Err(ConsensusError::WrongEngine(
+                justification.engine,
+                DEV_ENGINE,
+            ));
         }
-        let proof = DevProof::decode(&mut &justification.data[..]).map_err(|_| ConsensusError::Malformed)?;
+        let proof = DevProof::decode(&mut &justification.data[..])
+            .map_err(|_| ConsensusError::Malformed)?;
         if !validators.iter().any(|v| v.account == proof.signer) {
             return Err(ConsensusError::NotAValidator(proof.signer));
         }
         if header.author != proof.signer {
-            return Err(ConsensusError::AuthorMismatch { author: header.author, signer: proof.signer });
+            return Err(ConsensusError::AuthorMismatch {
+                author: header.author,
+                signer: proof.signer,
+            });
         }
         if !crypto::verify(&proof.signature, header.hash().as_bytes(), &proof.signer) {
             return Err(ConsensusError::BadSignature);

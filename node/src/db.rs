@@ -37,7 +37,16 @@ pub mod col {
     /// State values by key hash and version.
     pub const JMT_VALUES: &str = "jmt_values";
     /// All of them.
-    pub const ALL: [&str; 8] = [META, HEADERS, BODIES, JUSTIFICATIONS, NUMBER_TO_HASH, TX_INDEX, JMT_NODES, JMT_VALUES];
+    pub const ALL: [&str; 8] = [
+        META,
+        HEADERS,
+        BODIES,
+        JUSTIFICATIONS,
+        NUMBER_TO_HASH,
+        TX_INDEX,
+        JMT_NODES,
+        JMT_VALUES,
+    ];
 }
 
 /// Meta keys.
@@ -110,7 +119,9 @@ impl Db {
     }
 
     fn cf(&self, name: &'static str) -> Result<&rocksdb::ColumnFamily, DbError> {
-        self.inner.cf_handle(name).ok_or(DbError::MissingColumn(name))
+        self.inner
+            .cf_handle(name)
+            .ok_or(DbError::MissingColumn(name))
     }
 
     /// Reads a record.
@@ -140,7 +151,11 @@ impl Db {
 
     /// Starts a batch of writes.
     pub fn batch(&self) -> Batch<'_> {
-        Batch { db: self, inner: WriteBatch::default(), error: None }
+        Batch {
+            db: self,
+            inner: WriteBatch::default(),
+            error: None,
+        }
     }
 
     /// Flushes memtables to disk (used before a clean shutdown).

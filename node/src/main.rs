@@ -7,8 +7,12 @@ use weft_node::{commands, service};
 
 fn main() {
     let cli = Cli::parse();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("{},jmt=warn", cli.run.log)));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{},jmt=warn", cli.run.log)));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     let result = match cli.command {
         None => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -18,7 +22,12 @@ fn main() {
         Some(Command::Key(k)) => commands::key(k),
         Some(Command::BuildSpec { chain }) => commands::build_spec(&chain),
         Some(Command::PurgeChain { chain, yes }) => commands::purge_chain(&chain, yes),
-        Some(Command::ExportBlocks { chain, from, to, output }) => commands::export_blocks(&chain, from, to, &output),
+        Some(Command::ExportBlocks {
+            chain,
+            from,
+            to,
+            output,
+        }) => commands::export_blocks(&chain, from, to, &output),
         Some(Command::ImportBlocks { chain, input }) => commands::import_blocks(&chain, &input),
         Some(Command::Benchmark(b)) => commands::benchmark(b),
     };

@@ -56,24 +56,55 @@ impl Metrics {
         let height = Family::<StatusLabel, Gauge>::default();
         registry.register("block_height", "Block height by status", height.clone());
         let block_import_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
-        registry.register("block_import_seconds", "Time to build or import and write a block", block_import_seconds.clone());
+        registry.register(
+            "block_import_seconds",
+            "Time to build or import and write a block",
+            block_import_seconds.clone(),
+        );
         let block_extrinsics = Histogram::new(exponential_buckets(1.0, 2.0, 16));
-        registry.register("block_extrinsics", "Extrinsics per block", block_extrinsics.clone());
+        registry.register(
+            "block_extrinsics",
+            "Extrinsics per block",
+            block_extrinsics.clone(),
+        );
         let txpool_size = Gauge::default();
-        registry.register("txpool_size", "Transactions in the pool", txpool_size.clone());
+        registry.register(
+            "txpool_size",
+            "Transactions in the pool",
+            txpool_size.clone(),
+        );
         let rpc_requests = Family::<MethodLabel, Counter>::default();
-        registry.register("rpc_requests", "JSON-RPC requests by method", rpc_requests.clone());
-        Arc::new(Metrics { registry, height, block_import_seconds, block_extrinsics, txpool_size, rpc_requests })
+        registry.register(
+            "rpc_requests",
+            "JSON-RPC requests by method",
+            rpc_requests.clone(),
+        );
+        Arc::new(Metrics {
+            registry,
+            height,
+            block_import_seconds,
+            block_extrinsics,
+            txpool_size,
+            rpc_requests,
+        })
     }
 
     /// Counts one RPC call.
     pub fn rpc(&self, method: &str) {
-        self.rpc_requests.get_or_create(&MethodLabel { method: method.to_string() }).inc();
+        self.rpc_requests
+            .get_or_create(&MethodLabel {
+                method: method.to_string(),
+            })
+            .inc();
     }
 
     /// Sets a height gauge.
     pub fn set_height(&self, status: &str, height: u64) {
-        self.height.get_or_create(&StatusLabel { status: status.to_string() }).set(height as i64);
+        self.height
+            .get_or_create(&StatusLabel {
+                status: status.to_string(),
+            })
+            .set(height as i64);
     }
 
     /// The text exposition.
@@ -92,7 +123,9 @@ pub async fn serve(metrics: Arc<Metrics>, addr: SocketAddr) -> std::io::Result<S
     let local = listener.local_addr()?;
     tokio::spawn(async move {
         loop {
-            let Ok((mut socket, _)) = listener.accept().await else { continue };
+            let Ok((mut socket, _)) = listener.accept().await else {
+                continue;
+            };
             let metrics = metrics.clone();
             tokio::spawn(async move {
                 // Read the request head (bounded); the path does not matter.

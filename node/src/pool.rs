@@ -108,7 +108,10 @@ pub struct Submitted {
 impl Pool {
     /// A pool holding at most `capacity` transactions.
     pub fn new(capacity: usize) -> Self {
-        Pool { inner: Mutex::new(Inner::default()), capacity }
+        Pool {
+            inner: Mutex::new(Inner::default()),
+            capacity,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -139,7 +142,8 @@ impl Pool {
             return Err(PoolError::TooLarge(bytes.len()));
         }
         let mut input = bytes;
-        let extrinsic = Extrinsic::decode(&mut input).map_err(|e| PoolError::Decode(e.to_string()))?;
+        let extrinsic =
+            Extrinsic::decode(&mut input).map_err(|e| PoolError::Decode(e.to_string()))?;
         if !input.is_empty() {
             return Err(PoolError::Decode(format!("{} trailing bytes", input.len())));
         }
@@ -152,8 +156,17 @@ impl Pool {
             ApplyError::Storage(s) => PoolError::State(s.to_string()),
         })?;
         let mut inner = self.lock();
-        if let Some(existing) = inner.by_sender.get(&valid.sender).and_then(|m| m.get(&valid.nonce)).copied() {
-            let existing_priority = inner.by_hash.get(&existing).map(|t| t.priority).unwrap_or(0);
+        if let Some(existing) = inner
+            .by_sender
+            .get(&valid.sender)
+            .and_then(|m| m.get(&valid.nonce))
+            .copied()
+        {
+            let existing_priority = inner
+                .by_hash
+                .get(&existing)
+                .map(|t| t.priority)
+                .unwrap_or(0);
             if existing_priority >= valid.priority {
                 return Err(PoolError::TooLowPriority);
             }
@@ -171,7 +184,11 @@ impl Pool {
             }
             valid.nonce <= next
         };
-        inner.by_sender.entry(valid.sender).or_default().insert(valid.nonce, hash);
+        inner
+            .by_sender
+            .entry(valid.sender)
+            .or_default()
+            .insert(valid.nonce, hash);
         inner.by_hash.insert(
             hash,
             PoolTx {
@@ -184,7 +201,11 @@ impl Pool {
             },
         );
         if let Some(w) = watcher {
-            let _ = w.send(if ready { TransactionStatus::Ready } else { TransactionStatus::Future });
+            let _ = w.send(if ready {
+                TransactionStatus::Ready
+            } else {
+                TransactionStatus::Future
+            });
             inner.watchers.entry(hash).or_default().push(w);
         }
         Ok(Submitted { hash, ready })
@@ -197,7 +218,9 @@ impl Pool {
         // Per sender: the run of consecutive nonces starting at the account's nonce.
         let mut runs: Vec<Vec<&Hash>> = Vec::new();
         for (sender, txs) in &inner.by_sender {
-            let Ok(info) = balances::account(state, sender) else { continue };
+            let Ok(info) = balances::account(state, sender) else {
+                continue;
+            };
             let mut next = info.nonce;
             let mut run = Vec::new();
             for (nonce, hash) in txs.range(info.nonce..) {
@@ -218,12 +241,20 @@ impl Pool {
             let best = runs
                 .iter()
                 .enumerate()
-                .filter_map(|(i, r)| r.last().and_then(|h| inner.by_hash.get(*h)).map(|t| (i, t.priority)))
+                .filter_map(|(i, r)| {
+                    r.last()
+                        .and_then(|h| inner.by_hash.get(*h))
+                        .map(|t| (i, t.priority))
+                })
                 .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)));
             let Some((i, _)) = best else { break };
             let Some(hash) = runs[i].pop() else { break };
             if let Some(tx) = inner.by_hash.get(hash) {
-                out.push(Candidate { hash: *hash, extrinsic: tx.extrinsic.clone(), encoded: tx.encoded.clone() });
+                out.push(Candidate {
+                    hash: *hash,
+                    extrinsic: tx.extrinsic.clone(),
+                    encoded: tx.encoded.clone(),
+                });
             }
         }
         out
@@ -232,7 +263,13 @@ impl Pool {
     /// Encoded transactions in the pool.
     pub fn pending(&self) -> Vec<Vec<u8>> {
         let inner = self.lock();
-        inner.by_sender.values().flat_map(|m| m.values()).filter_map(|h| inner.by_hash.get(h)).map(|t| t.encoded.clone()).collect()
+        inner
+            .by_sender
+            .values()
+            .flat_map(|m| m.values())
+            .filter_map(|h| inner.by_hash.get(h))
+            .map(|t| t.encoded.clone())
+            .collect()
     }
 
     /// Updates the pool after a block: removes `included` (notifying watchers), removes
@@ -262,11 +299,17 @@ impl Pool {
         let mut stale = Vec::new();
         let mut expired = Vec::new();
         for (sender, txs) in &inner.by_sender {
-            let nonce = balances::account(state, sender).map(|a| a.nonce).unwrap_or(0);
+            let nonce = balances::account(state, sender)
+                .map(|a| a.nonce)
+                .unwrap_or(0);
             for (n, h) in txs {
                 if *n < nonce {
                     stale.push(*h);
-                } else if inner.by_hash.get(h).is_some_and(|t| t.valid_until <= number) {
+                } else if inner
+                    .by_hash
+                    .get(h)
+                    .is_some_and(|t| t.valid_until <= number)
+                {
                     expired.push(*h);
                 }
             }
@@ -290,14 +333,22 @@ mod tests {
     use weft_primitives::storage::MemoryState;
     use weft_primitives::{Era, Keypair};
     use weft_runtime::genesis::GenesisBalance;
-    use weft_runtime::{build_genesis, validate_transaction, GenesisConfig, GenesisValidator, RuntimeCall};
+    use weft_runtime::{
+        build_genesis, validate_transaction, GenesisConfig, GenesisValidator, RuntimeCall,
+    };
 
     fn setup() -> (MemoryState, Keypair, Hash) {
         let alice = Keypair::from_suri("//Alice").unwrap();
         let cfg = GenesisConfig {
             existential_deposit: 1,
-            balances: vec![GenesisBalance { account: alice.account_id(), free: 1 << 80 }],
-            validators: vec![GenesisValidator { account: alice.account_id(), stake: 1 }],
+            balances: vec![GenesisBalance {
+                account: alice.account_id(),
+                free: 1 << 80,
+            }],
+            validators: vec![GenesisValidator {
+                account: alice.account_id(),
+                stake: 1,
+            }],
             ..Default::default()
         };
         let mut state = MemoryState::default();
@@ -306,8 +357,13 @@ mod tests {
     }
 
     fn xt(k: &Keypair, nonce: u64, tip: u128, genesis: Hash) -> Vec<u8> {
-        let ctx = SigningContext { genesis_hash: genesis, birth_hash: genesis };
-        let call = RuntimeCall::System(weft_runtime::system::Call::Remark { remark: vec![nonce as u8] });
+        let ctx = SigningContext {
+            genesis_hash: genesis,
+            birth_hash: genesis,
+        };
+        let call = RuntimeCall::System(weft_runtime::system::Call::Remark {
+            remark: vec![nonce as u8],
+        });
         Extrinsic::new_signed(call, k, nonce, tip, Era::Immortal, ctx).encode()
     }
 
@@ -319,7 +375,11 @@ mod tests {
         let s2 = pool.submit(&xt(&alice, 2, 0, genesis), v, None).unwrap();
         assert!(!s2.ready);
         let v = |x: &Extrinsic, l: usize| validate_transaction(&state, 0, genesis, x, l);
-        assert!(pool.submit(&xt(&alice, 0, 0, genesis), v, None).unwrap().ready);
+        assert!(
+            pool.submit(&xt(&alice, 0, 0, genesis), v, None)
+                .unwrap()
+                .ready
+        );
         let one = xt(&alice, 1, 0, genesis);
         let v = |x: &Extrinsic, l: usize| validate_transaction(&state, 0, genesis, x, l);
         assert!(pool.submit(&one, v, None).unwrap().ready);
@@ -327,13 +387,19 @@ mod tests {
         let nonces: Vec<u64> = c.iter().map(|c| c.extrinsic.nonce).collect();
         assert_eq!(nonces, vec![0, 1, 2]);
         let v = |x: &Extrinsic, l: usize| validate_transaction(&state, 0, genesis, x, l);
-        assert!(matches!(pool.submit(&[1, 2, 3], v, None), Err(PoolError::Decode(_))));
+        assert!(matches!(
+            pool.submit(&[1, 2, 3], v, None),
+            Err(PoolError::Decode(_))
+        ));
         let v = |x: &Extrinsic, l: usize| validate_transaction(&state, 0, genesis, x, l);
         assert_eq!(pool.submit(&one, v, None), Err(PoolError::AlreadyImported));
         // sr25519 signatures are randomised: a re-signed copy is another transaction with the
         // same nonce, and without a higher tip it does not replace the first.
         let v = |x: &Extrinsic, l: usize| validate_transaction(&state, 0, genesis, x, l);
-        assert_eq!(pool.submit(&xt(&alice, 1, 0, genesis), v, None), Err(PoolError::TooLowPriority));
+        assert_eq!(
+            pool.submit(&xt(&alice, 1, 0, genesis), v, None),
+            Err(PoolError::TooLowPriority)
+        );
         let v = |x: &Extrinsic, l: usize| validate_transaction(&state, 0, genesis, x, l);
         assert!(matches!(
             pool.submit(&xt(&alice, 0, 0, Hash([9; 32])), v, None),
@@ -348,10 +414,13 @@ mod tests {
         let pool = Pool::new(10);
         let (tx, mut rx) = mpsc::unbounded_channel();
         let v = |x: &Extrinsic, l: usize| validate_transaction(&state, 0, genesis, x, l);
-        let a = pool.submit(&xt(&alice, 0, 0, genesis), v, Some(tx)).unwrap();
+        let a = pool
+            .submit(&xt(&alice, 0, 0, genesis), v, Some(tx))
+            .unwrap();
         let (tx2, mut rx2) = mpsc::unbounded_channel();
         let v = |x: &Extrinsic, l: usize| validate_transaction(&state, 0, genesis, x, l);
-        pool.submit(&xt(&alice, 0, 5, genesis), v, Some(tx2)).unwrap();
+        pool.submit(&xt(&alice, 0, 5, genesis), v, Some(tx2))
+            .unwrap();
         // The higher tip replaced the first.
         assert_eq!(rx.try_recv().unwrap(), TransactionStatus::Ready);
         assert_eq!(rx.try_recv().unwrap(), TransactionStatus::Dropped);
@@ -365,8 +434,14 @@ mod tests {
         info.nonce = 1;
         after.entries.insert(key, info.encode());
         pool.on_block(Hash([1; 32]), 1, true, &included, &[], &after);
-        assert_eq!(rx2.try_recv().unwrap(), TransactionStatus::InBlock(Hash([1; 32])));
-        assert_eq!(rx2.try_recv().unwrap(), TransactionStatus::Finalized(Hash([1; 32])));
+        assert_eq!(
+            rx2.try_recv().unwrap(),
+            TransactionStatus::InBlock(Hash([1; 32]))
+        );
+        assert_eq!(
+            rx2.try_recv().unwrap(),
+            TransactionStatus::Finalized(Hash([1; 32]))
+        );
         assert!(pool.is_empty());
     }
 }

@@ -17,7 +17,9 @@ use weft_primitives::Keypair;
 
 /// The default base path: `$HOME/.local/share/weft-node`.
 pub fn default_base_path() -> PathBuf {
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     home.join(".local/share/weft-node")
 }
 
@@ -39,7 +41,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if validator && key_suri.is_none() {
         bail!("--validator needs --key <SURI> (or WEFT_NODE_KEY)");
     }
-    let key = key_suri.as_deref().map(Keypair::from_suri).transpose().context("--key")?;
+    let key = key_suri
+        .as_deref()
+        .map(Keypair::from_suri)
+        .transpose()
+        .context("--key")?;
 
     // --dev without --base-path, or --tmp: a temporary directory removed on exit.
     let tmp = if args.tmp || (args.dev && args.base_path.is_none()) {
@@ -54,7 +60,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let db_path = database_path(&base, &spec);
 
-    let author = if validator { key.as_ref().map(|k| k.account_id()) } else { None };
+    let author = if validator {
+        key.as_ref().map(|k| k.account_id())
+    } else {
+        None
+    };
     let engine = Arc::new(DevEngine::new(if validator { key.clone() } else { None }));
     let chain = Arc::new(
         Chain::open(&db_path, &spec.name, &spec.genesis, engine)
@@ -67,7 +77,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let heads = chain.heads();
     tracing::info!("✌️  weft-node {}", env!("CARGO_PKG_VERSION"));
-    tracing::info!("📋 chain: {} ({}), genesis {}", spec.name, spec.id, chain.genesis_hash());
+    tracing::info!(
+        "📋 chain: {} ({}), genesis {}",
+        spec.name,
+        spec.id,
+        chain.genesis_hash()
+    );
     tracing::info!("💾 database: {}", db_path.display());
     tracing::info!("📦 best block #{} {}", heads.best.number, heads.best_hash);
 
@@ -76,14 +91,24 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     metrics.set_height("finalized", heads.finalized.number);
     let pool = Arc::new(Pool::new(args.pool_limit));
 
-    let host = if args.rpc_external { IpAddr::V4(Ipv4Addr::UNSPECIFIED) } else { IpAddr::V4(Ipv4Addr::LOCALHOST) };
+    let host = if args.rpc_external {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    };
     if !args.no_prometheus {
         let addr = metrics::serve(metrics.clone(), SocketAddr::new(host, args.prometheus_port))
             .await
             .with_context(|| format!("binding the Prometheus port {}", args.prometheus_port))?;
         tracing::info!("📈 Prometheus metrics on http://{addr}/metrics");
     }
-    let handlers = RpcImpl::new(chain.clone(), pool.clone(), metrics.clone(), spec.properties.clone(), args.dev);
+    let handlers = RpcImpl::new(
+        chain.clone(),
+        pool.clone(),
+        metrics.clone(),
+        spec.properties.clone(),
+        args.dev,
+    );
     let (rpc_addr, rpc_handle) = rpc::start(SocketAddr::new(host, args.rpc_port), handlers)
         .await
         .with_context(|| format!("binding the RPC port {}", args.rpc_port))?;
@@ -91,7 +116,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let authoring = author.map(|a| {
         tracing::info!("🧑‍🏭 authoring as {a}, a block every {:?}", args.block_time);
-        tokio::spawn(crate::authorship::run(chain.clone(), pool.clone(), metrics.clone(), a, args.block_time))
+        tokio::spawn(crate::authorship::run(
+            chain.clone(),
+            pool.clone(),
+            metrics.clone(),
+            a,
+            args.block_time,
+        ))
     });
 
     shutdown_signal().await;

@@ -75,7 +75,11 @@ impl TreeReader for TreeStore<'_> {
         }
     }
 
-    fn get_value_option(&self, max_version: Version, key_hash: KeyHash) -> anyhow::Result<Option<OwnedValue>> {
+    fn get_value_option(
+        &self,
+        max_version: Version,
+        key_hash: KeyHash,
+    ) -> anyhow::Result<Option<OwnedValue>> {
         read_value(self.db, max_version, &key_hash).map_err(to_anyhow)
     }
 
@@ -85,11 +89,17 @@ impl TreeReader for TreeStore<'_> {
     }
 }
 
-fn read_value(db: &Db, max_version: Version, key_hash: &KeyHash) -> Result<Option<Vec<u8>>, DbError> {
+fn read_value(
+    db: &Db,
+    max_version: Version,
+    key_hash: &KeyHash,
+) -> Result<Option<Vec<u8>>, DbError> {
     let seek = value_key(key_hash, max_version);
     match db.get_prev_with_prefix(col::JMT_VALUES, &seek, &key_hash.0)? {
-        Some(bytes) => Option::<Vec<u8>>::decode(&mut &bytes[..])
-            .map_err(|e| DbError::Corrupt { column: col::JMT_VALUES, reason: e.to_string() }),
+        Some(bytes) => Option::<Vec<u8>>::decode(&mut &bytes[..]).map_err(|e| DbError::Corrupt {
+            column: col::JMT_VALUES,
+            reason: e.to_string(),
+        }),
         None => Ok(None),
     }
 }
@@ -110,21 +120,25 @@ impl<'a> StateView<'a> {
     pub fn prove(&self, key: &[u8]) -> Result<(Option<Vec<u8>>, StateProof), StateError> {
         let store = TreeStore::new(self.db);
         let tree = StateTree::new(&store);
-        tree.get_with_proof(key_hash(key), self.version).map_err(|e| StateError::Tree(e.to_string()))
+        tree.get_with_proof(key_hash(key), self.version)
+            .map_err(|e| StateError::Tree(e.to_string()))
     }
 
     /// This version's root.
     pub fn root(&self) -> Result<Hash, StateError> {
         let store = TreeStore::new(self.db);
         let tree = StateTree::new(&store);
-        let RootHash(root) = tree.get_root_hash(self.version).map_err(|e| StateError::Tree(e.to_string()))?;
+        let RootHash(root) = tree
+            .get_root_hash(self.version)
+            .map_err(|e| StateError::Tree(e.to_string()))?;
         Ok(Hash(root))
     }
 }
 
 impl StateReader for StateView<'_> {
     fn read(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        read_value(self.db, self.version, &key_hash(key)).map_err(|e| StorageError::Backend(e.to_string()))
+        read_value(self.db, self.version, &key_hash(key))
+            .map_err(|e| StorageError::Backend(e.to_string()))
     }
 }
 
@@ -148,16 +162,24 @@ pub struct StateUpdate {
 }
 
 /// Computes the tree update that applies `changes` at `version` (on top of `version - 1`).
-pub fn compute_update(db: &Db, changes: &Changes, version: Version) -> Result<StateUpdate, StateError> {
+pub fn compute_update(
+    db: &Db,
+    changes: &Changes,
+    version: Version,
+) -> Result<StateUpdate, StateError> {
     if changes.is_empty() {
         return Err(StateError::EmptyChanges);
     }
     let store = TreeStore::new(db);
     let tree = StateTree::new(&store);
     let value_set = changes.iter().map(|(k, v)| (key_hash(k), v.clone()));
-    let (RootHash(root), TreeUpdateBatch { node_batch, .. }) =
-        tree.put_value_set(value_set, version).map_err(|e| StateError::Tree(e.to_string()))?;
-    Ok(StateUpdate { root: Hash(root), nodes: node_batch })
+    let (RootHash(root), TreeUpdateBatch { node_batch, .. }) = tree
+        .put_value_set(value_set, version)
+        .map_err(|e| StateError::Tree(e.to_string()))?;
+    Ok(StateUpdate {
+        root: Hash(root),
+        nodes: node_batch,
+    })
 }
 
 /// Adds a tree update to a block's write batch.
@@ -168,7 +190,11 @@ pub fn write_update(batch: &mut Batch<'_>, update: &StateUpdate) -> Result<(), S
         batch.put(col::JMT_NODES, &k, &v);
     }
     for ((version, key_hash), value) in update.nodes.values() {
-        batch.put(col::JMT_VALUES, &value_key(key_hash, *version), &value.encode());
+        batch.put(
+            col::JMT_VALUES,
+            &value_key(key_hash, *version),
+            &value.encode(),
+        );
     }
     Ok(())
 }

@@ -106,16 +106,26 @@ async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T, limit: usize) -> io
     io.read_exact(&mut len).await?;
     let len = u32::from_le_bytes(len) as usize;
     if len > limit {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("frame of {len} bytes exceeds {limit}")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("frame of {len} bytes exceeds {limit}"),
+        ));
     }
     let mut buf = vec![0u8; len];
     io.read_exact(&mut buf).await?;
     Ok(buf)
 }
 
-async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, data: &[u8], limit: usize) -> io::Result<()> {
+async fn write_frame<T: AsyncWrite + Unpin + Send>(
+    io: &mut T,
+    data: &[u8],
+    limit: usize,
+) -> io::Result<()> {
     if data.len() > limit {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("frame of {} bytes exceeds {limit}", data.len())));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("frame of {} bytes exceeds {limit}", data.len()),
+        ));
     }
     io.write_all(&(data.len() as u32).to_le_bytes()).await?;
     io.write_all(data).await?;
@@ -127,11 +137,19 @@ impl request_response::Codec for FrameCodec {
     type Request = Vec<u8>;
     type Response = Vec<u8>;
 
-    async fn read_request<T: AsyncRead + Unpin + Send>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>> {
+    async fn read_request<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Vec<u8>> {
         read_frame(io, self.limit).await
     }
 
-    async fn read_response<T: AsyncRead + Unpin + Send>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>> {
+    async fn read_response<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Vec<u8>> {
         read_frame(io, self.limit).await
     }
 
@@ -203,13 +221,26 @@ impl Network {
 
     /// Sends `request` to `peer` (dialing `addresses` if not connected) and waits for the
     /// response.
-    pub async fn request(&self, peer: PeerId, addresses: Vec<Multiaddr>, request: Vec<u8>) -> Result<Vec<u8>, NetError> {
+    pub async fn request(
+        &self,
+        peer: PeerId,
+        addresses: Vec<Multiaddr>,
+        request: Vec<u8>,
+    ) -> Result<Vec<u8>, NetError> {
         if request.len() > self.max_message_bytes {
-            return Err(NetError::TooLarge { size: request.len(), limit: self.max_message_bytes });
+            return Err(NetError::TooLarge {
+                size: request.len(),
+                limit: self.max_message_bytes,
+            });
         }
         let (reply, rx) = oneshot::channel();
         self.commands
-            .send(Command::Request { peer, addresses, request, reply })
+            .send(Command::Request {
+                peer,
+                addresses,
+                request,
+                reply,
+            })
             .await
             .map_err(|_| NetError::Stopped)?;
         rx.await.map_err(|_| NetError::Stopped)?
@@ -220,16 +251,25 @@ type PendingReply = BoxFuture<'static, (ResponseChannel<Vec<u8>>, Option<Vec<u8>
 
 /// Starts the network with identity `keypair`. Returns once it listens on every address of
 /// `config.listen`.
-pub async fn spawn(keypair: identity::Keypair, config: Config) -> Result<(Network, mpsc::Receiver<InboundRequest>), NetError> {
+pub async fn spawn(
+    keypair: identity::Keypair,
+    config: Config,
+) -> Result<(Network, mpsc::Receiver<InboundRequest>), NetError> {
     let local_peer_id = keypair.public().to_peer_id();
-    let codec = FrameCodec { limit: config.max_message_bytes };
+    let codec = FrameCodec {
+        limit: config.max_message_bytes,
+    };
     let rr_config = request_response::Config::default()
         .with_request_timeout(config.request_timeout)
         .with_max_concurrent_streams(256);
     let idle = config.idle_timeout;
     let mut swarm: Swarm<Behaviour> = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
-        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
         .map_err(|e| NetError::Transport(e.to_string()))?
         .with_behaviour(|_| Behaviour {
             messages: request_response::Behaviour::with_codec(
@@ -246,7 +286,10 @@ pub async fn spawn(keypair: identity::Keypair, config: Config) -> Result<(Networ
     for addr in &config.listen {
         swarm
             .listen_on(addr.clone())
-            .map_err(|e| NetError::Listen { addr: addr.clone(), reason: e.to_string() })?;
+            .map_err(|e| NetError::Listen {
+                addr: addr.clone(),
+                reason: e.to_string(),
+            })?;
     }
     while listen_addrs.len() < config.listen.len() {
         match swarm.select_next_some().await {
@@ -254,8 +297,13 @@ pub async fn spawn(keypair: identity::Keypair, config: Config) -> Result<(Networ
             SwarmEvent::ListenerError { error, .. } => {
                 return Err(NetError::Transport(error.to_string()));
             }
-            SwarmEvent::ListenerClosed { addresses, reason, .. } => {
-                let addr = addresses.into_iter().next().unwrap_or_else(Multiaddr::empty);
+            SwarmEvent::ListenerClosed {
+                addresses, reason, ..
+            } => {
+                let addr = addresses
+                    .into_iter()
+                    .next()
+                    .unwrap_or_else(Multiaddr::empty);
                 let reason = match reason {
                     Ok(()) => "closed".to_string(),
                     Err(e) => e.to_string(),
@@ -271,14 +319,24 @@ pub async fn spawn(keypair: identity::Keypair, config: Config) -> Result<(Networ
     let (in_tx, in_rx) = mpsc::channel(256);
     tokio::spawn(run(swarm, cmd_rx, in_tx));
     Ok((
-        Network { commands: cmd_tx, local_peer_id, listen_addrs, max_message_bytes: config.max_message_bytes },
+        Network {
+            commands: cmd_tx,
+            local_peer_id,
+            listen_addrs,
+            max_message_bytes: config.max_message_bytes,
+        },
         in_rx,
     ))
 }
 
-type PendingRequests = HashMap<OutboundRequestId, (PeerId, oneshot::Sender<Result<Vec<u8>, NetError>>)>;
+type PendingRequests =
+    HashMap<OutboundRequestId, (PeerId, oneshot::Sender<Result<Vec<u8>, NetError>>)>;
 
-async fn run(mut swarm: Swarm<Behaviour>, mut commands: mpsc::Receiver<Command>, inbound: mpsc::Sender<InboundRequest>) {
+async fn run(
+    mut swarm: Swarm<Behaviour>,
+    mut commands: mpsc::Receiver<Command>,
+    inbound: mpsc::Sender<InboundRequest>,
+) {
     let mut outbound: PendingRequests = HashMap::new();
     let mut replies: FuturesUnordered<PendingReply> = FuturesUnordered::new();
     loop {
@@ -352,7 +410,9 @@ mod tests {
             request_timeout: Duration::from_secs(10),
             ..Config::default()
         };
-        spawn(keypair_from_seed([seed; 32]).unwrap(), config).await.unwrap()
+        spawn(keypair_from_seed([seed; 32]).unwrap(), config)
+            .await
+            .unwrap()
     }
 
     #[tokio::test]
@@ -362,17 +422,26 @@ mod tests {
         let a_id = a.local_peer_id();
         tokio::spawn(async move {
             while let Some(req) = b_in.recv().await {
-                assert_eq!(req.peer, a_id, "the noise handshake authenticates the sender");
+                assert_eq!(
+                    req.peer, a_id,
+                    "the noise handshake authenticates the sender"
+                );
                 let mut out = req.request.clone();
                 out.reverse();
                 let _ = req.reply.send(out);
             }
         });
-        let resp = a.request(b.local_peer_id(), b.listen_addrs().to_vec(), vec![1, 2, 3]).await.unwrap();
+        let resp = a
+            .request(b.local_peer_id(), b.listen_addrs().to_vec(), vec![1, 2, 3])
+            .await
+            .unwrap();
         assert_eq!(resp, vec![3, 2, 1]);
         // A large message within the limit.
         let big = vec![7u8; 900_000];
-        let resp = a.request(b.local_peer_id(), vec![], big.clone()).await.unwrap();
+        let resp = a
+            .request(b.local_peer_id(), vec![], big.clone())
+            .await
+            .unwrap();
         assert_eq!(resp.len(), big.len());
     }
 
@@ -391,14 +460,32 @@ mod tests {
             }
         });
         let addrs = b.listen_addrs().to_vec();
-        let err = a.request(b.local_peer_id(), addrs.clone(), vec![1u8; 4096]).await.unwrap_err();
+        let err = a
+            .request(b.local_peer_id(), addrs.clone(), vec![1u8; 4096])
+            .await
+            .unwrap_err();
         assert!(matches!(err, NetError::Request { .. }), "{err}");
-        let err = a.request(b.local_peer_id(), addrs.clone(), vec![0u8; 10]).await.unwrap_err();
+        let err = a
+            .request(b.local_peer_id(), addrs.clone(), vec![0u8; 10])
+            .await
+            .unwrap_err();
         assert!(matches!(err, NetError::Request { .. }), "{err}");
         // The connection still works afterwards.
-        assert_eq!(a.request(b.local_peer_id(), addrs, vec![1u8; 10]).await.unwrap(), b"ok".to_vec());
+        assert_eq!(
+            a.request(b.local_peer_id(), addrs, vec![1u8; 10])
+                .await
+                .unwrap(),
+            b"ok".to_vec()
+        );
         // The sender refuses to send beyond its own limit.
-        let err = b.request(a.local_peer_id(), a.listen_addrs().to_vec(), vec![0u8; 2048]).await.unwrap_err();
+        let err = b
+            .request(
+                a.local_peer_id(),
+                a.listen_addrs().to_vec(),
+                vec![0u8; 2048],
+            )
+            .await
+            .unwrap_err();
         assert!(matches!(err, NetError::TooLarge { .. }));
     }
 
@@ -406,7 +493,14 @@ mod tests {
     async fn unreachable_peer_is_an_error() {
         let (a, _a_in) = node(5, 1024).await;
         let stranger = keypair_from_seed([6; 32]).unwrap().public().to_peer_id();
-        let err = a.request(stranger, vec!["/ip4/127.0.0.1/tcp/1".parse().unwrap()], vec![1]).await.unwrap_err();
+        let err = a
+            .request(
+                stranger,
+                vec!["/ip4/127.0.0.1/tcp/1".parse().unwrap()],
+                vec![1],
+            )
+            .await
+            .unwrap_err();
         assert!(matches!(err, NetError::Request { .. }), "{err}");
     }
 }

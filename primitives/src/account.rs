@@ -58,7 +58,12 @@ mod tests {
     fn ss58_and_hex_roundtrip() {
         let a = AccountId([7u8; 32]);
         assert_eq!(a.to_ss58().parse::<AccountId>().unwrap(), a);
-        assert_eq!(format!("0x{}", hex::encode(a.0)).parse::<AccountId>().unwrap(), a);
+        assert_eq!(
+            format!("0x{}", hex::encode(a.0))
+                .parse::<AccountId>()
+                .unwrap(),
+            a
+        );
         assert!("hello".parse::<AccountId>().is_err());
         assert!("0x1234".parse::<AccountId>().is_err());
     }

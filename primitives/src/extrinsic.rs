@@ -38,7 +38,9 @@ impl Era {
     pub fn is_valid_at(&self, height: BlockNumber) -> bool {
         match *self {
             Era::Immortal => true,
-            Era::Mortal { birth, period } => height > birth && height <= birth.saturating_add(period),
+            Era::Mortal { birth, period } => {
+                height > birth && height <= birth.saturating_add(period)
+            }
         }
     }
 
@@ -147,7 +149,11 @@ impl<Call: Encode> UncheckedExtrinsic<Call> {
             genesis_hash: ctx.genesis_hash,
             birth_hash: ctx.birth_hash,
         };
-        verify(&self.signature, payload.signing_hash().as_bytes(), &self.signer)
+        verify(
+            &self.signature,
+            payload.signing_hash().as_bytes(),
+            &self.signer,
+        )
     }
 
     /// The extrinsic hash: blake3 of its encoding.
@@ -163,10 +169,26 @@ mod tests {
     #[test]
     fn signature_binds_chain_and_fields() {
         let k = Keypair::from_suri("//Alice").unwrap();
-        let ctx = SigningContext { genesis_hash: Hash([1; 32]), birth_hash: Hash([2; 32]) };
-        let xt = UncheckedExtrinsic::new_signed(7u32, &k, 3, 0, Era::Mortal { birth: 5, period: 64 }, ctx);
+        let ctx = SigningContext {
+            genesis_hash: Hash([1; 32]),
+            birth_hash: Hash([2; 32]),
+        };
+        let xt = UncheckedExtrinsic::new_signed(
+            7u32,
+            &k,
+            3,
+            0,
+            Era::Mortal {
+                birth: 5,
+                period: 64,
+            },
+            ctx,
+        );
         assert!(xt.signature_is_valid(ctx));
-        let other_chain = SigningContext { genesis_hash: Hash([9; 32]), ..ctx };
+        let other_chain = SigningContext {
+            genesis_hash: Hash([9; 32]),
+            ..ctx
+        };
         assert!(!xt.signature_is_valid(other_chain));
         let mut tampered = xt.clone();
         tampered.nonce = 4;
@@ -180,7 +202,10 @@ mod tests {
 
     #[test]
     fn era_window() {
-        let e = Era::Mortal { birth: 10, period: 4 };
+        let e = Era::Mortal {
+            birth: 10,
+            period: 4,
+        };
         assert!(!e.is_valid_at(10));
         assert!(e.is_valid_at(11));
         assert!(e.is_valid_at(14));

@@ -72,7 +72,10 @@ mod tests {
         let parsed: Hash = h.to_hex().parse().unwrap();
         assert_eq!(parsed, h);
         assert_eq!("0x00".parse::<Hash>(), Err(HashParseError::WrongLength(1)));
-        assert!(matches!("0xzz".parse::<Hash>(), Err(HashParseError::NotHex(_))));
+        assert!(matches!(
+            "0xzz".parse::<Hash>(),
+            Err(HashParseError::NotHex(_))
+        ));
     }
 }
 

@@ -49,8 +49,8 @@ pub mod account;
 pub mod crypto;
 pub mod extrinsic;
 pub mod hash;
-pub mod merkle;
 pub mod header;
+pub mod merkle;
 pub mod storage;
 pub mod units;
 

@@ -5,7 +5,7 @@
 //! leaf can never be passed off as an inner node. A level with an odd number of nodes carries
 //! its last node up unchanged. The root of zero leaves is [`Hash::ZERO`].
 
-use crate::{Hash};
+use crate::Hash;
 use parity_scale_codec::{Decode, Encode};
 
 /// Hash of one leaf.
@@ -81,7 +81,11 @@ pub fn prove(leaf_hashes: &[Hash], index: usize) -> Option<MerkleProof> {
             .collect();
         i /= 2;
     }
-    Some(MerkleProof { index: index as u64, leaf_count: leaf_hashes.len() as u64, siblings })
+    Some(MerkleProof {
+        index: index as u64,
+        leaf_count: leaf_hashes.len() as u64,
+        siblings,
+    })
 }
 
 /// Whether `proof` shows that the leaf with hash `leaf` is in the tree with `root`.
@@ -96,8 +100,14 @@ pub fn verify(root: &Hash, leaf: Hash, proof: &MerkleProof) -> bool {
     while width > 1 {
         let sibling = i ^ 1;
         if sibling < width {
-            let Some(s) = siblings.next() else { return false };
-            acc = if i.is_multiple_of(2) { node_hash(&acc, s) } else { node_hash(s, &acc) };
+            let Some(s) = siblings.next() else {
+                return false;
+            };
+            acc = if i.is_multiple_of(2) {
+                node_hash(&acc, s)
+            } else {
+                node_hash(s, &acc)
+            };
         }
         i /= 2;
         width = width.div_ceil(2);

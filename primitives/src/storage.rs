@@ -89,7 +89,10 @@ pub struct Overlay<'a> {
 impl<'a> Overlay<'a> {
     /// An empty overlay over `backend`.
     pub fn new(backend: &'a dyn StateReader) -> Self {
-        Overlay { backend, layers: vec![Changes::new()] }
+        Overlay {
+            backend,
+            layers: vec![Changes::new()],
+        }
     }
 
     /// Opens a nested transaction.
@@ -141,7 +144,6 @@ impl StateReader for Overlay<'_> {
 }
 
 impl Storage for Overlay<'_> {
-
     fn set(&mut self, key: &[u8], value: Vec<u8>) {
         if let Some(top) = self.layers.last_mut() {
             top.insert(key.to_vec(), Some(value));
@@ -187,7 +189,11 @@ pub struct StorageValue<V> {
 impl<V: Encode + Decode> StorageValue<V> {
     /// Declares the value `pallet::item`.
     pub const fn new(pallet: &'static str, item: &'static str) -> Self {
-        StorageValue { pallet, item, _v: PhantomData }
+        StorageValue {
+            pallet,
+            item,
+            _v: PhantomData,
+        }
     }
 
     /// Its storage key.
@@ -222,7 +228,11 @@ pub struct StorageMap<K, V> {
 impl<K: Encode, V: Encode + Decode> StorageMap<K, V> {
     /// Declares the map `pallet::item`.
     pub const fn new(pallet: &'static str, item: &'static str) -> Self {
-        StorageMap { pallet, item, _kv: PhantomData }
+        StorageMap {
+            pallet,
+            item,
+            _kv: PhantomData,
+        }
     }
 
     /// The storage key of the entry for `k`.

@@ -66,13 +66,20 @@ pub fn parse_amount(s: &str) -> Result<Balance, AmountError> {
         return Err(AmountError::TooPrecise(s.to_string()));
     }
     let overflow = || AmountError::Overflow(s.to_string());
-    let whole: Balance = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| overflow())? };
+    let whole: Balance = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().map_err(|_| overflow())?
+    };
     let mut frac_padded = frac.to_string();
     while frac_padded.len() < TOKEN_DECIMALS as usize {
         frac_padded.push('0');
     }
     let frac: Balance = frac_padded.parse().map_err(|_| malformed())?;
-    whole.checked_mul(UNIT).and_then(|w| w.checked_add(frac)).ok_or_else(overflow)
+    whole
+        .checked_mul(UNIT)
+        .and_then(|w| w.checked_add(frac))
+        .ok_or_else(overflow)
 }
 
 /// Formats plancks as WEFT with trailing zeros trimmed: `1500000000000` → `"1.5"`.
@@ -95,10 +102,16 @@ mod tests {
         assert_eq!(parse_amount("1.5"), Ok(1_500_000_000_000));
         assert_eq!(parse_amount("0.000000000001"), Ok(1));
         assert_eq!(parse_amount("7"), Ok(7 * UNIT));
-        assert!(matches!(parse_amount("1.0000000000001"), Err(AmountError::TooPrecise(_))));
+        assert!(matches!(
+            parse_amount("1.0000000000001"),
+            Err(AmountError::TooPrecise(_))
+        ));
         assert!(matches!(parse_amount("-1"), Err(AmountError::Malformed(_))));
         assert!(matches!(parse_amount("."), Err(AmountError::Malformed(_))));
-        assert!(matches!(parse_amount("1e5"), Err(AmountError::Malformed(_))));
+        assert!(matches!(
+            parse_amount("1e5"),
+            Err(AmountError::Malformed(_))
+        ));
         assert!(matches!(
             parse_amount("999999999999999999999999999999999"),
             Err(AmountError::Overflow(_))

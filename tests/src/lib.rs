@@ -142,7 +142,11 @@ impl Node {
             .arg(base_path)
             .args(["--rpc-port", &rpc_port.to_string()])
             .args(["--prometheus-port", &prometheus_port.to_string()])
-            .args(if extra_args.contains(&"--block-time") { vec![] } else { vec!["--block-time", BLOCK_TIME] })
+            .args(if extra_args.contains(&"--block-time") {
+                vec![]
+            } else {
+                vec!["--block-time", BLOCK_TIME]
+            })
             .args(extra_args)
             .stdin(Stdio::null())
             .stdout(log)

@@ -288,14 +288,14 @@ fn instructions(
     addr: &str,
 ) -> Option<String> {
     let train = format!(
-        "weft stake train --key <KEY> --peer-id {peer_id} --addr {addr} --capacity {}",
+        "weft stake train --from <KEY> --peer-id {peer_id} --addr {addr} --capacity {}",
         args.capacity
     );
-    let join = format!("weft run join {} --key <KEY>", args.run);
+    let join = format!("weft run join --from <KEY> {}", args.run);
     match state {
         TrainerState::NotTrainer => Some(format!(
             "this account is not a registered trainer. Bond at least the minimum trainer bond \
-             (weft stake bond <AMOUNT> --key <KEY>), then run:\n    {train}\n    {join}\n\
+             (weft stake bond --from <KEY> --amount <WEFT>), then run:\n    {train}\n    {join}\n\
              (or restart with --register to let the trainer submit them)"
         )),
         TrainerState::WrongPeer { declared } => Some(format!(
@@ -642,7 +642,7 @@ async fn run_assigned(
         checkpoint_every: args.checkpoint_every,
         retention: args.retention.max(args.checkpoint_every),
         peers: table,
-        auditors: access,
+        auditors: access.clone(),
         limits: weft_trainer::wire::Limits {
             max_bytes,
             ..Default::default()
@@ -655,19 +655,7 @@ async fn run_assigned(
         max_message_bytes: max_bytes + 4096,
         ..Default::default()
     };
-    // A restarted pipeline may find the port still held for a moment.
-    let mut tries = 0;
-    let (net, inbound) = loop {
-        match weft_p2p::spawn(p2p_key.clone(), net_cfg.clone()).await {
-            Ok(x) => break x,
-            Err(e) if tries < 10 => {
-                tries += 1;
-                tracing::warn!(error = %e, "cannot listen yet; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    };
+    let (net, inbound) = listen_with_retry(&p2p_key, &net_cfg).await?;
     println!("listening on {:?}", net.listen_addrs());
     let progress = Box::new(|p: &peer::StepProgress| {
         let loss = p.loss.map_or("-".to_string(), |l| format!("{l:.4}"));
@@ -676,6 +664,8 @@ async fn run_assigned(
             p.stage, p.step, p.tokens_per_s, p.bytes_sent, p.bytes_received
         );
     });
+    let limits = cfg.limits;
+    let retention = cfg.retention;
     let result = peer::run_stage_with(cfg, worker, net, inbound, progress, Some(after_step)).await;
     // Let the last commitments land before leaving.
     if result.is_ok() {
@@ -691,9 +681,55 @@ async fn run_assigned(
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-    watcher.abort();
     submitter.abort();
+    if result.is_ok() {
+        // Keep answering the auditors until the audit windows of the last commitments close;
+        // leaving earlier would fail those audits with NoReveal.
+        let params = &setup.info.params;
+        let best = client.best_header().await.map(|h| h.number).unwrap_or(0);
+        let until_block =
+            best + u64::from(params.selection_delay) + u64::from(params.attest_window) + 2;
+        println!("serving reveals to the auditors until block #{until_block}");
+        let store = Arc::new(weft_trainer::store::TensorStore::open(
+            &data_dir, retention,
+        )?);
+        let (_net, inbound) = listen_with_retry(&p2p_key, &net_cfg).await?;
+        let until = async {
+            loop {
+                match client.best_header().await {
+                    Ok(h) if h.number >= until_block => break,
+                    _ => tokio::time::sleep(Duration::from_secs(1)).await,
+                }
+            }
+        };
+        let slot = (u64::from(run), u32::from(stage), u32::from(replica));
+        peer::serve_reveals(inbound, store, access, slot, limits, until).await;
+    }
+    watcher.abort();
     Ok(result?)
+}
+
+/// Starts the p2p network, retrying for a while: a restarted pipeline (or the reveal server
+/// that follows training) may find the port still held for a moment.
+async fn listen_with_retry(
+    key: &weft_p2p::Keypair,
+    cfg: &weft_p2p::Config,
+) -> anyhow::Result<(
+    weft_p2p::Network,
+    tokio::sync::mpsc::Receiver<weft_p2p::InboundRequest>,
+)> {
+    let mut tries = 0;
+    loop {
+        match weft_p2p::spawn(key.clone(), cfg.clone()).await {
+            Ok(x) => return Ok(x),
+            Err(e) if tries < 10 => {
+                tries += 1;
+                tracing::warn!(error = %e, "cannot listen yet; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// Arguments of `audit`.
@@ -705,7 +741,8 @@ pub struct AuditArgs {
     /// The validator account's secret URI.
     #[arg(long)]
     pub key: String,
-    /// The validator's BLS secret seed, hex (as registered with `Staking::validate`).
+    /// The validator's BLS seed (0x hex or text) as given to `weft stake validate`; without
+    /// it, derived from --key exactly as `weft stake validate` derives it.
     #[arg(long, conflicts_with = "bls_dev")]
     pub bls_seed: Option<String>,
     /// A development BLS key name (`weft_bls::dev_keypair`, e.g. `alice`).
@@ -738,18 +775,16 @@ pub struct AuditArgs {
 pub async fn audit_main(args: AuditArgs) -> anyhow::Result<()> {
     let key = Keypair::from_suri(&args.key).map_err(|e| anyhow::anyhow!("--key: {e}"))?;
     let me = key.account_id();
-    let sk = match (&args.bls_seed, &args.bls_dev) {
-        (Some(h), _) => {
-            let b =
-                hex::decode(h.trim().trim_start_matches("0x")).context("--bls-seed is not hex")?;
-            weft_bls::SecretKey::from_seed(&b).map_err(|e| anyhow::anyhow!("--bls-seed: {e}"))?
-        }
-        (None, Some(name)) => {
+    // The same derivation as `weft stake validate`: an explicit seed (0x hex or text), or
+    // one derived from the validator's secret URI.
+    let sk = match &args.bls_dev {
+        Some(name) => {
             weft_bls::dev_keypair(name)
                 .map_err(|e| anyhow::anyhow!("{e}"))?
                 .0
         }
-        (None, None) => bail!("give --bls-seed (or --bls-dev for a dev chain)"),
+        None => weft_cli::args::bls_secret(&args.key, args.bls_seed.as_deref())
+            .map_err(|e| anyhow::anyhow!("--bls-seed: {e}"))?,
     };
     let tolerance: Tolerance = match &args.tolerance {
         Some(p) => toml::from_str(&std::fs::read_to_string(p)?)

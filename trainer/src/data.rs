@@ -98,6 +98,35 @@ fn list_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
+/// The dataset manifest hash a run designer registers (`dataset_hash`): the blake3 Merkle
+/// root over one leaf per file, in the order [`TokenFile::open`] reads them, each leaf being
+/// `SCALE((path relative to the root, length, blake3(content)))`. The same files in the same
+/// layout give the same hash on every machine.
+pub fn manifest_hash(path: &Path) -> Result<weft_primitives::Hash> {
+    use parity_scale_codec::Encode;
+    let mut files = Vec::new();
+    if path.is_dir() {
+        list_files(path, &mut files)?;
+        files.sort();
+    } else {
+        files.push(path.to_owned());
+    }
+    if files.is_empty() {
+        return Err(Error::Data(format!("no files in {}", path.display())));
+    }
+    let mut leaves = Vec::with_capacity(files.len());
+    for f in &files {
+        let bytes = std::fs::read(f).map_err(|e| Error::io(f, e))?;
+        let name = f
+            .strip_prefix(path)
+            .unwrap_or(f)
+            .to_string_lossy()
+            .into_owned();
+        leaves.push((name, bytes.len() as u64, *blake3::hash(&bytes).as_bytes()).encode());
+    }
+    Ok(weft_primitives::merkle::root(&leaves))
+}
+
 impl TokenFile {
     /// Opens a text file, a `.bin` token file, or a directory of either kind (recursively,
     /// hidden entries skipped, sorted by path). A directory mixing `.bin` and other files

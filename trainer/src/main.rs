@@ -149,6 +149,13 @@ enum Command {
     Train(chain_cmd::TrainArgs),
     /// Audit the steps the chain selects, as a validator.
     Audit(chain_cmd::AuditArgs),
+    /// Print the dataset manifest hash of a data directory (what `weft run register
+    /// --dataset-hash` takes).
+    Manifest {
+        /// A directory of text or `.bin` token files, or one file.
+        #[arg(long)]
+        data: std::path::PathBuf,
+    },
     /// Print the libp2p peer id of a key seed.
     PeerId {
         /// 32-byte ed25519 secret seed, hex.
@@ -761,6 +768,9 @@ fn main() {
         } => local_train(stages, steps, &data, checkpoint_dir, commit, &model),
         Command::Pipeline(args) => pipeline(args),
         Command::PeerId { key_seed } => peer_id_of(&key_seed).map(|id| println!("{id}")),
+        Command::Manifest { data } => weft_trainer::data::manifest_hash(&data)
+            .map(|h| println!("{h}"))
+            .map_err(anyhow::Error::from),
         Command::Bench {
             cross_process: true,
             stages,

@@ -100,6 +100,9 @@ pub enum ChainEvent {
     },
 }
 
+/// A stored block: its header, its encoded extrinsics and its finality proof.
+pub type StoredBlock = (Header, Vec<Vec<u8>>, Option<Justification>);
+
 /// Best and finalized heads.
 #[derive(Debug, Clone)]
 pub struct Heads {
@@ -527,10 +530,7 @@ impl Chain {
     }
 
     /// The block `hash` with its justification.
-    pub fn block(
-        &self,
-        hash: &Hash,
-    ) -> Result<Option<(Header, Vec<Vec<u8>>, Option<Justification>)>, ChainError> {
+    pub fn block(&self, hash: &Hash) -> Result<Option<StoredBlock>, ChainError> {
         let Some(header) = self.header(hash)? else {
             return Ok(None);
         };

@@ -192,6 +192,19 @@ pub enum BenchmarkCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Training commitments (`work.commit_step`) per block: every bonded, assigned trainer
+    /// commits one step per block; build + write and verify-import times.
+    Commitments {
+        /// Trainers, each bonded at genesis and assigned one stage slot.
+        #[arg(long, default_value_t = 1_000)]
+        trainers: usize,
+        /// Commitment blocks to build and import (one commitment per trainer each).
+        #[arg(long, default_value_t = 3)]
+        blocks: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[cfg(test)]

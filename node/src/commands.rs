@@ -184,11 +184,22 @@ pub fn import_blocks(args: &ChainArgs, input: &Path) -> anyhow::Result<()> {
 /// takes for a block it did not build). Both include signature checks, execution, the state
 /// root and the write.
 pub fn benchmark(cmd: BenchmarkCommand) -> anyhow::Result<()> {
-    let BenchmarkCommand::Block {
-        transfers,
-        blocks,
-        json,
-    } = cmd;
+    match cmd {
+        BenchmarkCommand::Block {
+            transfers,
+            blocks,
+            json,
+        } => benchmark_block(transfers, blocks, json),
+        BenchmarkCommand::Commitments {
+            trainers,
+            blocks,
+            json,
+        } => benchmark_commitments(trainers, blocks, json),
+    }
+}
+
+/// `benchmark block`: signed transfers.
+fn benchmark_block(transfers: usize, blocks: usize, json: bool) -> anyhow::Result<()> {
     let senders: Vec<Keypair> = (0..transfers)
         .map(|i| Keypair::from_suri(&format!("//bench//{i}")))
         .collect::<Result<_, _>>()?;
@@ -279,6 +290,292 @@ pub fn benchmark(cmd: BenchmarkCommand) -> anyhow::Result<()> {
         println!("blocks: {blocks} × {transfers} signed transfers (one core, sr25519, blake3 JMT, rocksdb)");
         println!("build + write:  {build_tps:>10.0} transfers/s");
         println!("verify import:  {import_tps:>10.0} transfers/s");
+    }
+    Ok(())
+}
+
+/// A signed candidate for `build_block`.
+fn candidate(call: RuntimeCall, signer: &Keypair, nonce: u64, ctx: SigningContext) -> Candidate {
+    let xt = Extrinsic::new_signed(call, signer, nonce, 0, Era::Immortal, ctx);
+    let encoded = xt.encode();
+    Candidate {
+        hash: weft_primitives::blake3_256(&encoded),
+        extrinsic: xt,
+        encoded,
+    }
+}
+
+/// Builds the next block of `chain` from `candidates` and imports it into `verifier`;
+/// returns the block, the build + write seconds and the import seconds.
+fn build_and_import(
+    chain: &Chain,
+    verifier: &Chain,
+    candidates: &[Candidate],
+    author: weft_primitives::AccountId,
+) -> anyhow::Result<(crate::chain::BuiltBlock, f64, f64)> {
+    let number = chain.heads().best.number + 1;
+    let t = Instant::now();
+    let built = chain.build_block(candidates, author, 1_000 * number)?;
+    let build_secs = t.elapsed().as_secs_f64();
+    let (header, body, justification) = chain.block(&built.hash)?.context("built block missing")?;
+    let extrinsics = body
+        .iter()
+        .map(|x| Extrinsic::decode(&mut &x[..]))
+        .collect::<Result<Vec<_>, _>>()?;
+    let block = Block { header, extrinsics };
+    let t = Instant::now();
+    verifier.import_block(&block, justification.as_ref())?;
+    Ok((built, build_secs, t.elapsed().as_secs_f64()))
+}
+
+/// `benchmark commitments`: `trainers` trainers bonded at genesis join runs (setup block),
+/// are assigned one slot each at the first epoch boundary (timed separately), then each
+/// commits one step per block for `blocks` blocks.
+fn benchmark_commitments(trainers: usize, blocks: usize, json: bool) -> anyhow::Result<()> {
+    use weft_runtime::support::{Perbill, Replica, RunId, StageIndex};
+    use weft_runtime::{runs, stages, staking, work, ProtocolGenesis};
+
+    /// Slots per run: 64 stages × 4 replicas.
+    const SLOTS_PER_RUN: usize = 256;
+    if trainers == 0 {
+        bail!("need at least one trainer");
+    }
+    let n_runs = trainers.div_ceil(SLOTS_PER_RUN);
+    // Trainer i joins run i % n_runs: each run gets `per_run_min` or `per_run_min + 1`.
+    let per_run_min = trainers / n_runs;
+    let per_run_max = trainers.div_ceil(n_runs);
+    // Enough stages that every one is filled (else the run pauses), enough replicas that
+    // every candidate gets a slot (max_stages_per_account is 1).
+    let n_stages = per_run_min.min(64);
+    let n_replicas = per_run_max.div_ceil(n_stages);
+    if n_runs > 64 || n_replicas > 8 {
+        bail!("{trainers} trainers do not fit in 64 runs of 64 stages × 8 replicas");
+    }
+    let keys: Vec<Keypair> = (0..trainers)
+        .map(|i| Keypair::from_suri(&format!("//bench-trainer//{i}")))
+        .collect::<Result<_, _>>()?;
+    let alice = Keypair::from_suri("//Alice")?;
+    let mut balances_cfg: Vec<GenesisBalance> = keys
+        .iter()
+        .map(|k| GenesisBalance {
+            account: k.account_id(),
+            free: 1_000 * UNIT,
+        })
+        .collect();
+    balances_cfg.push(GenesisBalance {
+        account: alice.account_id(),
+        free: 1_000_000 * UNIT,
+    });
+    let stakers: Vec<staking::GenesisStaker> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| staking::GenesisStaker {
+            account: k.account_id(),
+            bond: 200 * UNIT,
+            validator: None,
+            trainer: Some(staking::TrainerInfo {
+                peer_id: format!("bench-trainer-{i}").into_bytes(),
+                addrs: vec![],
+                capacity: 1,
+            }),
+        })
+        .collect();
+    let genesis_runs: Vec<runs::GenesisRun> = (0..n_runs)
+        .map(|_| runs::GenesisRun {
+            designer: alice.account_id(),
+            spec: runs::RunSpec {
+                model_config: br#"{"bench":true}"#.to_vec(),
+                stages: n_stages as StageIndex,
+                replicas: n_replicas as u16,
+                dataset_hash: weft_primitives::Hash::ZERO,
+                hyper_params: vec![],
+                max_steps: 0,
+                bond: 100 * UNIT,
+                params: runs::RunParams {
+                    // No audits: nobody reveals or attests in this benchmark.
+                    audit_probability: Perbill::ZERO,
+                    max_stages_per_account: 1,
+                    ..runs::RunParams::default()
+                },
+            },
+        })
+        .collect();
+    let staking_cfg = staking::Config::default();
+    let epoch_length = staking_cfg.epoch_length;
+    let genesis = GenesisConfig {
+        existential_deposit: UNIT / 100,
+        balances: balances_cfg,
+        validators: vec![GenesisValidator {
+            account: alice.account_id(),
+            stake: UNIT,
+        }],
+        protocol: ProtocolGenesis {
+            staking: staking_cfg,
+            stakers,
+            genesis_runs,
+            stages: stages::Config {
+                max_candidates_per_run: (per_run_max as u32).max(256),
+                ..stages::Config::default()
+            },
+            ..ProtocolGenesis::default()
+        },
+    };
+    let dir = tempfile::tempdir()?;
+    let engine = Arc::new(DevEngine::new(Some(alice.clone())));
+    let chain = Chain::open(&dir.path().join("a"), "bench", &genesis, engine)?;
+    let verifier = Chain::open(
+        &dir.path().join("b"),
+        "bench",
+        &genesis,
+        Arc::new(DevEngine::new(None)),
+    )?;
+    let ctx = SigningContext {
+        genesis_hash: chain.genesis_hash(),
+        birth_hash: chain.genesis_hash(),
+    };
+    let author = alice.account_id();
+
+    // Setup (untimed): block 1, every trainer joins its run; empty blocks up to the boundary.
+    let joins: Vec<Candidate> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let run = (i % n_runs) as RunId;
+            candidate(
+                RuntimeCall::Stages(stages::Call::JoinRun { run }),
+                k,
+                0,
+                ctx,
+            )
+        })
+        .collect();
+    let (built, _, _) = build_and_import(&chain, &verifier, &joins, author)?;
+    if built.included.len() != trainers {
+        bail!(
+            "only {} of {trainers} join_run calls were included (rejected: {:?})",
+            built.included.len(),
+            built.rejected.first()
+        );
+    }
+    while chain.heads().best.number + 1 < epoch_length {
+        build_and_import(&chain, &verifier, &[], author)?;
+    }
+    // The epoch boundary: assigns every trainer a slot (timed on its own).
+    let (_, boundary_build, boundary_import) = build_and_import(&chain, &verifier, &[], author)?;
+
+    // Each trainer's slot, from the best state.
+    let mut slots: Vec<Option<(RunId, StageIndex, Replica)>> = vec![None; trainers];
+    {
+        let state = chain.best_state();
+        let index: std::collections::HashMap<weft_primitives::AccountId, usize> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.account_id(), i))
+            .collect();
+        for run in 0..n_runs as RunId {
+            let info = runs::get(&state, run)?;
+            if !info.is_training() {
+                bail!("run {run} is not training after the epoch boundary");
+            }
+            for stage in 0..n_stages as StageIndex {
+                for replica in 0..n_replicas as Replica {
+                    if let Some(who) = stages::slot(&state, run, stage, replica)? {
+                        if let Some(&i) = index.get(&who) {
+                            slots[i] = Some((run, stage, replica));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let assigned = slots.iter().filter(|s| s.is_some()).count();
+    if assigned != trainers {
+        bail!("only {assigned} of {trainers} trainers were assigned a slot");
+    }
+
+    // Timed: every trainer commits its slot's next step in each block.
+    let (mut build_ms, mut import_ms) = (Vec::new(), Vec::new());
+    let mut total = 0usize;
+    for b in 0..blocks {
+        let state = chain.best_state();
+        let mut candidates = Vec::with_capacity(trainers);
+        for (i, k) in keys.iter().enumerate() {
+            let (run, stage, replica) = slots[i].context("unassigned trainer")?;
+            let step = work::next_step(&state, run, stage, replica)?;
+            let seed = weft_primitives::blake3_256(&(i as u64, step).encode());
+            let roots = work::StepRoots {
+                weights_before: seed,
+                inputs: seed,
+                outputs: seed,
+                output_grads: seed,
+                input_grads: seed,
+                weights_after: seed,
+                optimizer_before: seed,
+                optimizer_after: seed,
+            };
+            let loss = (stage as usize + 1 == n_stages).then_some(2_000_000);
+            let call = RuntimeCall::Work(work::Call::CommitStep {
+                run,
+                stage,
+                replica,
+                step,
+                roots,
+                loss,
+            });
+            candidates.push(candidate(call, k, 1 + b as u64, ctx));
+        }
+        let (built, build_secs, import_secs) =
+            build_and_import(&chain, &verifier, &candidates, author)?;
+        if built.included.len() != trainers {
+            bail!(
+                "only {} of {trainers} commitments were included in block {} (rejected: {:?})",
+                built.included.len(),
+                built.header.number,
+                built.rejected.first()
+            );
+        }
+        total += built.included.len();
+        build_ms.push(build_secs * 1e3);
+        import_ms.push(import_secs * 1e3);
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let (build_mean, import_mean) = (mean(&build_ms), mean(&import_ms));
+    let build_cps = total as f64 / (build_ms.iter().sum::<f64>() / 1e3);
+    let import_cps = total as f64 / (import_ms.iter().sum::<f64>() / 1e3);
+    let per_block = total.checked_div(blocks).unwrap_or(0);
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "trainers": trainers, "blocks": blocks, "runs": n_runs,
+                "stagesPerRun": n_stages, "replicasPerStage": n_replicas,
+                "commitmentsPerBlock": per_block,
+                "buildMsPerBlock": build_mean, "importMsPerBlock": import_mean,
+                "buildMs": build_ms, "importMs": import_ms,
+                "buildCommitmentsPerSecond": build_cps,
+                "importCommitmentsPerSecond": import_cps,
+                "epochBoundaryBuildMs": boundary_build * 1e3,
+                "epochBoundaryImportMs": boundary_import * 1e3,
+            })
+        );
+    } else {
+        println!(
+            "{trainers} trainers in {n_runs} runs of {n_stages} stages × {n_replicas} replicas; \
+             {blocks} blocks × {per_block} commit_step (one core, sr25519, blake3 JMT, rocksdb)"
+        );
+        println!("build + write:  {build_mean:>8.1} ms/block  {build_cps:>10.0} commitments/s");
+        println!("verify import:  {import_mean:>8.1} ms/block  {import_cps:>10.0} commitments/s");
+        let each: Vec<String> = build_ms
+            .iter()
+            .zip(&import_ms)
+            .map(|(b, i)| format!("{b:.0}/{i:.0}"))
+            .collect();
+        println!("per block, build/import ms: {}", each.join(", "));
+        println!(
+            "epoch boundary assigning {trainers} trainers: build + write {:.1} ms, import {:.1} ms",
+            boundary_build * 1e3,
+            boundary_import * 1e3
+        );
     }
     Ok(())
 }

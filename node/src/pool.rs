@@ -221,15 +221,12 @@ impl Pool {
             let Ok(info) = balances::account(state, sender) else {
                 continue;
             };
-            let mut next = info.nonce;
-            let mut run = Vec::new();
-            for (nonce, hash) in txs.range(info.nonce..) {
-                if *nonce != next {
-                    break;
-                }
-                run.push(hash);
-                next += 1;
-            }
+            let mut run: Vec<&Hash> = txs
+                .range(info.nonce..)
+                .zip(info.nonce..)
+                .take_while(|((nonce, _), expected)| *nonce == expected)
+                .map(|((_, hash), _)| hash)
+                .collect();
             if !run.is_empty() {
                 run.reverse();
                 runs.push(run);

@@ -986,41 +986,13 @@ fn apply_slash(
         return Ok(());
     };
     let mut new = old.clone();
-    let mut left = charge;
-    let from_active = left.min(new.active);
-    new.active -= from_active;
-    left -= from_active;
-    while left > 0 {
-        let Some(last) = new.unlocking.last_mut() else {
-            break;
-        };
-        let take = left.min(last.value);
-        last.value -= take;
-        left -= take;
-        if last.value == 0 {
-            new.unlocking.pop();
-        }
-    }
-    let taken = charge - left;
+    let taken = deduct(&mut new, charge);
     let burnt = balances::slash_reserved(s, ev, &p.offender, taken)?;
     // If the slash reaped the account (left below the existential deposit), its ledger goes too.
     let reserved_now = balances::account(s, &p.offender)?.reserved;
     if reserved_now < new.total() {
-        let mut excess = new.total() - reserved_now;
-        let a = excess.min(new.active);
-        new.active -= a;
-        excess -= a;
-        while excess > 0 {
-            let Some(last) = new.unlocking.last_mut() else {
-                break;
-            };
-            let take = excess.min(last.value);
-            last.value -= take;
-            excess -= take;
-            if last.value == 0 {
-                new.unlocking.pop();
-            }
-        }
+        let excess = new.total() - reserved_now;
+        deduct(&mut new, excess);
     }
     write_ledger(s, &p.offender, &old, &new)?;
     let mut reward = 0;
@@ -1218,6 +1190,27 @@ pub fn dispatch(
             },
         ),
     }
+}
+
+/// Takes up to `amount` out of a ledger: from `active` first, then from the newest unlocking
+/// chunks (dropping emptied chunks). Returns what was taken.
+fn deduct(ledger: &mut Ledger, amount: Balance) -> Balance {
+    let mut left = amount;
+    let from_active = left.min(ledger.active);
+    ledger.active -= from_active;
+    left -= from_active;
+    while left > 0 {
+        let Some(last) = ledger.unlocking.last_mut() else {
+            break;
+        };
+        let take = left.min(last.value);
+        last.value -= take;
+        left -= take;
+        if last.value == 0 {
+            ledger.unlocking.pop();
+        }
+    }
+    amount - left
 }
 
 #[cfg(test)]

@@ -67,13 +67,13 @@ for who in Alice Ferdie; do
   pids+=($!)
 done
 
-say "four trainers join (logs: $work/<name>.log)"
+say "four trainers join (logs: $work/<name>.log; metrics: http://127.0.0.1:9616..9619/metrics)"
 port=30555
 trainer_pids=()
 for who in Bob Charlie Dave Eve; do
   "$WEFT_BIN/weft-trainer" train --url "$url" --key "//$who" --run "$run" --register \
     --data "$corpus" --data-dir "$work/$who" --listen "/ip4/127.0.0.1/tcp/$port" \
-    --steps "$steps" --threads 1 >"$work/$who.log" 2>&1 &
+    --steps "$steps" --threads 1 --prometheus-port $((port - 30555 + 9616)) >"$work/$who.log" 2>&1 &
   pids+=($!)
   trainer_pids+=($!)
   port=$((port + 1))

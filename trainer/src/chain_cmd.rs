@@ -3,6 +3,7 @@
 
 use anyhow::{bail, Context};
 use std::collections::{BTreeSet, HashMap};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -15,6 +16,7 @@ use weft_trainer::chain::{self, ChainView, NodeState, RunSetup, TrainerState};
 use weft_trainer::commit::StepCommitment;
 use weft_trainer::config::DeviceSpec;
 use weft_trainer::data::Batcher;
+use weft_trainer::metrics::{self, Progress, TrainerMetrics};
 use weft_trainer::model::StageSpec;
 use weft_trainer::peer::{self, RevealAccess};
 use weft_trainer::submit::{SlotId, Submitter, SyncState};
@@ -146,6 +148,9 @@ pub struct TrainArgs {
     /// CPU threads for libtorch (0 = default).
     #[arg(long, default_value_t = 0)]
     pub threads: i32,
+    /// Serve Prometheus metrics on 127.0.0.1 at this port (0 = off).
+    #[arg(long, default_value_t = 9616)]
+    pub prometheus_port: u16,
 }
 
 /// The `--config` TOML of `train` (every field optional).
@@ -165,6 +170,7 @@ struct TrainFile {
     retention: Option<u64>,
     max_backlog: Option<u64>,
     threads: Option<i32>,
+    prometheus_port: Option<u16>,
 }
 
 /// Applies `--config` under the flags given on the command line (`matches`).
@@ -198,6 +204,7 @@ pub fn apply_train_file(args: &mut TrainArgs, matches: &clap::ArgMatches) -> any
     take!(retention, "retention");
     take!(max_backlog, "max_backlog");
     take!(threads, "threads");
+    take!(prometheus_port, "prometheus_port");
     if f.external_addr.is_some() && !from_cli("external_addr") {
         args.external_addr = f.external_addr;
     }
@@ -374,6 +381,16 @@ pub async fn train(args: TrainArgs) -> anyhow::Result<()> {
     } else {
         setup.train.total_steps
     });
+    let metrics = TrainerMetrics::new();
+    // Metrics are an aid, not a duty: a taken port (several trainers on one machine with
+    // the default) leaves them off rather than stopping the trainer.
+    let _metrics_server = match metrics::serve_local(&metrics, args.prometheus_port).await {
+        Ok(task) => task.map(AbortOnDrop),
+        Err(e) => {
+            eprintln!("warning: {e:#}; Prometheus metrics are off");
+            None
+        }
+    };
     let mut failures = 0u32;
     let mut registered = false;
     loop {
@@ -437,6 +454,7 @@ pub async fn train(args: TrainArgs) -> anyhow::Result<()> {
             steps,
             listen.clone(),
             p2p_key.clone(),
+            &metrics,
         )
         .await
         {
@@ -476,6 +494,7 @@ async fn run_assigned(
     steps: u64,
     listen: weft_p2p::Address,
     p2p_key: weft_p2p::Keypair,
+    metrics: &Arc<TrainerMetrics>,
 ) -> anyhow::Result<peer::Summary> {
     let run = setup.run;
     let spec = StageSpec::new(stage as usize, setup.stages())?;
@@ -506,11 +525,19 @@ async fn run_assigned(
         weft_trainer::store::Journal::read(&data_dir)?.map_or(0, |j| j.last_committed + 1);
     let gate: Gate = Arc::new((Mutex::new(GateState::default()), Condvar::new()));
     let (next_tx, next_rx) = tokio::sync::watch::channel(local_next);
+    let peers = table.stages.len().saturating_sub(1);
+    metrics.set_peers(peers);
+    let display = Progress::new(steps, peers, std::io::stderr().is_terminal());
 
     // The submitter: closes the gap between the store and the chain.
     let submitter = {
-        let (client, key, gate, data_dir) =
-            (client.clone(), key.clone(), gate.clone(), data_dir.clone());
+        let (client, key, gate, data_dir, metrics) = (
+            client.clone(),
+            key.clone(),
+            gate.clone(),
+            data_dir.clone(),
+            metrics.clone(),
+        );
         let store = weft_trainer::store::TensorStore::open(
             &data_dir,
             args.retention.max(args.checkpoint_every),
@@ -518,7 +545,10 @@ async fn run_assigned(
         let mut rx = next_rx;
         tokio::spawn(async move {
             let mut sub = match Submitter::new(&client, key, slot, &data_dir, store) {
-                Ok(s) => s,
+                Ok(mut s) => {
+                    s.metrics = Some(metrics);
+                    s
+                }
                 Err(e) => {
                     gate_update(&gate, |g| g.stop = Some(e.to_string()));
                     return;
@@ -604,6 +634,7 @@ async fn run_assigned(
 
     let max_backlog = args.max_backlog.max(1);
     let hook_gate = gate.clone();
+    let hook_display = display.clone();
     let after_step: peer::AfterStep = Box::new(move |c: &StepCommitment| {
         let _ = next_tx.send(c.step + 1);
         let (lock, cv) = &*hook_gate;
@@ -623,7 +654,7 @@ async fn run_assigned(
             };
             let Some(why) = why else { return Ok(()) };
             if said.as_ref() != Some(&why) {
-                println!("paused after step {}: {why}", c.step);
+                hook_display.println(format!("paused after step {}: {why}", c.step));
                 said = Some(why);
             }
             st = cv
@@ -657,16 +688,21 @@ async fn run_assigned(
     };
     let (net, inbound) = listen_with_retry(&p2p_key, &net_cfg).await?;
     println!("listening on {:?}", net.listen_addrs());
-    let progress = Box::new(|p: &peer::StepProgress| {
-        let loss = p.loss.map_or("-".to_string(), |l| format!("{l:.4}"));
-        println!(
-            "stage {} step {} loss {loss} tok/s {:.0} sent {} recv {}",
-            p.stage, p.step, p.tokens_per_s, p.bytes_sent, p.bytes_received
-        );
+    let (step_metrics, step_display) = (metrics.clone(), display.clone());
+    let progress = Box::new(move |p: &peer::StepProgress| {
+        step_metrics.observe_step(p);
+        step_display.step(p, || {
+            let loss = p.loss.map_or("-".to_string(), |l| format!("{l:.4}"));
+            format!(
+                "stage {} step {} loss {loss} tok/s {:.0} sent {} recv {}",
+                p.stage, p.step, p.tokens_per_s, p.bytes_sent, p.bytes_received
+            )
+        });
     });
     let limits = cfg.limits;
     let retention = cfg.retention;
     let result = peer::run_stage_with(cfg, worker, net, inbound, progress, Some(after_step)).await;
+    display.finish();
     // Let the last commitments land before leaving.
     if result.is_ok() {
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -1041,4 +1077,13 @@ async fn judge(
             outcome.failure.unwrap_or_default(),
         )
     })
+}
+
+/// Aborts a spawned task when dropped (the metrics responder lives as long as `train`).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

@@ -21,6 +21,7 @@
 //! * [`store`]: the on-disk store of committed tensors, the reveal server, the journal.
 //! * [`chain`]: typed reads of chain state (runs, slots, peers, auditors, commitments).
 //! * [`submit`]: exactly-once submission of step commitments to the chain.
+//! * [`metrics`]: Prometheus metrics, their HTTP responder, and the progress display.
 //! * [`audit`]: recomputation of a revealed step within a tolerance, and reveal fetching.
 
 pub mod audit;
@@ -30,6 +31,7 @@ pub mod commit;
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod peer;

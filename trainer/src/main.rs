@@ -440,6 +440,9 @@ struct PipelineArgs {
     /// Largest message, MiB.
     #[arg(long, default_value_t = 256)]
     max_message_mib: usize,
+    /// Serve Prometheus metrics on 127.0.0.1 at this port (0 = off).
+    #[arg(long, default_value_t = 0)]
+    prometheus_port: u16,
     #[command(flatten)]
     model: ModelArgs,
 }
@@ -542,7 +545,16 @@ fn pipeline(args: PipelineArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let stage_no = args.stage;
+    let metrics = weft_trainer::metrics::TrainerMetrics::new();
+    let peers = cfg.peers.stages.len().saturating_sub(1);
+    metrics.set_peers(peers);
+    let display = weft_trainer::metrics::Progress::new(
+        args.steps,
+        peers,
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    );
     let summary = rt.block_on(async move {
+        let server = weft_trainer::metrics::serve_local(&metrics, args.prometheus_port).await?;
         let net_cfg = weft_p2p::Config {
             listen: vec![listen],
             max_message_bytes: max_bytes + 4096,
@@ -555,14 +567,23 @@ fn pipeline(args: PipelineArgs) -> anyhow::Result<()> {
             net.local_peer_id(),
             net.listen_addrs()
         );
-        let progress = Box::new(|p: &weft_trainer::peer::StepProgress| {
-            let loss = p.loss.map_or("-".to_string(), |l| format!("{l:.9}"));
-            println!(
-                "stage {} step {} loss {loss} tok/s {:.0} sent {} recv {} time {:.4}",
-                p.stage, p.step, p.tokens_per_s, p.bytes_sent, p.bytes_received, p.seconds
-            );
+        let step_display = display.clone();
+        let progress = Box::new(move |p: &weft_trainer::peer::StepProgress| {
+            metrics.observe_step(p);
+            step_display.step(p, || {
+                let loss = p.loss.map_or("-".to_string(), |l| format!("{l:.9}"));
+                format!(
+                    "stage {} step {} loss {loss} tok/s {:.0} sent {} recv {} time {:.4}",
+                    p.stage, p.step, p.tokens_per_s, p.bytes_sent, p.bytes_received, p.seconds
+                )
+            });
         });
-        anyhow::Ok(run_stage(cfg, worker, net, inbound, progress).await?)
+        let result = run_stage(cfg, worker, net, inbound, progress).await;
+        display.finish();
+        if let Some(task) = server {
+            task.abort();
+        }
+        anyhow::Ok(result?)
     })?;
     println!(
         "stage {stage_no} done: resumed at step {} (replayed {}), sent {} B, received {} B, peak RSS {:.1} MiB",

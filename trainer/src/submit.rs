@@ -209,6 +209,8 @@ pub struct Submitter<'a> {
     pub mortality: u64,
     /// Attempts per RPC failure before giving up this round.
     pub attempts: u32,
+    /// Where the latency of each landed commitment is recorded.
+    pub metrics: Option<std::sync::Arc<crate::metrics::TrainerMetrics>>,
 }
 
 impl std::fmt::Debug for Submitter<'_> {
@@ -243,6 +245,7 @@ impl<'a> Submitter<'a> {
             journal,
             mortality: 64,
             attempts: 8,
+            metrics: None,
         })
     }
 
@@ -376,6 +379,9 @@ impl<'a> Submitter<'a> {
             .await
         {
             Ok(r) if !r.failed() => {
+                if let Some(m) = &self.metrics {
+                    m.observe_commit(t0.elapsed());
+                }
                 tracing::info!(
                     step,
                     block = ?r.block_number,

@@ -224,19 +224,7 @@ fn benchmark_block(transfers: usize, blocks: usize, json: bool) -> anyhow::Resul
         }],
         ..Default::default()
     };
-    let dir = tempfile::tempdir()?;
-    let engine = Arc::new(DevEngine::new(Some(alice.clone())));
-    let chain = Chain::open(&dir.path().join("a"), "bench", &genesis, engine)?;
-    let verifier = Chain::open(
-        &dir.path().join("b"),
-        "bench",
-        &genesis,
-        Arc::new(DevEngine::new(None)),
-    )?;
-    let ctx = SigningContext {
-        genesis_hash: chain.genesis_hash(),
-        birth_hash: chain.genesis_hash(),
-    };
+    let (_dir, chain, verifier, ctx) = bench_chains(&genesis, &alice)?;
     let (mut build_secs, mut import_secs, mut total) = (0.0f64, 0.0f64, 0usize);
     for b in 0..blocks {
         let candidates: Vec<Candidate> = senders
@@ -420,19 +408,7 @@ fn benchmark_commitments(trainers: usize, blocks: usize, json: bool) -> anyhow::
             ..ProtocolGenesis::default()
         },
     };
-    let dir = tempfile::tempdir()?;
-    let engine = Arc::new(DevEngine::new(Some(alice.clone())));
-    let chain = Chain::open(&dir.path().join("a"), "bench", &genesis, engine)?;
-    let verifier = Chain::open(
-        &dir.path().join("b"),
-        "bench",
-        &genesis,
-        Arc::new(DevEngine::new(None)),
-    )?;
-    let ctx = SigningContext {
-        genesis_hash: chain.genesis_hash(),
-        birth_hash: chain.genesis_hash(),
-    };
+    let (_dir, chain, verifier, ctx) = bench_chains(&genesis, &alice)?;
     let author = alice.account_id();
 
     // Setup (untimed): block 1, every trainer joins its run; empty blocks up to the boundary.
@@ -578,4 +554,26 @@ fn benchmark_commitments(trainers: usize, blocks: usize, json: bool) -> anyhow::
         );
     }
     Ok(())
+}
+
+/// Two fresh chains on a temporary directory for a benchmark: one that authors (as `author`)
+/// and one that only verifies imports, plus the signing context of their genesis.
+fn bench_chains(
+    genesis: &GenesisConfig,
+    author: &Keypair,
+) -> anyhow::Result<(tempfile::TempDir, Chain, Chain, SigningContext)> {
+    let dir = tempfile::tempdir()?;
+    let engine = Arc::new(DevEngine::new(Some(author.clone())));
+    let chain = Chain::open(&dir.path().join("a"), "bench", genesis, engine)?;
+    let verifier = Chain::open(
+        &dir.path().join("b"),
+        "bench",
+        genesis,
+        Arc::new(DevEngine::new(None)),
+    )?;
+    let ctx = SigningContext {
+        genesis_hash: chain.genesis_hash(),
+        birth_hash: chain.genesis_hash(),
+    };
+    Ok((dir, chain, verifier, ctx))
 }

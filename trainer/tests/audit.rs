@@ -3,16 +3,17 @@
 //! wrong loss, stale weights, a reveal that is not the commitment, other data) fail.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod common;
+
+use common::step_with_reveals;
 use std::sync::Arc;
 use tch::Device;
 use weft_trainer::audit::{compare, recompute, AuditJob, Revealed, Tolerance};
-use weft_trainer::commit::{canonical_bytes, root_of_bytes, StepCommitment};
+use weft_trainer::commit::{root_of_bytes, StepCommitment};
 use weft_trainer::config::{ModelConfig, TrainConfig};
 use weft_trainer::data::{Batcher, Synthetic};
 use weft_trainer::model::StageSpec;
-use weft_trainer::pipeline::{
-    build_workers, run_step_in_process_detailed, StageWorker, WorkerOptions,
-};
+use weft_trainer::pipeline::{build_workers, run_step_in_process_detailed, WorkerOptions};
 use weft_trainer::wire::RevealItem;
 
 const STAGES: usize = 3;
@@ -38,14 +39,6 @@ fn setup() -> (ModelConfig, TrainConfig, Batcher) {
     (model, train, data)
 }
 
-fn weights(w: &StageWorker) -> Vec<u8> {
-    canonical_bytes(w.stage().params().iter().map(|(_, t)| t)).unwrap()
-}
-
-fn moments(w: &StageWorker) -> Vec<u8> {
-    canonical_bytes(w.optimizer().moments().iter().flat_map(|m| [&m.m, &m.v])).unwrap()
-}
-
 /// Trains steps 0..=STEP in process and returns, per stage, the commitment and the reveal
 /// of step STEP.
 fn honest() -> Vec<(StepCommitment, Revealed)> {
@@ -62,35 +55,7 @@ fn honest() -> Vec<(StepCommitment, Revealed)> {
     for s in 0..STEP {
         run_step_in_process_detailed(&mut workers, s).unwrap();
     }
-    let before: Vec<(Vec<u8>, Vec<u8>)> =
-        workers.iter().map(|w| (weights(w), moments(w))).collect();
-    let reports = run_step_in_process_detailed(&mut workers, STEP).unwrap();
-    reports
-        .into_iter()
-        .zip(before)
-        .zip(&workers)
-        .map(|((r, (wb, ob)), w)| {
-            let rec = r.record.unwrap();
-            let mut rev = Revealed::default();
-            rev.items.insert(RevealItem::WeightsBefore, wb);
-            rev.items.insert(RevealItem::OptimizerBefore, ob);
-            rev.items
-                .insert(RevealItem::Inputs, canonical_bytes(&rec.inputs).unwrap());
-            rev.items
-                .insert(RevealItem::Outputs, canonical_bytes(&rec.outputs).unwrap());
-            rev.items.insert(
-                RevealItem::OutputGrads,
-                canonical_bytes(&rec.output_grads).unwrap(),
-            );
-            rev.items.insert(
-                RevealItem::InputGrads,
-                canonical_bytes(&rec.input_grads).unwrap(),
-            );
-            rev.items.insert(RevealItem::WeightsAfter, weights(w));
-            rev.items.insert(RevealItem::OptimizerAfter, moments(w));
-            (r.commitment.unwrap(), rev)
-        })
-        .collect()
+    step_with_reveals(&mut workers, STEP)
 }
 
 /// What a cheater commits to: the roots of what it reveals.

@@ -8,29 +8,22 @@
 //! same, and the timing test is `#[ignore]`d so that it never runs beside this one.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod common;
+
+use common::step_with_reveals;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tch::Device;
 use weft_trainer::audit::{recompute, AuditJob, AuditOutcome, Revealed, Tolerance};
-use weft_trainer::commit::{canonical_bytes, StepCommitment};
+use weft_trainer::commit::StepCommitment;
 use weft_trainer::config::{ModelConfig, TrainConfig};
 use weft_trainer::data::{Batcher, Synthetic};
 use weft_trainer::model::{param_shapes, StageSpec};
-use weft_trainer::pipeline::{
-    build_workers, run_step_in_process_detailed, StageWorker, WorkerOptions,
-};
+use weft_trainer::pipeline::{build_workers, StageWorker, WorkerOptions};
 use weft_trainer::wire::RevealItem;
 
 /// Serialises the tests of this binary: the thread count is process-global.
 static GLOBAL: Mutex<()> = Mutex::new(());
-
-fn weights(w: &StageWorker) -> Vec<u8> {
-    canonical_bytes(w.stage().params().iter().map(|(_, t)| t)).unwrap()
-}
-
-fn moments(w: &StageWorker) -> Vec<u8> {
-    canonical_bytes(w.optimizer().moments().iter().flat_map(|m| [&m.m, &m.v])).unwrap()
-}
 
 fn batcher(model: &ModelConfig, train: &TrainConfig) -> Batcher {
     Batcher::new(
@@ -44,35 +37,7 @@ fn batcher(model: &ModelConfig, train: &TrainConfig) -> Batcher {
 
 /// Runs one step over `workers` and returns, per stage, the commitment and the reveal.
 fn step(workers: &mut [StageWorker], s: u64) -> Vec<(StepCommitment, Revealed)> {
-    let before: Vec<(Vec<u8>, Vec<u8>)> =
-        workers.iter().map(|w| (weights(w), moments(w))).collect();
-    let reports = run_step_in_process_detailed(workers, s).unwrap();
-    reports
-        .into_iter()
-        .zip(before)
-        .zip(workers.iter())
-        .map(|((r, (wb, ob)), w)| {
-            let rec = r.record.unwrap();
-            let mut rev = Revealed::default();
-            rev.items.insert(RevealItem::WeightsBefore, wb);
-            rev.items.insert(RevealItem::OptimizerBefore, ob);
-            rev.items
-                .insert(RevealItem::Inputs, canonical_bytes(&rec.inputs).unwrap());
-            rev.items
-                .insert(RevealItem::Outputs, canonical_bytes(&rec.outputs).unwrap());
-            rev.items.insert(
-                RevealItem::OutputGrads,
-                canonical_bytes(&rec.output_grads).unwrap(),
-            );
-            rev.items.insert(
-                RevealItem::InputGrads,
-                canonical_bytes(&rec.input_grads).unwrap(),
-            );
-            rev.items.insert(RevealItem::WeightsAfter, weights(w));
-            rev.items.insert(RevealItem::OptimizerAfter, moments(w));
-            (r.commitment.unwrap(), rev)
-        })
-        .collect()
+    step_with_reveals(workers, s)
 }
 
 fn judge(

@@ -181,6 +181,12 @@ pub struct ParamArgs {
     /// Largest relative L2 error per tensor in recomputation.
     #[arg(long, value_name = "FRACTION", value_parser = parse_perbill)]
     tolerance_rel_l2: Option<Perbill>,
+    /// Largest element error in recomputation, as a fraction of the tensor's largest value.
+    #[arg(long, value_name = "FRACTION", value_parser = parse_perbill)]
+    tolerance_max_abs_rel: Option<Perbill>,
+    /// Largest error of a weight update relative to the update's norm.
+    #[arg(long, value_name = "FRACTION", value_parser = parse_perbill)]
+    tolerance_update_rel_l2: Option<Perbill>,
     /// Units of a plain credited step.
     #[arg(long, value_name = "UNITS")]
     base_units: Option<u64>,
@@ -222,6 +228,8 @@ impl ParamArgs {
             auditors_per_stage => auditors_per_stage,
             max_stages_per_auditor => max_stages_per_auditor,
             tolerance_rel_l2 => tolerance.rel_l2,
+            tolerance_max_abs_rel => tolerance.max_abs_rel,
+            tolerance_update_rel_l2 => tolerance.update_rel_l2,
             base_units => risk.base_units,
             early_bonus => risk.early_bonus,
             early_horizon => risk.early_horizon,

@@ -8,7 +8,8 @@
 //! * [`Node`] starts `weft-node --dev` on free ports in a base directory, waits until its RPC
 //!   server answers `system_health`, and kills it (SIGKILL) on demand or when dropped;
 //! * [`wait_until`] / [`wait_for`] poll a condition against a deadline (never a fixed sleep);
-//! * [`run_cli`] runs `weft --url … <args>` and captures its exit status and output.
+//! * [`run_cli`] runs `weft --url … <args>` and captures its exit status and output;
+//! * [`Spawned`] runs a long-lived binary (`weft-trainer`, `weft-adversary`) with a log file.
 //!
 //! Build the binaries first: `cargo build --release --workspace --bins`.
 
@@ -207,9 +208,7 @@ impl Node {
 
     /// The last lines of the node's log (for failure messages).
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
+        log_tail(&self.log_path, 40)
     }
 
     /// `ws://127.0.0.1:<rpc_port>`.
@@ -261,6 +260,68 @@ impl Drop for Node {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// The last `n` lines of a log file (empty when unreadable).
+pub fn log_tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A long-running binary (a trainer, an auditor) started for a test: its output goes to a
+/// log file; it is killed (SIGKILL) and reaped when dropped.
+#[derive(Debug)]
+pub struct Spawned {
+    child: Child,
+    /// What it is, for messages.
+    pub name: String,
+    /// Where its stdout and stderr go.
+    pub log_path: PathBuf,
+}
+
+impl Spawned {
+    /// Starts the built binary `binary` with `args`, logging to `<log_dir>/<name>.log`.
+    pub fn start(binary: &str, args: &[String], log_dir: &Path, name: &str) -> Result<Spawned> {
+        let log_path = log_dir.join(format!("{name}.log"));
+        let log = std::fs::File::create(&log_path)
+            .with_context(|| format!("creating {}", log_path.display()))?;
+        let log_err = log.try_clone().context("duplicating the log handle")?;
+        let child = Command::new(bin(binary))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .spawn()
+            .with_context(|| format!("spawning {binary}"))?;
+        Ok(Spawned {
+            child,
+            name: name.to_string(),
+            log_path,
+        })
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The last lines of its log.
+    pub fn log_tail(&self) -> String {
+        format!("--- {} ---\n{}", self.name, log_tail(&self.log_path, 30))
+    }
+
+    /// Whether it is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

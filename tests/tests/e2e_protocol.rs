@@ -668,3 +668,6 @@ async fn protocol_scenario_through_the_cli() {
     }
     eprintln!("protocol scenario took {:?}", started.elapsed());
 }
+
+#[path = "protocol/adversaries.rs"]
+mod adversaries;

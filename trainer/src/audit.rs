@@ -10,9 +10,14 @@
 //!    ([`crate::wire::RevealRequest`]), checking each chunk's Merkle proof against the
 //!    root on chain before keeping it ([`fetch_reveal`]). A chunk that does not verify is a
 //!    `Fail(Mismatch)`; nothing complete by the reveal deadline is `Fail(NoReveal)`.
-//! 3. [`recompute`] loads `weights_before` and `optimizer_before` into a fresh stage, runs
+//! 3. [`recompute`] checks that the step continues the trainer's previous step
+//!    (`weights_before`/`optimizer_before` equal the previous commitment's
+//!    `weights_after`/`optimizer_after`; step 0 starts from the public initialisation with
+//!    zero moments), so a replayed, skipped or restarted-from-elsewhere step fails even
+//!    where the numbers alone would not tell. It then loads `weights_before` and
+//!    `optimizer_before` into a fresh stage, runs
 //!    every micro-batch forward from the revealed inputs (stage 0 rebuilds its tokens from
-//!    the data assignment, and they must hash to the committed `inputs` root, so a trainer
+//!    the data assignment of the audited replica, and they must hash to the committed `inputs` root, so a trainer
 //!    cannot train on other data; the last stage rebuilds its targets), backward from the
 //!    revealed output gradients (the last stage from its own loss), clips and applies AdamW
 //!    with the scheduled learning rate, and compares what it computed with what was
@@ -83,6 +88,19 @@ impl Default for Tolerance {
             max_abs_rel: 1e-3,
             update_rel_l2: 1e-2,
             abs_floor: 1e-7,
+        }
+    }
+}
+
+impl From<weft_pallet_runs::Tolerance> for Tolerance {
+    /// A run's on-chain tolerance (fixed point) as the auditor's floats.
+    fn from(t: weft_pallet_runs::Tolerance) -> Self {
+        let ppb = |p: weft_pallet_support::Perbill| f64::from(p.parts()) / 1e9;
+        Tolerance {
+            rel_l2: ppb(t.rel_l2),
+            max_abs_rel: ppb(t.max_abs_rel),
+            update_rel_l2: ppb(t.update_rel_l2),
+            abs_floor: t.abs_floor_nano as f64 / 1e9,
         }
     }
 }
@@ -259,10 +277,23 @@ pub struct AuditJob<'a> {
     pub data: Option<Batcher>,
     /// The committed roots.
     pub commitment: &'a StepCommitment,
+    /// The audited replica (its data shard).
+    pub replica: u32,
+    /// The same slot's previous commitment by the same trainer, when there is one.
+    pub previous: Option<Continuity>,
     /// The thresholds.
     pub tolerance: Tolerance,
     /// Where to recompute.
     pub device: tch::Device,
+}
+
+/// What a step must continue from: the previous step's committed state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Continuity {
+    /// The previous commitment's `weights_after` root.
+    pub weights_after: Hash,
+    /// The previous commitment's `optimizer_after` root.
+    pub optimizer_after: Hash,
 }
 
 /// Recomputes the committed step from `reveal` and compares (see the module docs).
@@ -291,8 +322,36 @@ pub fn recompute(job: &AuditJob<'_>, reveal: &Revealed) -> Result<AuditOutcome> 
             )));
         }
     }
+    // The step must start where the trainer's previous step ended (a replayed or skipped
+    // step breaks the chain), and step 0 from the public initialisation with zero moments.
+    if let Some(p) = job.previous {
+        if p.weights_after != c.weights_before || p.optimizer_after != c.optimizer_before {
+            return Ok(AuditOutcome::fail(format!(
+                "step {} does not start from the state step {} committed",
+                c.step,
+                c.step.saturating_sub(1)
+            )));
+        }
+    }
     let device = job.device;
     let stage = Stage::new(model, spec, device)?;
+    if c.step == 0 {
+        let init = crate::commit::canonical_bytes(stage.params().iter().map(|(_, t)| t))?;
+        if init != reveal.get(RevealItem::WeightsBefore)? {
+            return Ok(AuditOutcome::fail(
+                "step 0 does not start from the run's initial weights".into(),
+            ));
+        }
+        if reveal
+            .get(RevealItem::OptimizerBefore)?
+            .iter()
+            .any(|&b| b != 0)
+        {
+            return Ok(AuditOutcome::fail(
+                "step 0 does not start from zero optimiser moments".into(),
+            ));
+        }
+    }
     let names: Vec<(String, Vec<i64>)> = param_shapes(model, spec);
     let shapes: Vec<Vec<i64>> = names.iter().map(|(_, s)| s.clone()).collect();
     let Some(before) = split(reveal.get(RevealItem::WeightsBefore)?, &shapes, device)? else {
@@ -317,6 +376,7 @@ pub fn recompute(job: &AuditJob<'_>, reveal: &Revealed) -> Result<AuditOutcome> 
         job.data.clone(),
         WorkerOptions { commit: true },
     )?;
+    worker.set_replica(job.replica);
     let weights: Vec<(String, Tensor)> = names
         .iter()
         .map(|(n, _)| n.clone())
@@ -346,7 +406,10 @@ pub fn recompute(job: &AuditJob<'_>, reveal: &Revealed) -> Result<AuditOutcome> 
             .as_ref()
             .ok_or_else(|| Error::Audit("stage 0 needs the data to rebuild its inputs".into()))?;
         let tokens = (0..m)
-            .map(|mu| Ok(data.batch(model.seed, c.step, mu as u32)?.inputs))
+            .map(|mu| {
+                let index = crate::pipeline::data_index(job.replica, m, mu);
+                Ok(data.batch(model.seed, c.step, index)?.inputs)
+            })
             .collect::<Result<Vec<_>>>()?;
         if root_of(&tokens)? != c.inputs {
             return Ok(AuditOutcome::fail(

@@ -407,6 +407,27 @@ impl<S: StateSource> ChainView<S> {
         self.map(&work::COMMITMENTS, &id, "Work::Commitments").await
     }
 
+    /// The commitment of `step` of a slot, if made.
+    pub async fn commitment_of(
+        &self,
+        run: RunId,
+        stage: StageIndex,
+        replica: Replica,
+        step: u64,
+    ) -> Result<Option<Commitment>> {
+        let id = self
+            .map(
+                &work::STEP_COMMITMENT,
+                &(run, stage, replica, step),
+                "Work::StepCommitment",
+            )
+            .await?;
+        match id {
+            Some(id) => self.commitment(id).await,
+            None => Ok(None),
+        }
+    }
+
     /// An audit.
     pub async fn audit(&self, id: CommitmentId) -> Result<Option<Audit>> {
         self.map(&work::AUDITS, &id, "Work::Audits").await

@@ -23,6 +23,8 @@
 //! * [`submit`]: exactly-once submission of step commitments to the chain.
 //! * [`metrics`]: Prometheus metrics, their HTTP responder, and the progress display.
 //! * [`audit`]: recomputation of a revealed step within a tolerance, and reveal fetching.
+//! * [`service`]: the chain-driven trainer (`weft-trainer train`) and auditor
+//!   (`weft-trainer audit`).
 
 pub mod audit;
 pub mod chain;
@@ -36,6 +38,7 @@ pub mod model;
 pub mod optim;
 pub mod peer;
 pub mod pipeline;
+pub mod service;
 pub mod store;
 pub mod submit;
 pub mod wire;

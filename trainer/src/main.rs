@@ -21,8 +21,6 @@
 //! `--node-key` gives a seed; `audit` derives its own from `"weft-auditor p2p identity v1"`.
 //! Keep the same SURI spelling across restarts: the peer id is declared on chain.
 
-mod chain_cmd;
-
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -30,10 +28,11 @@ use std::sync::Arc;
 use std::time::Instant;
 use tch::Device;
 use weft_trainer::config::{DeviceSpec, ModelConfig, TrainConfig};
-use weft_trainer::data::{Batcher, Synthetic, TokenFile, TokenSource};
+use weft_trainer::data::{Batcher, Synthetic};
 use weft_trainer::pipeline::{
     build_workers, run_step_in_process_detailed, StageWorker, WorkerOptions,
 };
+use weft_trainer::service::{self, open_data, parse_seed};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -146,9 +145,9 @@ enum Command {
     /// libp2p.
     Pipeline(PipelineArgs),
     /// Train the stage of a run that the chain assigns to an account.
-    Train(chain_cmd::TrainArgs),
+    Train(service::TrainArgs),
     /// Audit the steps the chain selects, as a validator.
-    Audit(chain_cmd::AuditArgs),
+    Audit(service::AuditArgs),
     /// Print the dataset manifest hash of a data directory (what `weft run register
     /// --dataset-hash` takes).
     Manifest {
@@ -208,17 +207,6 @@ fn info() -> anyhow::Result<DeviceInfo> {
         threads: tch::get_num_threads(),
         matmul_check: check,
     })
-}
-
-pub(crate) fn open_data(spec: &str, seed: u64) -> anyhow::Result<Arc<dyn TokenSource>> {
-    if spec == "synthetic" {
-        let s = Synthetic::standard(seed);
-        Ok(Arc::new(s))
-    } else {
-        let f = TokenFile::open(std::path::Path::new(spec))
-            .with_context(|| format!("opening training data {spec}"))?;
-        Ok(Arc::new(f))
-    }
 }
 
 fn sync(device: Device) {
@@ -445,14 +433,6 @@ struct PipelineArgs {
     prometheus_port: u16,
     #[command(flatten)]
     model: ModelArgs,
-}
-
-pub(crate) fn parse_seed(hex_seed: &str) -> anyhow::Result<[u8; 32]> {
-    let bytes =
-        hex::decode(hex_seed.trim().trim_start_matches("0x")).context("the key seed is not hex")?;
-    bytes
-        .try_into()
-        .map_err(|b: Vec<u8>| anyhow::anyhow!("the key seed must be 32 bytes, got {}", b.len()))
 }
 
 fn peer_id_of(hex_seed: &str) -> anyhow::Result<weft_p2p::PeerId> {
@@ -748,12 +728,12 @@ fn main() {
                 .subcommand_matches("train")
                 .cloned()
                 .unwrap_or_default();
-            chain_cmd::apply_train_file(&mut args, &sub).and_then(|()| {
+            service::apply_train_file(&mut args, &sub).and_then(|()| {
                 tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(2)
                     .enable_all()
                     .build()?
-                    .block_on(chain_cmd::train(args))
+                    .block_on(service::train(args))
             })
         }
         Command::Audit(args) => tokio::runtime::Builder::new_multi_thread()
@@ -761,7 +741,7 @@ fn main() {
             .enable_all()
             .build()
             .map_err(anyhow::Error::from)
-            .and_then(|rt| rt.block_on(chain_cmd::audit_main(args))),
+            .and_then(|rt| rt.block_on(service::audit_main(args))),
         Command::Info { json } => info().and_then(|i| {
             if json {
                 println!("{}", serde_json::to_string_pretty(&i)?);

@@ -1063,6 +1063,18 @@ fn replay_step(worker: &mut StageWorker, store: &TensorStore, step: u64) -> Resu
 /// commitment; an error stops the stage (the step stays committed locally).
 pub type AfterStep = Box<dyn FnMut(&crate::commit::StepCommitment) -> Result<()> + Send>;
 
+/// Sees, and may rewrite, a step's commitment and the bytes kept for its reveal just before
+/// they are stored and journaled. A seam for test tools that simulate dishonest trainers
+/// (replayed steps, reveals that differ from the commitment); the trainer installs none.
+pub trait CommitHook: Send {
+    /// Rewrites `commitment` and/or `bytes` of step `commitment.step`.
+    fn commit(
+        &mut self,
+        commitment: &mut crate::commit::StepCommitment,
+        bytes: &mut StepBytes,
+    ) -> Result<()>;
+}
+
 struct Ctx {
     shared: Arc<Shared>,
     cfg: NodeConfig,
@@ -1073,6 +1085,7 @@ impl Ctx {
         &self,
         worker: &mut StageWorker,
         step: u64,
+        hook: &mut Option<Box<dyn CommitHook>>,
     ) -> Result<(Option<f64>, u64, crate::commit::StepCommitment)> {
         let sh = &self.shared;
         let (k, n) = (sh.shape.stage, sh.shape.n_stages);
@@ -1177,7 +1190,7 @@ impl Ctx {
             None
         };
         let report = worker.finish_step(global)?;
-        let commitment = report
+        let mut commitment = report
             .commitment
             .ok_or_else(|| Error::Pipeline("the worker does not commit".into()))?;
         let record = report
@@ -1187,7 +1200,7 @@ impl Ctx {
             Some((w, o)) => (Some(w), Some(o)),
             None => (None, None),
         };
-        let bytes = StepBytes {
+        let mut bytes = StepBytes {
             items: vec![
                 (RevealItem::WeightsBefore, wb),
                 (RevealItem::Inputs, Some(canonical_bytes(&record.inputs)?)),
@@ -1205,6 +1218,9 @@ impl Ctx {
                 (RevealItem::OptimizerAfter, Some(moments(worker)?)),
             ],
         };
+        if let Some(h) = hook.as_mut() {
+            h.commit(&mut commitment, &mut bytes)?;
+        }
         sh.store.write_step(&commitment, &bytes, &aux)?;
         Journal::for_commitment(run, k, n, &commitment).write(&self.cfg.data_dir)?;
         if (step + 1).checked_rem(self.cfg.checkpoint_every) == Some(0) {
@@ -1225,6 +1241,7 @@ impl Ctx {
         mut worker: StageWorker,
         progress: &mut (dyn FnMut(&StepProgress) + Send),
         after_step: &mut Option<AfterStep>,
+        commit_hook: &mut Option<Box<dyn CommitHook>>,
     ) -> Result<Summary> {
         let sh = &self.shared;
         let r = resume(&mut worker, &self.cfg.data_dir, &sh.store, self.cfg.run)?;
@@ -1251,7 +1268,7 @@ impl Ctx {
         let mut last_ckpt = r.checkpoint_step;
         for step in r.next_step..self.cfg.steps {
             let t0 = Instant::now();
-            let (loss, done, commitment) = self.run_step(&mut worker, step)?;
+            let (loss, done, commitment) = self.run_step(&mut worker, step, commit_hook)?;
             if done.checked_rem(self.cfg.checkpoint_every) == Some(0) {
                 last_ckpt = done;
             }
@@ -1327,11 +1344,13 @@ pub async fn run_stage(
     inbound: mpsc::Receiver<InboundRequest>,
     progress: Box<dyn FnMut(&StepProgress) + Send>,
 ) -> Result<Summary> {
-    run_stage_with(cfg, worker, network, inbound, progress, None).await
+    run_stage_with(cfg, worker, network, inbound, progress, None, None).await
 }
 
 /// [`run_stage`] with a hook called after every step (the chain trainer submits the
-/// commitment from it, and pauses or stops training through it).
+/// commitment from it, and pauses or stops training through it) and an optional
+/// [`CommitHook`] (test tools only).
+#[allow(clippy::too_many_arguments)]
 pub async fn run_stage_with(
     cfg: NodeConfig,
     worker: StageWorker,
@@ -1339,7 +1358,10 @@ pub async fn run_stage_with(
     inbound: mpsc::Receiver<InboundRequest>,
     mut progress: Box<dyn FnMut(&StepProgress) + Send>,
     mut after_step: Option<AfterStep>,
+    mut commit_hook: Option<Box<dyn CommitHook>>,
 ) -> Result<Summary> {
+    let mut worker = worker;
+    worker.set_replica(cfg.replica);
     if !worker.options().commit {
         return Err(Error::Config(
             "a pipeline stage commits every step: build its worker with commit".into(),
@@ -1412,10 +1434,11 @@ pub async fn run_stage_with(
         shared: shared.clone(),
         cfg,
     };
-    let result =
-        tokio::task::spawn_blocking(move || ctx.train(worker, &mut *progress, &mut after_step))
-            .await
-            .map_err(|e| Error::Pipeline(format!("the training thread failed: {e}")))?;
+    let result = tokio::task::spawn_blocking(move || {
+        ctx.train(worker, &mut *progress, &mut after_step, &mut commit_hook)
+    })
+    .await
+    .map_err(|e| Error::Pipeline(format!("the training thread failed: {e}")))?;
     dispatcher.abort();
     sender.abort();
     result

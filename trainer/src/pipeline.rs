@@ -40,6 +40,19 @@
 //! during the step and, in `finish_step`, builds a [`StepCommitment`] over them
 //! (see [`crate::commit`]), returning the tensors as a [`StepRecord`] for the reveal store.
 //!
+//! # Replicas and data
+//!
+//! A run with `R` replicas per stage runs `R` pipelines side by side; replica `r` reads
+//! micro-batches `r·M .. r·M + M` of each step's global batch ([`data_index`]), so replicas
+//! do different work and one replica cannot pass off another's outputs as its own (the
+//! auditor rebuilds the data of the replica it audits).
+//!
+//! # Step hooks
+//!
+//! [`StepHook`] is a seam for test tools that simulate dishonest trainers (the adversary
+//! binary of the end-to-end tests): it sees, and may rewrite, what the stage sends and
+//! commits. The trainer installs none.
+//!
 //! # Dropout
 //!
 //! With dropout, each forward call reseeds libtorch's generator from
@@ -109,6 +122,43 @@ struct Saved {
     output: Tensor,
 }
 
+/// The counter of micro-batch `micro` of `replica` within a step's global batch (what
+/// [`Batcher::batch`] is asked for): `replica · micro_batches + micro`.
+pub fn data_index(replica: u32, micro_batches: usize, micro: usize) -> u32 {
+    (replica as usize * micro_batches + micro) as u32
+}
+
+/// Sees, and may rewrite, what a stage computes before it is sent and committed (see the
+/// module docs). Every method defaults to doing nothing.
+pub trait StepHook: Send {
+    /// The forward output of `micro` (activations to send, or the last stage's loss).
+    fn forward_output(
+        &mut self,
+        _step: u64,
+        _micro: usize,
+        _out: &mut ForwardOutput,
+    ) -> Result<()> {
+        Ok(())
+    }
+    /// The gradient of `micro`'s input about to be sent back.
+    fn input_grad(&mut self, _step: u64, _micro: usize, _grad: &mut Tensor) -> Result<()> {
+        Ok(())
+    }
+    /// Just before the optimiser update (gradients accumulated, clip coefficient chosen);
+    /// `false` skips the update.
+    fn before_update(&mut self, _step: u64, _params: &[(String, Tensor)]) -> Result<bool> {
+        Ok(true)
+    }
+    /// Just after the update, before the commitment is built.
+    fn after_update(&mut self, _step: u64, _params: &[(String, Tensor)]) -> Result<()> {
+        Ok(())
+    }
+    /// The replica whose data this stage reads (its own, unless told otherwise).
+    fn data_replica(&self, _step: u64, replica: u32) -> u32 {
+        replica
+    }
+}
+
 /// Trains one stage: forward, backward and update, one step at a time.
 pub struct StageWorker {
     stage: Stage,
@@ -122,6 +172,8 @@ pub struct StageWorker {
     losses: Vec<f64>,
     weights_root: Option<Hash>,
     optim_root: Option<Hash>,
+    replica: u32,
+    hook: Option<Box<dyn StepHook>>,
 }
 
 impl std::fmt::Debug for StageWorker {
@@ -180,7 +232,24 @@ impl StageWorker {
             losses: Vec::new(),
             weights_root: None,
             optim_root: None,
+            replica: 0,
+            hook: None,
         })
+    }
+
+    /// Sets the replica this worker trains (its data shard; 0 by default).
+    pub fn set_replica(&mut self, replica: u32) {
+        self.replica = replica;
+    }
+
+    /// The replica this worker trains.
+    pub fn replica(&self) -> u32 {
+        self.replica
+    }
+
+    /// Installs a [`StepHook`].
+    pub fn set_hook(&mut self, hook: Box<dyn StepHook>) {
+        self.hook = Some(hook);
     }
 
     /// The model stage.
@@ -321,10 +390,13 @@ impl StageWorker {
         let spec = self.stage.spec();
         let cfg = self.stage.config();
         let device = self.stage.device();
+        let replica = match &self.hook {
+            Some(h) => h.data_replica(step, self.replica),
+            None => self.replica,
+        };
+        let index = data_index(replica, self.train.micro_batches, micro);
         let batch = match &self.data {
-            Some(d) if spec.is_first() || spec.is_last() => {
-                Some(d.batch(cfg.seed, step, micro as u32)?)
-            }
+            Some(d) if spec.is_first() || spec.is_last() => Some(d.batch(cfg.seed, step, index)?),
             _ => None,
         };
         let x = if spec.is_first() {
@@ -360,22 +432,29 @@ impl StageWorker {
             None
         };
         let out = self.stage.forward(&x, targets)?;
-        let result = if spec.is_last() {
-            let loss = out.f_double_value(&[])?;
-            if self.opts.commit {
-                self.record
-                    .outputs
-                    .push(Tensor::f_from_slice(&[loss as f32])?);
-            }
-            self.losses.push(loss);
-            ForwardOutput::Loss(loss)
+        let mut result = if spec.is_last() {
+            ForwardOutput::Loss(out.f_double_value(&[])?)
         } else {
-            let sent = out.f_detach()?;
-            if self.opts.commit {
-                self.record.outputs.push(sent.shallow_clone());
-            }
-            ForwardOutput::Activations(sent)
+            ForwardOutput::Activations(out.f_detach()?)
         };
+        if let Some(h) = self.hook.as_mut() {
+            h.forward_output(step, micro, &mut result)?;
+        }
+        match &result {
+            ForwardOutput::Loss(loss) => {
+                if self.opts.commit {
+                    self.record
+                        .outputs
+                        .push(Tensor::f_from_slice(&[*loss as f32])?);
+                }
+                self.losses.push(*loss);
+            }
+            ForwardOutput::Activations(sent) => {
+                if self.opts.commit {
+                    self.record.outputs.push(sent.shallow_clone());
+                }
+            }
+        }
         if self.opts.commit {
             self.record.inputs.push(x.f_detach()?);
         }
@@ -435,7 +514,11 @@ impl StageWorker {
         if !grad.defined() {
             return Err(Error::Pipeline("the input received no gradient".into()));
         }
-        let grad = grad.f_detach()?;
+        let mut grad = grad.f_detach()?;
+        let step = self.current_step()?;
+        if let Some(h) = self.hook.as_mut() {
+            h.input_grad(step, micro, &mut grad)?;
+        }
         if self.opts.commit {
             self.record.input_grads.push(grad.shallow_clone());
         }
@@ -514,7 +597,16 @@ impl StageWorker {
         let grad_norm = sq.sqrt();
         let clip_coef = clip_coefficient(grad_norm, self.train.grad_clip);
         let lr = lr_at(&self.train, step);
-        self.optim.step(self.stage.params(), lr, clip_coef)?;
+        let update = match self.hook.as_mut() {
+            Some(h) => h.before_update(step, self.stage.params())?,
+            None => true,
+        };
+        if update {
+            self.optim.step(self.stage.params(), lr, clip_coef)?;
+        }
+        if let Some(h) = self.hook.as_mut() {
+            h.after_update(step, self.stage.params())?;
+        }
         self.weights_root = None;
         self.optim_root = None;
         let loss = if self.stage.spec().is_last() {

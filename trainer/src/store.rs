@@ -53,7 +53,7 @@ pub struct StepAux {
 
 /// The bytes of one step, ready to store. `None` for a `*_before` item means "the previous
 /// step's `*_after`" (hard-linked).
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct StepBytes {
     /// Canonical bytes per item, in [`RevealItem::ALL`] order; `None` only for the two
     /// `*_before` items.

@@ -1,6 +1,7 @@
 //! Audits at the library level: an honest step recomputes within tolerance on every kind of
 //! stage, and tampered reveals (one weight, scaled or zeroed gradients, random outputs, a
-//! wrong loss, stale weights, a reveal that is not the commitment, other data) fail.
+//! wrong loss, stale weights, a reveal that is not the commitment, other data, a replayed
+//! step, another replica's data) fail.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod common;
@@ -8,7 +9,7 @@ mod common;
 use common::step_with_reveals;
 use std::sync::Arc;
 use tch::Device;
-use weft_trainer::audit::{compare, recompute, AuditJob, Revealed, Tolerance};
+use weft_trainer::audit::{compare, recompute, AuditJob, Continuity, Revealed, Tolerance};
 use weft_trainer::commit::{root_of_bytes, StepCommitment};
 use weft_trainer::config::{ModelConfig, TrainConfig};
 use weft_trainer::data::{Batcher, Synthetic};
@@ -77,6 +78,16 @@ fn recommit(c: &StepCommitment, rev: &Revealed) -> StepCommitment {
 }
 
 fn judge(stage: usize, c: &StepCommitment, rev: &Revealed) -> weft_trainer::audit::AuditOutcome {
+    judge_with(stage, c, rev, 0, None)
+}
+
+fn judge_with(
+    stage: usize,
+    c: &StepCommitment,
+    rev: &Revealed,
+    replica: u32,
+    previous: Option<Continuity>,
+) -> weft_trainer::audit::AuditOutcome {
     let (model, train, data) = setup();
     let spec = StageSpec::new(stage, STAGES).unwrap();
     let job = AuditJob {
@@ -85,10 +96,88 @@ fn judge(stage: usize, c: &StepCommitment, rev: &Revealed) -> weft_trainer::audi
         spec,
         data: (spec.is_first() || spec.is_last()).then_some(data),
         commitment: c,
+        replica,
+        previous,
         tolerance: Tolerance::default(),
         device: Device::Cpu,
     };
     recompute(&job, rev).unwrap()
+}
+
+fn continuity(c: &StepCommitment) -> Continuity {
+    Continuity {
+        weights_after: c.weights_after,
+        optimizer_after: c.optimizer_after,
+    }
+}
+
+fn workers(replica: u32) -> Vec<weft_trainer::pipeline::StageWorker> {
+    let (model, train, data) = setup();
+    let mut w = build_workers(
+        &model,
+        &train,
+        STAGES,
+        &data,
+        Device::Cpu,
+        WorkerOptions { commit: true },
+    )
+    .unwrap();
+    for x in &mut w {
+        x.set_replica(replica);
+    }
+    w
+}
+
+/// Steps chain: each must continue the previous one, step 0 must start from the public
+/// initialisation, and a replica must train on its own data shard.
+#[test]
+fn continuity_initialisation_and_replica_data() {
+    let mut w = workers(0);
+    let step0 = step_with_reveals(&mut w, 0);
+    let step1 = step_with_reveals(&mut w, 1);
+    let step2 = step_with_reveals(&mut w, 2);
+    for stage in 0..STAGES {
+        let (c0, r0) = &step0[stage];
+        let (c1, r1) = &step1[stage];
+        let (c2, r2) = &step2[stage];
+        assert!(judge(stage, c0, r0).pass, "stage {stage}: honest step 0");
+        let out = judge_with(stage, c2, r2, 0, Some(continuity(c1)));
+        assert!(out.pass, "stage {stage}: honest step 2: {:?}", out.failure);
+        // Replaying step 1 as step 2: its numbers are genuine, its start is not.
+        let replay = StepCommitment {
+            step: 2,
+            ..c1.clone()
+        };
+        let out = judge_with(stage, &replay, r1, 0, Some(continuity(c1)));
+        assert!(!out.pass, "stage {stage}: replay passed");
+        assert!(out.failure.unwrap().contains("does not start from"));
+        // Claiming step 0 from trained weights.
+        let late = StepCommitment {
+            step: 0,
+            ..c1.clone()
+        };
+        let out = judge(stage, &late, r1);
+        assert!(
+            !out.pass,
+            "stage {stage}: step 0 from trained weights passed"
+        );
+    }
+    // Replica 1 reads its own shard: its honest step passes as replica 1 and fails as
+    // replica 0 (stage 0's inputs and the last stage's targets are not replica 0's data).
+    let mut w1 = workers(1);
+    let r1 = step_with_reveals(&mut w1, 0);
+    for stage in 0..STAGES {
+        let (c, rev) = &r1[stage];
+        assert!(judge_with(stage, c, rev, 1, None).pass, "stage {stage}");
+        let as_other = judge_with(stage, c, rev, 0, None);
+        if stage == 0 || stage == STAGES - 1 {
+            assert!(
+                !as_other.pass,
+                "stage {stage}: another replica's data passed"
+            );
+        }
+    }
+    assert_ne!(r1[0].0.inputs, step0[0].0.inputs);
 }
 
 fn edit_f32(bytes: &mut [u8], index: usize, f: impl Fn(f32) -> f32) {

@@ -719,6 +719,8 @@ async fn bad_neighbours_are_refused_and_reveals_go_to_auditors_only() {
         spec,
         data: Some(data.clone()),
         commitment: &ref_commitment,
+        replica: 0,
+        previous: None,
         tolerance: weft_trainer::audit::Tolerance::default(),
         device: Device::Cpu,
     };

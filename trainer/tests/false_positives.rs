@@ -54,6 +54,8 @@ fn judge(
         spec,
         data: (spec.is_first() || spec.is_last()).then(|| data.clone()),
         commitment: c,
+        replica: 0,
+        previous: None,
         tolerance: Tolerance::default(),
         device: Device::Cpu,
     };

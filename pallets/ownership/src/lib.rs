@@ -211,6 +211,16 @@ pub enum Event {
         /// Units.
         amount: u128,
     },
+    /// A trainer caught cheating lost every unit it held in the run.
+    #[codec(index = 5)]
+    UnitsForfeited {
+        /// Run.
+        run: RunId,
+        /// The trainer.
+        who: AccountId,
+        /// Units removed from it (and from the run's total).
+        units: u128,
+    },
 }
 
 /// Errors. Indices are stable.
@@ -400,6 +410,36 @@ pub fn credit(
         },
     );
     Ok(amount)
+}
+
+/// Removes every unit `who` holds in `run` (a failed audit: the cheater loses its whole
+/// contribution, not only the failed step). The units leave the total, so every other
+/// owner's share grows in proportion. Returns the units removed.
+pub fn forfeit(
+    s: &mut (impl Storage + ?Sized),
+    ev: &mut impl Sink,
+    run: RunId,
+    who: &AccountId,
+) -> Result<u128, Failure> {
+    let u = units(s, run, who)?;
+    if u == 0 {
+        return Ok(0);
+    }
+    let total = total_units(s, run)?.saturating_sub(u);
+    UNITS.remove(s, &(run, *who));
+    TOTAL_UNITS.insert(s, &run, &total);
+    let mut o = owners(s, run)?;
+    o.retain(|x| x != who);
+    OWNERS.insert(s, &run, &o);
+    emit(
+        ev,
+        Event::UnitsForfeited {
+            run,
+            who: *who,
+            units: u,
+        },
+    );
+    Ok(u)
 }
 
 /// `transfer_units`.

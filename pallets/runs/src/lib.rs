@@ -81,14 +81,38 @@ impl Default for Config {
 pub use weft_primitives::units::balance_string;
 
 /// How far an auditor's recomputation may differ from the committed tensors (interpreted by
-/// the auditor off chain).
+/// the auditor off chain, per tensor; `r` the recomputation, `g` the revealed tensor, `n`
+/// its elements, `f = abs_floor_nano · 10⁻⁹`):
+///
+/// ```text
+/// ‖g − r‖₂ ≤ rel_l2 · ‖r‖₂ + f · √n
+/// max |g − r| ≤ max_abs_rel · max |r| + f
+/// ‖g_after − r_after‖₂ ≤ update_rel_l2 · ‖r_after − before‖₂ + f · √n   (weights)
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Tolerance {
-    /// Largest relative L2 error per tensor, `‖a − b‖₂ / ‖b‖₂`.
+    /// Largest relative L2 error per tensor, `‖g − r‖₂ / ‖r‖₂`.
     pub rel_l2: Perbill,
-    /// Largest absolute error of any element, in units of 10⁻⁹.
-    pub max_abs_nano: u64,
+    /// Largest element error as a fraction of the tensor's largest reference magnitude.
+    pub max_abs_rel: Perbill,
+    /// Largest error of a weight update relative to the update's own norm.
+    pub update_rel_l2: Perbill,
+    /// Absolute slack per element for (nearly) zero tensors, in units of 10⁻⁹.
+    pub abs_floor_nano: u64,
+}
+
+impl Default for Tolerance {
+    /// The measured defaults (docs/audit-divergence.md): honest CPU recomputations differ
+    /// by at most 4.7·10⁻⁶ relative L2, ×21 below `rel_l2`.
+    fn default() -> Self {
+        Tolerance {
+            rel_l2: Perbill::from_parts(100_000),
+            max_abs_rel: Perbill::from_parts(1_000_000),
+            update_rel_l2: Perbill::from_parts(10_000_000),
+            abs_floor_nano: 100,
+        }
+    }
 }
 
 /// How credited steps turn into contribution units (see the ownership pallet for the formula).
@@ -152,10 +176,7 @@ impl Default for RunParams {
     /// Development values.
     fn default() -> Self {
         RunParams {
-            tolerance: Tolerance {
-                rel_l2: Perbill::from_parts(10_000_000),
-                max_abs_nano: 50_000_000,
-            },
+            tolerance: Tolerance::default(),
             audit_probability: Perbill::from_percent(10),
             trainer_slash: Perbill::from_percent(20),
             auditor_slash: Perbill::from_percent(10),
@@ -413,6 +434,8 @@ pub fn active_runs(s: &(impl StateReader + ?Sized)) -> Result<Vec<RunId>, Storag
 pub fn check_params(p: &RunParams, stages: StageIndex) -> Result<(), Error> {
     let fractions = [
         p.tolerance.rel_l2,
+        p.tolerance.max_abs_rel,
+        p.tolerance.update_rel_l2,
         p.audit_probability,
         p.trainer_slash,
         p.auditor_slash,

@@ -51,8 +51,8 @@
 //!
 //! * `Pass` → the step is credited.
 //! * `Fail` → the trainer is slashed `trainer_slash` of its stake (deferred, see staking; the
-//!   first Fail attester is the reporter), chilled and removed from its stages; the step is
-//!   void.
+//!   first Fail attester is the reporter), chilled and removed from its stages, and forfeits
+//!   every contribution unit it holds in the run (ownership's `forfeit`); the step is void.
 //!
 //! **Deadline** (end of the attestation-deadline block): an audit that never settled is void
 //! (no credit, no slash — the auditors failed, not provably the trainer). Then each auditor
@@ -246,6 +246,10 @@ pub const NEXT_ID: StorageValue<CommitmentId> = StorageValue::new(PALLET, "NextI
 /// The next step of each slot.
 pub const NEXT_STEP: StorageMap<(RunId, StageIndex, Replica), Step> =
     StorageMap::new(PALLET, "NextStep");
+/// The commitment of each `(run, stage, replica, step)` (auditors check that a step
+/// continues its predecessor).
+pub const STEP_COMMITMENT: StorageMap<(RunId, StageIndex, Replica, Step), CommitmentId> =
+    StorageMap::new(PALLET, "StepCommitment");
 /// Commitments by the block in which they are considered for selection.
 pub const SELECTION_QUEUE: StorageMap<BlockNumber, Vec<CommitmentId>> =
     StorageMap::new(PALLET, "SelectionQueue");
@@ -539,6 +543,7 @@ pub fn commit_step(
         status: CommitStatus::Committed,
     };
     COMMITMENTS.insert(s, &id, &c);
+    STEP_COMMITMENT.insert(s, &(run, stage, replica, step), &id);
     let at = now
         .checked_add(r.params.selection_delay.max(1) as BlockNumber)
         .ok_or(Error::Overflow)?;
@@ -821,6 +826,7 @@ fn settle(
                 staking::OffenceKind::AuditFailed,
             )?;
             stages::remove_account(s, ev, &c.trainer)?;
+            ownership::forfeit(s, ev, c.run, &c.trainer)?;
             void(s, ev, id, &mut c, CommitStatus::Voided);
         }
     }

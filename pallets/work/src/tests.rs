@@ -374,6 +374,13 @@ fn a_failed_audit_slashes_and_removes_the_trainer_and_the_contradicted_auditor()
         .collect();
     seats.sort();
     let (_, small) = seats[0];
+    // Earlier work of the trainer (an unaudited step) and of another owner.
+    let other = acc(200);
+    ownership::credit(&mut o, &mut ev, 0, &t0, 0).unwrap();
+    ownership::credit(&mut o, &mut ev, 0, &other, 0).unwrap();
+    let earned = ownership::units(&o, 0, &t0).unwrap();
+    assert!(earned > 0);
+    let total_before = ownership::total_units(&o, 0).unwrap();
     // NoReveal only after the reveal deadline.
     assert_eq!(
         attest(
@@ -434,7 +441,20 @@ fn a_failed_audit_slashes_and_removes_the_trainer_and_the_contradicted_auditor()
         commitment(&o, id).unwrap().unwrap().status,
         CommitStatus::Voided
     );
+    // It forfeits its whole contribution; the other owner now holds everything.
     assert_eq!(ownership::units(&o, 0, &t0).unwrap(), 0);
+    assert_eq!(
+        ownership::total_units(&o, 0).unwrap(),
+        total_before - earned
+    );
+    assert_eq!(ownership::owners(&o, 0).unwrap(), vec![other]);
+    assert!(ev
+        .of::<ownership::Event>()
+        .contains(&ownership::Event::UnitsForfeited {
+            run: 0,
+            who: t0,
+            units: earned
+        }));
     let offenders = |ev: &Recorder| -> Vec<AccountId> {
         ev.of::<staking::Event>()
             .iter()

@@ -1,6 +1,19 @@
 //! `weft-trainer train` and `weft-trainer audit`: the trainer and the auditor driven by the
-//! chain (see the library's `chain`, `submit` and `audit` modules for the protocol).
+//! chain (see the `chain`, `submit` and `audit` modules for the protocol). The binaries are
+//! thin: they parse [`TrainArgs`] / [`AuditArgs`] and call [`train`] / [`audit_main`].
 
+use crate::audit::{self, AuditJob, RevealFailure, Tolerance};
+use crate::chain::{self, ChainView, NodeState, RunSetup, TrainerState};
+use crate::commit::StepCommitment;
+use crate::config::DeviceSpec;
+use crate::data::Batcher;
+use crate::data::{Synthetic, TokenFile, TokenSource};
+use crate::metrics::{self, Progress, TrainerMetrics};
+use crate::model::StageSpec;
+use crate::peer::{self, RevealAccess};
+use crate::pipeline::StepHook;
+use crate::submit::{SlotId, Submitter, SyncState};
+use crate::Error as TrainerError;
 use anyhow::{bail, Context};
 use std::collections::{BTreeSet, HashMap};
 use std::io::IsTerminal;
@@ -11,16 +24,27 @@ use weft_cli::{Client, SubmitOptions, WaitFor};
 use weft_primitives::{AccountId, Header, Keypair};
 use weft_rpc_api::WeftApiClient;
 use weft_runtime::RuntimeCall;
-use weft_trainer::audit::{self, AuditJob, RevealFailure, Tolerance};
-use weft_trainer::chain::{self, ChainView, NodeState, RunSetup, TrainerState};
-use weft_trainer::commit::StepCommitment;
-use weft_trainer::config::DeviceSpec;
-use weft_trainer::data::Batcher;
-use weft_trainer::metrics::{self, Progress, TrainerMetrics};
-use weft_trainer::model::StageSpec;
-use weft_trainer::peer::{self, RevealAccess};
-use weft_trainer::submit::{SlotId, Submitter, SyncState};
-use weft_trainer::Error as TrainerError;
+
+/// A training data source from its command-line spelling: `synthetic` (the run seed's
+/// synthetic stream), a text file or directory, or `.bin` u16 token files.
+pub fn open_data(spec: &str, seed: u64) -> anyhow::Result<Arc<dyn TokenSource>> {
+    if spec == "synthetic" {
+        Ok(Arc::new(Synthetic::standard(seed)))
+    } else {
+        let f = TokenFile::open(std::path::Path::new(spec))
+            .with_context(|| format!("opening training data {spec}"))?;
+        Ok(Arc::new(f))
+    }
+}
+
+/// A 32-byte seed from hex (`0x` optional).
+pub fn parse_seed(hex_seed: &str) -> anyhow::Result<[u8; 32]> {
+    let bytes =
+        hex::decode(hex_seed.trim().trim_start_matches("0x")).context("the key seed is not hex")?;
+    bytes
+        .try_into()
+        .map_err(|b: Vec<u8>| anyhow::anyhow!("the key seed must be 32 bytes, got {}", b.len()))
+}
 
 /// A 32-byte p2p seed derived from a secret URI under `domain`.
 pub fn derive_p2p_seed(domain: &str, suri: &str) -> [u8; 32] {
@@ -215,7 +239,7 @@ pub fn apply_train_file(args: &mut TrainArgs, matches: &clap::ArgMatches) -> any
 }
 
 fn open_batcher(setup: &RunSetup, data: &str) -> anyhow::Result<Batcher> {
-    let source = crate::open_data(data, setup.model.seed)?;
+    let source = open_data(data, setup.model.seed)?;
     Ok(Batcher::new(
         source,
         setup.train.micro_batch_size,
@@ -319,11 +343,30 @@ fn instructions(
 }
 
 /// `weft-trainer train`.
+/// What a test tool installs into [`train_with`] to simulate a dishonest trainer: a
+/// [`StepHook`] for the worker, a [`peer::CommitHook`], and whether reveals are withheld.
+/// `weft-trainer train` installs nothing ([`Hooks::default`]).
+#[derive(Default)]
+pub struct Hooks {
+    /// Builds the worker's step hook (called once per pipeline start).
+    pub step: Option<Box<dyn Fn() -> Box<dyn StepHook> + Send + Sync>>,
+    /// Builds the commit hook (called once per pipeline start).
+    pub commit: Option<Box<dyn Fn() -> Box<dyn peer::CommitHook> + Send + Sync>>,
+    /// Admit no auditor to the reveals.
+    pub withhold_reveals: bool,
+}
+
+/// `weft-trainer train`.
 pub async fn train(args: TrainArgs) -> anyhow::Result<()> {
+    train_with(args, Hooks::default()).await
+}
+
+/// [`train`] with [`Hooks`].
+pub async fn train_with(args: TrainArgs, hooks: Hooks) -> anyhow::Result<()> {
     let key = Keypair::from_suri(&args.key).map_err(|e| anyhow::anyhow!("--key: {e}"))?;
     let me: AccountId = key.account_id();
     let seed = match &args.node_key {
-        Some(h) => crate::parse_seed(h)?,
+        Some(h) => parse_seed(h)?,
         None => derive_p2p_seed("weft-trainer p2p identity v1", &args.key),
     };
     let p2p_key = weft_p2p::keypair_from_seed(seed)?;
@@ -455,6 +498,7 @@ pub async fn train(args: TrainArgs) -> anyhow::Result<()> {
             listen.clone(),
             p2p_key.clone(),
             &metrics,
+            &hooks,
         )
         .await
         {
@@ -495,17 +539,23 @@ async fn run_assigned(
     listen: weft_p2p::Address,
     p2p_key: weft_p2p::Keypair,
     metrics: &Arc<TrainerMetrics>,
+    hooks: &Hooks,
 ) -> anyhow::Result<peer::Summary> {
     let run = setup.run;
     let spec = StageSpec::new(stage as usize, setup.stages())?;
-    let stage_model = weft_trainer::model::Stage::new(&setup.model, spec, device)?;
+    let stage_model = crate::model::Stage::new(&setup.model, spec, device)?;
     let data = (spec.is_first() || spec.is_last()).then(|| batcher.clone());
-    let worker = weft_trainer::pipeline::StageWorker::new(
+    let mut worker = crate::pipeline::StageWorker::new(
         stage_model,
         setup.train.clone(),
         data,
-        weft_trainer::pipeline::WorkerOptions { commit: true },
+        crate::pipeline::WorkerOptions { commit: true },
     )?;
+    worker.set_replica(u32::from(replica));
+    if let Some(make) = &hooks.step {
+        worker.set_hook(make());
+    }
+    let withhold = hooks.withhold_reveals;
     let access = Arc::new(RevealAccess::default());
     let view = ChainView::new(NodeState { client, at: None });
     let keys: Vec<([u8; 32], weft_bls::PublicKeyBytes)> = view
@@ -514,15 +564,16 @@ async fn run_assigned(
         .into_iter()
         .map(|(a, k)| (a.0, k))
         .collect();
-    access.set_auditors(&keys);
+    if !withhold {
+        access.set_auditors(&keys);
+    }
     let slot = SlotId {
         run,
         stage,
         replica,
     };
     let data_dir = args.data_dir.clone();
-    let local_next =
-        weft_trainer::store::Journal::read(&data_dir)?.map_or(0, |j| j.last_committed + 1);
+    let local_next = crate::store::Journal::read(&data_dir)?.map_or(0, |j| j.last_committed + 1);
     let gate: Gate = Arc::new((Mutex::new(GateState::default()), Condvar::new()));
     let (next_tx, next_rx) = tokio::sync::watch::channel(local_next);
     let peers = table.stages.len().saturating_sub(1);
@@ -538,10 +589,8 @@ async fn run_assigned(
             data_dir.clone(),
             metrics.clone(),
         );
-        let store = weft_trainer::store::TensorStore::open(
-            &data_dir,
-            args.retention.max(args.checkpoint_every),
-        )?;
+        let store =
+            crate::store::TensorStore::open(&data_dir, args.retention.max(args.checkpoint_every))?;
         let mut rx = next_rx;
         tokio::spawn(async move {
             let mut sub = match Submitter::new(&client, key, slot, &data_dir, store) {
@@ -624,6 +673,9 @@ async fn run_assigned(
                     _ => None,
                 };
                 gate_update(&gate, |g| g.paused = paused);
+                if withhold {
+                    continue;
+                }
                 if let Ok(keys) = view.auditor_keys(run, stage).await {
                     let keys: Vec<_> = keys.into_iter().map(|(a, k)| (a.0, k)).collect();
                     access.set_auditors(&keys);
@@ -674,7 +726,7 @@ async fn run_assigned(
         retention: args.retention.max(args.checkpoint_every),
         peers: table,
         auditors: access.clone(),
-        limits: weft_trainer::wire::Limits {
+        limits: crate::wire::Limits {
             max_bytes,
             ..Default::default()
         },
@@ -701,7 +753,17 @@ async fn run_assigned(
     });
     let limits = cfg.limits;
     let retention = cfg.retention;
-    let result = peer::run_stage_with(cfg, worker, net, inbound, progress, Some(after_step)).await;
+    let commit_hook = hooks.commit.as_ref().map(|make| make());
+    let result = peer::run_stage_with(
+        cfg,
+        worker,
+        net,
+        inbound,
+        progress,
+        Some(after_step),
+        commit_hook,
+    )
+    .await;
     display.finish();
     // Let the last commitments land before leaving.
     if result.is_ok() {
@@ -726,9 +788,7 @@ async fn run_assigned(
         let until_block =
             best + u64::from(params.selection_delay) + u64::from(params.attest_window) + 2;
         println!("serving reveals to the auditors until block #{until_block}");
-        let store = Arc::new(weft_trainer::store::TensorStore::open(
-            &data_dir, retention,
-        )?);
+        let store = Arc::new(crate::store::TensorStore::open(&data_dir, retention)?);
         let (_net, inbound) = listen_with_retry(&p2p_key, &net_cfg).await?;
         let until = async {
             loop {
@@ -822,10 +882,12 @@ pub async fn audit_main(args: AuditArgs) -> anyhow::Result<()> {
         None => weft_cli::args::bls_secret(&args.key, args.bls_seed.as_deref())
             .map_err(|e| anyhow::anyhow!("--bls-seed: {e}"))?,
     };
-    let tolerance: Tolerance = match &args.tolerance {
-        Some(p) => toml::from_str(&std::fs::read_to_string(p)?)
-            .with_context(|| format!("parsing {}", p.display()))?,
-        None => Tolerance::default(),
+    let tolerance: Option<Tolerance> = match &args.tolerance {
+        Some(p) => Some(
+            toml::from_str(&std::fs::read_to_string(p)?)
+                .with_context(|| format!("parsing {}", p.display()))?,
+        ),
+        None => None,
     };
     let device = args.device.parse::<DeviceSpec>()?.resolve()?;
     std::fs::create_dir_all(&args.data_dir)?;
@@ -853,20 +915,85 @@ pub async fn audit_main(args: AuditArgs) -> anyhow::Result<()> {
     .await?;
     // An auditor serves nothing.
     tokio::spawn(async move { while inbound.recv().await.is_some() {} });
-    println!(
-        "auditor {me}, p2p peer {}; tolerance {tolerance:?}",
-        net.local_peer_id()
-    );
+    match &tolerance {
+        Some(t) => println!(
+            "auditor {me}, p2p peer {}; tolerance {t:?} (--tolerance, not the runs' own)",
+            net.local_peer_id()
+        ),
+        None => println!(
+            "auditor {me}, p2p peer {}; each run's tolerance from the chain",
+            net.local_peer_id()
+        ),
+    }
     let mut cursor = view
         .next_commitment_id()
         .await?
         .saturating_sub(args.lookback);
+    let client = Arc::new(client);
     let mut pending: BTreeSet<u64> = BTreeSet::new();
+    let mut in_flight: BTreeSet<u64> = BTreeSet::new();
     let mut setups: HashMap<u32, (RunSetup, Option<Batcher>)> = HashMap::new();
     let mut heads = Heads::new(&client).await;
     let (mut passed, mut failed) = (0u64, 0u64);
+    // Each audit is judged on its own task (a trainer that withholds its reveal keeps its
+    // audit waiting until the reveal deadline, and must not hold up the others); the
+    // verdicts come back here and are signed and submitted one at a time (one nonce).
+    let (verdicts_tx, mut verdicts) = tokio::sync::mpsc::unbounded_channel();
+    let mut next_nonce = None;
     loop {
-        let h = heads.next().await?;
+        let h = tokio::select! {
+            h = heads.next() => h?,
+            Some((id, c, verdict)) = verdicts.recv() => {
+                in_flight.remove(&id);
+                let c: chain::work::Commitment = c;
+                let (v, reason, why) = match verdict {
+                    Ok(v) => v,
+                    Err(e) => {
+                        eprintln!("audit {id}: cannot judge ({e:#}); not attesting");
+                        continue;
+                    }
+                };
+                let sig = sk
+                    .sign(&chain::work::attestation_message(id, v))
+                    .map_err(|e| anyhow::anyhow!("signing: {e}"))?
+                    .to_bytes();
+                let call = RuntimeCall::Work(chain::work::Call::Attest {
+                    audit: id,
+                    verdict: v,
+                    reason,
+                    signature: sig,
+                });
+                // Into the pool without waiting for a block (one attestation per block
+                // would cap an auditor far below what it can judge), with the nonce kept
+                // here; a refusal re-reads it from the chain.
+                let opts = SubmitOptions {
+                    wait: WaitFor::None,
+                    nonce: next_nonce,
+                    ..SubmitOptions::default()
+                };
+                let sent = client.submit(&key, call, &opts).await;
+                next_nonce = sent.as_ref().ok().map(|r| r.nonce + 1);
+                match sent {
+                    Ok(_) => {
+                        if v == chain::work::Verdict::Pass {
+                            passed += 1;
+                        } else {
+                            failed += 1;
+                        }
+                        println!(
+                            "audit {id}: run {} stage {} replica {} step {} → {v:?}{} ({why}); passed {passed} failed {failed}",
+                            c.run,
+                            c.stage,
+                            c.replica,
+                            c.step,
+                            reason.map(|r| format!(" {r:?}")).unwrap_or_default()
+                        );
+                    }
+                    Err(e) => eprintln!("audit {id}: attestation failed: {e:#}"),
+                }
+                continue;
+            }
+        };
         let view = ChainView::new(NodeState {
             client: &client,
             at: Some(h.hash()),
@@ -875,6 +1002,10 @@ pub async fn audit_main(args: AuditArgs) -> anyhow::Result<()> {
         pending.extend(cursor..next);
         cursor = next;
         for id in pending.clone() {
+            if in_flight.contains(&id) {
+                pending.remove(&id);
+                continue;
+            }
             let Some(c) = view.commitment(id).await? else {
                 pending.remove(&id);
                 continue;
@@ -909,55 +1040,23 @@ pub async fn audit_main(args: AuditArgs) -> anyhow::Result<()> {
             let Some((setup, batcher)) = setups.get(&c.run) else {
                 continue;
             };
-            let verdict = judge(
-                &client,
-                &net,
-                &me,
-                &sk,
-                setup,
-                batcher.clone(),
-                &c,
-                &a,
-                &h,
-                &tolerance,
+            in_flight.insert(id);
+            let job = Judge {
+                client: client.clone(),
+                net: net.clone(),
+                me,
+                sk: sk.clone(),
+                setup: setup.clone(),
+                batcher: batcher.clone(),
+                head: h.clone(),
+                tolerance,
                 device,
-            )
-            .await;
-            let (v, reason, why) = match verdict {
-                Ok(v) => v,
-                Err(e) => {
-                    eprintln!("audit {id}: cannot judge ({e:#}); not attesting");
-                    continue;
-                }
             };
-            let sig = sk
-                .sign(&chain::work::attestation_message(id, v))
-                .map_err(|e| anyhow::anyhow!("signing: {e}"))?
-                .to_bytes();
-            let call = RuntimeCall::Work(chain::work::Call::Attest {
-                audit: id,
-                verdict: v,
-                reason,
-                signature: sig,
+            let tx = verdicts_tx.clone();
+            tokio::spawn(async move {
+                let verdict = job.judge(&c, &a).await;
+                let _ = tx.send((id, c, verdict));
             });
-            match submit(&client, &key, call, &format!("audit {id} attested")).await {
-                Ok(()) => {
-                    if v == chain::work::Verdict::Pass {
-                        passed += 1;
-                    } else {
-                        failed += 1;
-                    }
-                    println!(
-                        "audit {id}: run {} stage {} replica {} step {} → {v:?}{} ({why}); passed {passed} failed {failed}",
-                        c.run,
-                        c.stage,
-                        c.replica,
-                        c.step,
-                        reason.map(|r| format!(" {r:?}")).unwrap_or_default()
-                    );
-                }
-                Err(e) => eprintln!("audit {id}: attestation failed: {e:#}"),
-            }
         }
     }
 }
@@ -968,115 +1067,152 @@ type Judgement = (
     String,
 );
 
-#[allow(clippy::too_many_arguments)]
-async fn judge(
-    client: &Client,
-    net: &weft_p2p::Network,
-    me: &AccountId,
-    sk: &weft_bls::SecretKey,
-    setup: &RunSetup,
+/// Everything one audit's judgement needs (owned: it runs on its own task).
+struct Judge {
+    client: Arc<Client>,
+    net: weft_p2p::Network,
+    me: AccountId,
+    sk: weft_bls::SecretKey,
+    setup: RunSetup,
     batcher: Option<Batcher>,
-    c: &chain::work::Commitment,
-    a: &chain::work::Audit,
-    head: &Header,
-    tol: &Tolerance,
+    head: Header,
+    tolerance: Option<Tolerance>,
     device: tch::Device,
-) -> anyhow::Result<Judgement> {
-    use chain::work::{FailReason, Verdict};
-    let view = ChainView::new(NodeState {
-        client,
-        at: Some(head.hash()),
-    });
-    let rec = view
-        .trainer(&c.trainer)
-        .await?
-        .context("the trainer has no trainer record")?;
-    let peer = chain::trainer_peer(&rec)?;
-    let spec = StageSpec::new(c.stage as usize, setup.stages())?;
-    let commitment = StepCommitment {
-        step: c.step,
-        weights_before: c.roots.weights_before,
-        inputs: c.roots.inputs,
-        outputs: c.roots.outputs,
-        output_grads: c.roots.output_grads,
-        input_grads: c.roots.input_grads,
-        weights_after: c.roots.weights_after,
-        loss_fixed: c.loss.map(|l| l as i64),
-        optimizer_before: c.roots.optimizer_before,
-        optimizer_after: c.roots.optimizer_after,
-    };
-    // The reveal deadline in wall time, from the recent block time.
-    let block_ms = match client.block_hash(head.number.saturating_sub(10)).await? {
-        Some(hh) => match client.header(hh).await? {
-            Some(old) if head.number > old.number => {
-                head.timestamp.saturating_sub(old.timestamp) / (head.number - old.number)
-            }
-            _ => 1000,
-        },
-        None => 1000,
-    }
-    .max(100);
-    let blocks_left = a.reveal_deadline.saturating_sub(head.number);
-    let deadline = Instant::now() + Duration::from_millis(blocks_left * block_ms);
-    let ids = (u64::from(c.run), u32::from(c.stage), u32::from(c.replica));
-    let mut hello_ok = false;
-    while !hello_ok && Instant::now() < deadline {
-        match audit::send_hello(net, &peer, (ids.0, ids.1), me.0, sk).await {
-            Ok(()) => hello_ok = true,
-            Err(e) => {
-                tracing::debug!(error = %e, "hello failed; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    }
-    let revealed = audit::fetch_reveal(net, &peer, ids, spec, &commitment, deadline).await;
-    let reveal = match revealed {
-        Ok(r) => r,
-        Err(RevealFailure::Mismatch(why)) => {
-            return Ok((Verdict::Fail, Some(FailReason::Mismatch), why))
-        }
-        Err(RevealFailure::Missing(why)) => {
-            // NoReveal is accepted only after the reveal deadline.
-            loop {
-                let best = client.best_header().await?;
-                if best.number > a.reveal_deadline {
-                    break;
+}
+
+impl Judge {
+    /// Fetches the reveal of `c` and recomputes it: the verdict, the reason and a description.
+    async fn judge(
+        self,
+        c: &chain::work::Commitment,
+        a: &chain::work::Audit,
+    ) -> anyhow::Result<Judgement> {
+        let Judge {
+            client,
+            net,
+            me,
+            sk,
+            setup,
+            batcher,
+            head,
+            tolerance: tol,
+            device,
+        } = self;
+        let (client, net, me, sk, setup, head) = (&*client, &net, &me, &sk, &setup, &head);
+        use chain::work::{FailReason, Verdict};
+        let view = ChainView::new(NodeState {
+            client,
+            at: Some(head.hash()),
+        });
+        let rec = view
+            .trainer(&c.trainer)
+            .await?
+            .context("the trainer has no trainer record")?;
+        let peer = chain::trainer_peer(&rec)?;
+        let spec = StageSpec::new(c.stage as usize, setup.stages())?;
+        let commitment = StepCommitment {
+            step: c.step,
+            weights_before: c.roots.weights_before,
+            inputs: c.roots.inputs,
+            outputs: c.roots.outputs,
+            output_grads: c.roots.output_grads,
+            input_grads: c.roots.input_grads,
+            weights_after: c.roots.weights_after,
+            loss_fixed: c.loss.map(|l| l as i64),
+            optimizer_before: c.roots.optimizer_before,
+            optimizer_after: c.roots.optimizer_after,
+        };
+        // The reveal deadline in wall time, from the recent block time.
+        let block_ms = match client.block_hash(head.number.saturating_sub(10)).await? {
+            Some(hh) => match client.header(hh).await? {
+                Some(old) if head.number > old.number => {
+                    head.timestamp.saturating_sub(old.timestamp) / (head.number - old.number)
                 }
-                tokio::time::sleep(Duration::from_millis(block_ms)).await;
-            }
-            return Ok((Verdict::Fail, Some(FailReason::NoReveal), why));
-        }
-    };
-    let data = batcher.filter(|_| spec.is_first() || spec.is_last());
-    let (model, train, tol) = (setup.model.clone(), setup.train.clone(), *tol);
-    let outcome = tokio::task::spawn_blocking(move || {
-        audit::recompute(
-            &AuditJob {
-                model: &model,
-                train: &train,
-                spec,
-                data,
-                commitment: &commitment,
-                tolerance: tol,
-                device,
+                _ => 1000,
             },
-            &reveal,
-        )
-    })
-    .await??;
-    Ok(if outcome.pass {
-        (
-            Verdict::Pass,
-            None,
-            format!("worst rel L2 {:.2e}", outcome.worst_rel_l2()),
-        )
-    } else {
-        (
-            Verdict::Fail,
-            Some(FailReason::Mismatch),
-            outcome.failure.unwrap_or_default(),
-        )
-    })
+            None => 1000,
+        }
+        .max(100);
+        let blocks_left = a.reveal_deadline.saturating_sub(head.number);
+        let deadline = Instant::now() + Duration::from_millis(blocks_left * block_ms);
+        let ids = (u64::from(c.run), u32::from(c.stage), u32::from(c.replica));
+        let mut hello_ok = false;
+        while !hello_ok && Instant::now() < deadline {
+            match audit::send_hello(net, &peer, (ids.0, ids.1), me.0, sk).await {
+                Ok(()) => hello_ok = true,
+                Err(e) => {
+                    tracing::debug!(error = %e, "hello failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+        let revealed = audit::fetch_reveal(net, &peer, ids, spec, &commitment, deadline).await;
+        let reveal = match revealed {
+            Ok(r) => r,
+            Err(RevealFailure::Mismatch(why)) => {
+                return Ok((Verdict::Fail, Some(FailReason::Mismatch), why))
+            }
+            Err(RevealFailure::Missing(why)) => {
+                // NoReveal is accepted only after the reveal deadline.
+                loop {
+                    let best = client.best_header().await?;
+                    if best.number > a.reveal_deadline {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(block_ms)).await;
+                }
+                return Ok((Verdict::Fail, Some(FailReason::NoReveal), why));
+            }
+        };
+        let data = batcher.filter(|_| spec.is_first() || spec.is_last());
+        // The run's parameters as of now (governance may have changed the tolerance).
+        let params = view.run(c.run).await?.params;
+        let tol = tol.unwrap_or_else(|| params.tolerance.into());
+        // The same slot's previous step, when the same trainer committed it.
+        let previous = match c.step.checked_sub(1) {
+            Some(p) => view
+                .commitment_of(c.run, c.stage, c.replica, p)
+                .await?
+                .filter(|prev| prev.trainer == c.trainer)
+                .map(|prev| audit::Continuity {
+                    weights_after: prev.roots.weights_after,
+                    optimizer_after: prev.roots.optimizer_after,
+                }),
+            None => None,
+        };
+        let replica = u32::from(c.replica);
+        let (model, train) = (setup.model.clone(), setup.train.clone());
+        let outcome = tokio::task::spawn_blocking(move || {
+            audit::recompute(
+                &AuditJob {
+                    model: &model,
+                    train: &train,
+                    spec,
+                    data,
+                    commitment: &commitment,
+                    replica,
+                    previous,
+                    tolerance: tol,
+                    device,
+                },
+                &reveal,
+            )
+        })
+        .await??;
+        Ok(if outcome.pass {
+            (
+                Verdict::Pass,
+                None,
+                format!("worst rel L2 {:.2e}", outcome.worst_rel_l2()),
+            )
+        } else {
+            (
+                Verdict::Fail,
+                Some(FailReason::Mismatch),
+                outcome.failure.unwrap_or_default(),
+            )
+        })
+    }
 }
 
 /// Aborts a spawned task when dropped (the metrics responder lives as long as `train`).

@@ -1,0 +1,342 @@
+//! Every kind of cheating trainer is caught and slashed on a real dev chain, and honest
+//! trainers never are.
+//!
+//! Nine runs of a tiny 2-stage model, every step audited (`p = 1`). Runs 0–7 each pair one
+//! `weft-adversary` (a different cheat each) with an honest `weft-trainer train`; run 8 has two
+//! replicas, three honest trainers and a trainer that trains on the other replica's data
+//! shard. Two validators run `weft-trainer audit`. Each adversary cheats on every step from
+//! `cheat_from` on, so its expected number of audits until caught is `1/p = 1`: the test
+//! checks that its first failed audit is exactly its first cheated step, that its honest
+//! steps before passed, that it is reported, chilled, removed from its stage, forfeits its
+//! contribution units, and that the slash is deducted from its bond after the deferral. No
+//! honest trainer and no auditor is ever reported, and every honest trainer passes audits.
+//!
+//! Needs `weft-adversary`: `cargo build --release --workspace --bins --features
+//! weft-trainer/adversary` (what `scripts/test.sh` does).
+
+use super::*;
+use weft_tests::{bin, pick_free_port, wait_until, Spawned};
+
+/// Blocks of 200 ms: audits, reveal windows and the 30-block slash deferral take seconds.
+const BLOCK_TIME: &str = "200ms";
+/// Steps of each run, at most 3 per 10-block epoch: the runs are still training (not
+/// finished) when the adversaries are caught and their slots taken away.
+const STEPS: &str = "30";
+/// Longest wait for all the adversaries to be caught (20 trainer processes on 2 cores).
+const CATCH_WAIT: Duration = Duration::from_secs(300);
+
+/// `(cheat, first cheated step)`; `no-reveal` withholds from the start.
+const CHEATS: [(&str, u64); 9] = [
+    ("random-outputs", 1),
+    ("scaled-gradients", 1),
+    ("zero-gradients", 1),
+    ("stale-weights", 1),
+    ("tampered-weight", 1),
+    ("replay", 1),
+    ("bad-reveal", 1),
+    ("no-reveal", 0),
+    ("copy-replica", 1),
+];
+
+fn trainer_args(url: &str, key: &str, run: usize, dir: &std::path::Path) -> Vec<String> {
+    let port = pick_free_port();
+    [
+        "--url",
+        url,
+        "--key",
+        key,
+        "--run",
+        &run.to_string(),
+        "--register",
+        "--data-dir",
+        &dir.join(key.trim_start_matches("//")).to_string_lossy(),
+        "--listen",
+        &format!("/ip4/127.0.0.1/tcp/{port}"),
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--prometheus-port",
+        "0",
+        "--max-backlog",
+        "2",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn dump(procs: &[Spawned], node: &Node) -> String {
+    let mut s: Vec<String> = procs.iter().map(Spawned::log_tail).collect();
+    s.push(format!("--- node ---\n{}", node.log_tail()));
+    s.join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_cheat_is_caught_and_slashed_and_honest_trainers_are_not() {
+    let _serial = serial().await;
+    // Fail early and clearly when the adversary binary was not built.
+    let _ = bin("weft-adversary");
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("node"), &["--block-time", BLOCK_TIME])
+        .await
+        .unwrap();
+    let url = node.ws_url();
+    let c = node.cli_client().await.unwrap();
+
+    // Who trains where.
+    let cheaters: Vec<String> = (0..CHEATS.len()).map(|i| format!("//Cheat{i}")).collect();
+    let mut honest: Vec<(String, usize)> = (0..CHEATS.len())
+        .map(|i| (format!("//Honest{i}"), i))
+        .collect();
+    let copy_run = CHEATS.len() - 1;
+    honest.push(("//HonestR1".into(), copy_run));
+    honest.push(("//HonestR2".into(), copy_run));
+
+    // --- funds, validators, runs ---------------------------------------------------------
+    let mut alice = Vec::new();
+    for who in cheaters.iter().chain(honest.iter().map(|(h, _)| h)) {
+        alice.push(cmd(&[
+            "transfer", "--from", "//Alice", "--to", who, "--amount", "1000",
+        ]));
+    }
+    alice.push(cmd(&[
+        "stake", "bond", "--from", "//Alice", "--amount", "10000",
+    ]));
+    alice.push(cmd(&["stake", "validate", "--from", "//Alice"]));
+    for run in 0..CHEATS.len() {
+        let replicas = if run == copy_run { "2" } else { "1" };
+        alice.push(cmd(&[
+            "run",
+            "register",
+            "--from",
+            "//Alice",
+            "--config",
+            r#"{"d_model":16,"n_layers":2,"n_heads":2,"seq_len":8}"#,
+            "--hyper-params",
+            r#"{"micro_batch_size":2,"micro_batches":2,"lr":0.01,"warmup_steps":2,"total_steps":30}"#,
+            "--stages",
+            "2",
+            "--replicas",
+            replicas,
+            "--max-steps",
+            STEPS,
+            "--dataset-hash",
+            &format!("0x{}", "05".repeat(32)),
+            "--steps-per-epoch",
+            "3",
+            "--audit-probability",
+            "100%",
+            "--auditors-per-stage",
+            "1",
+            "--max-stages-per-auditor",
+            "1",
+            "--reveal-window",
+            "25",
+            "--attest-window",
+            "60",
+        ]));
+    }
+    let bob = vec![
+        cmd(&["stake", "bond", "--from", "//Bob", "--amount", "10000"]),
+        cmd(&["stake", "validate", "--from", "//Bob"]),
+    ];
+    in_parallel(&url, vec![alice, bob]).await;
+    assert_eq!(c.runs(None).await.unwrap().len(), CHEATS.len());
+
+    // --- auditors and trainers -----------------------------------------------------------
+    let mut procs = Vec::new();
+    for v in ["//Alice", "//Bob"] {
+        let name = v.trim_start_matches("//");
+        let args: Vec<String> = [
+            "audit",
+            "--url",
+            &url,
+            "--key",
+            v,
+            "--data-dir",
+            &dir.path().join(format!("auditor-{name}")).to_string_lossy(),
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--device",
+            "cpu",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        procs.push(
+            Spawned::start(
+                "weft-trainer",
+                &args,
+                dir.path(),
+                &format!("auditor-{name}"),
+            )
+            .unwrap(),
+        );
+    }
+    for (who, run) in &honest {
+        let mut args = vec!["train".to_string()];
+        args.extend(trainer_args(&url, who, *run, dir.path()));
+        let name = who.trim_start_matches("//");
+        procs.push(Spawned::start("weft-trainer", &args, dir.path(), name).unwrap());
+    }
+    for (run, (cheat, from)) in CHEATS.iter().enumerate() {
+        let who = &cheaters[run];
+        let mut args = vec![
+            "--cheat".to_string(),
+            cheat.to_string(),
+            "--cheat-from".to_string(),
+            from.to_string(),
+        ];
+        args.extend(trainer_args(&url, who, run, dir.path()));
+        procs.push(Spawned::start("weft-adversary", &args, dir.path(), cheat).unwrap());
+    }
+
+    // --- every adversary is caught -------------------------------------------------------
+    let cheater_accounts: Vec<AccountId> = cheaters.iter().map(|s| account(s)).collect();
+    // The first block at which each adversary's failed audit is seen (its slash is pending
+    // there; it applies 30 blocks later).
+    let seen: std::sync::Mutex<BTreeMap<usize, weft_primitives::Hash>> = Default::default();
+    let caught = wait_for(CATCH_WAIT, "every adversary to fail an audit", || async {
+        let head = c.best_header().await.ok()?.hash();
+        for (run, who) in cheater_accounts.iter().enumerate() {
+            if seen.lock().unwrap().contains_key(&run) {
+                continue;
+            }
+            let audits = c.audits(run as u32, Some(head)).await.ok()?;
+            let failed = audits
+                .iter()
+                .any(|a| a.trainer == *who && a.verdict == Some(work::Verdict::Fail));
+            if failed {
+                seen.lock().unwrap().insert(run, head);
+            }
+        }
+        (seen.lock().unwrap().len() == cheater_accounts.len()).then_some(head)
+    })
+    .await;
+    let seen = seen.into_inner().unwrap();
+    let caught = match caught {
+        Ok(h) => h,
+        Err(e) => panic!("{e}\n{}", dump(&procs, &node)),
+    };
+
+    // The first failed audit is the first cheated step; honest steps before it passed.
+    let honest_accounts: Vec<AccountId> = honest.iter().map(|(h, _)| account(h)).collect();
+    let mut slashes_then = Vec::new();
+    for at in seen.values() {
+        slashes_then.extend(c.slashes(Some(*at)).await.unwrap());
+    }
+    for (run, ((cheat, from), who)) in CHEATS.iter().zip(&cheater_accounts).enumerate() {
+        let audits = c.audits(run as u32, Some(caught)).await.unwrap();
+        let mine: Vec<_> = audits.iter().filter(|a| a.trainer == *who).collect();
+        let first_fail = mine
+            .iter()
+            .filter(|a| a.verdict == Some(work::Verdict::Fail))
+            .map(|a| a.step)
+            .min();
+        assert_eq!(first_fail, Some(*from), "{cheat}: {mine:?}");
+        for a in mine.iter().filter(|a| a.step < *from) {
+            assert_ne!(
+                a.verdict,
+                Some(work::Verdict::Fail),
+                "{cheat}: honest step failed"
+            );
+        }
+        let fail = mine
+            .iter()
+            .find(|a| a.step == *from && a.verdict == Some(work::Verdict::Fail))
+            .unwrap();
+        let reason = fail.attestations.iter().find_map(|x| x.reason);
+        let expected = if *cheat == "no-reveal" {
+            work::FailReason::NoReveal
+        } else {
+            work::FailReason::Mismatch
+        };
+        assert_eq!(reason, Some(expected), "{cheat}");
+        assert!(fail.certificate.is_some(), "{cheat}: no BLS certificate");
+        // Reported (slash pending), chilled, removed from its stage, contribution forfeited.
+        assert!(
+            slashes_then
+                .iter()
+                .any(|s| s.offender == *who && s.kind == staking::OffenceKind::AuditFailed),
+            "{cheat}: no slash reported"
+        );
+        assert!(
+            c.trainer(*who, Some(caught)).await.unwrap().is_none(),
+            "{cheat}: not chilled"
+        );
+        let a = c.stage_assignments(run as u32, Some(caught)).await.unwrap();
+        assert!(
+            a.stages
+                .iter()
+                .all(|s| s.replicas.iter().all(|r| r.trainer != Some(*who))),
+            "{cheat}: still holds a slot at {caught:?}: {a:?}\n{}",
+            dump(&procs, &node)
+        );
+        let o = c.ownership(run as u32, Some(caught)).await.unwrap();
+        assert!(
+            o.owners.iter().all(|x| x.account != *who),
+            "{cheat}: still owns units: {o:?}"
+        );
+    }
+
+    // --- the slashes are deducted after the deferral ---------------------------------------
+    let apply_by = slashes_then.iter().map(|s| s.apply_at).max().unwrap();
+    wait_until(Duration::from_secs(60), "the slashes to apply", || async {
+        c.best_header().await.is_ok_and(|h| h.number > apply_by)
+    })
+    .await
+    .unwrap();
+    for (cheat, who) in CHEATS.iter().map(|(n, _)| n).zip(&cheater_accounts) {
+        let amount = slashes_then
+            .iter()
+            .filter(|s| s.offender == *who)
+            .map(|s| bal(&s.amount))
+            .max()
+            .unwrap();
+        let at = seen[&cheater_accounts.iter().position(|a| a == who).unwrap()];
+        let before = bal(&c
+            .staking_ledger(*who, Some(at))
+            .await
+            .unwrap()
+            .unwrap()
+            .total);
+        let after = c
+            .staking_ledger(*who, None)
+            .await
+            .unwrap()
+            .map_or(0, |l| bal(&l.total));
+        assert_eq!(before - after, amount, "{cheat}: bond {before} → {after}");
+    }
+
+    // --- honest trainers and auditors are never slashed --------------------------------
+    let head = c.best_header().await.unwrap().hash();
+    let mut all_slashes = slashes_then.clone();
+    all_slashes.extend(c.slashes(Some(head)).await.unwrap());
+    for s in &all_slashes {
+        assert!(
+            cheater_accounts.contains(&s.offender),
+            "an honest participant was slashed: {s:?}\n{}",
+            dump(&procs, &node)
+        );
+    }
+    for (who, (name, run)) in honest_accounts.iter().zip(&honest) {
+        let audits = c.audits(*run as u32, Some(head)).await.unwrap();
+        let mine: Vec<_> = audits.iter().filter(|a| a.trainer == *who).collect();
+        assert!(
+            mine.iter().all(|a| a.verdict != Some(work::Verdict::Fail)),
+            "{name} failed an audit: {mine:?}\n{}",
+            dump(&procs, &node)
+        );
+        assert!(
+            mine.iter().any(|a| a.verdict == Some(work::Verdict::Pass)),
+            "{name} passed no audit: {mine:?}\n{}",
+            dump(&procs, &node)
+        );
+        assert!(
+            c.trainer(*who, Some(head)).await.unwrap().is_some(),
+            "{name}"
+        );
+    }
+    drop(procs);
+}

@@ -166,8 +166,7 @@ fn continuity_initialisation_and_replica_data() {
     // replica 0 (stage 0's inputs and the last stage's targets are not replica 0's data).
     let mut w1 = workers(1);
     let r1 = step_with_reveals(&mut w1, 0);
-    for stage in 0..STAGES {
-        let (c, rev) = &r1[stage];
+    for (stage, (c, rev)) in r1.iter().enumerate() {
         assert!(judge_with(stage, c, rev, 1, None).pass, "stage {stage}");
         let as_other = judge_with(stage, c, rev, 0, None);
         if stage == 0 || stage == STAGES - 1 {

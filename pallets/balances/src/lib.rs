@@ -368,7 +368,9 @@ pub fn transfer(
     let sender_total_after = remaining.saturating_add(sender.reserved);
     let mut dust = 0;
     if sender_total_after < ed {
-        if keep_alive {
+        // An account holding reserved funds (a bond) cannot be reaped, so it may not drop
+        // below the existential deposit either.
+        if keep_alive || sender.reserved > 0 {
             return Err(Error::KeepAlive.into());
         }
         dust = remaining;

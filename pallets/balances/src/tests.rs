@@ -154,6 +154,24 @@ fn mint_issues_and_never_creates_dust() {
     assert_eq!(sum_of_balances(&o, &[acc(1), acc(2)]), 1_505);
 }
 
+#[test]
+fn an_account_with_reserved_funds_cannot_drop_below_the_existential_deposit() {
+    let state = genesis(&[(acc(0), 5_000)]);
+    let mut o = Overlay::new(&state);
+    let mut ev = Vec::new();
+    transfer(&mut o, &mut ev, &acc(0), &acc(3), 831, false).unwrap();
+    reserve(&mut o, &mut ev, &acc(3), 1).unwrap();
+    // 830 free + 1 reserved; sending 732 would leave 99 < ED, and the reserve keeps the
+    // account from being reaped: refused, whether or not keep-alive was asked for.
+    assert_eq!(
+        transfer(&mut o, &mut ev, &acc(3), &acc(0), 732, false),
+        Err(Error::KeepAlive.into())
+    );
+    assert_eq!(account(&o, &acc(3)).unwrap().total(), 831);
+    transfer(&mut o, &mut ev, &acc(3), &acc(0), 731, false).unwrap();
+    assert_eq!(account(&o, &acc(3)).unwrap().total(), ED);
+}
+
 proptest! {
     /// Total issuance equals the sum of balances after any sequence of transfers, fees and
     /// reservations, and failed operations change nothing.

@@ -16,7 +16,7 @@
 //! | `replay`           | commits and reveals step `t − 1` again as step `t`              | continuity, data     |
 //! | `bad-reveal`       | commits honestly, reveals other bytes                           | Merkle proofs        |
 //! | `no-reveal`        | admits no auditor to its reveals (from the start)              | reveal deadline      |
-//! | `copy-replica`     | trains on replica 0's data shard instead of its own             | data assignment      |
+//! | `copy-replica`     | trains on the other replica's shard (`r xor 1`), not its own    | data assignment      |
 
 use clap::Parser;
 use rand::{Rng, SeedableRng};
@@ -127,7 +127,8 @@ impl StepHook for Cheater {
 
     fn data_replica(&self, step: u64, replica: u32) -> u32 {
         if self.cheat == Cheat::CopyReplica && step >= self.from {
-            0
+            // The neighbouring replica's shard (runs with two replicas).
+            replica ^ 1
         } else {
             replica
         }

@@ -302,19 +302,9 @@ impl Spawned {
         })
     }
 
-    /// Its log so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
-    }
-
     /// The last lines of its log.
     pub fn log_tail(&self) -> String {
         format!("--- {} ---\n{}", self.name, log_tail(&self.log_path, 30))
-    }
-
-    /// Whether it is still running.
-    pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
     }
 }
 

@@ -338,5 +338,4 @@ async fn every_cheat_is_caught_and_slashed_and_honest_trainers_are_not() {
             "{name}"
         );
     }
-    drop(procs);
 }

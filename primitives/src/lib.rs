@@ -11,6 +11,8 @@
 //! * [`extrinsic`]: the signed transaction envelope and the payload that is signed.
 //! * [`storage`]: the key-value storage trait the runtime executes against, a transactional
 //!   overlay over it, and typed storage items.
+//! * [`step`]: the step commitment (roots and loss) that chain, trainer and auditor share.
+//! * [`tensor`]: tensors as bytes on the wire, commitment chunks and their proofs.
 //! * [`units`]: token amounts in plancks and their decimal form.
 
 /// Implements `Display`, `Debug`, `Serialize` and `Deserialize` for a type through its string
@@ -51,7 +53,9 @@ pub mod extrinsic;
 pub mod hash;
 pub mod header;
 pub mod merkle;
+pub mod step;
 pub mod storage;
+pub mod tensor;
 pub mod units;
 
 pub use account::AccountId;

@@ -46,7 +46,7 @@
 //! trainer of replica `r` lists, for each stage, the trainer of `(stage, r)`.
 //!
 //! Validators declare no peer id. An auditor proves, per connection, that a libp2p peer
-//! speaks for a validator account: it sends [`crate::wire::Request::AuditorHello`] with a
+//! speaks for a validator account: it sends `AuditorHello` ([`weft_stage_net::access`]) with a
 //! BN254 BLS signature by its registered validator key over
 //! [`auditor_hello_message`]`(run, stage, peer_id)`; the trainer checks that the account is
 //! an auditor of its stage on chain (`Stages::Auditors`), that the signature verifies under
@@ -54,9 +54,10 @@
 //! sender. The message has its own domain tag, so it can never be replayed as an
 //! attestation.
 
-use crate::config::{ModelConfig, TrainConfig};
 use crate::error::{Error, Result};
-use crate::peer::{PeerTable, StagePeer};
+use weft_ml::audit::Tolerance;
+use weft_ml::config::{ModelConfig, TrainConfig};
+use weft_stage_net::topology::{PeerTable, StagePeer};
 use parity_scale_codec::{Decode, Encode};
 use std::future::Future;
 use weft_p2p::{Address, PeerId};
@@ -72,13 +73,17 @@ pub use weft_pallet_stages as stages;
 pub use weft_pallet_staking as staking;
 pub use weft_pallet_work as work;
 
-/// Domain tag of [`auditor_hello_message`].
-pub const AUDITOR_HELLO_DOMAIN: &[u8; 20] = b"weft/reveal-auth/v1\0";
+pub use weft_stage_net::access::{auditor_hello_message, AUDITOR_HELLO_DOMAIN};
 
-/// What an auditor signs to bind a libp2p peer id to its validator account for the reveals
-/// of `(run, stage)`: `SCALE((AUDITOR_HELLO_DOMAIN, run, stage, peer_id_bytes))`.
-pub fn auditor_hello_message(run: RunId, stage: StageIndex, peer: &PeerId) -> Vec<u8> {
-    (AUDITOR_HELLO_DOMAIN, run, stage, peer.to_bytes()).encode()
+/// A run's on-chain tolerance (fixed point) as the auditor's floats.
+pub fn tolerance_of(t: &weft_pallet_runs::Tolerance) -> Tolerance {
+    let ppb = |p: weft_pallet_support::Perbill| f64::from(p.parts()) / 1e9;
+    Tolerance {
+        rel_l2: ppb(t.rel_l2),
+        max_abs_rel: ppb(t.max_abs_rel),
+        update_rel_l2: ppb(t.update_rel_l2),
+        abs_floor: t.abs_floor_nano as f64 / 1e9,
+    }
 }
 
 /// Raw key-value reads of chain state.

@@ -1,24 +1,26 @@
-//! The trainer library's error type.
+//! The trainer's error type: the ML core's and the stage network's errors, plus what only
+//! the chain-driven services meet.
 
 use std::path::PathBuf;
 
-/// Everything that can go wrong in the trainer library.
+/// Everything that can go wrong in a trainer or an auditor.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A model, training or device configuration is invalid.
-    #[error("invalid configuration: {0}")]
-    Config(String),
-    /// A configuration file is not valid JSON for its type.
-    #[error("cannot parse configuration {path}: {error}")]
-    ConfigParse {
-        /// The file.
-        path: PathBuf,
-        /// The parser's complaint.
-        error: serde_json::Error,
-    },
+    /// The model, the data, the optimiser or a recomputation failed.
+    #[error(transparent)]
+    Ml(#[from] weft_ml::Error),
+    /// The stage network, the tensor store or the journal failed.
+    #[error(transparent)]
+    Net(#[from] weft_stage_net::Error),
     /// libtorch reported an error.
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
+    /// Settings that cannot work.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A step replayed from the store after a restart does not reproduce its commitment.
+    #[error("replay: {0}")]
+    Replay(String),
     /// A file could not be read or written.
     #[error("i/o error on {path}: {error}")]
     Io {
@@ -27,30 +29,9 @@ pub enum Error {
         /// The OS error.
         error: std::io::Error,
     },
-    /// A data source is unusable (empty, too short, malformed).
-    #[error("data: {0}")]
-    Data(String),
-    /// A tensor does not have the shape or kind the caller promised.
-    #[error("shape mismatch: {0}")]
-    Shape(String),
-    /// The pipeline was driven out of order (e.g. backward before forward).
-    #[error("pipeline: {0}")]
-    Pipeline(String),
-    /// A checkpoint does not match the stage it is loaded into.
-    #[error("checkpoint: {0}")]
-    Checkpoint(String),
-    /// The network failed or a peer misbehaved (cross-process pipeline).
-    #[error("network: {0}")]
-    Network(String),
-    /// A peer table is invalid.
-    #[error("peer table: {0}")]
-    Peers(String),
     /// Chain state is missing, undecodable or inconsistent, or the node failed.
     #[error("chain: {0}")]
     Chain(String),
-    /// A step cannot be audited (an unsupported configuration, malformed reveal sizes).
-    #[error("audit: {0}")]
-    Audit(String),
     /// Training stopped on purpose (unassigned, run finished, operator).
     #[error("stopped: {0}")]
     Stopped(String),

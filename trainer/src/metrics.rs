@@ -12,7 +12,7 @@
 //! | `weft_trainer_commit_latency_seconds` | histogram, from submitting `commit_step` to its inclusion |
 //! | `weft_trainer_peers` | gauge, the other trainers of this pipeline |
 
-use crate::peer::StepProgress;
+use crate::stage::StepProgress;
 use indicatif::{ProgressBar, ProgressStyle};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;

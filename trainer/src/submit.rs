@@ -1,6 +1,6 @@
 //! Exactly-once submission of step commitments to the chain.
 //!
-//! The tensor store and its journal ([`crate::store`]) are the source of truth for what a
+//! The tensor store and its journal ([`weft_stage_net::store`]) are the source of truth for what a
 //! stage computed: steps `0..local_next` are committed locally, each with its
 //! [`StepCommitment`]. The work pallet keeps the slot's next expected step, `chain_next`,
 //! and accepts only that step (earlier ones are `AlreadyCommitted`, later ones
@@ -23,15 +23,15 @@
 //! "not now" (`RunNotTraining`, `StepLimit`) wait for later blocks; `NotAssigned` stops
 //! training (the trainer lost its slot).
 
-use crate::commit::StepCommitment;
 use crate::error::{Error, Result};
-use crate::store::{write_atomic, TensorStore};
+use weft_ml::commit::StepCommitment;
+use weft_stage_net::files::write_atomic;
+use weft_stage_net::store::TensorStore;
 use parity_scale_codec::{Decode, Encode};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use weft_cli::{Client, ClientError, SubmitOptions, WaitFor};
 use weft_pallet_support::{Replica, RunId, StageIndex};
-use weft_pallet_work::StepRoots;
 use weft_primitives::{Era, Keypair};
 use weft_runtime::{Extrinsic, RuntimeCall};
 
@@ -162,20 +162,6 @@ pub fn plan(
     }
 }
 
-/// The roots a commitment puts on chain.
-pub fn roots_of(c: &StepCommitment) -> StepRoots {
-    StepRoots {
-        weights_before: c.weights_before,
-        inputs: c.inputs,
-        outputs: c.outputs,
-        output_grads: c.output_grads,
-        input_grads: c.input_grads,
-        weights_after: c.weights_after,
-        optimizer_before: c.optimizer_before,
-        optimizer_after: c.optimizer_after,
-    }
-}
-
 /// The `commit_step` call of `c` for `slot`.
 pub fn commit_call(slot: SlotId, c: &StepCommitment) -> RuntimeCall {
     RuntimeCall::Work(weft_pallet_work::Call::CommitStep {
@@ -183,8 +169,8 @@ pub fn commit_call(slot: SlotId, c: &StepCommitment) -> RuntimeCall {
         stage: slot.stage,
         replica: slot.replica,
         step: c.step,
-        roots: roots_of(c),
-        loss: c.loss_fixed.map(|l| l.max(0) as u64),
+        roots: c.roots,
+        loss: c.loss,
     })
 }
 

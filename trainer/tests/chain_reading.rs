@@ -10,7 +10,7 @@ use weft_primitives::{blake3_256, AccountId, Hash};
 use weft_trainer::chain::{
     parse_run, run_seed_u64, runs, stages, staking, work, ChainView, TrainerState,
 };
-use weft_trainer::peer::RevealAccess;
+use weft_trainer::net::access::RevealAccess;
 
 const RUN: u32 = 4;
 const MODEL: &str = r#"{"d_model":32,"n_layers":4,"n_heads":2,"seq_len":16}"#;

@@ -10,17 +10,17 @@ use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tch::Device;
-use weft_trainer::checkpoint;
-use weft_trainer::commit::verify_chunk;
-use weft_trainer::config::{ClipScope, ModelConfig, TrainConfig};
-use weft_trainer::data::{Batcher, Synthetic};
-use weft_trainer::peer::{run_stage, NodeConfig, PeerTable, RetryPolicy, StagePeer};
-use weft_trainer::pipeline::{
-    build_workers, run_step_in_process, run_step_in_process_detailed, ForwardOutput, StageWorker,
-    WorkerOptions,
-};
-use weft_trainer::wire::{
-    decode_response, ErrorCode, Limits, Request, Response, RevealItem, RevealRequest, WireTensor,
+use weft_trainer::ml::checkpoint;
+use weft_trainer::ml::commit::verify_chunk;
+use weft_trainer::ml::config::{ClipScope, ModelConfig, TrainConfig};
+use weft_trainer::ml::data::{Batcher, Synthetic};
+use weft_trainer::net::link::RetryPolicy;
+use weft_trainer::net::topology::{PeerTable, StagePeer};
+use weft_trainer::stage::{run_stage, NodeConfig};
+use weft_trainer::ml::schedule::{build_workers, run_step_in_process, run_step_in_process_detailed};
+use weft_trainer::ml::worker::{ForwardOutput, StageWorker, WorkerOptions};
+use weft_trainer::net::wire::{
+    decode_response, ErrorCode, Limits, Request, Response, StepItem, RevealRequest, WireTensor,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_weft-trainer");
@@ -461,7 +461,7 @@ async fn bad_neighbours_are_refused_and_reveals_go_to_auditors_only() {
         ],
         auditors: vec![(1, auditor.local_peer_id())],
     };
-    let access = Arc::new(weft_trainer::peer::RevealAccess::fixed(
+    let access = Arc::new(weft_trainer::net::access::RevealAccess::fixed(
         peers.auditors_of(1),
     ));
     // The chain says: account 42 (with this BLS key) audits stage 1.
@@ -504,7 +504,7 @@ async fn bad_neighbours_are_refused_and_reveals_go_to_auditors_only() {
     let (got_tx, mut got_rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Some(req) = fake0_in.recv().await {
-            let r = weft_trainer::wire::decode_request(&req.request, &Limits::default()).unwrap();
+            let r = weft_trainer::net::wire::decode_request(&req.request, &Limits::default()).unwrap();
             let _ = got_tx.send(r);
             let _ = req.reply.send(Response::Ack.encode());
         }
@@ -586,7 +586,7 @@ async fn bad_neighbours_are_refused_and_reveals_go_to_auditors_only() {
                 step: 0,
                 stage: 1,
                 replica: 0,
-                item: RevealItem::Inputs,
+                item: StepItem::Inputs,
                 chunk: 0,
             })
             .encode(),
@@ -628,7 +628,7 @@ async fn bad_neighbours_are_refused_and_reveals_go_to_auditors_only() {
     // Reveals: every chunk of every item verifies against the in-process commitment; the
     // intruder is refused.
     let mut chunks = 0;
-    for item in RevealItem::ALL {
+    for item in StepItem::ALL {
         let root = item.root(&ref_commitment);
         let mut i = 0u32;
         loop {
@@ -668,7 +668,7 @@ async fn bad_neighbours_are_refused_and_reveals_go_to_auditors_only() {
         step: 0,
         stage: 1,
         replica: 0,
-        item: RevealItem::WeightsAfter,
+        item: StepItem::WeightsAfter,
         chunk: 0,
     });
     let r = ask(&intruder, &node_addr, req.encode()).await;
@@ -690,7 +690,7 @@ async fn bad_neighbours_are_refused_and_reveals_go_to_auditors_only() {
         addrs: node_addr.listen_addrs().to_vec(),
     };
     let (wrong_sk, _, _) = weft_bls::dev_keypair("mallory").unwrap();
-    assert!(weft_trainer::audit::send_hello(
+    assert!(weft_trainer::net::reveal_fetch::send_hello(
         &validator,
         &node_peer,
         (7, 1),
@@ -699,11 +699,11 @@ async fn bad_neighbours_are_refused_and_reveals_go_to_auditors_only() {
     )
     .await
     .is_err());
-    weft_trainer::audit::send_hello(&validator, &node_peer, (7, 1), validator_account, &bls_sk)
+    weft_trainer::net::reveal_fetch::send_hello(&validator, &node_peer, (7, 1), validator_account, &bls_sk)
         .await
         .unwrap();
-    let spec = weft_trainer::model::StageSpec::new(1, 2).unwrap();
-    let reveal = weft_trainer::audit::fetch_reveal(
+    let spec = weft_trainer::ml::model::StageSpec::new(1, 2).unwrap();
+    let reveal = weft_trainer::net::reveal_fetch::fetch_reveal(
         &validator,
         &node_peer,
         (7, 1, 0),
@@ -713,7 +713,7 @@ async fn bad_neighbours_are_refused_and_reveals_go_to_auditors_only() {
     )
     .await
     .unwrap();
-    let job = weft_trainer::audit::AuditJob {
+    let job = weft_trainer::ml::audit::AuditJob {
         model: &model,
         train: &train,
         spec,
@@ -721,15 +721,15 @@ async fn bad_neighbours_are_refused_and_reveals_go_to_auditors_only() {
         commitment: &ref_commitment,
         replica: 0,
         previous: None,
-        tolerance: weft_trainer::audit::Tolerance::default(),
+        tolerance: weft_trainer::ml::audit::Tolerance::default(),
         device: Device::Cpu,
     };
-    let outcome = weft_trainer::audit::recompute(&job, &reveal).unwrap();
+    let outcome = weft_trainer::ml::audit::recompute(&job, &reveal).unwrap();
     assert!(outcome.pass, "{:?}", outcome.failure);
     // A reveal checked against other roots fails at the first chunk.
     let mut other = ref_commitment.clone();
     other.weights_after = weft_primitives::Hash([9; 32]);
-    let bad = weft_trainer::audit::fetch_reveal(
+    let bad = weft_trainer::net::reveal_fetch::fetch_reveal(
         &validator,
         &node_peer,
         (7, 1, 0),
@@ -739,7 +739,7 @@ async fn bad_neighbours_are_refused_and_reveals_go_to_auditors_only() {
     )
     .await;
     assert!(
-        matches!(bad, Err(weft_trainer::audit::RevealFailure::Mismatch(_))),
+        matches!(bad, Err(weft_trainer::net::reveal_fetch::RevealFailure::Mismatch(_))),
         "{bad:?}"
     );
 
@@ -758,7 +758,7 @@ async fn bad_neighbours_are_refused_and_reveals_go_to_auditors_only() {
     // Exactly the in-process loss and update: the refused tensors were not trained on.
     let ref_loss = ref_reports[1].loss.unwrap();
     assert_eq!(summary.losses, vec![(0, ref_loss)]);
-    let store = weft_trainer::store::TensorStore::open(dir.path(), 4).unwrap();
+    let store = weft_trainer::net::store::TensorStore::open(dir.path(), 4).unwrap();
     assert_eq!(store.commitment(0).unwrap(), ref_commitment);
     let mut w = build_workers(
         &model,

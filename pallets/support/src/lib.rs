@@ -24,14 +24,7 @@ pub use weft_primitives as primitives;
 use weft_primitives::storage::{Overlay, Storage, StorageError};
 use weft_primitives::{DispatchError, PalletError};
 
-/// A training run's id.
-pub type RunId = u32;
-/// A pipeline stage index within a run.
-pub type StageIndex = u16;
-/// A replica index within a stage.
-pub type Replica = u16;
-/// A training step number within a run.
-pub type Step = u64;
+pub use weft_primitives::step::{Replica, RunId, StageIndex, Step};
 /// An epoch number.
 pub type EpochIndex = u64;
 /// A commitment's (and its audit's) id.

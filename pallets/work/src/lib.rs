@@ -84,27 +84,7 @@ pub const INDEX: u8 = index::WORK;
 /// Domain tag of attestation messages.
 pub const ATTESTATION_DOMAIN: &[u8; 13] = b"weft/audit/v1";
 
-/// The Merkle roots of one step of one stage.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct StepRoots {
-    /// Weights before the update.
-    pub weights_before: Hash,
-    /// Activations received (or the token batch on stage 0).
-    pub inputs: Hash,
-    /// Activations sent (or the logits on the last stage).
-    pub outputs: Hash,
-    /// Gradients received for the outputs.
-    pub output_grads: Hash,
-    /// Gradients sent for the inputs.
-    pub input_grads: Hash,
-    /// Weights after the update.
-    pub weights_after: Hash,
-    /// AdamW moments before the update (an auditor needs them to recompute the update).
-    pub optimizer_before: Hash,
-    /// AdamW moments after the update.
-    pub optimizer_after: Hash,
-}
+pub use weft_primitives::step::{CommittedLoss, StepRoots};
 
 /// Where a commitment is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
@@ -144,7 +124,7 @@ pub struct Commitment {
     /// The roots.
     pub roots: StepRoots,
     /// The loss × 10⁶ (last stage only).
-    pub loss: Option<u64>,
+    pub loss: Option<CommittedLoss>,
     /// Block of the commitment.
     pub block: BlockNumber,
     /// Status.
@@ -281,7 +261,7 @@ pub enum Call {
         /// Merkle roots.
         roots: StepRoots,
         /// Loss × 10⁶ (last stage only).
-        loss: Option<u64>,
+        loss: Option<CommittedLoss>,
     },
     /// An auditor's signed verdict.
     #[codec(index = 1)]
@@ -498,7 +478,7 @@ pub fn commit_step(
     replica: Replica,
     step: Step,
     roots: StepRoots,
-    loss: Option<u64>,
+    loss: Option<CommittedLoss>,
 ) -> Result<CommitmentId, Failure> {
     let r = runs::get(s, run)?;
     if !r.is_training() {

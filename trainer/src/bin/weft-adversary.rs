@@ -21,13 +21,15 @@
 use clap::Parser;
 use rand::{Rng, SeedableRng};
 use tch::Tensor;
-use weft_trainer::commit::StepCommitment;
-use weft_trainer::peer::CommitHook;
-use weft_trainer::pipeline::{ForwardOutput, StepHook};
+use weft_trainer::ml::commit::StepCommitment;
+use weft_trainer::stage::CommitHook;
+use weft_trainer::ml::worker::{ForwardOutput, StepHook};
 use weft_trainer::service::{self, Hooks, TrainArgs};
-use weft_trainer::store::StepBytes;
-use weft_trainer::wire::RevealItem;
+use weft_trainer::net::store::StepBytes;
+use weft_trainer::ml::commit::StepItem;
+use weft_trainer::ml::Result as MlResult;
 use weft_trainer::Result;
+use weft_primitives::step::Replica;
 
 /// The ways to cheat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -65,7 +67,7 @@ struct Cheater {
 }
 
 impl StepHook for Cheater {
-    fn forward_output(&mut self, step: u64, _micro: usize, out: &mut ForwardOutput) -> Result<()> {
+    fn forward_output(&mut self, step: u64, _micro: usize, out: &mut ForwardOutput) -> MlResult<()> {
         if self.cheat != Cheat::RandomOutputs || step < self.from {
             return Ok(());
         }
@@ -76,14 +78,14 @@ impl StepHook for Cheater {
         Ok(())
     }
 
-    fn input_grad(&mut self, step: u64, _micro: usize, grad: &mut Tensor) -> Result<()> {
+    fn input_grad(&mut self, step: u64, _micro: usize, grad: &mut Tensor) -> MlResult<()> {
         if self.cheat == Cheat::ScaledGradients && step >= self.from {
             *grad = grad.f_mul_scalar(4.0)?;
         }
         Ok(())
     }
 
-    fn before_update(&mut self, step: u64, params: &[(String, Tensor)]) -> Result<bool> {
+    fn before_update(&mut self, step: u64, params: &[(String, Tensor)]) -> MlResult<bool> {
         if step < self.from {
             return Ok(true);
         }
@@ -95,7 +97,7 @@ impl StepHook for Cheater {
                 } else {
                     4.0
                 };
-                tch::no_grad(|| -> Result<()> {
+                tch::no_grad(|| -> MlResult<()> {
                     for (_, p) in params {
                         let mut g = p.f_grad()?;
                         if g.defined() {
@@ -110,12 +112,12 @@ impl StepHook for Cheater {
         Ok(true)
     }
 
-    fn after_update(&mut self, step: u64, params: &[(String, Tensor)]) -> Result<()> {
+    fn after_update(&mut self, step: u64, params: &[(String, Tensor)]) -> MlResult<()> {
         if self.cheat != Cheat::TamperedWeight || step < self.from {
             return Ok(());
         }
         if let Some((_, p)) = params.iter().max_by_key(|(_, p)| p.numel()) {
-            tch::no_grad(|| -> Result<()> {
+            tch::no_grad(|| -> MlResult<()> {
                 let flat = p.f_view([-1])?;
                 let mut first = flat.f_narrow(0, 0, 1)?;
                 let _ = first.f_add_scalar_(0.05)?;
@@ -125,7 +127,7 @@ impl StepHook for Cheater {
         Ok(())
     }
 
-    fn data_replica(&self, step: u64, replica: u32) -> u32 {
+    fn data_replica(&self, step: u64, replica: Replica) -> Replica {
         if self.cheat == Cheat::CopyReplica && step >= self.from {
             // The neighbouring replica's shard (runs with two replicas).
             replica ^ 1
@@ -145,7 +147,7 @@ struct Recommitter {
     last_after: Option<(Vec<u8>, Vec<u8>)>,
 }
 
-fn item(bytes: &StepBytes, which: RevealItem) -> Option<Vec<u8>> {
+fn item(bytes: &StepBytes, which: StepItem) -> Option<Vec<u8>> {
     bytes
         .items
         .iter()
@@ -159,7 +161,7 @@ impl CommitHook for Recommitter {
             Cheat::BadReveal if c.step >= self.from => {
                 // The commitment stays honest; what is kept for the reveal is not.
                 for (i, b) in &mut bytes.items {
-                    if *i == RevealItem::WeightsAfter {
+                    if *i == StepItem::WeightsAfter {
                         if let Some(first) = b.as_mut().and_then(|v| v.first_mut()) {
                             *first ^= 0x01;
                         }
@@ -171,15 +173,15 @@ impl CommitHook for Recommitter {
                 for (i, b) in &mut full.items {
                     if b.is_none() {
                         *b = match (i, &self.last_after) {
-                            (RevealItem::WeightsBefore, Some((w, _))) => Some(w.clone()),
-                            (RevealItem::OptimizerBefore, Some((_, o))) => Some(o.clone()),
+                            (StepItem::WeightsBefore, Some((w, _))) => Some(w.clone()),
+                            (StepItem::OptimizerBefore, Some((_, o))) => Some(o.clone()),
                             _ => None,
                         };
                     }
                 }
                 if let (Some(w), Some(o)) = (
-                    item(&full, RevealItem::WeightsAfter),
-                    item(&full, RevealItem::OptimizerAfter),
+                    item(&full, StepItem::WeightsAfter),
+                    item(&full, StepItem::OptimizerAfter),
                 ) {
                     self.last_after = Some((w, o));
                 }

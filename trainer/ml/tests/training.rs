@@ -4,14 +4,13 @@
 
 use std::sync::Arc;
 use tch::{Device, Tensor};
-use weft_trainer::checkpoint;
-use weft_trainer::commit::{prove_chunk, root_of, verify_chunk, TensorTree};
-use weft_trainer::config::{ClipScope, ModelConfig, TrainConfig};
-use weft_trainer::data::{Batcher, Synthetic, TokenFile, TokenSource};
-use weft_trainer::model::{Stage, StageSpec};
-use weft_trainer::pipeline::{
-    build_workers, run_step_in_process, run_step_in_process_detailed, StageWorker, WorkerOptions,
-};
+use weft_ml::checkpoint;
+use weft_ml::commit::{prove_chunk, root_of, verify_chunk, TensorTree};
+use weft_ml::config::{ClipScope, ModelConfig, TrainConfig};
+use weft_ml::data::{Batcher, Synthetic, TokenFile, TokenSource};
+use weft_ml::model::{Stage, StageSpec};
+use weft_ml::schedule::{build_workers, run_step_in_process, run_step_in_process_detailed};
+use weft_ml::worker::{StageWorker, WorkerOptions};
 
 const TEXT: &str = "It was the best of times, it was the worst of times, it was the age of \
 wisdom, it was the age of foolishness, it was the epoch of belief, it was the epoch of \

@@ -21,18 +21,16 @@
 //!
 //! # Step commitments
 //!
-//! [`StepCommitment`] is what a trainer puts on chain for one step of one stage: a few
-//! hundred bytes, SCALE-encoded in the declared field order (the layout is locked by a
-//! test).
+//! [`StepCommitment`] (from `weft_primitives::step`, the type the chain and the auditor use
+//! too) is what a trainer puts on chain for one step of one stage: the step, its
+//! [`StepRoots`] and on the last stage the mean loss as [`committed_loss`] makes it.
 
-use crate::error::Result;
-use parity_scale_codec::{Decode, Encode};
+use crate::error::{Error, Result};
 use tch::{Kind, Tensor};
 use weft_primitives::merkle::{self, MerkleProof};
+pub use weft_primitives::step::{CommittedLoss, StepCommitment, StepItem, StepRoots};
+pub use weft_primitives::tensor::{root_of_bytes, verify_chunk, CHUNK_SIZE};
 use weft_primitives::Hash;
-
-/// Size of a commitment chunk in bytes.
-pub const CHUNK_SIZE: usize = 64 * 1024;
 
 /// The canonical bytes of one tensor (see the module docs).
 pub fn tensor_bytes(t: &Tensor) -> Result<Vec<u8>> {
@@ -112,11 +110,6 @@ impl TensorTree {
     }
 }
 
-/// The Merkle root of an already canonical byte stream (see the module docs).
-pub fn root_of_bytes(bytes: &[u8]) -> Hash {
-    merkle::root_of_leaf_hashes(bytes.chunks(CHUNK_SIZE).map(merkle::leaf_hash).collect())
-}
-
 /// The Merkle root of `tensors` (see the module docs).
 pub fn root_of<'a>(tensors: impl IntoIterator<Item = &'a Tensor>) -> Result<Hash> {
     Ok(TensorTree::build(tensors)?.root)
@@ -137,49 +130,24 @@ pub fn prove_chunk<'a>(
     Ok(Some((bytes[start..end].to_vec(), proof)))
 }
 
-/// Whether `chunk` is chunk `proof.index` of the byte stream committed to by `root`. Every
-/// chunk but the last must be exactly [`CHUNK_SIZE`] bytes.
-pub fn verify_chunk(root: &Hash, chunk: &[u8], proof: &MerkleProof) -> bool {
-    let is_last = proof.index + 1 == proof.leaf_count;
-    let size_ok = if is_last {
-        !chunk.is_empty() && chunk.len() <= CHUNK_SIZE
-    } else {
-        chunk.len() == CHUNK_SIZE
-    };
-    size_ok && merkle::verify(root, merkle::leaf_hash(chunk), proof)
+/// The committed form of a step's mean loss: `round(loss × 10⁶)`. The one place a float
+/// loss becomes the chain's fixed point; a loss that is not finite, is negative or does not
+/// fit is an [`Error::Loss`] (training diverged: nothing honest can be committed).
+pub fn committed_loss(loss: f64) -> Result<CommittedLoss> {
+    let fixed = (loss * LOSS_SCALE).round();
+    // 2^63: far above any cross-entropy, and exactly representable.
+    if !fixed.is_finite() || fixed < 0.0 || fixed >= 9.223_372_036_854_775_808e18 {
+        return Err(Error::Loss(loss));
+    }
+    Ok(fixed as CommittedLoss)
 }
 
-/// A loss in fixed point: `round(loss × 10⁶)`, saturating (NaN → 0).
-pub fn loss_to_fixed(loss: f64) -> i64 {
-    (loss * 1e6).round() as i64
+/// A committed loss as a float (the inverse of [`committed_loss`] up to rounding).
+pub fn loss_value(loss: CommittedLoss) -> f64 {
+    loss as f64 / LOSS_SCALE
 }
 
-/// What a trainer commits for one step of one stage. Field order is the SCALE layout.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
-pub struct StepCommitment {
-    /// The step (0-based).
-    pub step: u64,
-    /// Root of the stage's parameters before the update, in name order.
-    pub weights_before: Hash,
-    /// Root of the stage's inputs for every micro-batch, in micro-batch order (token ids as
-    /// i64 on stage 0, activations as f32 elsewhere).
-    pub inputs: Hash,
-    /// Root of the outputs sent on (activations), or, on the last stage, of the per
-    /// micro-batch losses.
-    pub outputs: Hash,
-    /// Root of the gradients received for the outputs; [`Hash::ZERO`] on the last stage.
-    pub output_grads: Hash,
-    /// Root of the gradients sent back for the inputs; [`Hash::ZERO`] on stage 0.
-    pub input_grads: Hash,
-    /// Root of the parameters after the update.
-    pub weights_after: Hash,
-    /// The step's mean loss × 10⁶, rounded; only on the last stage.
-    pub loss_fixed: Option<i64>,
-    /// Root of the AdamW moments before the update (`m`, `v` per parameter, name order).
-    pub optimizer_before: Hash,
-    /// Root of the AdamW moments after the update.
-    pub optimizer_after: Hash,
-}
+const LOSS_SCALE: f64 = 1e6;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
@@ -220,33 +188,12 @@ mod tests {
     }
 
     #[test]
-    fn step_commitment_layout_is_locked() {
-        let h = |b: u8| Hash([b; 32]);
-        let c = StepCommitment {
-            step: 0x0102,
-            weights_before: h(1),
-            inputs: h(2),
-            outputs: h(3),
-            output_grads: h(4),
-            input_grads: h(5),
-            weights_after: h(6),
-            loss_fixed: Some(-2),
-            optimizer_before: h(7),
-            optimizer_after: h(8),
-        };
-        let enc = c.encode();
-        assert_eq!(enc.len(), 8 + 6 * 32 + 1 + 8 + 2 * 32);
-        assert_eq!(&enc[..8], &[2, 1, 0, 0, 0, 0, 0, 0]);
-        for (i, b) in (1u8..=6).enumerate() {
-            assert_eq!(enc[8 + 32 * i..8 + 32 * (i + 1)], [b; 32]);
+    fn losses_convert_once_and_checked() {
+        assert_eq!(committed_loss(1.2345678).unwrap(), 1_234_568);
+        assert_eq!(committed_loss(0.0).unwrap(), 0);
+        assert!((loss_value(committed_loss(5.5).unwrap()) - 5.5).abs() < 1e-9);
+        for bad in [f64::NAN, f64::INFINITY, -0.5, 1e13] {
+            assert!(matches!(committed_loss(bad), Err(Error::Loss(_))), "{bad}");
         }
-        assert_eq!(
-            &enc[200..209],
-            &[1, 0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]
-        );
-        assert_eq!(enc[209..241], [7; 32]);
-        assert_eq!(enc[241..273], [8; 32]);
-        assert_eq!(StepCommitment::decode(&mut &enc[..]).unwrap(), c);
-        assert_eq!(loss_to_fixed(1.2345678), 1_234_568);
     }
 }

@@ -12,7 +12,7 @@
 
 use crate::error::{Error, Result};
 use crate::optim::Moments;
-use crate::pipeline::StageWorker;
+use crate::worker::StageWorker;
 use std::collections::HashMap;
 use std::path::Path;
 use tch::{Device, Kind, Tensor};

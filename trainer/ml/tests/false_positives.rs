@@ -14,13 +14,14 @@ use common::step_with_reveals;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tch::Device;
-use weft_trainer::audit::{recompute, AuditJob, AuditOutcome, Revealed, Tolerance};
-use weft_trainer::commit::StepCommitment;
-use weft_trainer::config::{ModelConfig, TrainConfig};
-use weft_trainer::data::{Batcher, Synthetic};
-use weft_trainer::model::{param_shapes, StageSpec};
-use weft_trainer::pipeline::{build_workers, StageWorker, WorkerOptions};
-use weft_trainer::wire::RevealItem;
+use weft_ml::audit::{recompute, AuditJob, AuditOutcome, Revealed, Tolerance};
+use weft_ml::commit::StepCommitment;
+use weft_ml::config::{ModelConfig, TrainConfig};
+use weft_ml::data::{Batcher, Synthetic};
+use weft_ml::model::{param_shapes, StageSpec};
+use weft_ml::schedule::build_workers;
+use weft_ml::worker::{StageWorker, WorkerOptions};
+use weft_ml::commit::StepItem;
 
 /// Serialises the tests of this binary: the thread count is process-global.
 static GLOBAL: Mutex<()> = Mutex::new(());
@@ -98,8 +99,8 @@ impl Worst {
         at: &str,
     ) {
         let shapes = param_shapes(model, spec);
-        let after = f32s(&rev.items[&RevealItem::WeightsAfter]);
-        let before = f32s(&rev.items[&RevealItem::WeightsBefore]);
+        let after = f32s(&rev.items[&StepItem::WeightsAfter]);
+        let before = f32s(&rev.items[&StepItem::WeightsBefore]);
         let mut off = 0usize;
         let mut per_param = std::collections::BTreeMap::new();
         for (name, shape) in &shapes {
@@ -127,7 +128,7 @@ impl Worst {
                 0.0
             };
             Self::note(&mut self.max_abs_ratio, ratio, where_);
-            if c.item == RevealItem::WeightsAfter {
+            if c.item == StepItem::WeightsAfter {
                 if let Some(&(a, u)) = per_param.get(&c.name) {
                     let v = if c.rel_l2 == 0.0 {
                         0.0

@@ -21,16 +21,15 @@
 //!                                      commitment.
 //! ```
 //!
-//! That is the GPipe schedule (all forwards, then all backwards). Nothing in the worker
-//! assumes the stages share a process: a transport carries the forward output tensor of
-//! stage k to stage k+1 and the returned input gradient back. [`run_step_in_process`] is
-//! that transport for stages in one process: it copies each tensor (so no autograd graph
-//! crosses a stage boundary, exactly as over a network).
+//! That is the GPipe schedule (all forwards, then all backwards), driven by
+//! [`crate::schedule::run_step`]. Nothing in the worker assumes the stages share a process:
+//! a [`crate::schedule::StepIo`] carries the forward output tensor of stage k to stage k+1
+//! and the returned input gradient back.
 //!
 //! # Tied embeddings across stages
 //!
 //! When the head is tied to the token embedding and the model is cut, stage 0 and the last
-//! stage each hold `wte.weight`. After the backward pass the driver sums their two
+//! stage each hold `wte.weight`. After the backward pass the schedule sums their two
 //! gradients ([`StageWorker::shared_grad`], [`StageWorker::set_shared_grad`]); both apply
 //! the same AdamW update, so the copies stay bitwise equal.
 //!
@@ -58,13 +57,15 @@
 //! With dropout, each forward call reseeds libtorch's generator from
 //! `(run seed, step, micro-batch, stage)` so a recomputation draws the same masks.
 
-use crate::commit::{loss_to_fixed, root_of, StepCommitment};
-use crate::config::{ClipScope, TrainConfig};
+use crate::commit::{committed_loss, root_of, StepCommitment, StepRoots};
+use crate::config::TrainConfig;
 use crate::data::Batcher;
 use crate::error::{Error, Result};
 use crate::model::Stage;
 use crate::optim::{clip_coefficient, grad_sq_sum, lr_at, AdamW};
+use crate::schedule::Coupling;
 use tch::{Kind, Tensor};
+use weft_primitives::step::Replica;
 use weft_primitives::Hash;
 
 /// Options of a worker.
@@ -124,7 +125,7 @@ struct Saved {
 
 /// The counter of micro-batch `micro` of `replica` within a step's global batch (what
 /// [`Batcher::batch`] is asked for): `replica · micro_batches + micro`.
-pub fn data_index(replica: u32, micro_batches: usize, micro: usize) -> u32 {
+pub fn data_index(replica: Replica, micro_batches: usize, micro: usize) -> u32 {
     (replica as usize * micro_batches + micro) as u32
 }
 
@@ -154,7 +155,7 @@ pub trait StepHook: Send {
         Ok(())
     }
     /// The replica whose data this stage reads (its own, unless told otherwise).
-    fn data_replica(&self, _step: u64, replica: u32) -> u32 {
+    fn data_replica(&self, _step: u64, replica: Replica) -> Replica {
         replica
     }
 }
@@ -172,7 +173,7 @@ pub struct StageWorker {
     losses: Vec<f64>,
     weights_root: Option<Hash>,
     optim_root: Option<Hash>,
-    replica: u32,
+    replica: Replica,
     hook: Option<Box<dyn StepHook>>,
 }
 
@@ -184,10 +185,6 @@ impl std::fmt::Debug for StageWorker {
             .field("t", &self.optim.t())
             .finish()
     }
-}
-
-fn transfer(t: &Tensor) -> Result<Tensor> {
-    Ok(t.f_detach_copy()?)
 }
 
 impl StageWorker {
@@ -238,12 +235,12 @@ impl StageWorker {
     }
 
     /// Sets the replica this worker trains (its data shard; 0 by default).
-    pub fn set_replica(&mut self, replica: u32) {
+    pub fn set_replica(&mut self, replica: Replica) {
         self.replica = replica;
     }
 
     /// The replica this worker trains.
-    pub fn replica(&self) -> u32 {
+    pub fn replica(&self) -> Replica {
         self.replica
     }
 
@@ -536,13 +533,16 @@ impl StageWorker {
         )
     }
 
+    /// What this stage's step depends on outside the stage.
+    pub fn coupling(&self) -> Coupling {
+        Coupling::of(self.stage.config(), &self.train, self.stage.spec())
+    }
+
     /// The gradient of the embedding shared with another stage (tied embeddings, cut
-    /// model): `Some` on stage 0 and on the last stage, `None` otherwise.
-    pub fn shared_grad(&self) -> Result<Option<Tensor>> {
-        let cfg = self.stage.config();
-        let spec = self.stage.spec();
-        if !(cfg.tied_embeddings && spec.n_stages > 1 && (spec.is_first() || spec.is_last())) {
-            return Ok(None);
+    /// model: stage 0 and the last stage, see [`Coupling::shared_embedding`]).
+    pub fn shared_grad(&self) -> Result<Tensor> {
+        if !self.coupling().shared_embedding {
+            return Err(Error::Pipeline("this stage shares no embedding".into()));
         }
         let (_, p) = self
             .stage
@@ -551,11 +551,11 @@ impl StageWorker {
             .find(|(n, _)| n == "wte.weight")
             .ok_or_else(|| Error::Pipeline("tied stage without wte.weight".into()))?;
         let g = p.f_grad()?;
-        Ok(Some(if g.defined() {
+        Ok(if g.defined() {
             g.f_detach_copy()?
         } else {
             p.f_zeros_like()?
-        }))
+        })
     }
 
     /// Sets the gradient of the shared embedding (the sum over both holders).
@@ -618,15 +618,17 @@ impl StageWorker {
             let r = std::mem::take(&mut self.record);
             let c = StepCommitment {
                 step,
-                weights_before,
-                inputs: root_of(&r.inputs)?,
-                outputs: root_of(&r.outputs)?,
-                output_grads: root_of(&r.output_grads)?,
-                input_grads: root_of(&r.input_grads)?,
-                weights_after: self.current_weights_root()?,
-                loss_fixed: loss.map(loss_to_fixed),
-                optimizer_before,
-                optimizer_after: self.current_optim_root()?,
+                roots: StepRoots {
+                    weights_before,
+                    inputs: root_of(&r.inputs)?,
+                    outputs: root_of(&r.outputs)?,
+                    output_grads: root_of(&r.output_grads)?,
+                    input_grads: root_of(&r.input_grads)?,
+                    weights_after: self.current_weights_root()?,
+                    optimizer_before,
+                    optimizer_after: self.current_optim_root()?,
+                },
+                loss: loss.map(committed_loss).transpose()?,
             };
             (Some(c), Some(r))
         } else {
@@ -652,107 +654,4 @@ impl StageWorker {
             record,
         })
     }
-}
-
-/// Runs step `step` over `stages` (in pipeline order) in this process and returns the
-/// per-stage reports. Tensors cross stage boundaries as copies.
-pub fn run_step_in_process_detailed(
-    stages: &mut [StageWorker],
-    step: u64,
-) -> Result<Vec<StepReport>> {
-    let n = stages.len();
-    let Some(first) = stages.first() else {
-        return Err(Error::Pipeline("no stages".into()));
-    };
-    let m = first.micro_batches();
-    for (i, w) in stages.iter().enumerate() {
-        let spec = w.stage().spec();
-        if spec.stage != i || spec.n_stages != n {
-            return Err(Error::Pipeline(format!(
-                "worker {i} holds stage {} of {}, expected {i} of {n}",
-                spec.stage, spec.n_stages
-            )));
-        }
-        if w.micro_batches() != m {
-            return Err(Error::Pipeline(
-                "stages disagree on micro-batches per step".into(),
-            ));
-        }
-    }
-    for w in stages.iter_mut() {
-        w.begin_step(step)?;
-    }
-    for micro in 0..m {
-        let mut act: Option<Tensor> = None;
-        for w in stages.iter_mut() {
-            match w.forward(micro, act.as_ref())? {
-                ForwardOutput::Activations(a) => act = Some(transfer(&a)?),
-                ForwardOutput::Loss(_) => act = None,
-            }
-        }
-    }
-    for micro in (0..m).rev() {
-        let mut grad: Option<Tensor> = None;
-        for w in stages.iter_mut().rev() {
-            grad = match w.backward(micro, grad.as_ref())? {
-                Some(g) => Some(transfer(&g)?),
-                None => None,
-            };
-        }
-    }
-    if n > 1 {
-        let g0 = stages[0].shared_grad()?;
-        let gl = stages[n - 1].shared_grad()?;
-        if let (Some(g0), Some(gl)) = (g0, gl) {
-            let sum = g0.f_add(&gl.f_to_device(g0.device())?)?;
-            stages[0].set_shared_grad(&sum)?;
-            stages[n - 1].set_shared_grad(&transfer(&sum)?)?;
-        }
-    }
-    let global = match first_clip_scope(stages) {
-        ClipScope::Global => {
-            let mut total = 0.0;
-            for w in stages.iter() {
-                total += w.grad_sq_sum()?;
-            }
-            Some(total)
-        }
-        ClipScope::Stage => None,
-    };
-    stages.iter_mut().map(|w| w.finish_step(global)).collect()
-}
-
-fn first_clip_scope(stages: &[StageWorker]) -> ClipScope {
-    stages
-        .first()
-        .map_or(ClipScope::Stage, |w| w.train.clip_scope)
-}
-
-/// Runs step `step` over `stages` in this process and returns the mean loss.
-pub fn run_step_in_process(stages: &mut [StageWorker], step: u64) -> Result<f64> {
-    let reports = run_step_in_process_detailed(stages, step)?;
-    reports
-        .last()
-        .and_then(|r| r.loss)
-        .ok_or_else(|| Error::Pipeline("the last stage reported no loss".into()))
-}
-
-/// Builds the workers of all `n_stages` stages of a model in this process.
-pub fn build_workers(
-    cfg: &crate::config::ModelConfig,
-    train: &TrainConfig,
-    n_stages: usize,
-    data: &Batcher,
-    device: tch::Device,
-    opts: WorkerOptions,
-) -> Result<Vec<StageWorker>> {
-    cfg.validate_stages(n_stages)?;
-    (0..n_stages)
-        .map(|s| {
-            let spec = crate::model::StageSpec::new(s, n_stages)?;
-            let stage = Stage::new(cfg, spec, device)?;
-            let d = (spec.is_first() || spec.is_last()).then(|| data.clone());
-            StageWorker::new(stage, train.clone(), d, opts)
-        })
-        .collect()
 }

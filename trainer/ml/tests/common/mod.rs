@@ -2,10 +2,11 @@
 //! the commitment and the reveal an honest trainer would serve.
 #![allow(clippy::unwrap_used, dead_code)]
 
-use weft_trainer::audit::Revealed;
-use weft_trainer::commit::{canonical_bytes, StepCommitment};
-use weft_trainer::pipeline::{run_step_in_process_detailed, StageWorker};
-use weft_trainer::wire::RevealItem;
+use weft_ml::audit::Revealed;
+use weft_ml::commit::{canonical_bytes, StepCommitment};
+use weft_ml::schedule::run_step_in_process_detailed;
+use weft_ml::worker::StageWorker;
+use weft_ml::commit::StepItem;
 
 /// The canonical bytes of a stage's parameters.
 pub fn weights(w: &StageWorker) -> Vec<u8> {
@@ -29,22 +30,22 @@ pub fn step_with_reveals(workers: &mut [StageWorker], s: u64) -> Vec<(StepCommit
         .map(|((r, (wb, ob)), w)| {
             let rec = r.record.unwrap();
             let mut rev = Revealed::default();
-            rev.items.insert(RevealItem::WeightsBefore, wb);
-            rev.items.insert(RevealItem::OptimizerBefore, ob);
+            rev.items.insert(StepItem::WeightsBefore, wb);
+            rev.items.insert(StepItem::OptimizerBefore, ob);
             rev.items
-                .insert(RevealItem::Inputs, canonical_bytes(&rec.inputs).unwrap());
+                .insert(StepItem::Inputs, canonical_bytes(&rec.inputs).unwrap());
             rev.items
-                .insert(RevealItem::Outputs, canonical_bytes(&rec.outputs).unwrap());
+                .insert(StepItem::Outputs, canonical_bytes(&rec.outputs).unwrap());
             rev.items.insert(
-                RevealItem::OutputGrads,
+                StepItem::OutputGrads,
                 canonical_bytes(&rec.output_grads).unwrap(),
             );
             rev.items.insert(
-                RevealItem::InputGrads,
+                StepItem::InputGrads,
                 canonical_bytes(&rec.input_grads).unwrap(),
             );
-            rev.items.insert(RevealItem::WeightsAfter, weights(w));
-            rev.items.insert(RevealItem::OptimizerAfter, moments(w));
+            rev.items.insert(StepItem::WeightsAfter, weights(w));
+            rev.items.insert(StepItem::OptimizerAfter, moments(w));
             (r.commitment.unwrap(), rev)
         })
         .collect()

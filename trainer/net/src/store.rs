@@ -4,7 +4,7 @@
 //! # Layout
 //!
 //! ```text
-//! <data-dir>/store/<step>/weights_before.bin    canonical bytes (see crate::commit), one
+//! <data-dir>/store/<step>/weights_before.bin    canonical bytes (see weft_ml::commit), one
 //!                         inputs.bin            file per committed item, exactly the byte
 //!                         outputs.bin           stream whose 64 KiB chunks the commitment's
 //!                         output_grads.bin      Merkle root covers (micro-batch order as
@@ -30,17 +30,32 @@
 //! [`TensorStore::answer_reveal`] answers a [`RevealRequest`] only for peers in the
 //! allow-list (the auditors assigned to the stage; others get [`ErrorCode::Forbidden`]),
 //! with the chunk and its Merkle proof computed from the stored bytes: the auditor checks it
-//! against the on-chain root with [`crate::commit::verify_chunk`].
+//! against the on-chain root with `weft_primitives::tensor::verify_chunk`.
 
-use crate::commit::{StepCommitment, CHUNK_SIZE};
 use crate::error::{Error, Result};
-use crate::wire::{ErrorCode, Response, RevealItem, RevealRequest, WireTensor};
+use crate::files::{sync_dir, write_synced};
+use crate::wire::{ErrorCode, Response, RevealRequest, WireTensor};
 use parity_scale_codec::{Decode, Encode};
 use std::collections::HashSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use weft_p2p::PeerId;
 use weft_primitives::merkle;
+use weft_primitives::step::{Replica, RunId, StageIndex, Step, StepCommitment, StepItem};
+use weft_primitives::tensor::CHUNK_SIZE;
+
+/// The file name of a committed item in a step's store directory.
+pub fn file_name(item: StepItem) -> &'static str {
+    match item {
+        StepItem::WeightsBefore => "weights_before.bin",
+        StepItem::Inputs => "inputs.bin",
+        StepItem::Outputs => "outputs.bin",
+        StepItem::OutputGrads => "output_grads.bin",
+        StepItem::InputGrads => "input_grads.bin",
+        StepItem::WeightsAfter => "weights_after.bin",
+        StepItem::OptimizerBefore => "optimizer_before.bin",
+        StepItem::OptimizerAfter => "optimizer_after.bin",
+    }
+}
 
 /// Values a stage used in a step that are not committed tensors but that a replay needs.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Encode, Decode)]
@@ -55,9 +70,9 @@ pub struct StepAux {
 /// step's `*_after`" (hard-linked).
 #[derive(Debug, Clone, Default)]
 pub struct StepBytes {
-    /// Canonical bytes per item, in [`RevealItem::ALL`] order; `None` only for the two
+    /// Canonical bytes per item, in [`StepItem::ALL`] order; `None` only for the two
     /// `*_before` items.
-    pub items: Vec<(RevealItem, Option<Vec<u8>>)>,
+    pub items: Vec<(StepItem, Option<Vec<u8>>)>,
 }
 
 /// The on-disk store of committed tensors of one stage.
@@ -67,41 +82,12 @@ pub struct TensorStore {
     retention: u64,
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut f = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
-    f.write_all(bytes).map_err(|e| Error::io(path, e))?;
-    f.sync_all().map_err(|e| Error::io(path, e))
-}
-
-fn sync_dir(dir: &Path) {
-    // Persists renames; not every platform can open a directory, so best effort.
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-}
-
-/// Writes `bytes` to `path` atomically (temporary file, sync, rename).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::Config(format!("{} is not a file path", path.display())))?;
-    let mut tmp_name = name.to_owned();
-    tmp_name.push(".tmp");
-    let tmp = path.with_file_name(tmp_name);
-    write_synced(&tmp, bytes)?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-    if let Some(dir) = path.parent() {
-        sync_dir(dir);
-    }
-    Ok(())
-}
-
 impl TensorStore {
     /// Opens (creating) the store under `<data_dir>/store`, keeping the last `retention`
     /// steps. Removes temporary directories left by a crash.
     pub fn open(data_dir: &Path, retention: u64) -> Result<Self> {
         if retention == 0 {
-            return Err(Error::Config(
+            return Err(Error::Store(
                 "the store must retain at least 1 step".into(),
             ));
         }
@@ -122,14 +108,14 @@ impl TensorStore {
         &self.dir
     }
 
-    fn step_dir(&self, step: u64) -> PathBuf {
+    fn step_dir(&self, step: Step) -> PathBuf {
         self.dir.join(step.to_string())
     }
 
     /// The steps held, ascending.
-    pub fn steps(&self) -> Result<Vec<u64>> {
+    pub fn steps(&self) -> Result<Vec<Step>> {
         let rd = std::fs::read_dir(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
-        let mut steps: Vec<u64> = rd
+        let mut steps: Vec<Step> = rd
             .flatten()
             .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
             .collect();
@@ -138,7 +124,7 @@ impl TensorStore {
     }
 
     /// Whether step `step` is stored.
-    pub fn has(&self, step: u64) -> bool {
+    pub fn has(&self, step: Step) -> bool {
         self.step_dir(step).join("commitment.scale").exists()
     }
 
@@ -161,27 +147,27 @@ impl TensorStore {
             _ => None,
         };
         for (item, data) in &bytes.items {
-            let path = tmp.join(item.file_name());
+            let path = tmp.join(file_name(*item));
             match data {
                 Some(d) => write_synced(&path, d)?,
                 None => {
                     let (after, ok) = match (item, &prev_commitment) {
-                        (RevealItem::WeightsBefore, Some(pc)) => (
-                            RevealItem::WeightsAfter,
-                            pc.weights_after == commitment.weights_before,
+                        (StepItem::WeightsBefore, Some(pc)) => (
+                            StepItem::WeightsAfter,
+                            pc.roots.weights_after == commitment.roots.weights_before,
                         ),
-                        (RevealItem::OptimizerBefore, Some(pc)) => (
-                            RevealItem::OptimizerAfter,
-                            pc.optimizer_after == commitment.optimizer_before,
+                        (StepItem::OptimizerBefore, Some(pc)) => (
+                            StepItem::OptimizerAfter,
+                            pc.roots.optimizer_after == commitment.roots.optimizer_before,
                         ),
                         _ => (*item, false),
                     };
                     let src = prev
                         .as_ref()
-                        .map(|p| p.join(after.file_name()))
+                        .map(|p| p.join(file_name(after)))
                         .filter(|_| ok)
                         .ok_or_else(|| {
-                            Error::Pipeline(format!(
+                            Error::Store(format!(
                                 "step {step}: {item:?} not given and the previous step does not \
                                  hold it"
                             ))
@@ -207,7 +193,7 @@ impl TensorStore {
     }
 
     /// Deletes steps `≤ latest − retention`.
-    pub fn prune(&self, latest: u64) -> Result<()> {
+    pub fn prune(&self, latest: Step) -> Result<()> {
         let Some(keep_from) = (latest + 1).checked_sub(self.retention) else {
             return Ok(());
         };
@@ -222,23 +208,23 @@ impl TensorStore {
     }
 
     /// The stored commitment of `step`.
-    pub fn commitment(&self, step: u64) -> Result<StepCommitment> {
+    pub fn commitment(&self, step: Step) -> Result<StepCommitment> {
         let p = self.step_dir(step).join("commitment.scale");
         let b = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
         StepCommitment::decode(&mut &b[..])
-            .map_err(|e| Error::Checkpoint(format!("{}: {e}", p.display())))
+            .map_err(|e| Error::Store(format!("{}: {e}", p.display())))
     }
 
     /// The stored replay values of `step`.
-    pub fn aux(&self, step: u64) -> Result<StepAux> {
+    pub fn aux(&self, step: Step) -> Result<StepAux> {
         let p = self.step_dir(step).join("aux.scale");
         let b = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
-        StepAux::decode(&mut &b[..]).map_err(|e| Error::Checkpoint(format!("{}: {e}", p.display())))
+        StepAux::decode(&mut &b[..]).map_err(|e| Error::Store(format!("{}: {e}", p.display())))
     }
 
     /// The stored canonical bytes of one item.
-    pub fn item(&self, step: u64, item: RevealItem) -> Result<Vec<u8>> {
-        let p = self.step_dir(step).join(item.file_name());
+    pub fn item(&self, step: Step, item: StepItem) -> Result<Vec<u8>> {
+        let p = self.step_dir(step).join(file_name(item));
         std::fs::read(&p).map_err(|e| Error::io(&p, e))
     }
 
@@ -246,8 +232,8 @@ impl TensorStore {
     /// step or the chunk is not there.
     pub fn chunk(
         &self,
-        step: u64,
-        item: RevealItem,
+        step: Step,
+        item: StepItem,
         index: usize,
     ) -> Result<Option<(Vec<u8>, merkle::MerkleProof, usize)>> {
         if !self.has(step) {
@@ -269,7 +255,7 @@ impl TensorStore {
     pub fn answer_reveal(
         &self,
         auditors: &HashSet<PeerId>,
-        (run, stage, replica): (u64, u32, u32),
+        (run, stage, replica): (RunId, StageIndex, Replica),
         peer: &PeerId,
         req: &RevealRequest,
     ) -> Response {
@@ -310,87 +296,35 @@ impl TensorStore {
     }
 }
 
-/// The last step a stage committed, written atomically after the step's commitment and
-/// store entry exist. A restart resumes at `last_committed + 1`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Journal {
-    /// The run.
-    pub run: u64,
-    /// The stage.
-    pub stage: usize,
-    /// Number of stages.
-    pub n_stages: usize,
-    /// The last committed step.
-    pub last_committed: u64,
-    /// Hex of blake3 of the SCALE-encoded commitment of that step.
-    pub commitment_hash: String,
-}
-
-impl Journal {
-    /// The journal file in `data_dir`.
-    pub fn path(data_dir: &Path) -> PathBuf {
-        data_dir.join("journal.json")
-    }
-
-    /// Reads the journal; `None` when there is none yet.
-    pub fn read(data_dir: &Path) -> Result<Option<Journal>> {
-        let p = Self::path(data_dir);
-        match std::fs::read(&p) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map(Some)
-                .map_err(|e| Error::Checkpoint(format!("{}: {e}", p.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io(p, e)),
-        }
-    }
-
-    /// Writes the journal atomically.
-    pub fn write(&self, data_dir: &Path) -> Result<()> {
-        let json = serde_json::to_vec_pretty(self)
-            .map_err(|e| Error::Checkpoint(format!("cannot serialise the journal: {e}")))?;
-        write_atomic(&Self::path(data_dir), &json)
-    }
-
-    /// The journal entry for `c`.
-    pub fn for_commitment(run: u64, stage: usize, n_stages: usize, c: &StepCommitment) -> Self {
-        Journal {
-            run,
-            stage,
-            n_stages,
-            last_committed: c.step,
-            commitment_hash: blake3::hash(&c.encode()).to_hex().to_string(),
-        }
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use crate::journal::Journal;
+    use weft_primitives::step::StepRoots;
     use weft_primitives::Hash;
 
-    fn commitment(step: u64, before: u8, after: u8) -> StepCommitment {
+    fn commitment(step: Step, before: u8, after: u8) -> StepCommitment {
         StepCommitment {
             step,
-            weights_before: Hash([before; 32]),
-            inputs: Hash::ZERO,
-            outputs: Hash::ZERO,
-            output_grads: Hash::ZERO,
-            input_grads: Hash::ZERO,
-            weights_after: Hash([after; 32]),
-            loss_fixed: None,
-            optimizer_before: Hash([before; 32]),
-            optimizer_after: Hash([after; 32]),
+            roots: StepRoots {
+                weights_before: Hash([before; 32]),
+                weights_after: Hash([after; 32]),
+                optimizer_before: Hash([before; 32]),
+                optimizer_after: Hash([after; 32]),
+                ..StepRoots::default()
+            },
+            loss: None,
         }
     }
 
     fn bytes(fill: u8, before: bool) -> StepBytes {
         StepBytes {
-            items: RevealItem::ALL
+            items: StepItem::ALL
                 .iter()
                 .map(|&i| {
                     let is_before =
-                        matches!(i, RevealItem::WeightsBefore | RevealItem::OptimizerBefore);
+                        matches!(i, StepItem::WeightsBefore | StepItem::OptimizerBefore);
                     (i, (before || !is_before).then(|| vec![fill; 10]))
                 })
                 .collect(),
@@ -411,11 +345,11 @@ mod tests {
             .write_step(&commitment(1, 1, 2), &bytes(2, false), &StepAux::default())
             .unwrap();
         assert_eq!(
-            store.item(1, RevealItem::WeightsBefore).unwrap(),
+            store.item(1, StepItem::WeightsBefore).unwrap(),
             vec![1; 10]
         );
         assert_eq!(
-            store.item(1, RevealItem::WeightsAfter).unwrap(),
+            store.item(1, StepItem::WeightsAfter).unwrap(),
             vec![2; 10]
         );
         // Roots that do not chain are refused rather than linked.
@@ -428,7 +362,7 @@ mod tests {
         assert_eq!(store.steps().unwrap(), vec![1, 2]);
         // Pruning step 0 did not break step 1's link.
         assert_eq!(
-            store.item(1, RevealItem::WeightsBefore).unwrap(),
+            store.item(1, StepItem::WeightsBefore).unwrap(),
             vec![1; 10]
         );
         assert_eq!(store.commitment(2).unwrap(), commitment(2, 2, 3));

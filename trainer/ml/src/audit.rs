@@ -5,10 +5,10 @@
 //! 1. The work pallet opens an audit for commitment `c` of slot `(run, stage, replica)`; the
 //!    auditor is one of its seats.
 //! 2. The auditor proves to the trainer (the slot's libp2p peer from its staking record)
-//!    that it speaks for its validator account ([`crate::wire::Request::AuditorHello`]),
+//!    that it speaks for its validator account ([``AuditorHello` (weft-stage-net)`]),
 //!    then fetches every committed item it needs chunk by chunk
-//!    ([`crate::wire::RevealRequest`]), checking each chunk's Merkle proof against the
-//!    root on chain before keeping it ([`fetch_reveal`]). A chunk that does not verify is a
+//!    (reveal requests (weft-stage-net)), checking each chunk's Merkle proof against the
+//!    root on chain before keeping it (`weft_stage_net::reveal_fetch`). A chunk that does not verify is a
 //!    `Fail(Mismatch)`; nothing complete by the reveal deadline is `Fail(NoReveal)`.
 //! 3. [`recompute`] checks that the step continues the trainer's previous step
 //!    (`weights_before`/`optimizer_before` equal the previous commitment's
@@ -53,18 +53,16 @@
 //! stage's update depend on values outside its own commitment; [`recompute`] refuses such
 //! steps with [`Error::Audit`] rather than guessing.
 
-use crate::commit::{root_of, verify_chunk, StepCommitment};
+use crate::commit::{loss_value, root_of, root_of_bytes, StepCommitment};
 use crate::config::{ClipScope, ModelConfig, TrainConfig};
 use crate::data::Batcher;
 use crate::error::{Error, Result};
 use crate::model::{param_shapes, Stage, StageSpec};
 use crate::optim::Moments;
-use crate::pipeline::{ForwardOutput, StageWorker, WorkerOptions};
-use crate::wire::{decode_response, Request, Response, RevealItem, RevealRequest};
-use parity_scale_codec::Encode;
+use crate::worker::{ForwardOutput, StageWorker, WorkerOptions};
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
 use tch::{Kind, Tensor};
+use weft_primitives::step::{Replica, StepItem};
 use weft_primitives::Hash;
 
 /// Comparison thresholds (see the module docs).
@@ -92,24 +90,11 @@ impl Default for Tolerance {
     }
 }
 
-impl From<weft_pallet_runs::Tolerance> for Tolerance {
-    /// A run's on-chain tolerance (fixed point) as the auditor's floats.
-    fn from(t: weft_pallet_runs::Tolerance) -> Self {
-        let ppb = |p: weft_pallet_support::Perbill| f64::from(p.parts()) / 1e9;
-        Tolerance {
-            rel_l2: ppb(t.rel_l2),
-            max_abs_rel: ppb(t.max_abs_rel),
-            update_rel_l2: ppb(t.update_rel_l2),
-            abs_floor: t.abs_floor_nano as f64 / 1e9,
-        }
-    }
-}
-
 /// How one revealed tensor compares with its recomputation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TensorCheck {
     /// The item.
-    pub item: RevealItem,
+    pub item: StepItem,
     /// The tensor within the item (`micro 3`, `h.0.attn.weight`, `m:wte.weight`…).
     pub name: String,
     /// `‖g − r‖ / ‖r‖`.
@@ -124,7 +109,7 @@ pub struct TensorCheck {
 
 /// Compares `got` with the reference `reference` under `tol` (plain L2 and element bounds).
 pub fn compare(
-    item: RevealItem,
+    item: StepItem,
     name: &str,
     got: &[f32],
     reference: &[f32],
@@ -177,11 +162,11 @@ pub fn compare(
 #[derive(Debug, Clone, Default)]
 pub struct Revealed {
     /// Item → its canonical bytes (exactly what the commitment root covers).
-    pub items: BTreeMap<RevealItem, Vec<u8>>,
+    pub items: BTreeMap<StepItem, Vec<u8>>,
 }
 
 impl Revealed {
-    fn get(&self, item: RevealItem) -> Result<&[u8]> {
+    pub fn get(&self, item: StepItem) -> Result<&[u8]> {
         self.items
             .get(&item)
             .map(|v| v.as_slice())
@@ -191,13 +176,13 @@ impl Revealed {
 
 /// The items an auditor of `spec` needs revealed (stage 0's inputs are rebuilt from the
 /// data; an empty item's root is zero and needs no fetching either).
-pub fn needed_items(spec: StageSpec) -> Vec<RevealItem> {
-    RevealItem::ALL
+pub fn needed_items(spec: StageSpec) -> Vec<StepItem> {
+    StepItem::ALL
         .iter()
         .copied()
         .filter(|i| match i {
-            RevealItem::Inputs | RevealItem::InputGrads => !spec.is_first(),
-            RevealItem::OutputGrads => !spec.is_last(),
+            StepItem::Inputs | StepItem::InputGrads => !spec.is_first(),
+            StepItem::OutputGrads => !spec.is_last(),
             _ => true,
         })
         .collect()
@@ -278,7 +263,7 @@ pub struct AuditJob<'a> {
     /// The committed roots.
     pub commitment: &'a StepCommitment,
     /// The audited replica (its data shard).
-    pub replica: u32,
+    pub replica: Replica,
     /// The same slot's previous commitment by the same trainer, when there is one.
     pub previous: Option<Continuity>,
     /// The thresholds.
@@ -315,8 +300,8 @@ pub fn recompute(job: &AuditJob<'_>, reveal: &Revealed) -> Result<AuditOutcome> 
     // The reveal must be what was committed.
     for item in needed_items(spec) {
         let bytes = reveal.get(item)?;
-        let root = crate::commit::root_of_bytes(bytes);
-        if root != item.root(c) {
+        let root = root_of_bytes(bytes);
+        if root != c.roots.get(item) {
             return Ok(AuditOutcome::fail(format!(
                 "the revealed {item:?} does not match its committed root"
             )));
@@ -325,7 +310,9 @@ pub fn recompute(job: &AuditJob<'_>, reveal: &Revealed) -> Result<AuditOutcome> 
     // The step must start where the trainer's previous step ended (a replayed or skipped
     // step breaks the chain), and step 0 from the public initialisation with zero moments.
     if let Some(p) = job.previous {
-        if p.weights_after != c.weights_before || p.optimizer_after != c.optimizer_before {
+        if p.weights_after != c.roots.weights_before
+            || p.optimizer_after != c.roots.optimizer_before
+        {
             return Ok(AuditOutcome::fail(format!(
                 "step {} does not start from the state step {} committed",
                 c.step,
@@ -337,13 +324,13 @@ pub fn recompute(job: &AuditJob<'_>, reveal: &Revealed) -> Result<AuditOutcome> 
     let stage = Stage::new(model, spec, device)?;
     if c.step == 0 {
         let init = crate::commit::canonical_bytes(stage.params().iter().map(|(_, t)| t))?;
-        if init != reveal.get(RevealItem::WeightsBefore)? {
+        if init != reveal.get(StepItem::WeightsBefore)? {
             return Ok(AuditOutcome::fail(
                 "step 0 does not start from the run's initial weights".into(),
             ));
         }
         if reveal
-            .get(RevealItem::OptimizerBefore)?
+            .get(StepItem::OptimizerBefore)?
             .iter()
             .any(|&b| b != 0)
         {
@@ -354,14 +341,14 @@ pub fn recompute(job: &AuditJob<'_>, reveal: &Revealed) -> Result<AuditOutcome> 
     }
     let names: Vec<(String, Vec<i64>)> = param_shapes(model, spec);
     let shapes: Vec<Vec<i64>> = names.iter().map(|(_, s)| s.clone()).collect();
-    let Some(before) = split(reveal.get(RevealItem::WeightsBefore)?, &shapes, device)? else {
+    let Some(before) = split(reveal.get(StepItem::WeightsBefore)?, &shapes, device)? else {
         return Ok(AuditOutcome::fail(
             "weights_before has the wrong size".into(),
         ));
     };
     let moment_shapes: Vec<Vec<i64>> = shapes.iter().flat_map(|s| [s.clone(), s.clone()]).collect();
     let Some(mom) = split(
-        reveal.get(RevealItem::OptimizerBefore)?,
+        reveal.get(StepItem::OptimizerBefore)?,
         &moment_shapes,
         device,
     )?
@@ -407,18 +394,18 @@ pub fn recompute(job: &AuditJob<'_>, reveal: &Revealed) -> Result<AuditOutcome> 
             .ok_or_else(|| Error::Audit("stage 0 needs the data to rebuild its inputs".into()))?;
         let tokens = (0..m)
             .map(|mu| {
-                let index = crate::pipeline::data_index(job.replica, m, mu);
+                let index = crate::worker::data_index(job.replica, m, mu);
                 Ok(data.batch(model.seed, c.step, index)?.inputs)
             })
             .collect::<Result<Vec<_>>>()?;
-        if root_of(&tokens)? != c.inputs {
+        if root_of(&tokens)? != c.roots.inputs {
             return Ok(AuditOutcome::fail(
                 "the committed inputs are not the data assigned to this step".into(),
             ));
         }
         None
     } else {
-        match split(reveal.get(RevealItem::Inputs)?, &per_micro, device)? {
+        match split(reveal.get(StepItem::Inputs)?, &per_micro, device)? {
             Some(t) => Some(t),
             None => return Ok(AuditOutcome::fail("inputs have the wrong size".into())),
         }
@@ -426,7 +413,7 @@ pub fn recompute(job: &AuditJob<'_>, reveal: &Revealed) -> Result<AuditOutcome> 
     let out_grads = if spec.is_last() {
         None
     } else {
-        match split(reveal.get(RevealItem::OutputGrads)?, &per_micro, device)? {
+        match split(reveal.get(StepItem::OutputGrads)?, &per_micro, device)? {
             Some(t) => Some(t),
             None => {
                 return Ok(AuditOutcome::fail(
@@ -462,14 +449,14 @@ pub fn recompute(job: &AuditJob<'_>, reveal: &Revealed) -> Result<AuditOutcome> 
     let tol = &job.tolerance;
     let mut checks = Vec::new();
     let out_len: usize = outputs.iter().map(Vec::len).sum();
-    let got_out = f32s(reveal.get(RevealItem::Outputs)?);
+    let got_out = f32s(reveal.get(StepItem::Outputs)?);
     if got_out.len() != out_len {
         return Ok(AuditOutcome::fail("outputs have the wrong size".into()));
     }
     let mut off = 0;
     for (mu, r) in outputs.iter().enumerate() {
         checks.push(compare(
-            RevealItem::Outputs,
+            StepItem::Outputs,
             &format!("micro {mu}"),
             &got_out[off..off + r.len()],
             r,
@@ -478,7 +465,7 @@ pub fn recompute(job: &AuditJob<'_>, reveal: &Revealed) -> Result<AuditOutcome> 
         off += r.len();
     }
     if !spec.is_first() {
-        let got = f32s(reveal.get(RevealItem::InputGrads)?);
+        let got = f32s(reveal.get(StepItem::InputGrads)?);
         let len: usize = in_grads.iter().map(Vec::len).sum();
         if got.len() != len {
             return Ok(AuditOutcome::fail(
@@ -488,7 +475,7 @@ pub fn recompute(job: &AuditJob<'_>, reveal: &Revealed) -> Result<AuditOutcome> 
         let mut off = 0;
         for (i, r) in in_grads.iter().enumerate() {
             checks.push(compare(
-                RevealItem::InputGrads,
+                StepItem::InputGrads,
                 &format!("micro {}", m - 1 - i),
                 &got[off..off + r.len()],
                 r,
@@ -497,8 +484,8 @@ pub fn recompute(job: &AuditJob<'_>, reveal: &Revealed) -> Result<AuditOutcome> 
             off += r.len();
         }
     }
-    let after_got = f32s(reveal.get(RevealItem::WeightsAfter)?);
-    let before_all = f32s(reveal.get(RevealItem::WeightsBefore)?);
+    let after_got = f32s(reveal.get(StepItem::WeightsAfter)?);
+    let before_all = f32s(reveal.get(StepItem::WeightsBefore)?);
     let mut off = 0;
     let params = worker.stage().params();
     let total: usize = shapes
@@ -514,7 +501,7 @@ pub fn recompute(job: &AuditJob<'_>, reveal: &Revealed) -> Result<AuditOutcome> 
         let r = tensor_f32s(p)?;
         let g = &after_got[off..off + r.len()];
         let bf = &before_all[off..off + r.len()];
-        let mut chk = compare(RevealItem::WeightsAfter, name, g, &r, tol);
+        let mut chk = compare(StepItem::WeightsAfter, name, g, &r, tol);
         // The update must match too, relative to its own size.
         let (mut e2, mut u2) = (0f64, 0f64);
         for ((&gv, &rv), &bv) in g.iter().zip(&r).zip(bf) {
@@ -529,7 +516,7 @@ pub fn recompute(job: &AuditJob<'_>, reveal: &Revealed) -> Result<AuditOutcome> 
         checks.push(chk);
         off += r.len();
     }
-    let opt_got = f32s(reveal.get(RevealItem::OptimizerAfter)?);
+    let opt_got = f32s(reveal.get(StepItem::OptimizerAfter)?);
     if opt_got.len() != 2 * total {
         return Ok(AuditOutcome::fail(
             "optimizer_after has the wrong size".into(),
@@ -540,7 +527,7 @@ pub fn recompute(job: &AuditJob<'_>, reveal: &Revealed) -> Result<AuditOutcome> 
         for (tag, t) in [("m", &s.m), ("v", &s.v)] {
             let r = tensor_f32s(t)?;
             checks.push(compare(
-                RevealItem::OptimizerAfter,
+                StepItem::OptimizerAfter,
                 &format!("{tag}:{}", s.name),
                 &opt_got[off..off + r.len()],
                 &r,
@@ -557,7 +544,7 @@ pub fn recompute(job: &AuditJob<'_>, reveal: &Revealed) -> Result<AuditOutcome> 
     });
     if failure.is_none() && spec.is_last() {
         let mean = report.loss.unwrap_or(f64::NAN);
-        let committed = c.loss_fixed.map(|l| l as f64 / 1e6);
+        let committed = c.loss.map(loss_value);
         let ok = committed
             .is_some_and(|l| (l - mean).abs() <= tol.max_abs_rel * mean.abs().max(1.0) + 1e-6);
         if !ok {
@@ -573,126 +560,3 @@ pub fn recompute(job: &AuditJob<'_>, reveal: &Revealed) -> Result<AuditOutcome> 
     })
 }
 
-/// Why a reveal could not be had.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RevealFailure {
-    /// A chunk did not verify against its root, or the item's size is inconsistent.
-    Mismatch(String),
-    /// Not everything arrived before the deadline.
-    Missing(String),
-}
-
-/// Sends the auditor's hello to `peer` (see [`crate::chain`]).
-pub async fn send_hello(
-    net: &weft_p2p::Network,
-    peer: &crate::peer::StagePeer,
-    (run, stage): (u64, u32),
-    account: [u8; 32],
-    key: &weft_bls::SecretKey,
-) -> Result<()> {
-    let (Ok(r), Ok(s)) = (u32::try_from(run), u16::try_from(stage)) else {
-        return Err(Error::Audit("run or stage out of range".into()));
-    };
-    let msg = crate::chain::auditor_hello_message(r, s, &net.local_peer_id());
-    let sig = key
-        .sign(&msg)
-        .map_err(|e| Error::Audit(format!("cannot sign the hello: {e}")))?
-        .to_bytes();
-    let req = Request::AuditorHello {
-        run,
-        stage,
-        account,
-        signature: sig.0,
-    };
-    let resp = net
-        .request(peer.peer_id, peer.addrs.clone(), req.encode())
-        .await
-        .map_err(|e| Error::Network(format!("hello to {}: {e}", peer.peer_id)))?;
-    match decode_response(&resp) {
-        Ok(Response::Ack) => Ok(()),
-        Ok(other) => Err(Error::Network(format!(
-            "the trainer refused the hello: {other:?}"
-        ))),
-        Err(e) => Err(Error::Network(format!("bad hello response: {e}"))),
-    }
-}
-
-/// Fetches the items of `spec`'s step `c` from `peer`, chunk by chunk, verifying each chunk
-/// against the committed root; retries network failures and refusals with backoff until
-/// `deadline`.
-pub async fn fetch_reveal(
-    net: &weft_p2p::Network,
-    peer: &crate::peer::StagePeer,
-    (run, stage, replica): (u64, u32, u32),
-    spec: StageSpec,
-    c: &StepCommitment,
-    deadline: Instant,
-) -> std::result::Result<Revealed, RevealFailure> {
-    let mut out = Revealed::default();
-    for item in needed_items(spec) {
-        let root = item.root(c);
-        if root == Hash::ZERO {
-            out.items.insert(item, Vec::new());
-            continue;
-        }
-        let mut bytes = Vec::new();
-        let mut total: Option<u32> = None;
-        let mut index = 0u32;
-        let mut delay = Duration::from_millis(100);
-        while total.is_none_or(|t| index < t) {
-            if Instant::now() >= deadline {
-                return Err(RevealFailure::Missing(format!(
-                    "{item:?} chunk {index} not revealed by the deadline"
-                )));
-            }
-            let req = Request::Reveal(RevealRequest {
-                run,
-                step: c.step,
-                stage,
-                replica,
-                item,
-                chunk: index,
-            });
-            let answer = net
-                .request(peer.peer_id, peer.addrs.clone(), req.encode())
-                .await;
-            match answer.map(|b| decode_response(&b)) {
-                Ok(Ok(Response::RevealChunk {
-                    data,
-                    proof,
-                    total_chunks,
-                })) => {
-                    if total.is_some_and(|t| t != total_chunks)
-                        || proof.index != u64::from(index)
-                        || proof.leaf_count != u64::from(total_chunks)
-                        || !verify_chunk(&root, &data, &proof)
-                    {
-                        return Err(RevealFailure::Mismatch(format!(
-                            "{item:?} chunk {index} does not verify against the committed root"
-                        )));
-                    }
-                    total = Some(total_chunks);
-                    bytes.extend_from_slice(&data);
-                    index += 1;
-                    delay = Duration::from_millis(100);
-                    continue;
-                }
-                Ok(Ok(other)) => {
-                    tracing::debug!(?item, index, ?other, "reveal refused; will retry");
-                }
-                Ok(Err(e)) => {
-                    return Err(RevealFailure::Mismatch(format!(
-                        "undecodable reveal response: {e}"
-                    )));
-                }
-                Err(e) => {
-                    tracing::debug!(?item, index, error = %e, "reveal request failed; will retry")
-                }
-            }
-            tokio::time::sleep(delay.min(deadline.saturating_duration_since(Instant::now()))).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
-        }
-        out.items.insert(item, bytes);
-    }
-    Ok(out)
-}

@@ -1,17 +1,11 @@
-//! `weft-trainer train` and `weft-trainer audit`: the trainer and the auditor driven by the
-//! chain (see the `chain`, `submit` and `audit` modules for the protocol). The binaries are
-//! thin: they parse [`TrainArgs`] / [`AuditArgs`] and call [`train`] / [`audit_main`].
+//! `weft-trainer train`: trains the stage the chain assigns to an account, committing every
+//! step on chain ([`crate::submit`]) and serving reveals to the stage's auditors until their
+//! windows close.
 
-use crate::audit::{self, AuditJob, RevealFailure, Tolerance};
+use super::{derive_p2p_seed, listen_with_retry, open_data, parse_seed, AbortOnDrop, Heads};
 use crate::chain::{self, ChainView, NodeState, RunSetup, TrainerState};
-use crate::commit::StepCommitment;
-use crate::config::DeviceSpec;
-use crate::data::Batcher;
-use crate::data::{Synthetic, TokenFile, TokenSource};
 use crate::metrics::{self, Progress, TrainerMetrics};
-use crate::model::StageSpec;
-use crate::peer::{self, RevealAccess};
-use crate::pipeline::StepHook;
+use crate::stage;
 use crate::submit::{SlotId, Submitter, SyncState};
 use crate::Error as TrainerError;
 use anyhow::{bail, Context};
@@ -21,75 +15,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use weft_cli::{Client, SubmitOptions, WaitFor};
-use weft_primitives::{AccountId, Header, Keypair};
-use weft_rpc_api::WeftApiClient;
+use weft_ml::commit::StepCommitment;
+use weft_ml::config::DeviceSpec;
+use weft_ml::data::Batcher;
+use weft_ml::model::StageSpec;
+use weft_ml::worker::StepHook;
+use weft_primitives::{AccountId, Keypair};
 use weft_runtime::RuntimeCall;
-
-/// A training data source from its command-line spelling: `synthetic` (the run seed's
-/// synthetic stream), a text file or directory, or `.bin` u16 token files.
-pub fn open_data(spec: &str, seed: u64) -> anyhow::Result<Arc<dyn TokenSource>> {
-    if spec == "synthetic" {
-        Ok(Arc::new(Synthetic::standard(seed)))
-    } else {
-        let f = TokenFile::open(std::path::Path::new(spec))
-            .with_context(|| format!("opening training data {spec}"))?;
-        Ok(Arc::new(f))
-    }
-}
-
-/// A 32-byte seed from hex (`0x` optional).
-pub fn parse_seed(hex_seed: &str) -> anyhow::Result<[u8; 32]> {
-    let bytes =
-        hex::decode(hex_seed.trim().trim_start_matches("0x")).context("the key seed is not hex")?;
-    bytes
-        .try_into()
-        .map_err(|b: Vec<u8>| anyhow::anyhow!("the key seed must be 32 bytes, got {}", b.len()))
-}
-
-/// A 32-byte p2p seed derived from a secret URI under `domain`.
-pub fn derive_p2p_seed(domain: &str, suri: &str) -> [u8; 32] {
-    blake3::derive_key(domain, suri.as_bytes())
-}
-
-/// Waits for the next head (subscription, with polling as a fallback); returns it.
-struct Heads<'a> {
-    client: &'a Client,
-    sub: Option<jsonrpsee::core::client::Subscription<Header>>,
-    last: u64,
-}
-
-impl<'a> Heads<'a> {
-    async fn new(client: &'a Client) -> Self {
-        let sub = client.rpc().subscribe_new_heads().await.ok();
-        Heads {
-            client,
-            sub,
-            last: 0,
-        }
-    }
-
-    async fn next(&mut self) -> anyhow::Result<Header> {
-        loop {
-            if let Some(sub) = self.sub.as_mut() {
-                match tokio::time::timeout(Duration::from_secs(30), sub.next()).await {
-                    Ok(Some(Ok(h))) if h.number > self.last || self.last == 0 => {
-                        self.last = h.number;
-                        return Ok(h);
-                    }
-                    Ok(Some(Ok(_))) => continue,
-                    Ok(_) => self.sub = None,
-                    Err(_) => {}
-                }
-            }
-            let h = self.client.best_header().await?;
-            if h.number > self.last {
-                self.last = h.number;
-                return Ok(h);
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    }
-}
+use weft_stage_net::access::RevealAccess;
 
 /// What the chain side tells the training thread between steps.
 #[derive(Debug, Default)]
@@ -344,14 +277,14 @@ fn instructions(
 
 /// `weft-trainer train`.
 /// What a test tool installs into [`train_with`] to simulate a dishonest trainer: a
-/// [`StepHook`] for the worker, a [`peer::CommitHook`], and whether reveals are withheld.
+/// [`StepHook`] for the worker, a [`stage::CommitHook`], and whether reveals are withheld.
 /// `weft-trainer train` installs nothing ([`Hooks::default`]).
 #[derive(Default)]
 pub struct Hooks {
     /// Builds the worker's step hook (called once per pipeline start).
     pub step: Option<Box<dyn Fn() -> Box<dyn StepHook> + Send + Sync>>,
     /// Builds the commit hook (called once per pipeline start).
-    pub commit: Option<Box<dyn Fn() -> Box<dyn peer::CommitHook> + Send + Sync>>,
+    pub commit: Option<Box<dyn Fn() -> Box<dyn stage::CommitHook> + Send + Sync>>,
     /// Admit no auditor to the reveals.
     pub withhold_reveals: bool,
 }
@@ -534,24 +467,24 @@ async fn run_assigned(
     batcher: &Batcher,
     device: tch::Device,
     (stage, replica): (u16, u16),
-    table: peer::PeerTable,
+    table: weft_stage_net::topology::PeerTable,
     steps: u64,
     listen: weft_p2p::Address,
     p2p_key: weft_p2p::Keypair,
     metrics: &Arc<TrainerMetrics>,
     hooks: &Hooks,
-) -> anyhow::Result<peer::Summary> {
+) -> anyhow::Result<stage::Summary> {
     let run = setup.run;
     let spec = StageSpec::new(stage as usize, setup.stages())?;
-    let stage_model = crate::model::Stage::new(&setup.model, spec, device)?;
+    let stage_model = weft_ml::model::Stage::new(&setup.model, spec, device)?;
     let data = (spec.is_first() || spec.is_last()).then(|| batcher.clone());
-    let mut worker = crate::pipeline::StageWorker::new(
+    let mut worker = weft_ml::worker::StageWorker::new(
         stage_model,
         setup.train.clone(),
         data,
-        crate::pipeline::WorkerOptions { commit: true },
+        weft_ml::worker::WorkerOptions { commit: true },
     )?;
-    worker.set_replica(u32::from(replica));
+    worker.set_replica(replica);
     if let Some(make) = &hooks.step {
         worker.set_hook(make());
     }
@@ -573,7 +506,7 @@ async fn run_assigned(
         replica,
     };
     let data_dir = args.data_dir.clone();
-    let local_next = crate::store::Journal::read(&data_dir)?.map_or(0, |j| j.last_committed + 1);
+    let local_next = weft_stage_net::journal::Journal::read(&data_dir)?.map_or(0, |j| j.last_committed + 1);
     let gate: Gate = Arc::new((Mutex::new(GateState::default()), Condvar::new()));
     let (next_tx, next_rx) = tokio::sync::watch::channel(local_next);
     let peers = table.stages.len().saturating_sub(1);
@@ -590,7 +523,7 @@ async fn run_assigned(
             metrics.clone(),
         );
         let store =
-            crate::store::TensorStore::open(&data_dir, args.retention.max(args.checkpoint_every))?;
+            weft_stage_net::store::TensorStore::open(&data_dir, args.retention.max(args.checkpoint_every))?;
         let mut rx = next_rx;
         tokio::spawn(async move {
             let mut sub = match Submitter::new(&client, key, slot, &data_dir, store) {
@@ -687,7 +620,7 @@ async fn run_assigned(
     let max_backlog = args.max_backlog.max(1);
     let hook_gate = gate.clone();
     let hook_display = display.clone();
-    let after_step: peer::AfterStep = Box::new(move |c: &StepCommitment| {
+    let after_step: stage::AfterStep = Box::new(move |c: &StepCommitment| {
         let _ = next_tx.send(c.step + 1);
         let (lock, cv) = &*hook_gate;
         let mut st = lock.lock().unwrap_or_else(|e| e.into_inner());
@@ -717,21 +650,21 @@ async fn run_assigned(
     });
 
     let max_bytes = 256 * 1024 * 1024;
-    let cfg = peer::NodeConfig {
-        run: u64::from(run),
-        replica: u32::from(replica),
+    let cfg = stage::NodeConfig {
+        run,
+        replica,
         steps,
         data_dir: data_dir.clone(),
         checkpoint_every: args.checkpoint_every,
         retention: args.retention.max(args.checkpoint_every),
         peers: table,
         auditors: access.clone(),
-        limits: crate::wire::Limits {
+        limits: weft_stage_net::wire::Limits {
             max_bytes,
             ..Default::default()
         },
         peer_timeout: Duration::from_secs(args.peer_timeout),
-        retry: peer::RetryPolicy::default(),
+        retry: weft_stage_net::link::RetryPolicy::default(),
     };
     let net_cfg = weft_p2p::Config {
         listen: vec![listen],
@@ -741,7 +674,7 @@ async fn run_assigned(
     let (net, inbound) = listen_with_retry(&p2p_key, &net_cfg).await?;
     println!("listening on {:?}", net.listen_addrs());
     let (step_metrics, step_display) = (metrics.clone(), display.clone());
-    let progress = Box::new(move |p: &peer::StepProgress| {
+    let progress = Box::new(move |p: &stage::StepProgress| {
         step_metrics.observe_step(p);
         step_display.step(p, || {
             let loss = p.loss.map_or("-".to_string(), |l| format!("{l:.4}"));
@@ -754,7 +687,7 @@ async fn run_assigned(
     let limits = cfg.limits;
     let retention = cfg.retention;
     let commit_hook = hooks.commit.as_ref().map(|make| make());
-    let result = peer::run_stage_with(
+    let result = stage::run_stage_with(
         cfg,
         worker,
         net,
@@ -788,7 +721,7 @@ async fn run_assigned(
         let until_block =
             best + u64::from(params.selection_delay) + u64::from(params.attest_window) + 2;
         println!("serving reveals to the auditors until block #{until_block}");
-        let store = Arc::new(crate::store::TensorStore::open(&data_dir, retention)?);
+        let store = Arc::new(weft_stage_net::store::TensorStore::open(&data_dir, retention)?);
         let (_net, inbound) = listen_with_retry(&p2p_key, &net_cfg).await?;
         let until = async {
             loop {
@@ -798,428 +731,11 @@ async fn run_assigned(
                 }
             }
         };
-        let slot = (u64::from(run), u32::from(stage), u32::from(replica));
-        peer::serve_reveals(inbound, store, access, slot, limits, until).await;
+        let slot = (run, stage, replica);
+        weft_stage_net::reveal_server::serve_reveals(inbound, store, access, slot, limits, until)
+            .await;
     }
     watcher.abort();
     Ok(result?)
 }
 
-/// Starts the p2p network, retrying for a while: a restarted pipeline (or the reveal server
-/// that follows training) may find the port still held for a moment.
-async fn listen_with_retry(
-    key: &weft_p2p::Keypair,
-    cfg: &weft_p2p::Config,
-) -> anyhow::Result<(
-    weft_p2p::Network,
-    tokio::sync::mpsc::Receiver<weft_p2p::InboundRequest>,
-)> {
-    let mut tries = 0;
-    loop {
-        match weft_p2p::spawn(key.clone(), cfg.clone()).await {
-            Ok(x) => return Ok(x),
-            Err(e) if tries < 10 => {
-                tries += 1;
-                tracing::warn!(error = %e, "cannot listen yet; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
-/// Arguments of `audit`.
-#[derive(Debug, clap::Args)]
-pub struct AuditArgs {
-    /// The node's WebSocket RPC.
-    #[arg(long, default_value = "ws://127.0.0.1:9944")]
-    pub url: String,
-    /// The validator account's secret URI.
-    #[arg(long)]
-    pub key: String,
-    /// The validator's BLS seed (0x hex or text) as given to `weft stake validate`; without
-    /// it, derived from --key exactly as `weft stake validate` derives it.
-    #[arg(long, conflicts_with = "bls_dev")]
-    pub bls_seed: Option<String>,
-    /// A development BLS key name (`weft_bls::dev_keypair`, e.g. `alice`).
-    #[arg(long)]
-    pub bls_dev: Option<String>,
-    /// Training data (as the trainers of the run use it).
-    #[arg(long, default_value = "synthetic")]
-    pub data: String,
-    /// Working directory (the p2p key, nothing else yet).
-    #[arg(long)]
-    pub data_dir: PathBuf,
-    /// Only audits of this run.
-    #[arg(long)]
-    pub run: Option<u32>,
-    /// Device for recomputation: auto, cpu, cuda, cuda:N.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// Address to listen on.
-    #[arg(long, default_value = "/ip4/0.0.0.0/tcp/0")]
-    pub listen: String,
-    /// Tolerance TOML (`rel_l2`, `max_abs_rel`, `update_rel_l2`, `abs_floor`).
-    #[arg(long)]
-    pub tolerance: Option<PathBuf>,
-    /// Commitments before the newest to look at on start.
-    #[arg(long, default_value_t = 256)]
-    pub lookback: u64,
-}
-
-/// `weft-trainer audit`.
-pub async fn audit_main(args: AuditArgs) -> anyhow::Result<()> {
-    let key = Keypair::from_suri(&args.key).map_err(|e| anyhow::anyhow!("--key: {e}"))?;
-    let me = key.account_id();
-    // The same derivation as `weft stake validate`: an explicit seed (0x hex or text), or
-    // one derived from the validator's secret URI.
-    let sk = match &args.bls_dev {
-        Some(name) => {
-            weft_bls::dev_keypair(name)
-                .map_err(|e| anyhow::anyhow!("{e}"))?
-                .0
-        }
-        None => weft_cli::args::bls_secret(&args.key, args.bls_seed.as_deref())
-            .map_err(|e| anyhow::anyhow!("--bls-seed: {e}"))?,
-    };
-    let tolerance: Option<Tolerance> = match &args.tolerance {
-        Some(p) => Some(
-            toml::from_str(&std::fs::read_to_string(p)?)
-                .with_context(|| format!("parsing {}", p.display()))?,
-        ),
-        None => None,
-    };
-    let device = args.device.parse::<DeviceSpec>()?.resolve()?;
-    std::fs::create_dir_all(&args.data_dir)?;
-    let client = Client::connect(&args.url).await?;
-    let view = ChainView::new(NodeState {
-        client: &client,
-        at: None,
-    });
-    match view.validator_key(&me).await? {
-        Some(k) if k == sk.public_key().to_bytes() => {}
-        Some(_) => {
-            bail!("the BLS key does not match the one {me} registered with Staking::validate")
-        }
-        None => bail!("{me} is not a registered validator (Staking::validate)"),
-    }
-    let p2p_key =
-        weft_p2p::keypair_from_seed(derive_p2p_seed("weft-auditor p2p identity v1", &args.key))?;
-    let (net, mut inbound) = weft_p2p::spawn(
-        p2p_key,
-        weft_p2p::Config {
-            listen: vec![args.listen.parse()?],
-            ..Default::default()
-        },
-    )
-    .await?;
-    // An auditor serves nothing.
-    tokio::spawn(async move { while inbound.recv().await.is_some() {} });
-    match &tolerance {
-        Some(t) => println!(
-            "auditor {me}, p2p peer {}; tolerance {t:?} (--tolerance, not the runs' own)",
-            net.local_peer_id()
-        ),
-        None => println!(
-            "auditor {me}, p2p peer {}; each run's tolerance from the chain",
-            net.local_peer_id()
-        ),
-    }
-    let mut cursor = view
-        .next_commitment_id()
-        .await?
-        .saturating_sub(args.lookback);
-    let client = Arc::new(client);
-    let mut pending: BTreeSet<u64> = BTreeSet::new();
-    let mut in_flight: BTreeSet<u64> = BTreeSet::new();
-    let mut setups: HashMap<u32, (RunSetup, Option<Batcher>)> = HashMap::new();
-    let mut heads = Heads::new(&client).await;
-    let (mut passed, mut failed) = (0u64, 0u64);
-    // Each audit is judged on its own task (a trainer that withholds its reveal keeps its
-    // audit waiting until the reveal deadline, and must not hold up the others); the
-    // verdicts come back here and are signed and submitted one at a time (one nonce).
-    let (verdicts_tx, mut verdicts) = tokio::sync::mpsc::unbounded_channel();
-    let mut next_nonce = None;
-    loop {
-        let h = tokio::select! {
-            h = heads.next() => h?,
-            Some((id, c, verdict)) = verdicts.recv() => {
-                in_flight.remove(&id);
-                let c: chain::work::Commitment = c;
-                let (v, reason, why) = match verdict {
-                    Ok(v) => v,
-                    Err(e) => {
-                        eprintln!("audit {id}: cannot judge ({e:#}); not attesting");
-                        continue;
-                    }
-                };
-                let sig = sk
-                    .sign(&chain::work::attestation_message(id, v))
-                    .map_err(|e| anyhow::anyhow!("signing: {e}"))?
-                    .to_bytes();
-                let call = RuntimeCall::Work(chain::work::Call::Attest {
-                    audit: id,
-                    verdict: v,
-                    reason,
-                    signature: sig,
-                });
-                // Into the pool without waiting for a block (one attestation per block
-                // would cap an auditor far below what it can judge), with the nonce kept
-                // here; a refusal re-reads it from the chain.
-                let opts = SubmitOptions {
-                    wait: WaitFor::None,
-                    nonce: next_nonce,
-                    ..SubmitOptions::default()
-                };
-                let sent = client.submit(&key, call, &opts).await;
-                next_nonce = sent.as_ref().ok().map(|r| r.nonce + 1);
-                match sent {
-                    Ok(_) => {
-                        if v == chain::work::Verdict::Pass {
-                            passed += 1;
-                        } else {
-                            failed += 1;
-                        }
-                        println!(
-                            "audit {id}: run {} stage {} replica {} step {} → {v:?}{} ({why}); passed {passed} failed {failed}",
-                            c.run,
-                            c.stage,
-                            c.replica,
-                            c.step,
-                            reason.map(|r| format!(" {r:?}")).unwrap_or_default()
-                        );
-                    }
-                    Err(e) => eprintln!("audit {id}: attestation failed: {e:#}"),
-                }
-                continue;
-            }
-        };
-        let view = ChainView::new(NodeState {
-            client: &client,
-            at: Some(h.hash()),
-        });
-        let next = view.next_commitment_id().await?;
-        pending.extend(cursor..next);
-        cursor = next;
-        for id in pending.clone() {
-            if in_flight.contains(&id) {
-                pending.remove(&id);
-                continue;
-            }
-            let Some(c) = view.commitment(id).await? else {
-                pending.remove(&id);
-                continue;
-            };
-            if args.run.is_some_and(|r| r != c.run) {
-                pending.remove(&id);
-                continue;
-            }
-            match c.status {
-                chain::work::CommitStatus::Committed => continue,
-                chain::work::CommitStatus::Audited => {}
-                _ => {
-                    pending.remove(&id);
-                    continue;
-                }
-            }
-            pending.remove(&id);
-            let Some(a) = view.audit(id).await? else {
-                continue;
-            };
-            if a.closed
-                || !a.seats.iter().any(|s| s.account == me)
-                || a.attestations.iter().any(|x| x.auditor == me)
-            {
-                continue;
-            }
-            if let std::collections::hash_map::Entry::Vacant(e) = setups.entry(c.run) {
-                let s = view.run_setup(c.run).await?;
-                let b = open_batcher(&s, &args.data)?;
-                e.insert((s, Some(b)));
-            }
-            let Some((setup, batcher)) = setups.get(&c.run) else {
-                continue;
-            };
-            in_flight.insert(id);
-            let job = Judge {
-                client: client.clone(),
-                net: net.clone(),
-                me,
-                sk: sk.clone(),
-                setup: setup.clone(),
-                batcher: batcher.clone(),
-                head: h.clone(),
-                tolerance,
-                device,
-            };
-            let tx = verdicts_tx.clone();
-            tokio::spawn(async move {
-                let verdict = job.judge(&c, &a).await;
-                let _ = tx.send((id, c, verdict));
-            });
-        }
-    }
-}
-
-type Judgement = (
-    chain::work::Verdict,
-    Option<chain::work::FailReason>,
-    String,
-);
-
-/// Everything one audit's judgement needs (owned: it runs on its own task).
-struct Judge {
-    client: Arc<Client>,
-    net: weft_p2p::Network,
-    me: AccountId,
-    sk: weft_bls::SecretKey,
-    setup: RunSetup,
-    batcher: Option<Batcher>,
-    head: Header,
-    tolerance: Option<Tolerance>,
-    device: tch::Device,
-}
-
-impl Judge {
-    /// Fetches the reveal of `c` and recomputes it: the verdict, the reason and a description.
-    async fn judge(
-        self,
-        c: &chain::work::Commitment,
-        a: &chain::work::Audit,
-    ) -> anyhow::Result<Judgement> {
-        let Judge {
-            client,
-            net,
-            me,
-            sk,
-            setup,
-            batcher,
-            head,
-            tolerance: tol,
-            device,
-        } = self;
-        let (client, net, me, sk, setup, head) = (&*client, &net, &me, &sk, &setup, &head);
-        use chain::work::{FailReason, Verdict};
-        let view = ChainView::new(NodeState {
-            client,
-            at: Some(head.hash()),
-        });
-        let rec = view
-            .trainer(&c.trainer)
-            .await?
-            .context("the trainer has no trainer record")?;
-        let peer = chain::trainer_peer(&rec)?;
-        let spec = StageSpec::new(c.stage as usize, setup.stages())?;
-        let commitment = StepCommitment {
-            step: c.step,
-            weights_before: c.roots.weights_before,
-            inputs: c.roots.inputs,
-            outputs: c.roots.outputs,
-            output_grads: c.roots.output_grads,
-            input_grads: c.roots.input_grads,
-            weights_after: c.roots.weights_after,
-            loss_fixed: c.loss.map(|l| l as i64),
-            optimizer_before: c.roots.optimizer_before,
-            optimizer_after: c.roots.optimizer_after,
-        };
-        // The reveal deadline in wall time, from the recent block time.
-        let block_ms = match client.block_hash(head.number.saturating_sub(10)).await? {
-            Some(hh) => match client.header(hh).await? {
-                Some(old) if head.number > old.number => {
-                    head.timestamp.saturating_sub(old.timestamp) / (head.number - old.number)
-                }
-                _ => 1000,
-            },
-            None => 1000,
-        }
-        .max(100);
-        let blocks_left = a.reveal_deadline.saturating_sub(head.number);
-        let deadline = Instant::now() + Duration::from_millis(blocks_left * block_ms);
-        let ids = (u64::from(c.run), u32::from(c.stage), u32::from(c.replica));
-        let mut hello_ok = false;
-        while !hello_ok && Instant::now() < deadline {
-            match audit::send_hello(net, &peer, (ids.0, ids.1), me.0, sk).await {
-                Ok(()) => hello_ok = true,
-                Err(e) => {
-                    tracing::debug!(error = %e, "hello failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        }
-        let revealed = audit::fetch_reveal(net, &peer, ids, spec, &commitment, deadline).await;
-        let reveal = match revealed {
-            Ok(r) => r,
-            Err(RevealFailure::Mismatch(why)) => {
-                return Ok((Verdict::Fail, Some(FailReason::Mismatch), why))
-            }
-            Err(RevealFailure::Missing(why)) => {
-                // NoReveal is accepted only after the reveal deadline.
-                loop {
-                    let best = client.best_header().await?;
-                    if best.number > a.reveal_deadline {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(block_ms)).await;
-                }
-                return Ok((Verdict::Fail, Some(FailReason::NoReveal), why));
-            }
-        };
-        let data = batcher.filter(|_| spec.is_first() || spec.is_last());
-        // The run's parameters as of now (governance may have changed the tolerance).
-        let params = view.run(c.run).await?.params;
-        let tol = tol.unwrap_or_else(|| params.tolerance.into());
-        // The same slot's previous step, when the same trainer committed it.
-        let previous = match c.step.checked_sub(1) {
-            Some(p) => view
-                .commitment_of(c.run, c.stage, c.replica, p)
-                .await?
-                .filter(|prev| prev.trainer == c.trainer)
-                .map(|prev| audit::Continuity {
-                    weights_after: prev.roots.weights_after,
-                    optimizer_after: prev.roots.optimizer_after,
-                }),
-            None => None,
-        };
-        let replica = u32::from(c.replica);
-        let (model, train) = (setup.model.clone(), setup.train.clone());
-        let outcome = tokio::task::spawn_blocking(move || {
-            audit::recompute(
-                &AuditJob {
-                    model: &model,
-                    train: &train,
-                    spec,
-                    data,
-                    commitment: &commitment,
-                    replica,
-                    previous,
-                    tolerance: tol,
-                    device,
-                },
-                &reveal,
-            )
-        })
-        .await??;
-        Ok(if outcome.pass {
-            (
-                Verdict::Pass,
-                None,
-                format!("worst rel L2 {:.2e}", outcome.worst_rel_l2()),
-            )
-        } else {
-            (
-                Verdict::Fail,
-                Some(FailReason::Mismatch),
-                outcome.failure.unwrap_or_default(),
-            )
-        })
-    }
-}
-
-/// Aborts a spawned task when dropped (the metrics responder lives as long as `train`).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}

@@ -9,13 +9,14 @@ mod common;
 use common::step_with_reveals;
 use std::sync::Arc;
 use tch::Device;
-use weft_trainer::audit::{compare, recompute, AuditJob, Continuity, Revealed, Tolerance};
-use weft_trainer::commit::{root_of_bytes, StepCommitment};
-use weft_trainer::config::{ModelConfig, TrainConfig};
-use weft_trainer::data::{Batcher, Synthetic};
-use weft_trainer::model::StageSpec;
-use weft_trainer::pipeline::{build_workers, run_step_in_process_detailed, WorkerOptions};
-use weft_trainer::wire::RevealItem;
+use weft_ml::audit::{compare, recompute, AuditJob, Continuity, Revealed, Tolerance};
+use weft_ml::commit::{root_of_bytes, StepCommitment};
+use weft_ml::config::{ModelConfig, TrainConfig};
+use weft_ml::data::{Batcher, Synthetic};
+use weft_ml::model::StageSpec;
+use weft_ml::schedule::{build_workers, run_step_in_process_detailed};
+use weft_ml::worker::WorkerOptions;
+use weft_ml::commit::StepItem;
 
 const STAGES: usize = 3;
 const STEP: u64 = 3;
@@ -61,23 +62,23 @@ fn honest() -> Vec<(StepCommitment, Revealed)> {
 
 /// What a cheater commits to: the roots of what it reveals.
 fn recommit(c: &StepCommitment, rev: &Revealed) -> StepCommitment {
-    let root = |i: RevealItem| root_of_bytes(&rev.items[&i]);
+    let root = |i: StepItem| root_of_bytes(&rev.items[&i]);
     StepCommitment {
-        inputs: if c.inputs == root_of_bytes(&rev.items[&RevealItem::Inputs]) {
+        inputs: if c.inputs == root_of_bytes(&rev.items[&StepItem::Inputs]) {
             c.inputs
         } else {
-            root(RevealItem::Inputs)
+            root(StepItem::Inputs)
         },
-        outputs: root(RevealItem::Outputs),
-        output_grads: root(RevealItem::OutputGrads),
-        input_grads: root(RevealItem::InputGrads),
-        weights_after: root(RevealItem::WeightsAfter),
-        optimizer_after: root(RevealItem::OptimizerAfter),
+        outputs: root(StepItem::Outputs),
+        output_grads: root(StepItem::OutputGrads),
+        input_grads: root(StepItem::InputGrads),
+        weights_after: root(StepItem::WeightsAfter),
+        optimizer_after: root(StepItem::OptimizerAfter),
         ..c.clone()
     }
 }
 
-fn judge(stage: usize, c: &StepCommitment, rev: &Revealed) -> weft_trainer::audit::AuditOutcome {
+fn judge(stage: usize, c: &StepCommitment, rev: &Revealed) -> weft_ml::audit::AuditOutcome {
     judge_with(stage, c, rev, 0, None)
 }
 
@@ -87,7 +88,7 @@ fn judge_with(
     rev: &Revealed,
     replica: u32,
     previous: Option<Continuity>,
-) -> weft_trainer::audit::AuditOutcome {
+) -> weft_ml::audit::AuditOutcome {
     let (model, train, data) = setup();
     let spec = StageSpec::new(stage, STAGES).unwrap();
     let job = AuditJob {
@@ -111,7 +112,7 @@ fn continuity(c: &StepCommitment) -> Continuity {
     }
 }
 
-fn workers(replica: u32) -> Vec<weft_trainer::pipeline::StageWorker> {
+fn workers(replica: u32) -> Vec<weft_ml::worker::StageWorker> {
     let (model, train, data) = setup();
     let mut w = build_workers(
         &model,
@@ -193,9 +194,9 @@ fn map_f32(bytes: &mut [u8], f: impl Fn(usize, f32) -> f32) {
 fn tampered(
     steps: &[(StepCommitment, Revealed)],
     stage: usize,
-    item: RevealItem,
+    item: StepItem,
     f: impl Fn(&mut Vec<u8>),
-) -> weft_trainer::audit::AuditOutcome {
+) -> weft_ml::audit::AuditOutcome {
     let (c, rev) = &steps[stage];
     let mut rev = rev.clone();
     f(rev.items.get_mut(&item).unwrap());
@@ -215,14 +216,14 @@ fn honest_steps_pass_and_tampering_fails() {
             out.worst_rel_l2()
         );
     }
-    let fails = |o: weft_trainer::audit::AuditOutcome, what: &str| {
+    let fails = |o: weft_ml::audit::AuditOutcome, what: &str| {
         assert!(!o.pass, "{what} passed");
         println!("{what}: {}", o.failure.unwrap());
     };
     // One weight element of a stage's weights_after moved by 1e-2.
     for stage in 0..STAGES {
         fails(
-            tampered(&steps, stage, RevealItem::WeightsAfter, |b| {
+            tampered(&steps, stage, StepItem::WeightsAfter, |b| {
                 let n = b.len() / 4;
                 edit_f32(b, n / 2, |v| v + 1e-2)
             }),
@@ -231,27 +232,27 @@ fn honest_steps_pass_and_tampering_fails() {
     }
     // Scaled and zeroed gradients sent back.
     fails(
-        tampered(&steps, 1, RevealItem::InputGrads, |b| {
+        tampered(&steps, 1, StepItem::InputGrads, |b| {
             map_f32(b, |_, v| v * 2.0)
         }),
         "scaled input gradients",
     );
     fails(
-        tampered(&steps, 2, RevealItem::InputGrads, |b| {
+        tampered(&steps, 2, StepItem::InputGrads, |b| {
             map_f32(b, |_, _| 0.0)
         }),
         "zeroed input gradients",
     );
     // Random outputs.
     fails(
-        tampered(&steps, 0, RevealItem::Outputs, |b| {
+        tampered(&steps, 0, StepItem::Outputs, |b| {
             map_f32(b, |i, _| ((i * 2654435761) % 1000) as f32 / 500.0 - 1.0)
         }),
         "random outputs",
     );
     // A lower loss than computed (the loss is an output of the last stage).
     fails(
-        tampered(&steps, 2, RevealItem::Outputs, |b| {
+        tampered(&steps, 2, StepItem::Outputs, |b| {
             map_f32(b, |_, v| v * 0.9)
         }),
         "understated loss",
@@ -260,8 +261,8 @@ fn honest_steps_pass_and_tampering_fails() {
     {
         let (c, rev) = &steps[1];
         let mut rev = rev.clone();
-        let wb = rev.items[&RevealItem::WeightsBefore].clone();
-        rev.items.insert(RevealItem::WeightsAfter, wb);
+        let wb = rev.items[&StepItem::WeightsBefore].clone();
+        rev.items.insert(StepItem::WeightsAfter, wb);
         let c2 = recommit(c, &rev);
         fails(judge(1, &c2, &rev), "stale weights");
     }
@@ -270,7 +271,7 @@ fn honest_steps_pass_and_tampering_fails() {
         let (c, rev) = &steps[1];
         let mut rev = rev.clone();
         edit_f32(
-            rev.items.get_mut(&RevealItem::OutputGrads).unwrap(),
+            rev.items.get_mut(&StepItem::OutputGrads).unwrap(),
             0,
             |v| v + 1.0,
         );
@@ -296,27 +297,27 @@ fn honest_steps_pass_and_tampering_fails() {
 fn tolerance_metric() {
     let tol = Tolerance::default();
     let r: Vec<f32> = (0..1000).map(|i| (i as f32 * 0.37).sin()).collect();
-    assert!(compare(RevealItem::Outputs, "x", &r, &r, &tol).pass);
+    assert!(compare(StepItem::Outputs, "x", &r, &r, &tol).pass);
     // Honest-looking noise at 1e-6 relative passes.
     let g: Vec<f32> = r.iter().map(|v| v * (1.0 + 1e-6)).collect();
-    assert!(compare(RevealItem::Outputs, "x", &g, &r, &tol).pass);
+    assert!(compare(StepItem::Outputs, "x", &g, &r, &tol).pass);
     // One element off by 1e-2 (L2 error 1e-2 / ‖r‖≈22 = 4.5e-4 > 1e-4; also max-abs).
     let mut g = r.clone();
     g[10] += 1e-2;
-    let c = compare(RevealItem::Outputs, "x", &g, &r, &tol);
+    let c = compare(StepItem::Outputs, "x", &g, &r, &tol);
     assert!(!c.pass && c.max_abs > 9e-3);
     // One element off by 3e-3: below the L2 bound's reach in a large tensor is still caught
     // by the element bound (1e-3 × max|r| = 1e-3).
     let big: Vec<f32> = (0..100_000).map(|i| (i as f32 * 0.37).sin()).collect();
     let mut g = big.clone();
     g[5] += 3e-3;
-    let c = compare(RevealItem::Outputs, "x", &g, &big, &tol);
+    let c = compare(StepItem::Outputs, "x", &g, &big, &tol);
     assert!(c.rel_l2 < 1e-4 && !c.pass, "{c:?}");
     // Non-finite and zero references.
     let mut g = r.clone();
     g[0] = f32::NAN;
-    assert!(!compare(RevealItem::Outputs, "x", &g, &r, &tol).pass);
+    assert!(!compare(StepItem::Outputs, "x", &g, &r, &tol).pass);
     let z = vec![0f32; 10];
-    assert!(compare(RevealItem::Outputs, "x", &z, &z, &tol).pass);
-    assert!(!compare(RevealItem::Outputs, "x", &[1.0; 10], &z, &tol).pass);
+    assert!(compare(StepItem::Outputs, "x", &z, &z, &tol).pass);
+    assert!(!compare(StepItem::Outputs, "x", &[1.0; 10], &z, &tol).pass);
 }

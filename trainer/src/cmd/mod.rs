@@ -1,0 +1,10 @@
+//! The subcommands of `weft-trainer` that are not services: one file each.
+//! * [`model_args`]: the model and training flags shared by the local commands.
+//! * [`local`]: `local-train`, all stages in this process.
+//! * [`pipeline`]: `pipeline`, one stage over libp2p with a static peer table.
+//! * [`bench`]: `bench`, throughput in process and across processes.
+
+pub mod bench;
+pub mod local;
+pub mod model_args;
+pub mod pipeline;

@@ -1,0 +1,592 @@
+//! One pipeline stage as its own process: a [`StageWorker`], a `weft-p2p` network and a
+//! [`PeerTable`], running the GPipe schedule with its neighbours over libp2p.
+//!
+//! # Message flow (stage `k` of `S`, step `t`, `M` micro-batches)
+//!
+//! ```text
+//! for µ in 0..M:      k = 0 builds µ's tokens from the data assignment; k > 0 waits for
+//!                     Forward{t, µ, from k-1}; forward; k < S-1 sends Forward{t, µ} to k+1
+//! for µ in M-1..=0:   k = S-1 back-propagates its loss; k < S-1 waits for Backward{t, µ,
+//!                     from k+1}; backward; k > 0 sends Backward{t, µ} to k-1
+//! tied embeddings:    stages 0 and S-1 exchange SharedGrad{t} and both use g₀ + g_{S-1}
+//! global clipping:    every stage sends GradSqSum{t} to every other; all sum in stage order
+//! finish_step         clip + AdamW + commitment; tensor store; journal; checkpoint every N
+//! ```
+//!
+//! The numerics are exactly those of [`crate::schedule::run_step_in_process`]: tensors cross
+//! as f32 little-endian bytes (lossless), the receiver detaches them and makes them fresh
+//! leaves, the reductions run in the same order.
+//!
+//! # Threads
+//!
+//! libtorch runs on one blocking thread that owns the worker. The tokio side only moves bytes:
+//! a dispatcher hands each inbound request to the blocking pool (decode, validate, buffer),
+//! and an outbox task delivers each outgoing message on its own task, so the network stays
+//! responsive while a stage computes, and stage k computes micro-batch µ+1 while µ's
+//! activations are in flight.
+//!
+//! # Network, store, recovery
+//!
+//! The inbox, the outbox with its retries and resend log, and the validation of everything
+//! received are [`weft_stage_net::link`]; the tensor store and the journal are
+//! [`weft_stage_net::store`] and [`weft_stage_net::journal`]; [`weft_stage_net::recovery`]
+//! says what a restarted stage must replay. A stage that restarts (after `kill -9`) resumes
+//! from its checkpoint, replays the committed steps after it from its tensor store
+//! (verifying that each replay reproduces the stored commitment), and asks its partners to
+//! `Resend` what they sent it from the next step on. At the end each stage sends `Done` and
+//! waits for its partners' `Done`, so nobody leaves while a partner may still need a resend.
+use crate::error::{Error, Result};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use weft_ml::checkpoint;
+use weft_ml::commit::{canonical_bytes, StepCommitment, StepItem};
+use weft_ml::config::ClipScope;
+use weft_ml::worker::{ForwardOutput, StageWorker};
+use weft_ml::tensor::{f32_slice, from_wire, to_wire};
+use weft_p2p::{InboundRequest, Network};
+use weft_primitives::step::{Replica, RunId, StageIndex, Step};
+use weft_stage_net::access::RevealAccess;
+use weft_stage_net::journal::Journal;
+use weft_stage_net::link::{LinkConfig, RetryPolicy, Slot, StageLink, StageShape};
+use weft_stage_net::recovery;
+use weft_stage_net::store::{StepAux, StepBytes, TensorStore};
+use weft_stage_net::topology::PeerTable;
+use weft_stage_net::wire::{Limits, Request};
+
+/// Settings of a stage process.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The run.
+    pub run: RunId,
+    /// This trainer's replica of its stage (reveal requests name it).
+    pub replica: Replica,
+    /// Train until this many steps are complete.
+    pub steps: Step,
+    /// Checkpoint, journal and tensor store live here.
+    pub data_dir: PathBuf,
+    /// Checkpoint after every this many steps (and at the end).
+    pub checkpoint_every: u64,
+    /// Steps kept in the tensor store; at least `checkpoint_every`.
+    pub retention: u64,
+    /// The peers.
+    pub peers: PeerTable,
+    /// Who may fetch reveals (the stage's auditors).
+    pub auditors: Arc<RevealAccess>,
+    /// Limits on received tensors.
+    pub limits: Limits,
+    /// How long to wait for a message from a partner before giving up the run.
+    pub peer_timeout: Duration,
+    /// Delivery retries.
+    pub retry: RetryPolicy,
+}
+
+/// Progress of one step of this stage.
+#[derive(Debug, Clone)]
+pub struct StepProgress {
+    /// The step.
+    pub step: u64,
+    /// The stage.
+    pub stage: usize,
+    /// The step's mean loss (last stage).
+    pub loss: Option<f64>,
+    /// Wall time of the step, waiting included.
+    pub seconds: f64,
+    /// Tokens of the step ÷ `seconds`.
+    pub tokens_per_s: f64,
+    /// Payload bytes delivered so far.
+    pub bytes_sent: u64,
+    /// Payload bytes received so far.
+    pub bytes_received: u64,
+}
+
+/// What a stage process did.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// The step training (re)started at.
+    pub resumed_at: u64,
+    /// Steps replayed from the store on start.
+    pub replayed: u64,
+    /// `(step, loss)` on the last stage.
+    pub losses: Vec<(u64, f64)>,
+    /// Payload bytes delivered.
+    pub bytes_sent: u64,
+    /// Payload bytes received.
+    pub bytes_received: u64,
+}
+
+/// Where a restarted stage stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resumed {
+    /// The next step to train.
+    pub next_step: u64,
+    /// The step the checkpoint continued from.
+    pub checkpoint_step: u64,
+    /// Steps recomputed from the store after the checkpoint.
+    pub replayed: u64,
+    /// Whether a journal was found (the stage had committed before).
+    pub had_journal: bool,
+}
+
+/// The checkpoint file of a stage's data directory.
+pub fn checkpoint_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("checkpoint.safetensors")
+}
+
+/// Restores `worker` to the state after its last committed step: loads the checkpoint (if
+/// any), then recomputes each journaled step after it from the tensor store
+/// ([`weft_stage_net::recovery`]), checking that the recomputation reproduces the stored
+/// commitment bit for bit.
+pub fn resume(
+    worker: &mut StageWorker,
+    data_dir: &Path,
+    store: &TensorStore,
+    run: RunId,
+) -> Result<Resumed> {
+    let ck = checkpoint_path(data_dir);
+    let checkpoint_step = if ck.exists() {
+        checkpoint::load(worker, &ck)?
+    } else {
+        0
+    };
+    let spec = worker.stage().spec();
+    let plan = recovery::plan(data_dir, run, spec.stage, spec.n_stages, checkpoint_step)?;
+    for step in plan.replay.clone() {
+        replay_step(worker, store, step)?;
+    }
+    let replayed = plan.replay.end - plan.replay.start;
+    if replayed > 0 {
+        tracing::info!(
+            from = plan.replay.start,
+            to = plan.replay.end - 1,
+            "replayed committed steps from the store"
+        );
+    }
+    Ok(Resumed {
+        next_step: plan.next_step,
+        checkpoint_step,
+        replayed,
+        had_journal: plan.had_journal,
+    })
+}
+
+/// Recomputes step `step` from the stored inputs and gradients.
+fn replay_step(worker: &mut StageWorker, store: &TensorStore, step: Step) -> Result<()> {
+    let stored = store.commitment(step)?;
+    let aux = store.aux(step)?;
+    let spec = worker.stage().spec();
+    let m = worker.micro_batches();
+    let shape = worker.stage().input_shape(
+        worker.train_config().micro_batch_size,
+        worker.stage().config().seq_len,
+    );
+    let inputs = if spec.is_first() {
+        Vec::new()
+    } else {
+        store.item(step, StepItem::Inputs)?
+    };
+    let grads = if spec.is_last() {
+        Vec::new()
+    } else {
+        store.item(step, StepItem::OutputGrads)?
+    };
+    worker.begin_step(step)?;
+    for micro in 0..m {
+        let input = if spec.is_first() {
+            None
+        } else {
+            Some(f32_slice(&inputs, micro, &shape)?)
+        };
+        worker.forward(micro, input.as_ref())?;
+    }
+    for micro in (0..m).rev() {
+        // Gradients are stored in the order they were received: M-1 down to 0.
+        let g = if spec.is_last() {
+            None
+        } else {
+            Some(f32_slice(&grads, m - 1 - micro, &shape)?)
+        };
+        worker.backward(micro, g.as_ref())?;
+    }
+    if let Some(own) = worker.shared_grad()? {
+        let theirs = aux
+            .shared_grad_other
+            .as_ref()
+            .ok_or_else(|| Error::Replay(format!("step {step}: no stored shared gradient")))?;
+        let theirs = from_wire(theirs)?.f_to_device(own.device())?;
+        let sum = if spec.is_first() {
+            own.f_add(&theirs)?
+        } else {
+            theirs.f_add(&own)?
+        };
+        worker.set_shared_grad(&sum)?;
+    }
+    let global = aux.global_sq_sum_bits.map(f64::from_bits);
+    let report = worker.finish_step(global)?;
+    if report.commitment.as_ref() != Some(&stored) {
+        return Err(Error::Replay(format!(
+            "replaying step {step} does not reproduce its stored commitment (non-deterministic \
+             compute?); checkpoint every step on this device"
+        )));
+    }
+    Ok(())
+}
+
+/// Called on the training thread after each step is stored and journaled, with its
+/// commitment; an error stops the stage (the step stays committed locally).
+pub type AfterStep = Box<dyn FnMut(&StepCommitment) -> Result<()> + Send>;
+
+/// Sees, and may rewrite, a step's commitment and the bytes kept for its reveal just before
+/// they are stored and journaled. A seam for test tools that simulate dishonest trainers
+/// (replayed steps, reveals that differ from the commitment); the trainer installs none.
+pub trait CommitHook: Send {
+    /// Rewrites `commitment` and/or `bytes` of step `commitment.step`.
+    fn commit(
+        &mut self,
+        commitment: &mut StepCommitment,
+        bytes: &mut StepBytes,
+    ) -> Result<()>;
+}
+
+struct Ctx {
+    link: StageLink,
+    store: TensorStore,
+    cfg: NodeConfig,
+}
+
+impl Ctx {
+    fn run_step(
+        &self,
+        worker: &mut StageWorker,
+        step: u64,
+        hook: &mut Option<Box<dyn CommitHook>>,
+    ) -> Result<(Option<f64>, Step, StepCommitment)> {
+        let sh = &self.link;
+        let (k, n) = (sh.shape().stage, sh.shape().n_stages);
+        let m = sh.shape().micro_batches;
+        let run = self.cfg.run;
+        let me = sh.stage_id();
+        let timeout = self.cfg.peer_timeout;
+        sh.set_current(step);
+        let moments = |w: &StageWorker| -> Result<Vec<u8>> {
+            canonical_bytes(w.optimizer().moments().iter().flat_map(|s| [&s.m, &s.v]))
+        };
+        let weights = |w: &StageWorker| canonical_bytes(w.stage().params().iter().map(|(_, t)| t));
+        // The previous step's store entry holds the "before" bytes (hard-linked); compute them
+        // only when it is missing (the first step of a process).
+        let before = match step.checked_sub(1) {
+            Some(p) if self.store.has(p) => None,
+            _ => Some((weights(worker)?, moments(worker)?)),
+        };
+        worker.begin_step(step)?;
+        for micro in 0..m {
+            let input = if k == 0 {
+                None
+            } else {
+                let t = sh.wait_tensor(step, Slot::Forward(micro as u32), timeout)?;
+                Some(from_wire(&t)?)
+            };
+            if let ForwardOutput::Activations(a) = worker.forward(micro, input.as_ref())? {
+                let req = Request::Forward {
+                    run,
+                    step,
+                    micro: micro as u32,
+                    from_stage: me,
+                    tensor: to_wire(&a)?,
+                };
+                sh.send(k + 1, step, &req);
+            }
+        }
+        for micro in (0..m).rev() {
+            let g = if k + 1 == n {
+                None
+            } else {
+                let t = sh.wait_tensor(step, Slot::Backward(micro as u32), timeout)?;
+                Some(from_wire(&t)?)
+            };
+            if let Some(ig) = worker.backward(micro, g.as_ref())? {
+                let req = Request::Backward {
+                    run,
+                    step,
+                    micro: micro as u32,
+                    from_stage: me,
+                    tensor: to_wire(&ig)?,
+                };
+                sh.send(k - 1, step, &req);
+            }
+        }
+        let mut aux = StepAux::default();
+        if let Some(own) = worker.shared_grad()? {
+            let other = if k == 0 { n - 1 } else { 0 };
+            let req = Request::SharedGrad {
+                run,
+                step,
+                from_stage: me,
+                tensor: to_wire(&own)?,
+            };
+            sh.send(other, step, &req);
+            let theirs_w = sh.wait_tensor(step, Slot::SharedGrad, timeout)?;
+            let theirs = from_wire(&theirs_w)?.f_to_device(own.device())?;
+            let sum = if k == 0 {
+                own.f_add(&theirs)?
+            } else {
+                theirs.f_add(&own)?
+            };
+            worker.set_shared_grad(&sum)?;
+            aux.shared_grad_other = Some(theirs_w);
+        }
+        let global = if sh.shape().global_clip {
+            let own = worker.grad_sq_sum()?;
+            for s in (0..n).filter(|&s| s != k) {
+                let req = Request::GradSqSum {
+                    run,
+                    step,
+                    from_stage: me,
+                    bits: own.to_bits(),
+                };
+                sh.send(s, step, &req);
+            }
+            let mut total = 0.0f64;
+            for s in 0..n {
+                total += if s == k {
+                    own
+                } else {
+                    let from = StageIndex::try_from(s)
+                        .map_err(|_| Error::Config(format!("stage {s} out of range")))?;
+                    f64::from_bits(sh.wait_scalar(step, Slot::GradSq(from), timeout)?)
+                };
+            }
+            aux.global_sq_sum_bits = Some(total.to_bits());
+            Some(total)
+        } else {
+            None
+        };
+        let report = worker.finish_step(global)?;
+        let mut commitment = report
+            .commitment
+            .ok_or_else(|| Error::Config("the worker does not commit".into()))?;
+        let record = report
+            .record
+            .ok_or_else(|| Error::Config("the worker kept no record".into()))?;
+        let (wb, ob) = match before {
+            Some((w, o)) => (Some(w), Some(o)),
+            None => (None, None),
+        };
+        let mut bytes = StepBytes {
+            items: vec![
+                (StepItem::WeightsBefore, wb),
+                (StepItem::Inputs, Some(canonical_bytes(&record.inputs)?)),
+                (StepItem::Outputs, Some(canonical_bytes(&record.outputs)?)),
+                (
+                    StepItem::OutputGrads,
+                    Some(canonical_bytes(&record.output_grads)?),
+                ),
+                (
+                    StepItem::InputGrads,
+                    Some(canonical_bytes(&record.input_grads)?),
+                ),
+                (StepItem::WeightsAfter, Some(weights(worker)?)),
+                (StepItem::OptimizerBefore, ob),
+                (StepItem::OptimizerAfter, Some(moments(worker)?)),
+            ],
+        };
+        if let Some(h) = hook.as_mut() {
+            h.commit(&mut commitment, &mut bytes)?;
+        }
+        self.store.write_step(&commitment, &bytes, &aux)?;
+        Journal::for_commitment(run, k, n, &commitment).write(&self.cfg.data_dir)?;
+        if (step + 1).checked_rem(self.cfg.checkpoint_every) == Some(0) {
+            checkpoint::save(worker, &checkpoint_path(&self.cfg.data_dir))?;
+        }
+        Ok((report.loss, step + 1, commitment))
+    }
+
+    fn train(
+        &self,
+        mut worker: StageWorker,
+        progress: &mut (dyn FnMut(&StepProgress) + Send),
+        after_step: &mut Option<AfterStep>,
+        commit_hook: &mut Option<Box<dyn CommitHook>>,
+    ) -> Result<Summary> {
+        let sh = &self.link;
+        let r = resume(&mut worker, &self.cfg.data_dir, &self.store, self.cfg.run)?;
+        sh.set_current(r.next_step);
+        let partners = sh.shape().partners();
+        if r.had_journal {
+            // Whatever partners sent us for the steps we are about to (re)do died with the
+            // previous process.
+            for &p in &partners {
+                sh.send_unlogged(
+                    p,
+                    &Request::Resend {
+                        run: self.cfg.run,
+                        from_stage: sh.stage_id(),
+                        from_step: r.next_step,
+                    },
+                );
+            }
+        }
+        let tokens = (worker.train_config().micro_batch_size
+            * worker.micro_batches() as i64
+            * worker.stage().config().seq_len) as f64;
+        let mut losses = Vec::new();
+        let mut last_ckpt = r.checkpoint_step;
+        for step in r.next_step..self.cfg.steps {
+            let t0 = Instant::now();
+            let (loss, done, commitment) = self.run_step(&mut worker, step, commit_hook)?;
+            if done.checked_rem(self.cfg.checkpoint_every) == Some(0) {
+                last_ckpt = done;
+            }
+            if let Some(l) = loss {
+                losses.push((step, l));
+            }
+            let seconds = t0.elapsed().as_secs_f64();
+            progress(&StepProgress {
+                step,
+                stage: sh.shape().stage,
+                loss,
+                seconds,
+                tokens_per_s: tokens / seconds.max(1e-9),
+                bytes_sent: sh.bytes_sent(),
+                bytes_received: sh.bytes_received(),
+            });
+            if let Some(hook) = after_step.as_mut() {
+                if let Err(e) = hook(&commitment) {
+                    if done.checked_rem(self.cfg.checkpoint_every) != Some(0) {
+                        // Leave a checkpoint so a restart need not replay many steps.
+                        let _ = checkpoint::save(&worker, &checkpoint_path(&self.cfg.data_dir));
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        if last_ckpt != worker.completed_steps() {
+            checkpoint::save(&worker, &checkpoint_path(&self.cfg.data_dir))?;
+        }
+        let finished = worker.completed_steps();
+        sh.set_current(finished);
+        sh.flush(self.cfg.peer_timeout)?;
+        for &p in &partners {
+            let req = Request::Done {
+                run: self.cfg.run,
+                from_stage: sh.stage_id(),
+                steps: finished,
+            };
+            sh.send(p, finished, &req);
+        }
+        sh.flush(self.cfg.peer_timeout)?;
+        // A stage that restarts with nothing left to train only says it is done: its
+        // partners may have left already.
+        if r.next_step < self.cfg.steps {
+            sh.wait_done(&partners, self.cfg.peer_timeout)?;
+        }
+        Ok(Summary {
+            resumed_at: r.next_step,
+            replayed: r.replayed,
+            losses,
+            bytes_sent: sh.bytes_sent(),
+            bytes_received: sh.bytes_received(),
+        })
+    }
+}
+
+/// Runs stage `worker` (built with `commit: true`) of the run until `cfg.steps` steps are
+/// complete, resuming from `cfg.data_dir` after a crash. `network` and `inbound` come from
+/// [`weft_p2p::spawn`]; `progress` is called after every step.
+pub async fn run_stage(
+    cfg: NodeConfig,
+    worker: StageWorker,
+    network: Network,
+    inbound: mpsc::Receiver<InboundRequest>,
+    progress: Box<dyn FnMut(&StepProgress) + Send>,
+) -> Result<Summary> {
+    run_stage_with(cfg, worker, network, inbound, progress, None, None).await
+}
+
+/// [`run_stage`] with a hook called after every step (the chain trainer submits the
+/// commitment from it, and pauses or stops training through it) and an optional
+/// [`CommitHook`] (test tools only).
+#[allow(clippy::too_many_arguments)]
+pub async fn run_stage_with(
+    cfg: NodeConfig,
+    worker: StageWorker,
+    network: Network,
+    inbound: mpsc::Receiver<InboundRequest>,
+    mut progress: Box<dyn FnMut(&StepProgress) + Send>,
+    mut after_step: Option<AfterStep>,
+    mut commit_hook: Option<Box<dyn CommitHook>>,
+) -> Result<Summary> {
+    let mut worker = worker;
+    worker.set_replica(cfg.replica);
+    if !worker.options().commit {
+        return Err(Error::Config(
+            "a pipeline stage commits every step: build its worker with commit".into(),
+        ));
+    }
+    if cfg.checkpoint_every == 0 || cfg.retention < cfg.checkpoint_every {
+        return Err(Error::Config(format!(
+            "checkpoint_every ({}) must be ≥ 1 and ≤ the store retention ({}), so that a restart \
+             can replay from the store",
+            cfg.checkpoint_every, cfg.retention
+        )));
+    }
+    let spec = worker.stage().spec();
+    if cfg.peers.stages.len() != spec.n_stages {
+        return Err(Error::Config(format!(
+            "the table lists {} stages, the run has {}",
+            cfg.peers.stages.len(),
+            spec.n_stages
+        )));
+    }
+    if let Some(r) = cfg.peers.run.filter(|&r| r != cfg.run) {
+        return Err(Error::Config(format!(
+            "the table is for run {r}, not {}",
+            cfg.run
+        )));
+    }
+    if cfg.peers.stages[spec.stage].peer_id != network.local_peer_id() {
+        return Err(Error::Config(format!(
+            "the table assigns stage {} to {}, this node is {}",
+            spec.stage,
+            cfg.peers.stages[spec.stage].peer_id,
+            network.local_peer_id()
+        )));
+    }
+    std::fs::create_dir_all(&cfg.data_dir)
+        .map_err(|e| weft_stage_net::Error::io(&cfg.data_dir, e))?;
+    let store = TensorStore::open(&cfg.data_dir, cfg.retention)?;
+    let model = worker.stage().config();
+    let train = worker.train_config();
+    let shape = StageShape {
+        stage: spec.stage,
+        n_stages: spec.n_stages,
+        micro_batches: worker.micro_batches(),
+        activation: vec![train.micro_batch_size, model.seq_len, model.d_model],
+        shared: (model.tied_embeddings && spec.n_stages > 1 && (spec.is_first() || spec.is_last()))
+            .then(|| vec![model.vocab_size, model.d_model]),
+        global_clip: train.clip_scope == ClipScope::Global && spec.n_stages > 1,
+    };
+    let current = Journal::read(&cfg.data_dir)?.map_or(0, |j| j.last_committed + 1);
+    let link = StageLink::start(
+        LinkConfig {
+            run: cfg.run,
+            replica: cfg.replica,
+            shape,
+            peers: cfg.peers.clone(),
+            auditors: cfg.auditors.clone(),
+            limits: cfg.limits,
+            retry: cfg.retry,
+        },
+        store.clone(),
+        current,
+        network,
+        inbound,
+    )?;
+    let ctx = Ctx { link, store, cfg };
+    tokio::task::spawn_blocking(move || {
+        ctx.train(worker, &mut *progress, &mut after_step, &mut commit_hook)
+    })
+    .await
+    .map_err(|e| Error::Config(format!("the training thread failed: {e}")))?
+}

@@ -7,7 +7,7 @@ use crate::{
 };
 use parity_scale_codec::{Decode, Encode};
 use serde::{Deserialize, Serialize};
-use weft_pallet_support::{randomness, transactional, Deposit, Failure};
+use weft_pallet_support::{randomness, transactional, Deposit, Failure, Rewind};
 use weft_primitives::extrinsic::{SigningContext, EXTRINSIC_FORMAT_VERSION};
 use weft_primitives::storage::{Changes, Overlay, StateReader, StorageError};
 use weft_primitives::{
@@ -194,6 +194,17 @@ macro_rules! sink_for {
     )*};
 }
 sink_for!(staking => Staking, runs => Runs, stages => Stages, work => Work, ownership => Ownership, governance => Governance);
+
+/// Lets a hook drop the events of one queue item that failed (see
+/// [`weft_pallet_support::transactional_item`]).
+impl Rewind for PalletEvents<'_> {
+    fn mark(&self) -> usize {
+        self.out.len()
+    }
+    fn rewind(&mut self, mark: usize) {
+        self.out.truncate(mark);
+    }
+}
 
 fn outcome(f: Failure) -> DispatchOutcome {
     match f {

@@ -24,6 +24,15 @@
 //!
 //!    All hook work is bounded: queues keyed by block number, and loops over bounded lists
 //!    (active runs, a run's candidates, the validator set) only at epoch boundaries.
+//!
+//!    A hook that drains a queue keyed by block number (staking's slashes, work's
+//!    selections and deadlines, governance's expiries and enactments) keeps the queue
+//!    entry's removal and processes each item in its own nested transaction: a failing item
+//!    is rolled back (writes and events) and recorded by the pallet's own failure event
+//!    (`SlashFailed`, `SelectionFailed`, `AuditCloseFailed`, `ExpiryFailed`,
+//!    `EnactmentAborted`), and the other items go on. Otherwise one bad item would roll back
+//!    the whole hook, removal included, and the rest of its queue would never run. The
+//!    epoch work is already one hook per active run.
 //! 2. **Apply each extrinsic** ([`executive::BlockBuilder::apply`]): check the format version,
 //!    the size, the validity window, the signature (over the genesis hash and the era's birth
 //!    hash as this chain knows them), the nonce (must equal the account's) and that the fee can

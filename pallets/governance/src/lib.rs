@@ -28,13 +28,28 @@
 //! that called it hold more than `emergency_threshold` (default 2/3) of the set's stake, the
 //! run halts in that very block — no voting period, no delay. Resuming always goes through a
 //! proposal.
+//!
+//! ## Block hook
+//!
+//! At block start the hook expires the proposals whose voting ended with the previous block
+//! and enacts those due now. It takes each queue entry out of storage and keeps that removal;
+//! each proposal is then processed in its own nested transaction
+//! (`weft_pallet_support::transactional_item`). One that fails with a dispatch error
+//! (inconsistent state, e.g. a deposit its proposer no longer has reserved) has its writes
+//! and events rolled back and is recorded as `ExpiryFailed` (it stays `Voting`) or
+//! `EnactmentAborted` (it stays `Passed`); it is not retried, and the other proposals go on.
+//! (A failing *action* is not such a failure: the proposal is marked `EnactmentFailed`.) A
+//! storage fault aborts the hook.
 
 use parity_scale_codec::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 use weft_pallet_balances as balances;
 use weft_pallet_runs as runs;
 use weft_pallet_staking as staking;
-use weft_pallet_support::{emit, index, Deposit, Failure, Perbill, ProposalId, RunId, SlashId};
+use weft_pallet_support::{
+    emit, index, transactional_item, Deposit, Failure, Perbill, ProposalId, Rewind, RunId, SlashId,
+    Transactional,
+};
 use weft_primitives::storage::{StateReader, Storage, StorageError, StorageMap, StorageValue};
 use weft_primitives::units::UNIT;
 use weft_primitives::{AccountId, Balance, BlockNumber, DispatchError};
@@ -265,6 +280,25 @@ pub enum Event {
     EmergencyHalted {
         /// Run.
         run: RunId,
+    },
+    /// A proposal whose voting ended could not be expired; its writes and events were rolled
+    /// back and it stays `Voting` (it is not expired again).
+    #[codec(index = 8)]
+    ExpiryFailed {
+        /// Proposal.
+        proposal: ProposalId,
+        /// Why.
+        error: DispatchError,
+    },
+    /// A proposal due for enactment could not be processed at all (as opposed to
+    /// `EnactmentFailed`, where its action failed and it was marked so); its writes and events
+    /// were rolled back and it stays `Passed` (it is not enacted again).
+    #[codec(index = 9)]
+    EnactmentAborted {
+        /// Proposal.
+        proposal: ProposalId,
+        /// Why.
+        error: DispatchError,
     },
 }
 
@@ -558,10 +592,30 @@ pub fn emergency_halt(
     Ok(())
 }
 
-/// Block start: expires proposals whose voting ended and enacts those due.
-pub fn on_initialize(
+/// Expires proposal `id` if it is still voting.
+fn expire(
     s: &mut (impl Storage + ?Sized),
     ev: &mut impl Sink,
+    id: ProposalId,
+) -> Result<(), Failure> {
+    let Some(mut p) = PROPOSALS.get(s, &id)? else {
+        return Ok(());
+    };
+    if p.status == ProposalStatus::Voting {
+        p.status = ProposalStatus::Expired;
+        balances::unreserve(s, ev, &p.proposer, p.deposit)?;
+        PROPOSALS.insert(s, &id, &p);
+        emit(ev, Event::Expired { proposal: id });
+    }
+    Ok(())
+}
+
+/// Block start: expires proposals whose voting ended and enacts those due, each proposal in
+/// its own transaction (a failing one is recorded as [`Event::ExpiryFailed`] or
+/// [`Event::EnactmentAborted`]; see the module docs).
+pub fn on_initialize(
+    s: &mut (impl Transactional + ?Sized),
+    ev: &mut (impl Sink + Rewind),
     now: BlockNumber,
 ) -> Result<(), Failure> {
     // Voting on proposals with `end = now − 1` closed with the previous block.
@@ -569,14 +623,14 @@ pub fn on_initialize(
         if let Some(q) = ENDS.get(s, &prev)? {
             ENDS.remove(s, &prev);
             for id in q {
-                let Some(mut p) = PROPOSALS.get(s, &id)? else {
-                    continue;
-                };
-                if p.status == ProposalStatus::Voting {
-                    p.status = ProposalStatus::Expired;
-                    balances::unreserve(s, ev, &p.proposer, p.deposit)?;
-                    PROPOSALS.insert(s, &id, &p);
-                    emit(ev, Event::Expired { proposal: id });
+                if let Err(error) = transactional_item(s, ev, |s, ev| expire(s, ev, id))? {
+                    emit(
+                        ev,
+                        Event::ExpiryFailed {
+                            proposal: id,
+                            error,
+                        },
+                    );
                 }
             }
         }
@@ -584,7 +638,15 @@ pub fn on_initialize(
     if let Some(q) = ENACTMENTS.get(s, &now)? {
         ENACTMENTS.remove(s, &now);
         for id in q {
-            enact(s, ev, id)?;
+            if let Err(error) = transactional_item(s, ev, |s, ev| enact(s, ev, id))? {
+                emit(
+                    ev,
+                    Event::EnactmentAborted {
+                        proposal: id,
+                        error,
+                    },
+                );
+            }
         }
     }
     Ok(())

@@ -199,3 +199,58 @@ fn validators_halt_at_once_by_supermajority() {
         Err(Error::NotHaltable.into())
     );
 }
+
+/// Runs a hook the way the runtime executive does: in one storage transaction, whose writes
+/// and events are dropped when the hook fails with a dispatch error.
+fn as_executive(
+    o: &mut Overlay<'_>,
+    ev: &mut Recorder,
+    hook: impl FnOnce(&mut Overlay<'_>, &mut Recorder) -> Result<(), Failure>,
+) -> Result<(), DispatchError> {
+    weft_pallet_support::transactional_item(o, ev, |o, ev| hook(o, ev)).unwrap()
+}
+
+#[test]
+fn a_failing_expiry_does_not_block_the_rest_of_the_queue() {
+    let st = world();
+    let mut o = Overlay::new(&st);
+    let mut ev = Recorder::default();
+    let bad = propose(&mut o, &mut ev, 1, &acc(1), Action::HaltRun { run: 0 }).unwrap();
+    let good = propose(&mut o, &mut ev, 1, &acc(2), Action::HaltRun { run: 0 }).unwrap();
+    assert_eq!(ENDS.get(&o, &21).unwrap(), Some(vec![bad, good]));
+    // Inconsistent: the first proposal claims a deposit its proposer never reserved, so
+    // returning it fails (`InsufficientReserved`).
+    let mut p = proposal(&o, bad).unwrap().unwrap();
+    p.deposit = 1_000_000_000;
+    PROPOSALS.insert(&mut o, &bad, &p);
+    ev.clear();
+
+    assert_eq!(
+        as_executive(&mut o, &mut ev, |o, ev| on_initialize(o, ev, 22)),
+        Ok(())
+    );
+
+    // The second proposal expired and its deposit came back; the first one is untouched.
+    assert_eq!(
+        proposal(&o, good).unwrap().unwrap().status,
+        ProposalStatus::Expired
+    );
+    assert_eq!(balances::account(&o, &acc(2)).unwrap().reserved, 10_000);
+    assert_eq!(
+        proposal(&o, bad).unwrap().unwrap().status,
+        ProposalStatus::Voting
+    );
+    assert_eq!(balances::account(&o, &acc(1)).unwrap().reserved, 10_100);
+    // The failure is on record, and the queue entry is gone.
+    let events = ev.of::<Event>();
+    let failed: Vec<(ProposalId, u8)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ExpiryFailed { proposal, error } => Some((*proposal, error.pallet)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed, vec![(bad, index::BALANCES)]);
+    assert!(events.contains(&Event::Expired { proposal: good }));
+    assert_eq!(ENDS.get(&o, &21).unwrap(), None);
+}

@@ -59,17 +59,24 @@
 //! * **Application.** The charge is taken from `active` first, then from the newest unlocking
 //!   chunks, burnt from the reserved balance; `reporter_share` of what was burnt is minted to
 //!   the reporter (if any).
+//! * **One slash, one transaction.** The block hook takes the block's slash queue entry out
+//!   of storage and keeps that removal; each slash then applies in its own nested transaction
+//!   (`weft_pallet_support::transactional_item`). One that fails with a dispatch error
+//!   (inconsistent state) has its writes and events rolled back, is recorded as
+//!   `SlashFailed` and stays pending (it is not applied again; governance may cancel it);
+//!   the other slashes of the block still apply. A storage fault aborts the hook.
 
 use parity_scale_codec::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 use weft_bls::{PublicKeyBytes, SignatureBytes};
 use weft_pallet_balances as balances;
 use weft_pallet_support::{
-    emit, index, largest_remainder, Deposit, EpochIndex, Failure, Perbill, SlashId,
+    emit, index, largest_remainder, transactional_item, Deposit, EpochIndex, Failure, Perbill,
+    Rewind, SlashId, Transactional,
 };
 use weft_primitives::storage::{StateReader, Storage, StorageError, StorageMap, StorageValue};
 use weft_primitives::units::UNIT;
-use weft_primitives::{AccountId, Balance, BlockNumber};
+use weft_primitives::{AccountId, Balance, BlockNumber, DispatchError};
 
 /// The pallet's name in storage keys.
 pub const PALLET: &str = "Staking";
@@ -439,6 +446,15 @@ pub enum Event {
         who: AccountId,
         /// Amount.
         amount: Balance,
+    },
+    /// A deferred slash failed to apply in its block; its writes and events were rolled back
+    /// and it stays pending (it is not applied again; governance may still cancel it).
+    #[codec(index = 12)]
+    SlashFailed {
+        /// Slash id.
+        slash: SlashId,
+        /// Why.
+        error: DispatchError,
     },
 }
 
@@ -1033,11 +1049,12 @@ pub fn add_points(
     Ok(())
 }
 
-/// Block start: applies the slashes due now and credits the author a point. Returns the
-/// offenders slashed.
+/// Block start: applies the slashes due now, each in its own transaction (a failing one is
+/// recorded as [`Event::SlashFailed`]; see the module docs), and credits the author a point.
+/// Returns the offenders whose slash applied.
 pub fn on_initialize(
-    s: &mut (impl Storage + ?Sized),
-    ev: &mut impl Sink,
+    s: &mut (impl Transactional + ?Sized),
+    ev: &mut (impl Sink + Rewind),
     now: BlockNumber,
     author: &AccountId,
 ) -> Result<Vec<AccountId>, Failure> {
@@ -1045,10 +1062,11 @@ pub fn on_initialize(
     if let Some(q) = SLASH_QUEUE.get(s, &now)? {
         SLASH_QUEUE.remove(s, &now);
         for id in q {
-            if let Some(p) = SLASHES.get(s, &id)? {
-                slashed.push(p.offender);
+            let offender = SLASHES.get(s, &id)?.map(|p| p.offender);
+            match transactional_item(s, ev, |s, ev| apply_slash(s, ev, id))? {
+                Ok(()) => slashed.extend(offender),
+                Err(error) => emit(ev, Event::SlashFailed { slash: id, error }),
             }
-            apply_slash(s, ev, id)?;
         }
     }
     add_points(s, author, 1)?;

@@ -376,3 +376,78 @@ proptest! {
         }
     }
 }
+
+/// Runs a hook the way the runtime executive does: in one storage transaction, whose writes
+/// and events are dropped when the hook fails with a dispatch error.
+fn as_executive<R>(
+    o: &mut Overlay<'_>,
+    ev: &mut Recorder,
+    hook: impl FnOnce(&mut Overlay<'_>, &mut Recorder) -> Result<R, Failure>,
+) -> Result<R, weft_primitives::DispatchError> {
+    weft_pallet_support::transactional_item(o, ev, |o, ev| hook(o, ev)).unwrap()
+}
+
+#[test]
+fn a_failing_slash_does_not_block_the_rest_of_the_slash_queue() {
+    let state = genesis(&[(acc(1), 10_000), (acc(2), 10_000)]);
+    let mut o = Overlay::new(&state);
+    let mut ev = Recorder::default();
+    bond(&mut o, &mut ev, &acc(1), 5_000).unwrap();
+    bond(&mut o, &mut ev, &acc(2), 500).unwrap();
+    let tenth = Perbill::from_percent(10);
+    let bad = report_offence(
+        &mut o,
+        &mut ev,
+        1,
+        &acc(1),
+        tenth,
+        None,
+        OffenceKind::AuditFailed,
+    )
+    .unwrap()
+    .unwrap();
+    let good = report_offence(
+        &mut o,
+        &mut ev,
+        1,
+        &acc(2),
+        tenth,
+        None,
+        OffenceKind::AuditFailed,
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(SLASH_QUEUE.get(&o, &31).unwrap(), Some(vec![bad, good]));
+    // Inconsistent totals: less bonded in all than acc(1) alone has, so the ledger update of
+    // the first slash underflows (`Overflow`); the second one still fits.
+    TOTAL_BONDED.put(&mut o, &1_000);
+    ev.clear();
+
+    let slashed = as_executive(&mut o, &mut ev, |o, ev| on_initialize(o, ev, 31, &acc(0)));
+
+    // The second slash applied; the first one left everything as it was and stays pending.
+    assert_eq!(slashed, Ok(vec![acc(2)]));
+    assert_eq!(reserved(&o, &acc(2)), 450);
+    assert_eq!(reserved(&o, &acc(1)), 5_000);
+    assert_eq!(ledger(&o, &acc(1)).unwrap().unwrap().total(), 5_000);
+    assert!(pending_slash(&o, bad).unwrap().is_some());
+    assert!(pending_slash(&o, good).unwrap().is_none());
+    // Neither its staking nor its balances events survive; the failure is on record.
+    assert!(!ev
+        .of::<balances::Event>()
+        .iter()
+        .any(|e| matches!(e, balances::Event::Slashed { who, .. } if *who == acc(1))));
+    let events = ev.of::<Event>();
+    assert!(events.contains(&Event::SlashFailed {
+        slash: bad,
+        error: Failure::from(Error::Overflow)
+            .dispatch_error()
+            .cloned()
+            .unwrap(),
+    }));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::Slashed { slash, amount: 50, .. } if *slash == good)));
+    // The queue entry is gone.
+    assert_eq!(SLASH_QUEUE.get(&o, &31).unwrap(), None);
+}

@@ -15,6 +15,14 @@
 //!   of the pallet that raised it) or a storage fault that aborts the block.
 //! * [`Transactional`]: storage with nested transactions (the runtime's overlay), so block
 //!   hooks can process queue items one at a time, each all-or-nothing.
+//! * [`transactional_item`] and [`Rewind`]: how a block hook runs one item of a queue keyed
+//!   by block number. The hook takes the whole queue out of storage first and keeps that
+//!   removal whatever happens; each item then runs in its own nested transaction, and an item
+//!   that fails with a dispatch error has its storage writes *and its events* discarded, the
+//!   hook records the failure with its own event and goes on with the next item. Without
+//!   this, one failing item would roll back the whole hook, the queue's removal included, and
+//!   since the queue is keyed by a block number that never comes again, every item in it
+//!   would be skipped for good. A storage fault still aborts the hook (and the block).
 //! * [`randomness`]: the per-block randomness recorded in `System` storage.
 //! * The protocol's id types.
 
@@ -380,6 +388,45 @@ pub fn transactional<S: Transactional + ?Sized, R>(
     }
 }
 
+/// An event sink whose latest events can be taken back, so that an item that fails inside a
+/// block hook leaves no events behind (its storage writes are rolled back as well).
+pub trait Rewind {
+    /// A mark of the events recorded so far.
+    fn mark(&self) -> usize;
+    /// Drops every event recorded after `mark`.
+    fn rewind(&mut self, mark: usize);
+}
+
+impl<E> Rewind for Vec<E> {
+    fn mark(&self) -> usize {
+        self.len()
+    }
+    fn rewind(&mut self, mark: usize) {
+        self.truncate(mark);
+    }
+}
+
+/// Runs one queue item of a block hook as its own all-or-nothing unit: `f` runs in a nested
+/// transaction (see [`transactional`]); when it fails with a dispatch error (returned as
+/// `Ok(Err(..))`) its writes are rolled back and the events it deposited into `ev` are
+/// dropped. A storage fault propagates.
+pub fn transactional_item<S, E, R>(
+    s: &mut S,
+    ev: &mut E,
+    f: impl FnOnce(&mut S, &mut E) -> Result<R, Failure>,
+) -> Result<Result<R, DispatchError>, StorageError>
+where
+    S: Transactional + ?Sized,
+    E: Rewind + ?Sized,
+{
+    let mark = ev.mark();
+    let result = transactional(s, |s| f(s, &mut *ev));
+    if !matches!(result, Ok(Ok(_))) {
+        ev.rewind(mark);
+    }
+    result
+}
+
 /// The per-block randomness.
 ///
 /// At the start of block `n` the runtime records
@@ -459,6 +506,15 @@ impl Recorder {
     }
 }
 
+impl Rewind for Recorder {
+    fn mark(&self) -> usize {
+        self.events.len()
+    }
+    fn rewind(&mut self, mark: usize) {
+        self.events.truncate(mark);
+    }
+}
+
 impl<E: 'static> Deposit<E> for Recorder {
     fn deposit(&mut self, event: E) {
         self.events.push(Box::new(event));
@@ -507,6 +563,50 @@ mod tests {
         assert_eq!(r, vec![("a", 0), ("b", 0)]);
         let s = shares(&[(1, 2u128), (2, 1)]);
         assert_eq!(s[0].1.parts() + s[1].1.parts(), Perbill::ACCURACY);
+    }
+
+    #[test]
+    fn a_failed_item_drops_its_writes_and_events() {
+        use weft_primitives::storage::{MemoryState, StorageValue};
+        const V: StorageValue<u32> = StorageValue::new("Test", "V");
+        let base = MemoryState::default();
+        let mut o = Overlay::new(&base);
+        let mut ev: Vec<u32> = vec![0];
+        let ok = transactional_item(&mut o, &mut ev, |o, ev| {
+            V.put(o, &1);
+            ev.push(1);
+            Ok(())
+        });
+        assert_eq!(ok, Ok(Ok(())));
+        let failed = transactional_item(&mut o, &mut ev, |o, ev| {
+            V.put(o, &2);
+            ev.push(2);
+            Err::<(), _>(Failure::from_pallet(index::WORK, &DummyError))
+        });
+        assert_eq!(
+            failed.map(|r| r.map_err(|e| e.pallet)),
+            Ok(Err(index::WORK))
+        );
+        assert_eq!(V.get(&o).unwrap(), Some(1));
+        assert_eq!(ev, vec![0, 1]);
+        let fault = transactional_item(&mut o, &mut ev, |o, ev| {
+            V.put(o, &3);
+            ev.push(3);
+            Err::<(), _>(Failure::Storage(StorageError::Backend("gone".into())))
+        });
+        assert!(fault.is_err());
+        assert_eq!(V.get(&o).unwrap(), Some(1));
+        assert_eq!(ev, vec![0, 1]);
+    }
+
+    #[derive(Debug, Clone, Copy, thiserror::Error)]
+    #[error("dummy")]
+    struct DummyError;
+
+    impl PalletError for DummyError {
+        fn index(&self) -> u8 {
+            7
+        }
     }
 
     proptest! {

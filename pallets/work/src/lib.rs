@@ -62,6 +62,14 @@
 //!
 //! Per-block hook work is bounded by the queues keyed by block number: commitments due for
 //! selection in this block and audits whose deadline is this block.
+//!
+//! **One item, one transaction.** A hook takes its queue entry out of storage and keeps that
+//! removal; then each commitment (or audit) is processed in its own nested transaction
+//! (`weft_pallet_support::transactional_item`). One that fails with a dispatch error (state
+//! that should not exist, such as a commitment of an unknown run) has its writes and events
+//! rolled back and is recorded as `SelectionFailed` (it stays `Committed`) or
+//! `AuditCloseFailed` (the audit stays unclosed); the other items go on. It is not retried:
+//! its block's queue entry is gone. A storage fault aborts the hook.
 
 use parity_scale_codec::{Decode, Encode};
 use serde::{Deserialize, Serialize};
@@ -71,11 +79,11 @@ use weft_pallet_runs as runs;
 use weft_pallet_stages as stages;
 use weft_pallet_staking as staking;
 use weft_pallet_support::{
-    emit, index, randomness, CommitmentId, Deposit, Failure, Perbill, Replica, RunId, StageIndex,
-    Step,
+    emit, index, randomness, transactional_item, CommitmentId, Deposit, Failure, Perbill, Replica,
+    Rewind, RunId, StageIndex, Step, Transactional,
 };
 use weft_primitives::storage::{StateReader, Storage, StorageError, StorageMap, StorageValue};
-use weft_primitives::{AccountId, Balance, BlockNumber, Hash};
+use weft_primitives::{AccountId, Balance, BlockNumber, DispatchError, Hash};
 
 /// The pallet's name in storage keys.
 pub const PALLET: &str = "Work";
@@ -344,6 +352,24 @@ pub enum Event {
     StepVoided {
         /// Commitment.
         id: CommitmentId,
+    },
+    /// The selection of a commitment failed in its selection block; its writes and events
+    /// were rolled back and it stays `Committed` (it is not considered again).
+    #[codec(index = 6)]
+    SelectionFailed {
+        /// Commitment.
+        commitment: CommitmentId,
+        /// Why.
+        error: DispatchError,
+    },
+    /// The deadline processing of an audit failed; its writes and events were rolled back
+    /// and the audit stays open (it is not closed again).
+    #[codec(index = 7)]
+    AuditCloseFailed {
+        /// Audit.
+        audit: CommitmentId,
+        /// Why.
+        error: DispatchError,
     },
 }
 
@@ -857,31 +883,43 @@ fn close(
     Ok(())
 }
 
-/// Block start: selection of the commitments due now.
+/// Block start: selection of the commitments due now, each in its own transaction (a
+/// failing one is recorded as [`Event::SelectionFailed`]; see the module docs).
 pub fn on_initialize(
-    s: &mut (impl Storage + ?Sized),
-    ev: &mut impl Sink,
+    s: &mut (impl Transactional + ?Sized),
+    ev: &mut (impl Sink + Rewind),
     now: BlockNumber,
 ) -> Result<(), Failure> {
     if let Some(q) = SELECTION_QUEUE.get(s, &now)? {
         SELECTION_QUEUE.remove(s, &now);
         for id in q {
-            select(s, ev, now, id)?;
+            if let Err(error) = transactional_item(s, ev, |s, ev| select(s, ev, now, id))? {
+                emit(
+                    ev,
+                    Event::SelectionFailed {
+                        commitment: id,
+                        error,
+                    },
+                );
+            }
         }
     }
     Ok(())
 }
 
-/// Block end: audits whose attestation deadline is this block.
+/// Block end: audits whose attestation deadline is this block, each in its own transaction
+/// (a failing one is recorded as [`Event::AuditCloseFailed`]; see the module docs).
 pub fn on_finalize(
-    s: &mut (impl Storage + ?Sized),
-    ev: &mut impl Sink,
+    s: &mut (impl Transactional + ?Sized),
+    ev: &mut (impl Sink + Rewind),
     now: BlockNumber,
 ) -> Result<(), Failure> {
     if let Some(q) = DEADLINES.get(s, &now)? {
         DEADLINES.remove(s, &now);
         for id in q {
-            close(s, ev, now, id)?;
+            if let Err(error) = transactional_item(s, ev, |s, ev| close(s, ev, now, id))? {
+                emit(ev, Event::AuditCloseFailed { audit: id, error });
+            }
         }
     }
     Ok(())

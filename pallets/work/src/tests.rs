@@ -531,3 +531,116 @@ fn unsettled_audits_are_void_and_silent_auditors_slashed() {
     assert_eq!(missed.len(), 2);
     assert!(!missed.contains(&acc(first)));
 }
+
+/// Runs a hook the way the runtime executive does: in one storage transaction, whose writes
+/// and events are dropped when the hook fails with a dispatch error.
+fn as_executive(
+    o: &mut Overlay<'_>,
+    ev: &mut Recorder,
+    hook: impl FnOnce(&mut Overlay<'_>, &mut Recorder) -> Result<(), Failure>,
+) -> Result<(), weft_primitives::DispatchError> {
+    weft_pallet_support::transactional_item(o, ev, |o, ev| hook(o, ev)).unwrap()
+}
+
+/// Makes commitment `id` point at a run that does not exist, so that processing it fails
+/// with `runs::Error::UnknownRun`.
+fn break_commitment(o: &mut Overlay<'_>, id: CommitmentId) {
+    let mut c = commitment(o, id).unwrap().unwrap();
+    c.run = 99;
+    COMMITMENTS.insert(o, &id, &c);
+}
+
+#[test]
+fn a_failing_selection_does_not_block_the_rest_of_the_queue() {
+    let st = world(Perbill::ZERO);
+    let mut o = Overlay::new(&st);
+    let mut ev = Recorder::default();
+    let t0 = trainer_of(&o, 0);
+    let bad = commit_step(&mut o, &mut ev, 1, &t0, 0, 0, 0, 0, roots(1), None).unwrap();
+    let good = commit_step(&mut o, &mut ev, 1, &t0, 0, 0, 0, 1, roots(2), None).unwrap();
+    assert_eq!(SELECTION_QUEUE.get(&o, &3).unwrap(), Some(vec![bad, good]));
+    break_commitment(&mut o, bad);
+    randomness::RANDOMNESS.insert(&mut o, &3, &Hash([3; 32]));
+    ev.clear();
+
+    assert_eq!(
+        as_executive(&mut o, &mut ev, |o, ev| on_initialize(o, ev, 3)),
+        Ok(())
+    );
+
+    // The second commitment was processed (credited), the first one left as it was.
+    assert_eq!(
+        commitment(&o, good).unwrap().unwrap().status,
+        CommitStatus::Credited
+    );
+    assert!(ownership::units(&o, 0, &t0).unwrap() > 0);
+    assert_eq!(
+        commitment(&o, bad).unwrap().unwrap().status,
+        CommitStatus::Committed
+    );
+    // The failure is on record, and the queue entry is gone.
+    let failed: Vec<(CommitmentId, u8)> = ev
+        .of::<Event>()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::SelectionFailed { commitment, error } => Some((commitment, error.pallet)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed, vec![(bad, index::RUNS)]);
+    assert_eq!(SELECTION_QUEUE.get(&o, &3).unwrap(), None);
+}
+
+#[test]
+fn a_failing_audit_close_does_not_block_the_rest_of_the_deadline_queue() {
+    let st = world(Perbill::ONE);
+    let mut o = Overlay::new(&st);
+    let mut ev = Recorder::default();
+    let t0 = trainer_of(&o, 0);
+    let bad = commit_step(&mut o, &mut ev, 1, &t0, 0, 0, 0, 0, roots(1), None).unwrap();
+    let good = commit_step(&mut o, &mut ev, 1, &t0, 0, 0, 0, 1, roots(2), None).unwrap();
+    for n in 2..=3 {
+        block(&mut o, &mut ev, n);
+    }
+    assert!(audit(&o, bad).unwrap().is_some());
+    assert!(audit(&o, good).unwrap().is_some());
+    assert_eq!(DEADLINES.get(&o, &9).unwrap(), Some(vec![bad, good]));
+    break_commitment(&mut o, bad);
+    for n in 4..=8 {
+        block(&mut o, &mut ev, n);
+    }
+    randomness::RANDOMNESS.insert(&mut o, &9, &Hash([9; 32]));
+    on_initialize(&mut o, &mut ev, 9).unwrap();
+    ev.clear();
+
+    assert_eq!(
+        as_executive(&mut o, &mut ev, |o, ev| on_finalize(o, ev, 9)),
+        Ok(())
+    );
+
+    // The second audit was closed (nobody attested: inconclusive, silent auditors slashed).
+    assert!(audit(&o, good).unwrap().unwrap().closed);
+    assert_eq!(
+        commitment(&o, good).unwrap().unwrap().status,
+        CommitStatus::Inconclusive
+    );
+    assert_eq!(
+        ev.of::<staking::Event>()
+            .iter()
+            .filter(|e| matches!(e, staking::Event::OffenceReported { .. }))
+            .count(),
+        3
+    );
+    // The first one is untouched, the failure is on record, and the queue entry is gone.
+    assert!(!audit(&o, bad).unwrap().unwrap().closed);
+    let failed: Vec<(CommitmentId, u8)> = ev
+        .of::<Event>()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::AuditCloseFailed { audit, error } => Some((audit, error.pallet)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed, vec![(bad, index::RUNS)]);
+    assert_eq!(DEADLINES.get(&o, &9).unwrap(), None);
+}

@@ -527,7 +527,7 @@ impl<S: StateSource> ChainView<S> {
             stage,
             replica,
             table: PeerTable {
-                run: Some(u64::from(run)),
+                run: Some(run),
                 stages: peers.into_iter().map(|(_, p)| p).collect(),
                 auditors: Vec::new(),
             },

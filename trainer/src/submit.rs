@@ -105,7 +105,7 @@ impl SubmitJournal {
     pub fn save(&self, data_dir: &Path) -> Result<()> {
         let json = serde_json::to_vec_pretty(self)
             .map_err(|e| Error::Chain(format!("cannot serialise the submit journal: {e}")))?;
-        write_atomic(&Self::path(data_dir), &json)
+        Ok(write_atomic(&Self::path(data_dir), &json)?)
     }
 }
 

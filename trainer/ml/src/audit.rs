@@ -54,15 +54,16 @@
 //! steps with [`Error::Audit`] rather than guessing.
 
 use crate::commit::{loss_value, root_of, root_of_bytes, StepCommitment};
-use crate::config::{ClipScope, ModelConfig, TrainConfig};
+use crate::config::{ModelConfig, TrainConfig};
 use crate::data::Batcher;
 use crate::error::{Error, Result};
 use crate::model::{param_shapes, Stage, StageSpec};
 use crate::optim::Moments;
-use crate::worker::{ForwardOutput, StageWorker, WorkerOptions};
+use crate::schedule::{run_step, Coupling, StepIo};
+use crate::worker::{StageWorker, WorkerOptions};
 use std::collections::BTreeMap;
 use tch::{Kind, Tensor};
-use weft_primitives::step::{Replica, StepItem};
+use weft_primitives::step::{Replica, Step, StepItem};
 use weft_primitives::Hash;
 
 /// Comparison thresholds (see the module docs).
@@ -166,6 +167,7 @@ pub struct Revealed {
 }
 
 impl Revealed {
+    /// The canonical bytes of `item`; an error if it was not revealed.
     pub fn get(&self, item: StepItem) -> Result<&[u8]> {
         self.items
             .get(&item)
@@ -286,16 +288,8 @@ pub struct Continuity {
 /// configuration, libtorch failure), which is not the trainer's fault.
 pub fn recompute(job: &AuditJob<'_>, reveal: &Revealed) -> Result<AuditOutcome> {
     let (model, train, spec, c) = (job.model, job.train, job.spec, job.commitment);
-    if model.tied_embeddings && spec.n_stages > 1 && (spec.is_first() || spec.is_last()) {
-        return Err(Error::Audit(
-            "tied embeddings across stages: the update depends on the other holder's gradient"
-                .into(),
-        ));
-    }
-    if train.clip_scope == ClipScope::Global && spec.n_stages > 1 {
-        return Err(Error::Audit(
-            "global clipping: the update depends on every stage's gradient norm".into(),
-        ));
+    if let Some(why) = Coupling::of(model, train, spec).unauditable_reason() {
+        return Err(Error::Audit(why.into()));
     }
     // The reveal must be what was committed.
     for item in needed_items(spec) {
@@ -423,28 +417,27 @@ pub fn recompute(job: &AuditJob<'_>, reveal: &Revealed) -> Result<AuditOutcome> 
         }
     };
 
-    worker.begin_step(c.step)?;
-    let mut outputs: Vec<Vec<f32>> = Vec::new();
-    let mut losses = Vec::new();
-    for mu in 0..m {
-        let input = inputs.as_ref().map(|v| &v[mu]);
-        match worker.forward(mu, input)? {
-            ForwardOutput::Activations(a) => outputs.push(tensor_f32s(&a)?),
-            ForwardOutput::Loss(l) => {
-                losses.push(l);
-                outputs.push(vec![l as f32]);
-            }
-        }
-    }
-    let mut in_grads: Vec<Vec<f32>> = Vec::new();
-    for mu in (0..m).rev() {
-        // Output gradients are stored in the order received: M-1 down to 0.
-        let g = out_grads.as_ref().map(|v| &v[m - 1 - mu]);
-        if let Some(ig) = worker.backward(mu, g)? {
-            in_grads.push(tensor_f32s(&ig)?);
-        }
-    }
-    let report = worker.finish_step(None)?;
+    let mut io = RevealIo {
+        inputs,
+        output_grads: out_grads,
+    };
+    let report = run_step(&mut worker, c.step, &mut io)?;
+    let record = report
+        .record
+        .as_ref()
+        .ok_or_else(|| Error::Audit("the recomputation kept no record".into()))?;
+    // Outputs in micro-batch order (activations, or each micro-batch's loss); input
+    // gradients in the order they were sent back, M-1 down to 0.
+    let outputs = record
+        .outputs
+        .iter()
+        .map(tensor_f32s)
+        .collect::<Result<Vec<_>>>()?;
+    let in_grads = record
+        .input_grads
+        .iter()
+        .map(tensor_f32s)
+        .collect::<Result<Vec<_>>>()?;
 
     let tol = &job.tolerance;
     let mut checks = Vec::new();
@@ -560,3 +553,44 @@ pub fn recompute(job: &AuditJob<'_>, reveal: &Revealed) -> Result<AuditOutcome> 
     })
 }
 
+/// A step's I/O from a reveal: the revealed inputs and output gradients, already cut into
+/// one tensor per micro-batch. What the recomputation sends is kept in the worker's record
+/// and compared afterwards; a step coupled to other stages is refused before it runs.
+struct RevealIo {
+    inputs: Option<Vec<Tensor>>,
+    output_grads: Option<Vec<Tensor>>,
+}
+
+fn revealed(tensors: &Option<Vec<Tensor>>, index: usize, what: &str) -> Result<Tensor> {
+    tensors
+        .as_ref()
+        .and_then(|v| v.get(index))
+        .map(Tensor::shallow_clone)
+        .ok_or_else(|| Error::Audit(format!("no revealed {what} for micro-batch {index}")))
+}
+
+impl StepIo for RevealIo {
+    fn recv_activation(&mut self, _step: Step, micro: usize) -> Result<Tensor> {
+        revealed(&self.inputs, micro, "input")
+    }
+    fn send_activation(&mut self, _: Step, _: usize, _: &Tensor) -> Result<()> {
+        Ok(())
+    }
+    fn recv_output_grad(&mut self, _step: Step, micro: usize) -> Result<Tensor> {
+        // Output gradients are stored in the order received: M-1 down to 0.
+        let n = self.output_grads.as_ref().map_or(0, Vec::len);
+        let index = n
+            .checked_sub(1 + micro)
+            .ok_or_else(|| Error::Audit(format!("no revealed gradient for micro-batch {micro}")))?;
+        revealed(&self.output_grads, index, "output gradient")
+    }
+    fn send_input_grad(&mut self, _: Step, _: usize, _: &Tensor) -> Result<()> {
+        Ok(())
+    }
+    fn exchange_shared_grad(&mut self, _: Step, _: &Tensor) -> Result<Tensor> {
+        Err(Error::Audit("a shared embedding cannot be audited alone".into()))
+    }
+    fn global_sq_sum(&mut self, _: Step, _: f64) -> Result<f64> {
+        Err(Error::Audit("global clipping cannot be audited alone".into()))
+    }
+}

@@ -102,8 +102,14 @@ pub trait StepIo {
     fn send_input_grad(&mut self, step: Step, micro: usize, grad: &Tensor) -> Result<()>;
     /// Tied embeddings: gives this holder's embedding gradient, returns the other holder's.
     fn exchange_shared_grad(&mut self, step: Step, own: &Tensor) -> Result<Tensor>;
-    /// Global clipping: gives this stage's Σ‖g‖², returns every stage's, indexed by stage.
-    fn exchange_sq_sums(&mut self, step: Step, own: f64) -> Result<Vec<f64>>;
+    /// Global clipping: gives this stage's Σ‖g‖², returns the sum over all stages (added
+    /// up with [`sum_in_stage_order`], so every stage gets bitwise the same total).
+    fn global_sq_sum(&mut self, step: Step, own: f64) -> Result<f64>;
+}
+
+/// The global Σ‖g‖² from every stage's, indexed by stage: added in stage order from 0.0.
+pub fn sum_in_stage_order(sums: &[f64]) -> f64 {
+    sums.iter().fold(0.0f64, |total, s| total + s)
 }
 
 /// Runs step `step` of `worker` over `io` (the schedule of the module docs) and returns the
@@ -147,15 +153,7 @@ pub fn run_step(worker: &mut StageWorker, step: Step, io: &mut dyn StepIo) -> Re
         worker.set_shared_grad(&sum)?;
     }
     let global = if coupling.global_clip {
-        let sums = io.exchange_sq_sums(step, worker.grad_sq_sum()?)?;
-        if sums.len() != spec.n_stages {
-            return Err(Error::StepIo(format!(
-                "{} sums of squares for {} stages",
-                sums.len(),
-                spec.n_stages
-            )));
-        }
-        Some(sums.iter().fold(0.0f64, |total, s| total + s))
+        Some(io.global_sq_sum(step, worker.grad_sq_sum()?)?)
     } else {
         None
     };
@@ -217,7 +215,7 @@ impl StepIo for ChannelIo {
         send(&self.shared_out, own, "the shared gradient")?;
         recv(&self.shared_in, "the shared gradient")
     }
-    fn exchange_sq_sums(&mut self, _step: Step, own: f64) -> Result<Vec<f64>> {
+    fn global_sq_sum(&mut self, _step: Step, own: f64) -> Result<f64> {
         for tx in &self.sq_out {
             tx.send((self.stage, own))
                 .map_err(|_| Error::StepIo("a stage stopped before the global norm".into()))?;
@@ -232,7 +230,7 @@ impl StepIo for ChannelIo {
                 .ok_or_else(|| Error::StepIo(format!("a sum of squares from stage {from}")))?;
             *slot = s;
         }
-        Ok(sums)
+        Ok(sum_in_stage_order(&sums))
     }
 }
 

@@ -3,18 +3,17 @@
 //! processes on loopback relative to one.
 
 use anyhow::Context;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 use tch::Device;
-use weft_trainer::ml::config::{DeviceSpec, ModelConfig, TrainConfig};
 use weft_trainer::ml::data::{Batcher, Synthetic};
-use weft_trainer::ml::schedule::{build_workers, run_step_in_process_detailed};
-use weft_trainer::ml::worker::{StageWorker, WorkerOptions};
-use weft_trainer::service::{open_data, parse_seed};
+use weft_trainer::ml::schedule::run_step_in_process_detailed;
+use weft_trainer::ml::worker::StageWorker;
 use super::local::{make_workers, sync};
+use super::pipeline::peer_id_of;
 use super::model_args::ModelArgs;
 
+/// Seconds one step of `workers` takes.
 fn time_step(workers: &mut [StageWorker], step: u64, device: Device) -> anyhow::Result<f64> {
     sync(device);
     let t0 = Instant::now();

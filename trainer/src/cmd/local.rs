@@ -3,14 +3,13 @@
 
 use anyhow::Context;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Instant;
 use tch::Device;
-use weft_trainer::ml::config::{DeviceSpec, ModelConfig, TrainConfig};
-use weft_trainer::ml::data::{Batcher, Synthetic};
+use weft_trainer::ml::config::{ModelConfig, TrainConfig};
+use weft_trainer::ml::data::Batcher;
 use weft_trainer::ml::schedule::{build_workers, run_step_in_process_detailed};
 use weft_trainer::ml::worker::{StageWorker, WorkerOptions};
-use weft_trainer::service::{open_data, parse_seed};
+use weft_trainer::service::open_data;
 use super::model_args::ModelArgs;
 
 pub fn sync(device: Device) {
@@ -100,10 +99,10 @@ pub fn local_train(
                     println!(
                         "    stage {} weights {} → {}  in {}  out {}",
                         r.stage,
-                        c.weights_before.to_hex(),
-                        c.weights_after.to_hex(),
-                        c.inputs.to_hex(),
-                        c.outputs.to_hex()
+                        c.roots.weights_before.to_hex(),
+                        c.roots.weights_after.to_hex(),
+                        c.roots.inputs.to_hex(),
+                        c.roots.outputs.to_hex()
                     );
                 }
             }
@@ -116,5 +115,3 @@ pub fn local_train(
     }
     Ok(())
 }
-
-/// Seconds one step of `workers` takes.

@@ -1,15 +1,8 @@
 //! The model and training flags shared by `local-train`, `pipeline` and `bench`.
 
-use anyhow::Context;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Instant;
 use tch::Device;
 use weft_trainer::ml::config::{DeviceSpec, ModelConfig, TrainConfig};
-use weft_trainer::ml::data::{Batcher, Synthetic};
-use weft_trainer::ml::schedule::{build_workers, run_step_in_process_detailed};
-use weft_trainer::ml::worker::{StageWorker, WorkerOptions};
-use weft_trainer::service::{open_data, parse_seed};
 use clap::Args;
 
 #[derive(Debug, Args)]

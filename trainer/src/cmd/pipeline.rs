@@ -4,11 +4,7 @@
 use anyhow::Context;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
-use tch::Device;
-use weft_trainer::ml::config::{DeviceSpec, ModelConfig, TrainConfig};
-use weft_trainer::ml::data::{Batcher, Synthetic};
-use weft_trainer::ml::schedule::{build_workers, run_step_in_process_detailed};
+use weft_trainer::ml::data::Batcher;
 use weft_trainer::ml::worker::{StageWorker, WorkerOptions};
 use weft_trainer::service::{open_data, parse_seed};
 use super::model_args::ModelArgs;
@@ -39,10 +35,10 @@ pub struct PipelineArgs {
     steps: u64,
     /// The run id.
     #[arg(long, default_value_t = 0)]
-    run: u64,
+    run: weft_primitives::step::RunId,
     /// This trainer's replica of the stage.
     #[arg(long, default_value_t = 0)]
-    replica: u32,
+    replica: weft_primitives::step::Replica,
     /// 32-byte ed25519 secret seed, hex (default: `<data-dir>/node-key`, created at random).
     #[arg(long)]
     key_seed: Option<String>,

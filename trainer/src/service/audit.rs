@@ -2,8 +2,9 @@
 //! for audit (`weft_ml::audit`), after fetching their reveals chunk by chunk
 //! (`weft_stage_net::reveal_fetch`), and attests each verdict with a BLS signature.
 
-use super::{derive_p2p_seed, listen_with_retry, parse_seed, Heads};
-use crate::chain::{self, ChainView, NodeState};
+use super::train::open_batcher;
+use super::{derive_p2p_seed, Heads};
+use crate::chain::{self, ChainView, NodeState, RunSetup};
 use anyhow::{bail, Context};
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -15,7 +16,7 @@ use weft_ml::commit::StepCommitment;
 use weft_ml::config::DeviceSpec;
 use weft_ml::data::Batcher;
 use weft_ml::model::StageSpec;
-use weft_primitives::{AccountId, Keypair};
+use weft_primitives::{AccountId, Header, Keypair};
 use weft_runtime::RuntimeCall;
 use weft_stage_net::reveal_fetch::{self, RevealFailure};
 

@@ -9,7 +9,6 @@ use crate::stage;
 use crate::submit::{SlotId, Submitter, SyncState};
 use crate::Error as TrainerError;
 use anyhow::{bail, Context};
-use std::collections::{BTreeSet, HashMap};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
@@ -171,7 +170,7 @@ pub fn apply_train_file(args: &mut TrainArgs, matches: &clap::ArgMatches) -> any
     Ok(())
 }
 
-fn open_batcher(setup: &RunSetup, data: &str) -> anyhow::Result<Batcher> {
+pub(super) fn open_batcher(setup: &RunSetup, data: &str) -> anyhow::Result<Batcher> {
     let source = open_data(data, setup.model.seed)?;
     Ok(Batcher::new(
         source,

@@ -35,22 +35,26 @@
 //! (verifying that each replay reproduces the stored commitment), and asks its partners to
 //! `Resend` what they sent it from the next step on. At the end each stage sends `Done` and
 //! waits for its partners' `Done`, so nobody leaves while a partner may still need a resend.
+mod net_io;
+mod replay;
+
+pub use replay::{checkpoint_path, resume, Resumed};
+
 use crate::error::{Error, Result};
-use std::path::{Path, PathBuf};
+use net_io::NetIo;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use weft_ml::checkpoint;
 use weft_ml::commit::{canonical_bytes, StepCommitment, StepItem};
-use weft_ml::config::ClipScope;
-use weft_ml::worker::{ForwardOutput, StageWorker};
-use weft_ml::tensor::{f32_slice, from_wire, to_wire};
+use weft_ml::schedule::run_step;
+use weft_ml::worker::StageWorker;
 use weft_p2p::{InboundRequest, Network};
-use weft_primitives::step::{Replica, RunId, StageIndex, Step};
+use weft_primitives::step::{Replica, RunId, Step};
 use weft_stage_net::access::RevealAccess;
 use weft_stage_net::journal::Journal;
-use weft_stage_net::link::{LinkConfig, RetryPolicy, Slot, StageLink, StageShape};
-use weft_stage_net::recovery;
+use weft_stage_net::link::{LinkConfig, RetryPolicy, StageLink, StageShape};
 use weft_stage_net::store::{StepAux, StepBytes, TensorStore};
 use weft_stage_net::topology::PeerTable;
 use weft_stage_net::wire::{Limits, Request};
@@ -116,123 +120,6 @@ pub struct Summary {
     pub bytes_received: u64,
 }
 
-/// Where a restarted stage stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Resumed {
-    /// The next step to train.
-    pub next_step: u64,
-    /// The step the checkpoint continued from.
-    pub checkpoint_step: u64,
-    /// Steps recomputed from the store after the checkpoint.
-    pub replayed: u64,
-    /// Whether a journal was found (the stage had committed before).
-    pub had_journal: bool,
-}
-
-/// The checkpoint file of a stage's data directory.
-pub fn checkpoint_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("checkpoint.safetensors")
-}
-
-/// Restores `worker` to the state after its last committed step: loads the checkpoint (if
-/// any), then recomputes each journaled step after it from the tensor store
-/// ([`weft_stage_net::recovery`]), checking that the recomputation reproduces the stored
-/// commitment bit for bit.
-pub fn resume(
-    worker: &mut StageWorker,
-    data_dir: &Path,
-    store: &TensorStore,
-    run: RunId,
-) -> Result<Resumed> {
-    let ck = checkpoint_path(data_dir);
-    let checkpoint_step = if ck.exists() {
-        checkpoint::load(worker, &ck)?
-    } else {
-        0
-    };
-    let spec = worker.stage().spec();
-    let plan = recovery::plan(data_dir, run, spec.stage, spec.n_stages, checkpoint_step)?;
-    for step in plan.replay.clone() {
-        replay_step(worker, store, step)?;
-    }
-    let replayed = plan.replay.end - plan.replay.start;
-    if replayed > 0 {
-        tracing::info!(
-            from = plan.replay.start,
-            to = plan.replay.end - 1,
-            "replayed committed steps from the store"
-        );
-    }
-    Ok(Resumed {
-        next_step: plan.next_step,
-        checkpoint_step,
-        replayed,
-        had_journal: plan.had_journal,
-    })
-}
-
-/// Recomputes step `step` from the stored inputs and gradients.
-fn replay_step(worker: &mut StageWorker, store: &TensorStore, step: Step) -> Result<()> {
-    let stored = store.commitment(step)?;
-    let aux = store.aux(step)?;
-    let spec = worker.stage().spec();
-    let m = worker.micro_batches();
-    let shape = worker.stage().input_shape(
-        worker.train_config().micro_batch_size,
-        worker.stage().config().seq_len,
-    );
-    let inputs = if spec.is_first() {
-        Vec::new()
-    } else {
-        store.item(step, StepItem::Inputs)?
-    };
-    let grads = if spec.is_last() {
-        Vec::new()
-    } else {
-        store.item(step, StepItem::OutputGrads)?
-    };
-    worker.begin_step(step)?;
-    for micro in 0..m {
-        let input = if spec.is_first() {
-            None
-        } else {
-            Some(f32_slice(&inputs, micro, &shape)?)
-        };
-        worker.forward(micro, input.as_ref())?;
-    }
-    for micro in (0..m).rev() {
-        // Gradients are stored in the order they were received: M-1 down to 0.
-        let g = if spec.is_last() {
-            None
-        } else {
-            Some(f32_slice(&grads, m - 1 - micro, &shape)?)
-        };
-        worker.backward(micro, g.as_ref())?;
-    }
-    if let Some(own) = worker.shared_grad()? {
-        let theirs = aux
-            .shared_grad_other
-            .as_ref()
-            .ok_or_else(|| Error::Replay(format!("step {step}: no stored shared gradient")))?;
-        let theirs = from_wire(theirs)?.f_to_device(own.device())?;
-        let sum = if spec.is_first() {
-            own.f_add(&theirs)?
-        } else {
-            theirs.f_add(&own)?
-        };
-        worker.set_shared_grad(&sum)?;
-    }
-    let global = aux.global_sq_sum_bits.map(f64::from_bits);
-    let report = worker.finish_step(global)?;
-    if report.commitment.as_ref() != Some(&stored) {
-        return Err(Error::Replay(format!(
-            "replaying step {step} does not reproduce its stored commitment (non-deterministic \
-             compute?); checkpoint every step on this device"
-        )));
-    }
-    Ok(())
-}
-
 /// Called on the training thread after each step is stored and journaled, with its
 /// commitment; an error stops the stage (the step stays committed locally).
 pub type AfterStep = Box<dyn FnMut(&StepCommitment) -> Result<()> + Send>;
@@ -264,105 +151,31 @@ impl Ctx {
     ) -> Result<(Option<f64>, Step, StepCommitment)> {
         let sh = &self.link;
         let (k, n) = (sh.shape().stage, sh.shape().n_stages);
-        let m = sh.shape().micro_batches;
         let run = self.cfg.run;
-        let me = sh.stage_id();
         let timeout = self.cfg.peer_timeout;
         sh.set_current(step);
         let moments = |w: &StageWorker| -> Result<Vec<u8>> {
-            canonical_bytes(w.optimizer().moments().iter().flat_map(|s| [&s.m, &s.v]))
+            Ok(canonical_bytes(
+                w.optimizer().moments().iter().flat_map(|s| [&s.m, &s.v]),
+            )?)
         };
-        let weights = |w: &StageWorker| canonical_bytes(w.stage().params().iter().map(|(_, t)| t));
+        let weights = |w: &StageWorker| -> Result<Vec<u8>> {
+            Ok(canonical_bytes(w.stage().params().iter().map(|(_, t)| t))?)
+        };
         // The previous step's store entry holds the "before" bytes (hard-linked); compute them
         // only when it is missing (the first step of a process).
         let before = match step.checked_sub(1) {
             Some(p) if self.store.has(p) => None,
             _ => Some((weights(worker)?, moments(worker)?)),
         };
-        worker.begin_step(step)?;
-        for micro in 0..m {
-            let input = if k == 0 {
-                None
-            } else {
-                let t = sh.wait_tensor(step, Slot::Forward(micro as u32), timeout)?;
-                Some(from_wire(&t)?)
-            };
-            if let ForwardOutput::Activations(a) = worker.forward(micro, input.as_ref())? {
-                let req = Request::Forward {
-                    run,
-                    step,
-                    micro: micro as u32,
-                    from_stage: me,
-                    tensor: to_wire(&a)?,
-                };
-                sh.send(k + 1, step, &req);
-            }
-        }
-        for micro in (0..m).rev() {
-            let g = if k + 1 == n {
-                None
-            } else {
-                let t = sh.wait_tensor(step, Slot::Backward(micro as u32), timeout)?;
-                Some(from_wire(&t)?)
-            };
-            if let Some(ig) = worker.backward(micro, g.as_ref())? {
-                let req = Request::Backward {
-                    run,
-                    step,
-                    micro: micro as u32,
-                    from_stage: me,
-                    tensor: to_wire(&ig)?,
-                };
-                sh.send(k - 1, step, &req);
-            }
-        }
-        let mut aux = StepAux::default();
-        if let Some(own) = worker.shared_grad()? {
-            let other = if k == 0 { n - 1 } else { 0 };
-            let req = Request::SharedGrad {
-                run,
-                step,
-                from_stage: me,
-                tensor: to_wire(&own)?,
-            };
-            sh.send(other, step, &req);
-            let theirs_w = sh.wait_tensor(step, Slot::SharedGrad, timeout)?;
-            let theirs = from_wire(&theirs_w)?.f_to_device(own.device())?;
-            let sum = if k == 0 {
-                own.f_add(&theirs)?
-            } else {
-                theirs.f_add(&own)?
-            };
-            worker.set_shared_grad(&sum)?;
-            aux.shared_grad_other = Some(theirs_w);
-        }
-        let global = if sh.shape().global_clip {
-            let own = worker.grad_sq_sum()?;
-            for s in (0..n).filter(|&s| s != k) {
-                let req = Request::GradSqSum {
-                    run,
-                    step,
-                    from_stage: me,
-                    bits: own.to_bits(),
-                };
-                sh.send(s, step, &req);
-            }
-            let mut total = 0.0f64;
-            for s in 0..n {
-                total += if s == k {
-                    own
-                } else {
-                    let from = StageIndex::try_from(s)
-                        .map_err(|_| Error::Config(format!("stage {s} out of range")))?;
-                    f64::from_bits(sh.wait_scalar(step, Slot::GradSq(from), timeout)?)
-                };
-            }
-            aux.global_sq_sum_bits = Some(total.to_bits());
-            Some(total)
-        } else {
-            None
+        let mut io = NetIo {
+            link: sh,
+            run,
+            timeout,
+            aux: StepAux::default(),
         };
-        let report = worker.finish_step(global)?;
+        let report = run_step(worker, step, &mut io)?;
+        let aux = io.aux;
         let mut commitment = report
             .commitment
             .ok_or_else(|| Error::Config("the worker does not commit".into()))?;
@@ -558,14 +371,16 @@ pub async fn run_stage_with(
     let store = TensorStore::open(&cfg.data_dir, cfg.retention)?;
     let model = worker.stage().config();
     let train = worker.train_config();
+    let coupling = worker.coupling();
     let shape = StageShape {
         stage: spec.stage,
         n_stages: spec.n_stages,
         micro_batches: worker.micro_batches(),
         activation: vec![train.micro_batch_size, model.seq_len, model.d_model],
-        shared: (model.tied_embeddings && spec.n_stages > 1 && (spec.is_first() || spec.is_last()))
+        shared: coupling
+            .shared_embedding
             .then(|| vec![model.vocab_size, model.d_model]),
-        global_clip: train.clip_scope == ClipScope::Global && spec.n_stages > 1,
+        global_clip: coupling.global_clip,
     };
     let current = Journal::read(&cfg.data_dir)?.map_or(0, |j| j.last_committed + 1);
     let link = StageLink::start(

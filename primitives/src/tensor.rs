@@ -92,7 +92,6 @@ impl DType {
     pub fn is_float(self) -> bool {
         !matches!(self, DType::I64)
     }
-
 }
 
 impl Encode for DType {
@@ -297,7 +296,6 @@ impl WireTensor {
             })
         }
     }
-
 }
 
 #[cfg(test)]
@@ -348,10 +346,15 @@ mod tests {
 
     #[test]
     fn chunks_verify_against_their_root() {
-        let bytes: Vec<u8> = (0..(2 * CHUNK_SIZE + 10)).map(|i| (i % 251) as u8).collect();
+        let bytes: Vec<u8> = (0..(2 * CHUNK_SIZE + 10))
+            .map(|i| (i % 251) as u8)
+            .collect();
         let leaves: Vec<Hash> = bytes.chunks(CHUNK_SIZE).map(merkle::leaf_hash).collect();
         let root = root_of_bytes(&bytes);
-        assert_eq!(root, merkle::root(&bytes.chunks(CHUNK_SIZE).collect::<Vec<_>>()));
+        assert_eq!(
+            root,
+            merkle::root(&bytes.chunks(CHUNK_SIZE).collect::<Vec<_>>())
+        );
         for (i, chunk) in bytes.chunks(CHUNK_SIZE).enumerate() {
             let proof = merkle::prove(&leaves, i).unwrap();
             assert!(verify_chunk(&root, chunk, &proof));

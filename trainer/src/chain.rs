@@ -55,11 +55,10 @@
 //! attestation.
 
 use crate::error::{Error, Result};
-use weft_ml::audit::Tolerance;
-use weft_ml::config::{ModelConfig, TrainConfig};
-use weft_stage_net::topology::{PeerTable, StagePeer};
 use parity_scale_codec::{Decode, Encode};
 use std::future::Future;
+use weft_ml::audit::Tolerance;
+use weft_ml::config::{ModelConfig, TrainConfig};
 use weft_p2p::{Address, PeerId};
 use weft_pallet_runs::{RunInfo, RunStatus};
 use weft_pallet_staking::TrainerInfo;
@@ -67,6 +66,7 @@ use weft_pallet_support::{CommitmentId, Replica, RunId, StageIndex};
 use weft_pallet_work::{Audit, Commitment};
 use weft_primitives::storage::{MemoryState, StorageMap, StorageValue};
 use weft_primitives::{blake3_256, AccountId, Hash};
+use weft_stage_net::topology::{PeerTable, StagePeer};
 
 pub use weft_pallet_runs as runs;
 pub use weft_pallet_stages as stages;

@@ -24,16 +24,16 @@
 //! training (the trainer lost its slot).
 
 use crate::error::{Error, Result};
-use weft_ml::commit::StepCommitment;
-use weft_stage_net::files::write_atomic;
-use weft_stage_net::store::TensorStore;
 use parity_scale_codec::{Decode, Encode};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use weft_cli::{Client, ClientError, SubmitOptions, WaitFor};
+use weft_ml::commit::StepCommitment;
 use weft_pallet_support::{Replica, RunId, StageIndex};
 use weft_primitives::{Era, Keypair};
 use weft_runtime::{Extrinsic, RuntimeCall};
+use weft_stage_net::files::write_atomic;
+use weft_stage_net::store::TensorStore;
 
 /// The slot a trainer commits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

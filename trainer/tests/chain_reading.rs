@@ -155,7 +155,7 @@ async fn trainer_state_from_unregistered_to_ready() {
         panic!("not ready");
     };
     assert_eq!((stage, replica), (1, 0));
-    assert_eq!(table.run, Some(u64::from(RUN)));
+    assert_eq!(table.run, Some(RUN));
     assert_eq!(table.stages.len(), 2);
     assert_eq!(table.stages[0].peer_id, peer(2));
     assert_eq!(table.stages[1].peer_id, peer(1));

@@ -14,14 +14,16 @@ use weft_trainer::ml::checkpoint;
 use weft_trainer::ml::commit::verify_chunk;
 use weft_trainer::ml::config::{ClipScope, ModelConfig, TrainConfig};
 use weft_trainer::ml::data::{Batcher, Synthetic};
+use weft_trainer::ml::schedule::{
+    build_workers, run_step_in_process, run_step_in_process_detailed,
+};
+use weft_trainer::ml::worker::{ForwardOutput, StageWorker, WorkerOptions};
 use weft_trainer::net::link::RetryPolicy;
 use weft_trainer::net::topology::{PeerTable, StagePeer};
-use weft_trainer::stage::{run_stage, NodeConfig};
-use weft_trainer::ml::schedule::{build_workers, run_step_in_process, run_step_in_process_detailed};
-use weft_trainer::ml::worker::{ForwardOutput, StageWorker, WorkerOptions};
 use weft_trainer::net::wire::{
-    decode_response, ErrorCode, Limits, Request, Response, StepItem, RevealRequest, WireTensor,
+    decode_response, ErrorCode, Limits, Request, Response, RevealRequest, StepItem, WireTensor,
 };
+use weft_trainer::stage::{run_stage, NodeConfig};
 
 const BIN: &str = env!("CARGO_BIN_EXE_weft-trainer");
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -433,7 +435,7 @@ async fn bad_neighbours_are_refused_and_reveals_go_to_auditors_only() {
     stage0.begin_step(0).unwrap();
     let acts: Vec<WireTensor> = (0..train.micro_batches)
         .map(|m| match stage0.forward(m, None).unwrap() {
-            ForwardOutput::Activations(a) => WireTensor::from_tensor(&a).unwrap(),
+            ForwardOutput::Activations(a) => weft_trainer::ml::tensor::to_wire(&a).unwrap(),
             ForwardOutput::Loss(_) => unreachable!(),
         })
         .collect();
@@ -504,13 +506,14 @@ async fn bad_neighbours_are_refused_and_reveals_go_to_auditors_only() {
     let (got_tx, mut got_rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Some(req) = fake0_in.recv().await {
-            let r = weft_trainer::net::wire::decode_request(&req.request, &Limits::default()).unwrap();
+            let r =
+                weft_trainer::net::wire::decode_request(&req.request, &Limits::default()).unwrap();
             let _ = got_tx.send(r);
             let _ = req.reply.send(Response::Ack.encode());
         }
     });
 
-    let fwd = |run: u64, step: u64, micro: u32, from_stage: u32, tensor: WireTensor| {
+    let fwd = |run: u32, step: u64, micro: u32, from_stage: u16, tensor: WireTensor| {
         Request::Forward {
             run,
             step,
@@ -629,7 +632,7 @@ async fn bad_neighbours_are_refused_and_reveals_go_to_auditors_only() {
     // intruder is refused.
     let mut chunks = 0;
     for item in StepItem::ALL {
-        let root = item.root(&ref_commitment);
+        let root = ref_commitment.roots.get(item);
         let mut i = 0u32;
         loop {
             let req = Request::Reveal(RevealRequest {
@@ -699,20 +702,29 @@ async fn bad_neighbours_are_refused_and_reveals_go_to_auditors_only() {
     )
     .await
     .is_err());
-    weft_trainer::net::reveal_fetch::send_hello(&validator, &node_peer, (7, 1), validator_account, &bls_sk)
-        .await
-        .unwrap();
-    let spec = weft_trainer::ml::model::StageSpec::new(1, 2).unwrap();
-    let reveal = weft_trainer::net::reveal_fetch::fetch_reveal(
+    weft_trainer::net::reveal_fetch::send_hello(
         &validator,
         &node_peer,
-        (7, 1, 0),
-        spec,
-        &ref_commitment,
-        Instant::now() + Duration::from_secs(30),
+        (7, 1),
+        validator_account,
+        &bls_sk,
     )
     .await
     .unwrap();
+    let spec = weft_trainer::ml::model::StageSpec::new(1, 2).unwrap();
+    let items = weft_trainer::ml::audit::needed_items(spec);
+    let reveal = weft_trainer::ml::audit::Revealed {
+        items: weft_trainer::net::reveal_fetch::fetch_reveal(
+            &validator,
+            &node_peer,
+            (7, 1, 0),
+            &items,
+            &ref_commitment,
+            Instant::now() + Duration::from_secs(30),
+        )
+        .await
+        .unwrap(),
+    };
     let job = weft_trainer::ml::audit::AuditJob {
         model: &model,
         train: &train,
@@ -728,18 +740,21 @@ async fn bad_neighbours_are_refused_and_reveals_go_to_auditors_only() {
     assert!(outcome.pass, "{:?}", outcome.failure);
     // A reveal checked against other roots fails at the first chunk.
     let mut other = ref_commitment.clone();
-    other.weights_after = weft_primitives::Hash([9; 32]);
+    other.roots.weights_after = weft_primitives::Hash([9; 32]);
     let bad = weft_trainer::net::reveal_fetch::fetch_reveal(
         &validator,
         &node_peer,
         (7, 1, 0),
-        spec,
+        &items,
         &other,
         Instant::now() + Duration::from_secs(30),
     )
     .await;
     assert!(
-        matches!(bad, Err(weft_trainer::net::reveal_fetch::RevealFailure::Mismatch(_))),
+        matches!(
+            bad,
+            Err(weft_trainer::net::reveal_fetch::RevealFailure::Mismatch(_))
+        ),
         "{bad:?}"
     );
 

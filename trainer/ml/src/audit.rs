@@ -588,9 +588,13 @@ impl StepIo for RevealIo {
         Ok(())
     }
     fn exchange_shared_grad(&mut self, _: Step, _: &Tensor) -> Result<Tensor> {
-        Err(Error::Audit("a shared embedding cannot be audited alone".into()))
+        Err(Error::Audit(
+            "a shared embedding cannot be audited alone".into(),
+        ))
     }
     fn global_sq_sum(&mut self, _: Step, _: f64) -> Result<f64> {
-        Err(Error::Audit("global clipping cannot be audited alone".into()))
+        Err(Error::Audit(
+            "global clipping cannot be audited alone".into(),
+        ))
     }
 }

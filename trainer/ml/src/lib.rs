@@ -36,5 +36,4 @@ pub mod schedule;
 pub mod tensor;
 pub mod worker;
 
-
 pub use error::{Error, Result};

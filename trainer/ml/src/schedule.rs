@@ -60,9 +60,7 @@ impl Coupling {
     pub fn of(model: &ModelConfig, train: &TrainConfig, spec: StageSpec) -> Self {
         let cut = spec.n_stages > 1;
         Coupling {
-            shared_embedding: model.tied_embeddings
-                && cut
-                && (spec.is_first() || spec.is_last()),
+            shared_embedding: model.tied_embeddings && cut && (spec.is_first() || spec.is_last()),
             global_clip: train.clip_scope == ClipScope::Global && cut,
         }
     }

@@ -55,7 +55,9 @@
 //! # Dropout
 //!
 //! With dropout, each forward call reseeds libtorch's generator from
-//! `(run seed, step, micro-batch, stage)` so a recomputation draws the same masks.
+//! `(run seed, step, micro-batch, stage)` so a recomputation draws the same masks. The
+//! generator is process-wide, so a reseeded forward pass holds a lock: stages on threads of
+//! one process (the in-process pipeline) then draw exactly what separate processes would.
 
 use crate::commit::{committed_loss, root_of, StepCommitment, StepRoots};
 use crate::config::TrainConfig;
@@ -67,6 +69,10 @@ use crate::schedule::Coupling;
 use tch::{Kind, Tensor};
 use weft_primitives::step::Replica;
 use weft_primitives::Hash;
+
+/// Held while a forward pass reseeds libtorch's process-wide generator and draws dropout
+/// masks from it.
+static GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Options of a worker.
 #[derive(Debug, Clone, Copy, Default)]
@@ -413,6 +419,10 @@ impl StageWorker {
                 .f_to_kind(Kind::Float)?
                 .f_set_requires_grad(true)?
         };
+        // libtorch's generator is one per process: the reseed and the forward pass that draws
+        // from it must not interleave with another stage's (stages on threads of one process).
+        let _generator = (cfg.dropout > 0.0 && self.stage.train)
+            .then(|| GENERATOR.lock().unwrap_or_else(|e| e.into_inner()));
         if cfg.dropout > 0.0 && self.stage.train {
             let mut h = blake3::Hasher::new_derive_key("weft-trainer dropout v1");
             for v in [cfg.seed, step, micro as u64, spec.stage as u64] {

@@ -10,13 +10,13 @@ use common::step_with_reveals;
 use std::sync::Arc;
 use tch::Device;
 use weft_ml::audit::{compare, recompute, AuditJob, Continuity, Revealed, Tolerance};
-use weft_ml::commit::{root_of_bytes, StepCommitment};
+use weft_ml::commit::StepItem;
+use weft_ml::commit::{root_of_bytes, StepCommitment, StepRoots};
 use weft_ml::config::{ModelConfig, TrainConfig};
 use weft_ml::data::{Batcher, Synthetic};
 use weft_ml::model::StageSpec;
 use weft_ml::schedule::{build_workers, run_step_in_process_detailed};
 use weft_ml::worker::WorkerOptions;
-use weft_ml::commit::StepItem;
 
 const STAGES: usize = 3;
 const STEP: u64 = 3;
@@ -64,17 +64,20 @@ fn honest() -> Vec<(StepCommitment, Revealed)> {
 fn recommit(c: &StepCommitment, rev: &Revealed) -> StepCommitment {
     let root = |i: StepItem| root_of_bytes(&rev.items[&i]);
     StepCommitment {
-        inputs: if c.inputs == root_of_bytes(&rev.items[&StepItem::Inputs]) {
-            c.inputs
-        } else {
-            root(StepItem::Inputs)
+        roots: StepRoots {
+            inputs: if c.roots.inputs == root_of_bytes(&rev.items[&StepItem::Inputs]) {
+                c.roots.inputs
+            } else {
+                root(StepItem::Inputs)
+            },
+            outputs: root(StepItem::Outputs),
+            output_grads: root(StepItem::OutputGrads),
+            input_grads: root(StepItem::InputGrads),
+            weights_after: root(StepItem::WeightsAfter),
+            optimizer_after: root(StepItem::OptimizerAfter),
+            ..c.roots
         },
-        outputs: root(StepItem::Outputs),
-        output_grads: root(StepItem::OutputGrads),
-        input_grads: root(StepItem::InputGrads),
-        weights_after: root(StepItem::WeightsAfter),
-        optimizer_after: root(StepItem::OptimizerAfter),
-        ..c.clone()
+        ..*c
     }
 }
 
@@ -86,7 +89,7 @@ fn judge_with(
     stage: usize,
     c: &StepCommitment,
     rev: &Revealed,
-    replica: u32,
+    replica: u16,
     previous: Option<Continuity>,
 ) -> weft_ml::audit::AuditOutcome {
     let (model, train, data) = setup();
@@ -107,12 +110,12 @@ fn judge_with(
 
 fn continuity(c: &StepCommitment) -> Continuity {
     Continuity {
-        weights_after: c.weights_after,
-        optimizer_after: c.optimizer_after,
+        weights_after: c.roots.weights_after,
+        optimizer_after: c.roots.optimizer_after,
     }
 }
 
-fn workers(replica: u32) -> Vec<weft_ml::worker::StageWorker> {
+fn workers(replica: u16) -> Vec<weft_ml::worker::StageWorker> {
     let (model, train, data) = setup();
     let mut w = build_workers(
         &model,
@@ -177,7 +180,7 @@ fn continuity_initialisation_and_replica_data() {
             );
         }
     }
-    assert_ne!(r1[0].0.inputs, step0[0].0.inputs);
+    assert_ne!(r1[0].0.roots.inputs, step0[0].0.roots.inputs);
 }
 
 fn edit_f32(bytes: &mut [u8], index: usize, f: impl Fn(f32) -> f32) {
@@ -238,9 +241,7 @@ fn honest_steps_pass_and_tampering_fails() {
         "scaled input gradients",
     );
     fails(
-        tampered(&steps, 2, StepItem::InputGrads, |b| {
-            map_f32(b, |_, _| 0.0)
-        }),
+        tampered(&steps, 2, StepItem::InputGrads, |b| map_f32(b, |_, _| 0.0)),
         "zeroed input gradients",
     );
     // Random outputs.
@@ -252,9 +253,7 @@ fn honest_steps_pass_and_tampering_fails() {
     );
     // A lower loss than computed (the loss is an output of the last stage).
     fails(
-        tampered(&steps, 2, StepItem::Outputs, |b| {
-            map_f32(b, |_, v| v * 0.9)
-        }),
+        tampered(&steps, 2, StepItem::Outputs, |b| map_f32(b, |_, v| v * 0.9)),
         "understated loss",
     );
     // Stale weights: no update at all, moments updated.
@@ -270,25 +269,23 @@ fn honest_steps_pass_and_tampering_fails() {
     {
         let (c, rev) = &steps[1];
         let mut rev = rev.clone();
-        edit_f32(
-            rev.items.get_mut(&StepItem::OutputGrads).unwrap(),
-            0,
-            |v| v + 1.0,
-        );
+        edit_f32(rev.items.get_mut(&StepItem::OutputGrads).unwrap(), 0, |v| {
+            v + 1.0
+        });
         fails(judge(1, c, &rev), "reveal differs from the commitment");
     }
     // Stage 0 committing to inputs that are not the assigned data.
     {
         let (c, rev) = &steps[0];
         let mut c2 = c.clone();
-        c2.inputs = root_of_bytes(b"other data");
+        c2.roots.inputs = root_of_bytes(b"other data");
         fails(judge(0, &c2, rev), "other data");
     }
     // A committed loss that differs from the outputs.
     {
         let (c, rev) = &steps[2];
         let mut c2 = c.clone();
-        c2.loss_fixed = c.loss_fixed.map(|l| l - 200_000);
+        c2.loss = c.loss.map(|l| l - 200_000);
         fails(judge(2, &c2, rev), "committed loss");
     }
 }

@@ -16,12 +16,12 @@ use std::time::{Duration, Instant};
 use tch::Device;
 use weft_ml::audit::{recompute, AuditJob, AuditOutcome, Revealed, Tolerance};
 use weft_ml::commit::StepCommitment;
+use weft_ml::commit::StepItem;
 use weft_ml::config::{ModelConfig, TrainConfig};
 use weft_ml::data::{Batcher, Synthetic};
 use weft_ml::model::{param_shapes, StageSpec};
 use weft_ml::schedule::build_workers;
 use weft_ml::worker::{StageWorker, WorkerOptions};
-use weft_ml::commit::StepItem;
 
 /// Serialises the tests of this binary: the thread count is process-global.
 static GLOBAL: Mutex<()> = Mutex::new(());

@@ -332,15 +332,15 @@ fn commitments_are_deterministic_consistent_and_provable() {
             .collect();
         // What stage k sent is what stage k+1 received, in both directions.
         for k in 0..2 {
-            assert_eq!(c[k].outputs, c[k + 1].inputs);
-            assert_eq!(c[k].output_grads, c[k + 1].input_grads);
+            assert_eq!(c[k].roots.outputs, c[k + 1].roots.inputs);
+            assert_eq!(c[k].roots.output_grads, c[k + 1].roots.input_grads);
         }
-        assert_eq!(c[0].input_grads, weft_primitives::Hash::ZERO);
-        assert_eq!(c[2].output_grads, weft_primitives::Hash::ZERO);
-        assert!(c[2].loss_fixed.is_some() && c[0].loss_fixed.is_none());
+        assert_eq!(c[0].roots.input_grads, weft_primitives::Hash::ZERO);
+        assert_eq!(c[2].roots.output_grads, weft_primitives::Hash::ZERO);
+        assert!(c[2].loss.is_some() && c[0].loss.is_none());
         for ci in &c {
-            assert_ne!(ci.weights_before, ci.weights_after);
-            assert_ne!(ci.optimizer_before, ci.optimizer_after);
+            assert_ne!(ci.roots.weights_before, ci.roots.weights_after);
+            assert_ne!(ci.roots.optimizer_before, ci.roots.optimizer_after);
         }
     }
     // Chaining: step 1 starts from what step 0 ended with.
@@ -349,13 +349,13 @@ fn commitments_are_deterministic_consistent_and_provable() {
             a[0][s].commitment.as_ref().unwrap(),
             a[1][s].commitment.as_ref().unwrap(),
         );
-        assert_eq!(c0.weights_after, c1.weights_before);
-        assert_eq!(c0.optimizer_after, c1.optimizer_before);
+        assert_eq!(c0.roots.weights_after, c1.roots.weights_before);
+        assert_eq!(c0.roots.optimizer_after, c1.roots.optimizer_before);
         // The committed root is the root of the current weights.
         let params = workers[s].stage().params();
         if s == 0 {
             assert_eq!(
-                a[1][s].commitment.as_ref().unwrap().weights_after,
+                a[1][s].commitment.as_ref().unwrap().roots.weights_after,
                 root_of(params.iter().map(|(_, t)| t)).unwrap()
             );
         }
@@ -363,7 +363,7 @@ fn commitments_are_deterministic_consistent_and_provable() {
     // The record's tensors are what the roots commit to.
     let r = a[1][1].record.as_ref().unwrap();
     assert_eq!(
-        a[1][1].commitment.as_ref().unwrap().inputs,
+        a[1][1].commitment.as_ref().unwrap().roots.inputs,
         root_of(&r.inputs).unwrap()
     );
 

@@ -11,7 +11,9 @@
 //! * [`wire`]: the SCALE messages between trainers and from auditors, validated on receipt.
 //! * [`topology`]: who trains which stage and who audits it ([`topology::PeerTable`]).
 //! * [`access`]: who may fetch a stage's reveals (auditor hellos signed with BLS).
-//! * [`link`]: one stage's inbox, outbox, retries and resend log over libp2p.
+//! * [`protocol`]: the stage protocol as a pure state machine (input → effects): inbox,
+//!   validation, retries, resend log.
+//! * [`link`]: the driver of the protocol: libp2p transmissions, timers, waits.
 //! * [`store`]: the on-disk store of committed tensors and the reveal answers from it.
 //! * [`journal`]: the last committed step, written atomically.
 //! * [`recovery`]: where a stage restarted after a crash stands.
@@ -27,6 +29,7 @@ pub mod error;
 pub mod files;
 pub mod journal;
 pub mod link;
+pub mod protocol;
 pub mod recovery;
 pub mod reveal_fetch;
 pub mod reveal_server;

@@ -12,50 +12,80 @@ use tokio::sync::mpsc;
 use weft_p2p::{InboundRequest, PeerId};
 use weft_primitives::step::{Replica, RunId, StageIndex};
 
+/// The stage a reveal server (or a training stage's link) answers for.
+#[derive(Debug, Clone)]
+pub struct RevealDesk {
+    /// The committed tensors.
+    pub store: TensorStore,
+    /// Who may fetch them.
+    pub auditors: Arc<RevealAccess>,
+    /// `(run, stage, replica)` of the store.
+    pub slot: (RunId, StageIndex, Replica),
+}
+
+impl RevealDesk {
+    /// The answer to `request` from `peer` if it is a reveal or an auditor hello (which the
+    /// store and the access list answer, whether the stage is training or not); `None` for
+    /// pipeline traffic.
+    pub fn answer(&self, peer: &PeerId, request: &Request) -> Option<Response> {
+        let (run, stage, replica) = self.slot;
+        match request {
+            Request::Reveal(r) => {
+                let allowed: HashSet<PeerId> = if self.auditors.allows(peer) {
+                    HashSet::from([*peer])
+                } else {
+                    HashSet::new()
+                };
+                Some(
+                    self.store
+                        .answer_reveal(&allowed, (run, stage, replica), peer, r),
+                )
+            }
+            Request::AuditorHello {
+                run: r,
+                stage: s,
+                account,
+                signature,
+            } => Some(if *r != run {
+                Response::error(ErrorCode::WrongRun, format!("this is run {run}"))
+            } else if *s != stage {
+                Response::error(ErrorCode::WrongStage, format!("this is stage {stage}"))
+            } else {
+                match self
+                    .auditors
+                    .hello((run, stage), peer, *account, *signature)
+                {
+                    Ok(()) => {
+                        tracing::info!(%peer, account = %hex::encode(account), "auditor admitted");
+                        Response::Ack
+                    }
+                    Err(why) => Response::error(ErrorCode::Forbidden, why.to_string()),
+                }
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// After the last step: keeps answering reveal requests (and auditor hellos) of this stage
 /// from the tensor store until `until` resolves, so steps committed near the end can still be
 /// audited; pipeline traffic is refused. A trainer that stopped serving before its audit
 /// windows closed would fail those audits with `NoReveal`.
 pub async fn serve_reveals(
     mut inbound: mpsc::Receiver<InboundRequest>,
-    store: Arc<TensorStore>,
-    auditors: Arc<RevealAccess>,
-    (run, stage, replica): (RunId, StageIndex, Replica),
+    desk: RevealDesk,
     limits: Limits,
     until: impl std::future::Future<Output = ()>,
 ) {
     let handle = move |peer: PeerId, bytes: &[u8]| -> Response {
         match decode_request(bytes, &limits) {
             Err(e) => Response::error(ErrorCode::Malformed, e.to_string()),
-            Ok(Request::Reveal(r)) => {
-                let allowed: HashSet<PeerId> = if auditors.allows(&peer) {
-                    HashSet::from([peer])
-                } else {
-                    HashSet::new()
-                };
-                store.answer_reveal(&allowed, (run, stage, replica), &peer, &r)
-            }
-            Ok(Request::AuditorHello {
-                run: r,
-                stage: s,
-                account,
-                signature,
-            }) => {
-                if r != run || s != stage {
-                    return Response::error(
-                        ErrorCode::WrongStage,
-                        format!("this is run {run} stage {stage}"),
-                    );
-                }
-                match auditors.hello((r, s), &peer, account, signature) {
-                    Ok(()) => Response::Ack,
-                    Err(why) => Response::error(ErrorCode::Forbidden, why.to_string()),
-                }
-            }
-            Ok(_) => Response::error(
-                ErrorCode::StaleStep,
-                "training has finished; only reveals are served",
-            ),
+            Ok(req) => desk.answer(&peer, &req).unwrap_or_else(|| {
+                Response::error(
+                    ErrorCode::StaleStep,
+                    "training has finished; only reveals are served",
+                )
+            }),
         }
     };
     let handle = Arc::new(handle);

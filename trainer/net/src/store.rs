@@ -57,13 +57,18 @@ pub fn file_name(item: StepItem) -> &'static str {
     }
 }
 
-/// Values a stage used in a step that are not committed tensors but that a replay needs.
+/// Values a stage exchanged in a step that are not committed tensors but that a replay
+/// needs (what it received) or a restart must send again (what it sent).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Encode, Decode)]
 pub struct StepAux {
     /// Tied embeddings: the other holder's gradient of `wte.weight`.
     pub shared_grad_other: Option<WireTensor>,
     /// Global clipping: the Σ‖g‖² over all stages (f64 bits).
     pub global_sq_sum_bits: Option<u64>,
+    /// Tied embeddings: this stage's own gradient of `wte.weight`, as sent.
+    pub shared_grad_own: Option<WireTensor>,
+    /// Global clipping: this stage's own Σ‖g‖² (f64 bits), as sent.
+    pub own_sq_sum_bits: Option<u64>,
 }
 
 /// The bytes of one step, ready to store. `None` for a `*_before` item means "the previous
@@ -87,9 +92,7 @@ impl TensorStore {
     /// steps. Removes temporary directories left by a crash.
     pub fn open(data_dir: &Path, retention: u64) -> Result<Self> {
         if retention == 0 {
-            return Err(Error::Store(
-                "the store must retain at least 1 step".into(),
-            ));
+            return Err(Error::Store("the store must retain at least 1 step".into()));
         }
         let dir = data_dir.join("store");
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
@@ -344,14 +347,8 @@ mod tests {
         store
             .write_step(&commitment(1, 1, 2), &bytes(2, false), &StepAux::default())
             .unwrap();
-        assert_eq!(
-            store.item(1, StepItem::WeightsBefore).unwrap(),
-            vec![1; 10]
-        );
-        assert_eq!(
-            store.item(1, StepItem::WeightsAfter).unwrap(),
-            vec![2; 10]
-        );
+        assert_eq!(store.item(1, StepItem::WeightsBefore).unwrap(), vec![1; 10]);
+        assert_eq!(store.item(1, StepItem::WeightsAfter).unwrap(), vec![2; 10]);
         // Roots that do not chain are refused rather than linked.
         assert!(store
             .write_step(&commitment(2, 9, 3), &bytes(3, false), &StepAux::default())
@@ -361,10 +358,7 @@ mod tests {
             .unwrap();
         assert_eq!(store.steps().unwrap(), vec![1, 2]);
         // Pruning step 0 did not break step 1's link.
-        assert_eq!(
-            store.item(1, StepItem::WeightsBefore).unwrap(),
-            vec![1; 10]
-        );
+        assert_eq!(store.item(1, StepItem::WeightsBefore).unwrap(), vec![1; 10]);
         assert_eq!(store.commitment(2).unwrap(), commitment(2, 2, 3));
 
         assert_eq!(Journal::read(dir.path()).unwrap(), None);

@@ -449,7 +449,10 @@ mod tests {
         .unwrap_err();
         assert_eq!(e, WireError::NonFinite { index: 0 });
         // 1.0 then +inf in bf16 (0x3f80, 0x7f80) and f16 (0x3c00, 0x7c00).
-        for (dtype, one, inf) in [(DType::BF16, 0x3f80u16, 0x7f80u16), (DType::F16, 0x3c00, 0x7c00)] {
+        for (dtype, one, inf) in [
+            (DType::BF16, 0x3f80u16, 0x7f80u16),
+            (DType::F16, 0x3c00, 0x7c00),
+        ] {
             let w = WireTensor {
                 dtype,
                 shape: vec![2],

@@ -21,15 +21,15 @@
 use clap::Parser;
 use rand::{Rng, SeedableRng};
 use tch::Tensor;
-use weft_trainer::ml::commit::StepCommitment;
-use weft_trainer::stage::CommitHook;
-use weft_trainer::ml::worker::{ForwardOutput, StepHook};
-use weft_trainer::service::{self, Hooks, TrainArgs};
-use weft_trainer::net::store::StepBytes;
-use weft_trainer::ml::commit::StepItem;
-use weft_trainer::ml::Result as MlResult;
-use weft_trainer::Result;
 use weft_primitives::step::Replica;
+use weft_trainer::ml::commit::StepCommitment;
+use weft_trainer::ml::commit::StepItem;
+use weft_trainer::ml::worker::{ForwardOutput, StepHook};
+use weft_trainer::ml::Result as MlResult;
+use weft_trainer::net::store::StepBytes;
+use weft_trainer::service::{self, Hooks, TrainArgs};
+use weft_trainer::stage::CommitHook;
+use weft_trainer::Result;
 
 /// The ways to cheat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -67,7 +67,12 @@ struct Cheater {
 }
 
 impl StepHook for Cheater {
-    fn forward_output(&mut self, step: u64, _micro: usize, out: &mut ForwardOutput) -> MlResult<()> {
+    fn forward_output(
+        &mut self,
+        step: u64,
+        _micro: usize,
+        out: &mut ForwardOutput,
+    ) -> MlResult<()> {
         if self.cheat != Cheat::RandomOutputs || step < self.from {
             return Ok(());
         }

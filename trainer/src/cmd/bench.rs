@@ -2,6 +2,9 @@
 //! unsplit model and the memory each stage needs; with `--cross-process`, of S `pipeline`
 //! processes on loopback relative to one.
 
+use super::local::{make_workers, sync};
+use super::model_args::ModelArgs;
+use super::pipeline::peer_id_of;
 use anyhow::Context;
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,9 +12,6 @@ use tch::Device;
 use weft_trainer::ml::data::{Batcher, Synthetic};
 use weft_trainer::ml::schedule::run_step_in_process_detailed;
 use weft_trainer::ml::worker::StageWorker;
-use super::local::{make_workers, sync};
-use super::pipeline::peer_id_of;
-use super::model_args::ModelArgs;
 
 /// Seconds one step of `workers` takes.
 fn time_step(workers: &mut [StageWorker], step: u64, device: Device) -> anyhow::Result<f64> {
@@ -213,4 +213,3 @@ pub fn bench_cross_process(
     println!("ratio cross-process/single:  {:.3}", tp / ts);
     Ok(())
 }
-

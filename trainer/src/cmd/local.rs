@@ -1,6 +1,7 @@
 //! `weft-trainer local-train`: every pipeline stage of a model in this process (the same
 //! stage workers a networked trainer runs), printing loss and throughput per step.
 
+use super::model_args::ModelArgs;
 use anyhow::Context;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -10,7 +11,6 @@ use weft_trainer::ml::data::Batcher;
 use weft_trainer::ml::schedule::{build_workers, run_step_in_process_detailed};
 use weft_trainer::ml::worker::{StageWorker, WorkerOptions};
 use weft_trainer::service::open_data;
-use super::model_args::ModelArgs;
 
 pub fn sync(device: Device) {
     if let Device::Cuda(i) = device {

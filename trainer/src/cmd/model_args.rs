@@ -1,9 +1,9 @@
 //! The model and training flags shared by `local-train`, `pipeline` and `bench`.
 
+use clap::Args;
 use std::path::PathBuf;
 use tch::Device;
 use weft_trainer::ml::config::{DeviceSpec, ModelConfig, TrainConfig};
-use clap::Args;
 
 #[derive(Debug, Args)]
 pub struct ModelArgs {
@@ -72,4 +72,3 @@ impl ModelArgs {
         Ok((model, train, device))
     }
 }
-

@@ -1,14 +1,14 @@
 //! `weft-trainer pipeline`: one stage as its own process, with its neighbours over libp2p
 //! (peers from a static table), committing every step; `peer-id` prints the id of a seed.
 
+use super::model_args::ModelArgs;
 use anyhow::Context;
+use clap::Args;
 use std::path::PathBuf;
 use std::sync::Arc;
 use weft_trainer::ml::data::Batcher;
 use weft_trainer::ml::worker::{StageWorker, WorkerOptions};
 use weft_trainer::service::{open_data, parse_seed};
-use super::model_args::ModelArgs;
-use clap::Args;
 
 #[derive(Debug, Args)]
 pub struct PipelineArgs {
@@ -206,4 +206,3 @@ pub fn pipeline(args: PipelineArgs) -> anyhow::Result<()> {
     );
     Ok(())
 }
-

@@ -505,7 +505,8 @@ async fn run_assigned(
         replica,
     };
     let data_dir = args.data_dir.clone();
-    let local_next = weft_stage_net::journal::Journal::read(&data_dir)?.map_or(0, |j| j.last_committed + 1);
+    let local_next =
+        weft_stage_net::journal::Journal::read(&data_dir)?.map_or(0, |j| j.last_committed + 1);
     let gate: Gate = Arc::new((Mutex::new(GateState::default()), Condvar::new()));
     let (next_tx, next_rx) = tokio::sync::watch::channel(local_next);
     let peers = table.stages.len().saturating_sub(1);
@@ -521,8 +522,10 @@ async fn run_assigned(
             data_dir.clone(),
             metrics.clone(),
         );
-        let store =
-            weft_stage_net::store::TensorStore::open(&data_dir, args.retention.max(args.checkpoint_every))?;
+        let store = weft_stage_net::store::TensorStore::open(
+            &data_dir,
+            args.retention.max(args.checkpoint_every),
+        )?;
         let mut rx = next_rx;
         tokio::spawn(async move {
             let mut sub = match Submitter::new(&client, key, slot, &data_dir, store) {
@@ -686,16 +689,11 @@ async fn run_assigned(
     let limits = cfg.limits;
     let retention = cfg.retention;
     let commit_hook = hooks.commit.as_ref().map(|make| make());
-    let result = stage::run_stage_with(
-        cfg,
-        worker,
-        net,
-        inbound,
-        progress,
-        Some(after_step),
-        commit_hook,
-    )
-    .await;
+    let stage_hooks = stage::StageHooks {
+        after_step: Some(after_step),
+        commit: commit_hook,
+    };
+    let result = stage::run_stage_with(cfg, worker, net, inbound, progress, stage_hooks).await;
     display.finish();
     // Let the last commitments land before leaving.
     if result.is_ok() {
@@ -720,7 +718,7 @@ async fn run_assigned(
         let until_block =
             best + u64::from(params.selection_delay) + u64::from(params.attest_window) + 2;
         println!("serving reveals to the auditors until block #{until_block}");
-        let store = Arc::new(weft_stage_net::store::TensorStore::open(&data_dir, retention)?);
+        let store = weft_stage_net::store::TensorStore::open(&data_dir, retention)?;
         let (_net, inbound) = listen_with_retry(&p2p_key, &net_cfg).await?;
         let until = async {
             loop {
@@ -730,11 +728,13 @@ async fn run_assigned(
                 }
             }
         };
-        let slot = (run, stage, replica);
-        weft_stage_net::reveal_server::serve_reveals(inbound, store, access, slot, limits, until)
-            .await;
+        let desk = weft_stage_net::reveal_server::RevealDesk {
+            store,
+            auditors: access,
+            slot: (run, stage, replica),
+        };
+        weft_stage_net::reveal_server::serve_reveals(inbound, desk, limits, until).await;
     }
     watcher.abort();
     Ok(result?)
 }
-

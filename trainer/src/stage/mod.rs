@@ -37,6 +37,7 @@
 //! waits for its partners' `Done`, so nobody leaves while a partner may still need a resend.
 mod net_io;
 mod replay;
+pub mod sim;
 
 pub use replay::{checkpoint_path, resume, Resumed};
 
@@ -50,11 +51,13 @@ use weft_ml::checkpoint;
 use weft_ml::commit::{canonical_bytes, StepCommitment, StepItem};
 use weft_ml::schedule::run_step;
 use weft_ml::worker::StageWorker;
-use weft_p2p::{InboundRequest, Network};
-use weft_primitives::step::{Replica, RunId, Step};
+use weft_p2p::{InboundRequest, Network, PeerId};
+use weft_primitives::step::{Replica, RunId, StageIndex, Step};
 use weft_stage_net::access::RevealAccess;
 use weft_stage_net::journal::Journal;
 use weft_stage_net::link::{LinkConfig, RetryPolicy, StageLink, StageShape};
+use weft_stage_net::recovery;
+use weft_stage_net::reveal_server::RevealDesk;
 use weft_stage_net::store::{StepAux, StepBytes, TensorStore};
 use weft_stage_net::topology::PeerTable;
 use weft_stage_net::wire::{Limits, Request};
@@ -129,11 +132,7 @@ pub type AfterStep = Box<dyn FnMut(&StepCommitment) -> Result<()> + Send>;
 /// (replayed steps, reveals that differ from the commitment); the trainer installs none.
 pub trait CommitHook: Send {
     /// Rewrites `commitment` and/or `bytes` of step `commitment.step`.
-    fn commit(
-        &mut self,
-        commitment: &mut StepCommitment,
-        bytes: &mut StepBytes,
-    ) -> Result<()>;
+    fn commit(&mut self, commitment: &mut StepCommitment, bytes: &mut StepBytes) -> Result<()>;
 }
 
 struct Ctx {
@@ -227,6 +226,20 @@ impl Ctx {
         sh.set_current(r.next_step);
         let partners = sh.shape().partners();
         if r.had_journal {
+            // What we sent in our last committed step may have died with the previous
+            // process before it was delivered: send it again.
+            if let Some(last) = r.next_step.checked_sub(1) {
+                let again = recovery::last_step_messages(
+                    &self.store,
+                    last,
+                    sh.shape(),
+                    self.cfg.run,
+                    sh.stage_id(),
+                )?;
+                for (to, req) in again {
+                    sh.send(to, last, &req);
+                }
+            }
             // Whatever partners sent us for the steps we are about to (re)do died with the
             // previous process.
             for &p in &partners {
@@ -314,23 +327,72 @@ pub async fn run_stage(
     inbound: mpsc::Receiver<InboundRequest>,
     progress: Box<dyn FnMut(&StepProgress) + Send>,
 ) -> Result<Summary> {
-    run_stage_with(cfg, worker, network, inbound, progress, None, None).await
+    run_stage_with(
+        cfg,
+        worker,
+        network,
+        inbound,
+        progress,
+        StageHooks::default(),
+    )
+    .await
 }
 
-/// [`run_stage`] with a hook called after every step (the chain trainer submits the
-/// commitment from it, and pauses or stops training through it) and an optional
-/// [`CommitHook`] (test tools only).
-#[allow(clippy::too_many_arguments)]
+/// What a stage calls besides training: after every step (the chain trainer submits the
+/// commitment from it, and pauses or stops training through it), and before a step is stored
+/// (test tools only, see [`CommitHook`]).
+#[derive(Default)]
+pub struct StageHooks {
+    /// Called after every step is stored and journaled.
+    pub after_step: Option<AfterStep>,
+    /// Rewrites a step's commitment and bytes before they are stored.
+    pub commit: Option<Box<dyn CommitHook>>,
+}
+
+/// [`run_stage`] with [`StageHooks`].
 pub async fn run_stage_with(
     cfg: NodeConfig,
-    worker: StageWorker,
+    mut worker: StageWorker,
     network: Network,
     inbound: mpsc::Receiver<InboundRequest>,
     mut progress: Box<dyn FnMut(&StepProgress) + Send>,
-    mut after_step: Option<AfterStep>,
-    mut commit_hook: Option<Box<dyn CommitHook>>,
+    mut hooks: StageHooks,
 ) -> Result<Summary> {
-    let mut worker = worker;
+    let prepared = prepare(&cfg, &mut worker, Some(network.local_peer_id()))?;
+    let (link, _tasks) = StageLink::start(
+        prepared.link,
+        prepared.current,
+        prepared.desk,
+        network,
+        inbound,
+    )?;
+    let store = prepared.store;
+    tokio::task::spawn_blocking(move || {
+        train_on_link(cfg, worker, link, store, &mut *progress, &mut hooks)
+    })
+    .await
+    .map_err(|e| Error::Config(format!("the training thread failed: {e}")))?
+}
+
+/// What a stage needs before its link starts (see [`prepare`]).
+pub struct Prepared {
+    /// The link's settings.
+    pub link: LinkConfig,
+    /// The step the link starts at (after the journal's last step).
+    pub current: Step,
+    /// The stage's tensor store.
+    pub store: TensorStore,
+    /// What answers the stage's reveals.
+    pub desk: RevealDesk,
+}
+
+/// Checks a stage's settings against its worker and peer table (`local`: this node's peer
+/// id, when it has one), opens its store and describes its link.
+pub fn prepare(
+    cfg: &NodeConfig,
+    worker: &mut StageWorker,
+    local: Option<PeerId>,
+) -> Result<Prepared> {
     worker.set_replica(cfg.replica);
     if !worker.options().commit {
         return Err(Error::Config(
@@ -358,12 +420,10 @@ pub async fn run_stage_with(
             cfg.run
         )));
     }
-    if cfg.peers.stages[spec.stage].peer_id != network.local_peer_id() {
+    if let Some(me) = local.filter(|me| cfg.peers.stages[spec.stage].peer_id != *me) {
         return Err(Error::Config(format!(
-            "the table assigns stage {} to {}, this node is {}",
-            spec.stage,
-            cfg.peers.stages[spec.stage].peer_id,
-            network.local_peer_id()
+            "the table assigns stage {} to {}, this node is {me}",
+            spec.stage, cfg.peers.stages[spec.stage].peer_id,
         )));
     }
     std::fs::create_dir_all(&cfg.data_dir)
@@ -383,25 +443,40 @@ pub async fn run_stage_with(
         global_clip: coupling.global_clip,
     };
     let current = Journal::read(&cfg.data_dir)?.map_or(0, |j| j.last_committed + 1);
-    let link = StageLink::start(
-        LinkConfig {
+    let desk = RevealDesk {
+        store: store.clone(),
+        auditors: cfg.auditors.clone(),
+        slot: (cfg.run, spec_stage_id(spec.stage)?, cfg.replica),
+    };
+    Ok(Prepared {
+        link: LinkConfig {
             run: cfg.run,
-            replica: cfg.replica,
             shape,
             peers: cfg.peers.clone(),
-            auditors: cfg.auditors.clone(),
             limits: cfg.limits,
             retry: cfg.retry,
         },
-        store.clone(),
         current,
-        network,
-        inbound,
-    )?;
-    let ctx = Ctx { link, store, cfg };
-    tokio::task::spawn_blocking(move || {
-        ctx.train(worker, &mut *progress, &mut after_step, &mut commit_hook)
+        store,
+        desk,
     })
-    .await
-    .map_err(|e| Error::Config(format!("the training thread failed: {e}")))?
+}
+
+/// Trains a prepared stage on a running `link` until `cfg.steps` steps are complete
+/// (blocking; see the module docs): resume, steps, checkpoints, then `Done` with every
+/// partner.
+pub fn train_on_link(
+    cfg: NodeConfig,
+    worker: StageWorker,
+    link: StageLink,
+    store: TensorStore,
+    progress: &mut (dyn FnMut(&StepProgress) + Send),
+    hooks: &mut StageHooks,
+) -> Result<Summary> {
+    let ctx = Ctx { link, store, cfg };
+    ctx.train(worker, progress, &mut hooks.after_step, &mut hooks.commit)
+}
+
+fn spec_stage_id(stage: usize) -> Result<StageIndex> {
+    StageIndex::try_from(stage).map_err(|_| Error::Config(format!("stage {stage} out of range")))
 }

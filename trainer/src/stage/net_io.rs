@@ -9,7 +9,8 @@ use tch::Tensor;
 use weft_ml::schedule::{sum_in_stage_order, StepIo};
 use weft_ml::tensor::{from_wire, to_wire};
 use weft_primitives::step::{RunId, StageIndex, Step};
-use weft_stage_net::link::{Slot, StageLink};
+use weft_stage_net::link::StageLink;
+use weft_stage_net::protocol::Slot;
 use weft_stage_net::store::StepAux;
 use weft_stage_net::wire::Request;
 
@@ -35,7 +36,10 @@ impl NetIo<'_> {
     }
 
     fn recv(&self, step: Step, slot: Slot) -> weft_ml::Result<Tensor> {
-        let t = self.link.wait_tensor(step, slot, self.timeout).map_err(net)?;
+        let t = self
+            .link
+            .wait_tensor(step, slot, self.timeout)
+            .map_err(net)?;
         from_wire(&t)
     }
 }
@@ -86,6 +90,9 @@ impl StepIo for NetIo<'_> {
             from_stage: self.link.stage_id(),
             tensor: to_wire(own)?,
         };
+        if let Request::SharedGrad { tensor, .. } = &req {
+            self.aux.shared_grad_own = Some(tensor.clone());
+        }
         self.link.send(other, step, &req);
         let theirs = self
             .link
@@ -98,6 +105,7 @@ impl StepIo for NetIo<'_> {
 
     fn global_sq_sum(&mut self, step: Step, own: f64) -> weft_ml::Result<f64> {
         let (k, n) = (self.stage(), self.link.shape().n_stages);
+        self.aux.own_sq_sum_bits = Some(own.to_bits());
         for s in (0..n).filter(|&s| s != k) {
             let req = Request::GradSqSum {
                 run: self.run,

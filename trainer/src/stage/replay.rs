@@ -122,9 +122,10 @@ impl StepIo for StoreIo {
     }
     fn recv_output_grad(&mut self, _step: Step, micro: usize) -> weft_ml::Result<Tensor> {
         // Gradients are stored in the order they were received: M-1 down to 0.
-        let index = self.micro_batches.checked_sub(1 + micro).ok_or_else(|| {
-            weft_ml::Error::StepIo(format!("micro-batch {micro} out of range"))
-        })?;
+        let index = self
+            .micro_batches
+            .checked_sub(1 + micro)
+            .ok_or_else(|| weft_ml::Error::StepIo(format!("micro-batch {micro} out of range")))?;
         f32_slice(&self.output_grads, index, &self.shape)
     }
     fn send_input_grad(&mut self, _: Step, _: usize, _: &Tensor) -> weft_ml::Result<()> {

@@ -3,10 +3,10 @@
 #![allow(clippy::unwrap_used, dead_code)]
 
 use weft_ml::audit::Revealed;
+use weft_ml::commit::StepItem;
 use weft_ml::commit::{canonical_bytes, StepCommitment};
 use weft_ml::schedule::run_step_in_process_detailed;
 use weft_ml::worker::StageWorker;
-use weft_ml::commit::StepItem;
 
 /// The canonical bytes of a stage's parameters.
 pub fn weights(w: &StageWorker) -> Vec<u8> {

@@ -99,6 +99,18 @@ pub struct DispatchError {
     pub message: String,
 }
 
+impl DispatchError {
+    /// The typed error, if this failure is pallet `pallet`'s and its error index decodes as
+    /// an `E` (the pallet's error enum, whose variants carry explicit indices). Match on
+    /// this, never on [`DispatchError::message`], which is for people.
+    pub fn pallet_error<E: parity_scale_codec::Decode>(&self, pallet: u8) -> Option<E> {
+        if self.pallet != pallet {
+            return None;
+        }
+        E::decode(&mut &[self.error][..]).ok()
+    }
+}
+
 /// Pallet errors: each has a stable index and a message.
 pub trait PalletError: std::fmt::Display {
     /// The stable index of the variant.

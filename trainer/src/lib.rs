@@ -9,6 +9,7 @@
 //! auditor can recompute the step.
 //!
 //! Modules:
+//! * [`adversary`]: dishonest trainers as library mocks (for tests and the simulation).
 //! * [`stage`]: one stage as its own process over libp2p: the step over the network, crash
 //!   recovery by replay from the store, the training loop.
 //! * [`chain`]: typed reads of chain state (runs, slots, peers, auditors, commitments).
@@ -22,6 +23,7 @@
 //! never see each other: tensors cross between them as [`weft_primitives::tensor::WireTensor`]
 //! and canonical bytes, converted by `weft_ml::tensor`.
 
+pub mod adversary;
 pub mod chain;
 pub mod error;
 pub mod metrics;

@@ -30,6 +30,7 @@ use std::time::Duration;
 use weft_cli::{Client, ClientError, SubmitOptions, WaitFor};
 use weft_ml::commit::StepCommitment;
 use weft_pallet_support::{Replica, RunId, StageIndex};
+use weft_pallet_work::Error as WorkError;
 use weft_primitives::{Era, Keypair};
 use weft_runtime::{Extrinsic, RuntimeCall};
 use weft_stage_net::files::write_atomic;
@@ -381,13 +382,21 @@ impl<'a> Submitter<'a> {
             Ok(r) => {
                 self.journal.pending = None;
                 self.journal.save(&self.data_dir)?;
-                let msg = r.error.map(|e| e.message).unwrap_or_default();
-                if msg.contains("NotAssigned") || msg.contains("BadSlot") {
+                let msg = r
+                    .error
+                    .as_ref()
+                    .map(|e| e.message.clone())
+                    .unwrap_or_default();
+                let typed = r
+                    .error
+                    .as_ref()
+                    .and_then(|e| e.pallet_error::<WorkError>(weft_pallet_work::INDEX));
+                if let Some(WorkError::NotAssigned | WorkError::BadSlot) = typed {
                     Err(Error::Stopped(format!(
                         "the chain no longer assigns {:?} to this account ({msg})",
                         self.slot
                     )))
-                } else if msg.contains("AlreadyCommitted") || msg.contains("OutOfOrder") {
+                } else if let Some(WorkError::AlreadyCommitted | WorkError::OutOfOrder) = typed {
                     Ok(None)
                 } else {
                     Ok(Some(SyncState::Waiting(format!(

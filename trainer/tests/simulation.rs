@@ -6,9 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 use tch::Device;
+use weft_trainer::adversary::{Cheat, Cheater, Recommitter};
+use weft_trainer::ml::audit::{needed_items, recompute, AuditJob, Continuity, Revealed, Tolerance};
 use weft_trainer::ml::commit::StepCommitment;
 use weft_trainer::ml::config::{ClipScope, ModelConfig, TrainConfig};
 use weft_trainer::ml::data::{Batcher, Synthetic};
+use weft_trainer::ml::model::StageSpec;
 use weft_trainer::ml::schedule::{build_workers, run_step_in_process_detailed};
 use weft_trainer::ml::worker::WorkerOptions;
 use weft_trainer::net::access::RevealAccess;
@@ -17,7 +20,7 @@ use weft_trainer::net::store::TensorStore;
 use weft_trainer::net::topology::{PeerTable, StagePeer};
 use weft_trainer::net::wire::Limits;
 use weft_trainer::stage::sim::{self, SimPlan, SimReport};
-use weft_trainer::stage::NodeConfig;
+use weft_trainer::stage::{CommitHook, NodeConfig, StageHooks};
 
 const STAGES: usize = 4;
 const STEPS: u64 = 4;
@@ -75,6 +78,17 @@ fn reference(coupled: bool) -> Vec<Vec<StepCommitment>> {
 /// Runs the simulated pipeline under `plan`; returns what each stage stored, per step and
 /// stage, and the report.
 fn simulate(plan: &SimPlan, coupled: bool) -> (Vec<Vec<StepCommitment>>, SimReport) {
+    let (stored, report, _dir) = simulate_with(plan, coupled, None);
+    (stored, report)
+}
+
+/// [`simulate`] with one dishonest stage (`cheater`: the stage, the cheat, its first step);
+/// also returns the directory of the stages' data (`stage-k`).
+fn simulate_with(
+    plan: &SimPlan,
+    coupled: bool,
+    cheater: Option<(usize, Cheat, u64)>,
+) -> (Vec<Vec<StepCommitment>>, SimReport, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let peers: Vec<_> = (0..STAGES)
         .map(|k| {
@@ -125,8 +139,21 @@ fn simulate(plan: &SimPlan, coupled: bool) -> (Vec<Vec<StepCommitment>>, SimRepo
             WorkerOptions { commit: true },
         )?
         .remove(k))
+        .map(|mut w| {
+            if let Some((stage, cheat, from)) = cheater.filter(|c| c.0 == k) {
+                let _ = stage;
+                w.set_hook(Box::new(Cheater::new(cheat, from)));
+            }
+            w
+        })
     });
-    let (summaries, report) = sim::run(configs.clone(), peers, make, plan).unwrap();
+    let hooks = Arc::new(move |k: usize| StageHooks {
+        after_step: None,
+        commit: cheater
+            .filter(|c| c.0 == k)
+            .map(|(_, cheat, from)| Box::new(Recommitter::new(cheat, from)) as Box<dyn CommitHook>),
+    });
+    let (summaries, report) = sim::run(configs.clone(), peers, make, hooks, plan).unwrap();
     assert_eq!(summaries.len(), STAGES);
     let stored = (0..STEPS)
         .map(|s| {
@@ -141,7 +168,7 @@ fn simulate(plan: &SimPlan, coupled: bool) -> (Vec<Vec<StepCommitment>>, SimRepo
                 .collect()
         })
         .collect();
-    (stored, report)
+    (stored, report, dir)
 }
 
 #[test]
@@ -190,5 +217,55 @@ fn coupled_stages_survive_faults_and_restarts_at_either_end() {
         assert_eq!(report.restarts, 1, "seed {seed}: {report:?}");
         assert!(report.dropped > 0, "seed {seed}: {report:?}");
         assert_eq!(stored, expected, "seed {seed}");
+    }
+}
+
+#[test]
+fn a_cheating_stage_in_the_simulation_is_caught_by_recomputation() {
+    // Stage 1 scales its gradients from step 1 on; the pipeline runs over a lossy network
+    // all the same, and an audit of step 2 from each stage's own store catches exactly it.
+    let plan = SimPlan {
+        seed: 21,
+        drop: 0.1,
+        duplicate: 0.1,
+        restart: None,
+        max_events: 200_000,
+    };
+    let (stored, _, dir) = simulate_with(&plan, false, Some((1, Cheat::ScaledGradients, 1)));
+    let honest = reference(false);
+    assert_eq!(stored[0], honest[0], "step 0 is honest everywhere");
+    let (model, train, data) = setup_with(false);
+    let step = 2u64;
+    for stage in 0..STAGES {
+        let spec = StageSpec::new(stage, STAGES).unwrap();
+        let store = TensorStore::open(&dir.path().join(format!("stage-{stage}")), 8).unwrap();
+        let revealed = Revealed {
+            items: needed_items(spec)
+                .into_iter()
+                .map(|i| (i, store.item(step, i).unwrap()))
+                .collect(),
+        };
+        let previous = &stored[step as usize - 1][stage];
+        let job = AuditJob {
+            model: &model,
+            train: &train,
+            spec,
+            data: (spec.is_first() || spec.is_last()).then(|| data.clone()),
+            commitment: &stored[step as usize][stage],
+            replica: 0,
+            previous: Some(Continuity {
+                weights_after: previous.roots.weights_after,
+                optimizer_after: previous.roots.optimizer_after,
+            }),
+            tolerance: Tolerance::default(),
+            device: Device::Cpu,
+        };
+        let outcome = recompute(&job, &revealed).unwrap();
+        assert_eq!(
+            outcome.pass,
+            stage != 1,
+            "stage {stage}: {:?}",
+            outcome.failure
+        );
     }
 }

@@ -103,6 +103,9 @@ impl Executor for SimExecutor {
 /// Builds the worker of a stage (again, for a restarted incarnation).
 pub type MakeWorker = dyn Fn(usize) -> Result<StageWorker> + Send + Sync;
 
+/// Builds the hooks of a stage (a dishonest stage's [`crate::adversary`] mocks, say).
+pub type MakeHooks = dyn Fn(usize) -> StageHooks + Send + Sync;
+
 struct Running {
     incarnation: u64,
     link: StageLink,
@@ -110,11 +113,13 @@ struct Running {
 }
 
 /// Runs a pipeline of `configs.len()` stages (stage `k`'s settings at index `k`; their peer
-/// tables name `peers`) to completion under `plan`, and returns each stage's summary.
+/// tables name `peers`; their workers and hooks from `make_worker` and `make_hooks`) to
+/// completion under `plan`, and returns each stage's summary.
 pub fn run(
     configs: Vec<NodeConfig>,
     peers: Vec<PeerId>,
     make_worker: Arc<MakeWorker>,
+    make_hooks: Arc<MakeHooks>,
     plan: &SimPlan,
 ) -> Result<(Vec<Summary>, SimReport)> {
     let n = configs.len();
@@ -141,15 +146,9 @@ pub fn run(
         )?;
         lock(&wires).links[k] = Some((incarnation, link.clone()));
         let (store, thread_link) = (prepared.store, link.clone());
+        let mut hooks = make_hooks(k);
         let thread = std::thread::spawn(move || {
-            train_on_link(
-                cfg,
-                worker,
-                thread_link,
-                store,
-                &mut |_| {},
-                &mut StageHooks::default(),
-            )
+            train_on_link(cfg, worker, thread_link, store, &mut |_| {}, &mut hooks)
         });
         Ok(Running {
             incarnation,

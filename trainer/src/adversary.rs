@@ -1,0 +1,222 @@
+//! Dishonest trainers, as library mocks: the cheats of `weft-adversary` (the end-to-end
+//! tests' dishonest `weft-trainer train`) and of the in-process simulation
+//! ([`crate::stage::sim`]), installed through the trainer's seams: [`StepHook`] on the worker
+//! (what it sends, how it updates), [`CommitHook`] on the stage (what it commits and keeps
+//! for its reveals).
+//!
+//! | [`Cheat`]          | what it does from step `s₀` on                                  | caught by            |
+//! |--------------------|-----------------------------------------------------------------|----------------------|
+//! | `random-outputs`   | sends and commits random activations (random losses on the last stage) | outputs       |
+//! | `scaled-gradients` | scales its gradients ×4 after clipping, and the input gradients it sends | moments, input grads |
+//! | `zero-gradients`   | skips the backward pass's effect: zero gradients into AdamW     | weights, moments     |
+//! | `stale-weights`    | skips the update (weights and moments unchanged)                | weight update        |
+//! | `tampered-weight`  | adds 0.05 to one element of one weight after the update         | largest element      |
+//! | `replay`           | commits and reveals step `t − 1` again as step `t`              | continuity, data     |
+//! | `bad-reveal`       | commits honestly, reveals other bytes                           | Merkle proofs        |
+//! | `no-reveal`        | admits no auditor to its reveals (from the start)              | reveal deadline      |
+//! | `copy-replica`     | trains on the other replica's shard (`r xor 1`), not its own    | data assignment      |
+
+use crate::net::store::StepBytes;
+use crate::stage::CommitHook;
+use crate::Result;
+use rand::{Rng, SeedableRng};
+use tch::Tensor;
+use weft_ml::commit::{StepCommitment, StepItem};
+use weft_ml::worker::{ForwardOutput, StepHook};
+use weft_ml::Result as MlResult;
+use weft_primitives::step::Replica;
+
+/// The ways to cheat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Cheat {
+    /// Random activations (random losses on the last stage).
+    RandomOutputs,
+    /// Gradients ×4 after clipping, and ×4 input gradients sent back.
+    ScaledGradients,
+    /// Zero gradients into AdamW.
+    ZeroGradients,
+    /// No update.
+    StaleWeights,
+    /// One weight element moved by 0.05 after the update.
+    TamperedWeight,
+    /// Step `t − 1` committed and revealed again as step `t`.
+    Replay,
+    /// An honest commitment, other bytes revealed.
+    BadReveal,
+    /// No auditor admitted to the reveals.
+    NoReveal,
+    /// Trains on the other replica's shard.
+    CopyReplica,
+}
+
+/// The worker-level cheats (a [`StepHook`]).
+pub struct Cheater {
+    cheat: Cheat,
+    from: u64,
+    rng: rand::rngs::StdRng,
+}
+
+impl StepHook for Cheater {
+    fn forward_output(
+        &mut self,
+        step: u64,
+        _micro: usize,
+        out: &mut ForwardOutput,
+    ) -> MlResult<()> {
+        if self.cheat != Cheat::RandomOutputs || step < self.from {
+            return Ok(());
+        }
+        match out {
+            ForwardOutput::Activations(a) => *a = a.f_randn_like()?,
+            ForwardOutput::Loss(l) => *l = self.rng.gen_range(0.0..10.0),
+        }
+        Ok(())
+    }
+
+    fn input_grad(&mut self, step: u64, _micro: usize, grad: &mut Tensor) -> MlResult<()> {
+        if self.cheat == Cheat::ScaledGradients && step >= self.from {
+            *grad = grad.f_mul_scalar(4.0)?;
+        }
+        Ok(())
+    }
+
+    fn before_update(&mut self, step: u64, params: &[(String, Tensor)]) -> MlResult<bool> {
+        if step < self.from {
+            return Ok(true);
+        }
+        match self.cheat {
+            Cheat::StaleWeights => return Ok(false),
+            Cheat::ScaledGradients | Cheat::ZeroGradients => {
+                let factor = if self.cheat == Cheat::ZeroGradients {
+                    0.0
+                } else {
+                    4.0
+                };
+                tch::no_grad(|| -> MlResult<()> {
+                    for (_, p) in params {
+                        let mut g = p.f_grad()?;
+                        if g.defined() {
+                            let _ = g.f_mul_scalar_(factor)?;
+                        }
+                    }
+                    Ok(())
+                })?;
+            }
+            _ => {}
+        }
+        Ok(true)
+    }
+
+    fn after_update(&mut self, step: u64, params: &[(String, Tensor)]) -> MlResult<()> {
+        if self.cheat != Cheat::TamperedWeight || step < self.from {
+            return Ok(());
+        }
+        if let Some((_, p)) = params.iter().max_by_key(|(_, p)| p.numel()) {
+            tch::no_grad(|| -> MlResult<()> {
+                let flat = p.f_view([-1])?;
+                let mut first = flat.f_narrow(0, 0, 1)?;
+                let _ = first.f_add_scalar_(0.05)?;
+                Ok(())
+            })?;
+        }
+        Ok(())
+    }
+
+    fn data_replica(&self, step: u64, replica: Replica) -> Replica {
+        if self.cheat == Cheat::CopyReplica && step >= self.from {
+            // The neighbouring replica's shard (runs with two replicas).
+            replica ^ 1
+        } else {
+            replica
+        }
+    }
+}
+
+/// The commitment-level cheats (a [`CommitHook`]).
+pub struct Recommitter {
+    cheat: Cheat,
+    from: u64,
+    /// The honest previous step with every item's bytes explicit.
+    previous: Option<(StepCommitment, StepBytes)>,
+    /// The previous step's `weights_after` and `optimizer_after` bytes.
+    last_after: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+fn item(bytes: &StepBytes, which: StepItem) -> Option<Vec<u8>> {
+    bytes
+        .items
+        .iter()
+        .find(|(i, _)| *i == which)
+        .and_then(|(_, b)| b.clone())
+}
+
+impl CommitHook for Recommitter {
+    fn commit(&mut self, c: &mut StepCommitment, bytes: &mut StepBytes) -> Result<()> {
+        match self.cheat {
+            Cheat::BadReveal if c.step >= self.from => {
+                // The commitment stays honest; what is kept for the reveal is not.
+                for (i, b) in &mut bytes.items {
+                    if *i == StepItem::WeightsAfter {
+                        if let Some(first) = b.as_mut().and_then(|v| v.first_mut()) {
+                            *first ^= 0x01;
+                        }
+                    }
+                }
+            }
+            Cheat::Replay => {
+                let mut full = bytes.clone();
+                for (i, b) in &mut full.items {
+                    if b.is_none() {
+                        *b = match (i, &self.last_after) {
+                            (StepItem::WeightsBefore, Some((w, _))) => Some(w.clone()),
+                            (StepItem::OptimizerBefore, Some((_, o))) => Some(o.clone()),
+                            _ => None,
+                        };
+                    }
+                }
+                if let (Some(w), Some(o)) = (
+                    item(&full, StepItem::WeightsAfter),
+                    item(&full, StepItem::OptimizerAfter),
+                ) {
+                    self.last_after = Some((w, o));
+                }
+                let honest = (c.clone(), full);
+                if c.step >= self.from {
+                    if let Some((old, old_bytes)) = self.previous.take() {
+                        *c = StepCommitment {
+                            step: c.step,
+                            ..old
+                        };
+                        *bytes = old_bytes;
+                    }
+                }
+                self.previous = Some(honest);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+impl Cheater {
+    /// The worker hook of `cheat` from step `from` on.
+    pub fn new(cheat: Cheat, from: u64) -> Self {
+        Cheater {
+            cheat,
+            from,
+            rng: rand::rngs::StdRng::seed_from_u64(from),
+        }
+    }
+}
+
+impl Recommitter {
+    /// The commit hook of `cheat` from step `from` on.
+    pub fn new(cheat: Cheat, from: u64) -> Self {
+        Recommitter {
+            cheat,
+            from,
+            previous: None,
+            last_after: None,
+        }
+    }
+}

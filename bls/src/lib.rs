@@ -31,6 +31,9 @@
 //! Deserialisation checks that points are on the curve and in the prime-order subgroup, and
 //! the identity is refused as a public key or signature.
 
+
+pub mod derive;
+pub use derive::secret_from_suri;
 use ark_bn254::{Bn254, Fq, Fr, G1Affine, G1Projective, G2Affine, G2Projective};
 use ark_ec::pairing::Pairing;
 use ark_ec::{AffineRepr, CurveGroup, PrimeGroup};
@@ -67,6 +70,9 @@ pub enum BlsError {
     /// Nothing to aggregate.
     #[error("empty aggregation")]
     Empty,
+    /// A key seed that cannot be used (bad hex, empty).
+    #[error("bad BLS seed: {0}")]
+    BadSeed(String),
 }
 
 /// A compressed public key as stored on chain and sent on the wire.

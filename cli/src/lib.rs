@@ -24,9 +24,8 @@
 //! ```
 
 pub mod args;
-pub mod client;
 pub mod render;
 
-pub use client::{
+pub use weft_rpc_client::{
     Client, ClientError, Receipt, Stage, SubmitOptions, WaitFor, DEFAULT_MORTALITY, DEFAULT_TIMEOUT,
 };

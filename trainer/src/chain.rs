@@ -103,7 +103,7 @@ impl StateSource for MemoryState {
 #[derive(Debug, Clone, Copy)]
 pub struct NodeState<'a> {
     /// The connection.
-    pub client: &'a weft_cli::Client,
+    pub client: &'a weft_rpc_client::Client,
     /// The block to read at.
     pub at: Option<Hash>,
 }

@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 use parity_scale_codec::{Decode, Encode};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use weft_cli::{Client, ClientError, SubmitOptions, WaitFor};
+use weft_rpc_client::{Client, ClientError, SubmitOptions, WaitFor};
 use weft_ml::commit::StepCommitment;
 use weft_pallet_support::{Replica, RunId, StageIndex};
 use weft_pallet_work::Error as WorkError;

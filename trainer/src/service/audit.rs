@@ -10,7 +10,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use weft_cli::{Client, SubmitOptions, WaitFor};
+use weft_rpc_client::{Client, SubmitOptions, WaitFor};
 use weft_ml::audit::{self, AuditJob, Tolerance};
 use weft_ml::commit::StepCommitment;
 use weft_ml::config::DeviceSpec;
@@ -71,7 +71,7 @@ pub async fn audit_main(args: AuditArgs) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("{e}"))?
                 .0
         }
-        None => weft_cli::args::bls_secret(&args.key, args.bls_seed.as_deref())
+        None => weft_bls::secret_from_suri(&args.key, args.bls_seed.as_deref())
             .map_err(|e| anyhow::anyhow!("--bls-seed: {e}"))?,
     };
     let tolerance: Option<Tolerance> = match &args.tolerance {

@@ -13,7 +13,7 @@ pub use train::{apply_train_file, train, train_with, Hooks, TrainArgs};
 use anyhow::Context;
 use std::sync::Arc;
 use std::time::Duration;
-use weft_cli::Client;
+use weft_rpc_client::Client;
 use weft_ml::data::{Synthetic, TokenFile, TokenSource};
 use weft_primitives::Header;
 use weft_rpc_api::WeftApiClient;

@@ -13,7 +13,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
-use weft_cli::{Client, SubmitOptions, WaitFor};
+use weft_rpc_client::{Client, SubmitOptions, WaitFor};
 use weft_ml::commit::StepCommitment;
 use weft_ml::config::DeviceSpec;
 use weft_ml::data::Batcher;

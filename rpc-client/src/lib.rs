@@ -1,4 +1,6 @@
-//! A typed client for a Weft node: connect over WebSocket, read accounts and blocks, and
+//! # weft-rpc-client
+//!
+//! A typed client for a Weft node (shared by the `weft` CLI and the trainer): connect over WebSocket, read accounts and blocks, and
 //! sign, submit and follow extrinsics until they are in a block or final.
 //!
 //! [`Client::submit`] is the whole path a wallet takes:

@@ -15,8 +15,9 @@ pub const BLS_FROM_SURI_DOMAIN: &[u8] = b"weft-cli/bls-from-suri/v1/";
 /// The BLS secret key of secret URI `suri`, or of an explicit `seed` (see the module docs).
 pub fn secret_from_suri(suri: &str, seed: Option<&str>) -> Result<SecretKey, BlsError> {
     let bytes = match seed.map(str::trim) {
-        Some(hexed) if hexed.starts_with("0x") => hex::decode(&hexed[2..])
-            .map_err(|e| BlsError::BadSeed(format!("bad hex: {e}")))?,
+        Some(hexed) if hexed.starts_with("0x") => {
+            hex::decode(&hexed[2..]).map_err(|_| BlsError::SeedNotHex)?
+        }
         Some(text) => text.as_bytes().to_vec(),
         None => {
             let mut h = blake3::Hasher::new();
@@ -26,7 +27,7 @@ pub fn secret_from_suri(suri: &str, seed: Option<&str>) -> Result<SecretKey, Bls
         }
     };
     if bytes.is_empty() {
-        return Err(BlsError::BadSeed("empty seed".into()));
+        return Err(BlsError::EmptySeed);
     }
     SecretKey::from_seed(&bytes)
 }
@@ -49,16 +50,28 @@ mod tests {
         assert_ne!(a, key("//Bob", None));
         let h = key("//Alice", Some("0x0102"));
         assert_ne!(a, h);
-        assert_eq!(h, SecretKey::from_seed(&[1, 2]).unwrap().public_key().to_bytes());
+        assert_eq!(
+            h,
+            SecretKey::from_seed(&[1, 2])
+                .unwrap()
+                .public_key()
+                .to_bytes()
+        );
         let t = key("//Alice", Some("my seed"));
-        assert_eq!(t, SecretKey::from_seed(b"my seed").unwrap().public_key().to_bytes());
-        assert!(matches!(
-            secret_from_suri("//Alice", Some("0xzz")),
-            Err(BlsError::BadSeed(_))
-        ));
-        assert!(matches!(
-            secret_from_suri("//Alice", Some("")),
-            Err(BlsError::BadSeed(_))
-        ));
+        assert_eq!(
+            t,
+            SecretKey::from_seed(b"my seed")
+                .unwrap()
+                .public_key()
+                .to_bytes()
+        );
+        assert_eq!(
+            secret_from_suri("//Alice", Some("0xzz")).err(),
+            Some(BlsError::SeedNotHex)
+        );
+        assert_eq!(
+            secret_from_suri("//Alice", Some("")).err(),
+            Some(BlsError::EmptySeed)
+        );
     }
 }

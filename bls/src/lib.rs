@@ -31,14 +31,13 @@
 //! Deserialisation checks that points are on the curve and in the prime-order subgroup, and
 //! the identity is refused as a public key or signature.
 
-
 pub mod derive;
-pub use derive::secret_from_suri;
 use ark_bn254::{Bn254, Fq, Fr, G1Affine, G1Projective, G2Affine, G2Projective};
 use ark_ec::pairing::Pairing;
 use ark_ec::{AffineRepr, CurveGroup, PrimeGroup};
 use ark_ff::{One, PrimeField, Zero};
 use ark_serialize::{CanonicalDeserialize, CanonicalSerialize};
+pub use derive::secret_from_suri;
 use parity_scale_codec::{Decode, Encode, MaxEncodedLen};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
@@ -70,9 +69,12 @@ pub enum BlsError {
     /// Nothing to aggregate.
     #[error("empty aggregation")]
     Empty,
-    /// A key seed that cannot be used (bad hex, empty).
-    #[error("bad BLS seed: {0}")]
-    BadSeed(String),
+    /// A `0x…` key seed that is not hex.
+    #[error("the BLS seed is not hex")]
+    SeedNotHex,
+    /// An empty key seed.
+    #[error("the BLS seed is empty")]
+    EmptySeed,
 }
 
 /// A compressed public key as stored on chain and sent on the wire.

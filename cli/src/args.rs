@@ -14,7 +14,7 @@
 use std::fmt;
 use std::str::FromStr;
 use weft_primitives::units::{parse_amount, AmountError};
-use weft_primitives::{blake3_256, AccountId, Balance, BlockNumber, Hash, Keypair};
+use weft_primitives::{AccountId, Balance, BlockNumber, Hash, Keypair};
 use weft_runtime::bls::SecretKey;
 use weft_runtime::support::Perbill;
 
@@ -78,12 +78,12 @@ pub fn parse_signer_suri(s: &str) -> Result<Signer, ArgError> {
     })
 }
 
-pub use weft_bls::derive::BLS_FROM_SURI_DOMAIN;
+pub use weft_runtime::bls::derive::BLS_FROM_SURI_DOMAIN;
 
 /// The validator's BN254 BLS secret key from a secret URI or an explicit seed
 /// ([`weft_bls::derive`] says how).
 pub fn bls_secret(suri: &str, seed: Option<&str>) -> Result<SecretKey, ArgError> {
-    weft_bls::secret_from_suri(suri, seed).map_err(|e| ArgError::BadBlsSeed(e.to_string()))
+    weft_runtime::bls::secret_from_suri(suri, seed).map_err(|e| ArgError::BadBlsSeed(e.to_string()))
 }
 
 /// A non-negative decimal scaled by `10^decimals` (`"2.75"`, 6 → 2 750 000); more decimal

@@ -37,8 +37,10 @@
 //! or a retryable refusal, [`ErrorCode::retryable`]) is retried after an exponential backoff
 //! (`initial · 2^k`, capped at `max`) up to [`RetryPolicy::attempts`]; a non-retryable
 //! refusal is fatal (this stage or its peer is broken). A pipeline message to a partner that
-//! said `Done` is dropped once undeliverable: that partner needs no more tensors; our own
-//! `Done` is not, since the partner waits for it before it leaves. Every pipeline
+//! said `Done` is dropped once undeliverable: that partner needs no more tensors. Our own
+//! `Done` to it is tried up to [`DONE_ATTEMPTS_AFTER_PARTNER_DONE`] times: the partner waits
+//! for it before it leaves, so an unreachable partner has most likely left with it (its
+//! acknowledgement lost), while a partner still waiting gets it on a later attempt. Every pipeline
 //! message sent is also kept in a resend log for the current and the previous step; a
 //! restarted partner asks for it with [`Request::Resend`], and gets it transmitted again.
 
@@ -194,6 +196,11 @@ struct Outgoing {
     /// A `Done`: its partner needs it even after saying `Done` itself (it waits for ours).
     is_done: bool,
 }
+
+/// Attempts of our `Done` to a partner that has said `Done` itself: it leaves as soon as it
+/// has ours, so an unreachable partner most likely has it (its acknowledgement died with
+/// it), but a lost first attempt must not strand a partner that still waits.
+pub const DONE_ATTEMPTS_AFTER_PARTNER_DONE: u32 = 5;
 
 /// A logged message: its bytes, and whether it is a `Done`.
 type Logged = (Arc<Vec<u8>>, bool);
@@ -407,7 +414,9 @@ impl StageProtocol {
                 // A partner that said Done has completed every step and needs no more
                 // tensors from us (it may have left right after acknowledging our own Done);
                 // our Done it still needs, since it waits for it before leaving.
-                if self.done_from.contains(&to) && !is_done {
+                let attempts = self.outgoing.get(&id).map_or(0, |o| o.attempts);
+                let finished = self.done_from.contains(&to);
+                if finished && (!is_done || attempts >= DONE_ATTEMPTS_AFTER_PARTNER_DONE) {
                     tracing::debug!(stage = to, error = %e, "partner has finished; dropped");
                     self.finish(id, false, out);
                 } else {
@@ -826,5 +835,16 @@ mod tests {
         });
         assert!(matches!(e.as_slice(), [Effect::RetryAfter { .. }]), "{e:?}");
         assert_eq!(s0.in_flight(), 1);
+        // A partner gone for good: given up after a few attempts, not held forever.
+        let mut attempts = 1;
+        while s0.in_flight() > 0 {
+            s0.handle(Input::RetryDue { id });
+            s0.handle(Input::Delivered {
+                id,
+                outcome: lost(),
+            });
+            attempts += 1;
+            assert!(attempts <= DONE_ATTEMPTS_AFTER_PARTNER_DONE, "{attempts}");
+        }
     }
 }

@@ -10,13 +10,13 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use weft_rpc_client::{Client, SubmitOptions, WaitFor};
 use weft_ml::audit::{self, AuditJob, Tolerance};
 use weft_ml::commit::StepCommitment;
 use weft_ml::config::DeviceSpec;
 use weft_ml::data::Batcher;
 use weft_ml::model::StageSpec;
 use weft_primitives::{AccountId, Header, Keypair};
+use weft_rpc_client::{Client, SubmitOptions, WaitFor};
 use weft_runtime::RuntimeCall;
 use weft_stage_net::reveal_fetch::{self, RevealFailure};
 

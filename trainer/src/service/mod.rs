@@ -13,10 +13,10 @@ pub use train::{apply_train_file, train, train_with, Hooks, TrainArgs};
 use anyhow::Context;
 use std::sync::Arc;
 use std::time::Duration;
-use weft_rpc_client::Client;
 use weft_ml::data::{Synthetic, TokenFile, TokenSource};
 use weft_primitives::Header;
 use weft_rpc_api::WeftApiClient;
+use weft_rpc_client::Client;
 
 /// A training data source from its command-line spelling: `synthetic` (the run seed's
 /// synthetic stream), a text file or directory, or `.bin` u16 token files.

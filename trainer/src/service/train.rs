@@ -13,13 +13,13 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
-use weft_rpc_client::{Client, SubmitOptions, WaitFor};
 use weft_ml::commit::StepCommitment;
 use weft_ml::config::DeviceSpec;
 use weft_ml::data::Batcher;
 use weft_ml::model::StageSpec;
 use weft_ml::worker::StepHook;
 use weft_primitives::{AccountId, Keypair};
+use weft_rpc_client::{Client, SubmitOptions, WaitFor};
 use weft_runtime::RuntimeCall;
 use weft_stage_net::access::RevealAccess;
 

@@ -1,15 +1,13 @@
 //! The trainer's error type: the ML core's and the stage network's errors, plus what only
 //! the chain-driven services meet.
 
-use std::path::PathBuf;
-
 /// Everything that can go wrong in a trainer or an auditor.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The model, the data, the optimiser or a recomputation failed.
     #[error(transparent)]
     Ml(#[from] weft_ml::Error),
-    /// The stage network, the tensor store or the journal failed.
+    /// The stage network, the tensor store, the journal or a file failed.
     #[error(transparent)]
     Net(#[from] weft_stage_net::Error),
     /// libtorch reported an error.
@@ -21,30 +19,12 @@ pub enum Error {
     /// A step replayed from the store after a restart does not reproduce its commitment.
     #[error("replay: {0}")]
     Replay(String),
-    /// A file could not be read or written.
-    #[error("i/o error on {path}: {error}")]
-    Io {
-        /// The file or directory.
-        path: PathBuf,
-        /// The OS error.
-        error: std::io::Error,
-    },
     /// Chain state is missing, undecodable or inconsistent, or the node failed.
     #[error("chain: {0}")]
     Chain(String),
     /// Training stopped on purpose (unassigned, run finished, operator).
     #[error("stopped: {0}")]
     Stopped(String),
-}
-
-impl Error {
-    /// An [`Error::Io`] for `path`.
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            error: source,
-        }
-    }
 }
 
 /// Shorthand for results of this crate.

@@ -98,7 +98,7 @@ impl SubmitJournal {
                 slot,
                 pending: None,
             }),
-            Err(e) => Err(Error::io(p, e)),
+            Err(e) => Err(weft_stage_net::Error::io(p, e).into()),
         }
     }
 

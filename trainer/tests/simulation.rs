@@ -13,7 +13,7 @@ use weft_trainer::ml::config::{ClipScope, ModelConfig, TrainConfig};
 use weft_trainer::ml::data::{Batcher, Synthetic};
 use weft_trainer::ml::model::StageSpec;
 use weft_trainer::ml::schedule::{build_workers, run_step_in_process_detailed};
-use weft_trainer::ml::worker::WorkerOptions;
+use weft_trainer::ml::worker::{StageWorker, WorkerOptions};
 use weft_trainer::net::access::RevealAccess;
 use weft_trainer::net::link::RetryPolicy;
 use weft_trainer::net::store::TensorStore;
@@ -52,10 +52,10 @@ fn setup_with(coupled: bool) -> (ModelConfig, TrainConfig, Batcher) {
     (model, train, data)
 }
 
-/// What the in-process pipeline commits, per step and stage.
-fn reference(coupled: bool) -> Vec<Vec<StepCommitment>> {
+/// Every stage's worker, committing every step.
+fn committing_workers(coupled: bool) -> weft_trainer::ml::Result<Vec<StageWorker>> {
     let (model, train, data) = setup_with(coupled);
-    let mut workers = build_workers(
+    build_workers(
         &model,
         &train,
         STAGES,
@@ -63,7 +63,11 @@ fn reference(coupled: bool) -> Vec<Vec<StepCommitment>> {
         Device::Cpu,
         WorkerOptions { commit: true },
     )
-    .unwrap();
+}
+
+/// What the in-process pipeline commits, per step and stage.
+fn reference(coupled: bool) -> Vec<Vec<StepCommitment>> {
+    let mut workers = committing_workers(coupled).unwrap();
     (0..STEPS)
         .map(|s| {
             run_step_in_process_detailed(&mut workers, s)
@@ -129,23 +133,11 @@ fn simulate_with(
         })
         .collect();
     let make = Arc::new(move |k: usize| -> weft_trainer::Result<_> {
-        let (model, train, data) = setup_with(coupled);
-        Ok(build_workers(
-            &model,
-            &train,
-            STAGES,
-            &data,
-            Device::Cpu,
-            WorkerOptions { commit: true },
-        )?
-        .remove(k))
-        .map(|mut w| {
-            if let Some((stage, cheat, from)) = cheater.filter(|c| c.0 == k) {
-                let _ = stage;
-                w.set_hook(Box::new(Cheater::new(cheat, from)));
-            }
-            w
-        })
+        let mut w = committing_workers(coupled)?.remove(k);
+        if let Some((_, cheat, from)) = cheater.filter(|c| c.0 == k) {
+            w.set_hook(Box::new(Cheater::new(cheat, from)));
+        }
+        Ok(w)
     });
     let hooks = Arc::new(move |k: usize| StageHooks {
         after_step: None,

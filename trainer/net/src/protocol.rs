@@ -453,10 +453,43 @@ impl StageProtocol {
         }
     }
 
+    /// Checks a per-micro-batch tensor message: its sender, that it comes from `expected`
+    /// (the neighbour that sends that kind; `None`: no stage does), the micro-batch and the
+    /// activation shape.
+    fn check_micro_tensor(
+        &self,
+        peer: &PeerId,
+        (run, from_stage): (RunId, StageIndex),
+        expected: Option<usize>,
+        micro: u32,
+        tensor: &WireTensor,
+    ) -> Result<(), Response> {
+        let shape = &self.cfg.shape;
+        let from = self.check_sender(peer, run, from_stage)?;
+        if expected != Some(from) {
+            return Err(Response::error(
+                ErrorCode::WrongStage,
+                format!(
+                    "stage {} does not take this message from stage {from}",
+                    shape.stage
+                ),
+            ));
+        }
+        let m = u32::try_from(shape.micro_batches).unwrap_or(u32::MAX);
+        if micro >= m {
+            return Err(Response::error(
+                ErrorCode::WrongStage,
+                format!("micro-batch {micro} out of range (0..{m})"),
+            ));
+        }
+        tensor
+            .expect(None, &shape.activation)
+            .map_err(|e| Response::error(ErrorCode::Malformed, e.to_string()))
+    }
+
     fn on_request(&mut self, peer: PeerId, req: Request, out: &mut Vec<Effect>) -> Response {
         let shape = &self.cfg.shape;
         let (k, n) = (shape.stage, shape.n_stages);
-        let m = u32::try_from(shape.micro_batches).unwrap_or(u32::MAX);
         let wrong = |msg: String| Response::error(ErrorCode::WrongStage, msg);
         let (step, slot, payload) = match req {
             Request::Reveal(_) | Request::AuditorHello { .. } => {
@@ -469,23 +502,12 @@ impl StageProtocol {
                 from_stage,
                 tensor,
             } => {
-                let from = match self.check_sender(&peer, run, from_stage) {
-                    Ok(f) => f,
+                // Activations come from the previous stage.
+                let expected = k.checked_sub(1);
+                match self.check_micro_tensor(&peer, (run, from_stage), expected, micro, &tensor) {
+                    Ok(()) => (step, Slot::Forward(micro), Payload::Tensor(tensor)),
                     Err(r) => return r,
-                };
-                if k == 0 || from != k - 1 {
-                    return wrong(format!(
-                        "stage {k} takes activations only from stage {}",
-                        k.wrapping_sub(1) as i64
-                    ));
                 }
-                if micro >= m {
-                    return wrong(format!("micro-batch {micro} out of range (0..{m})"));
-                }
-                if let Err(e) = tensor.expect(None, &shape.activation) {
-                    return Response::error(ErrorCode::Malformed, e.to_string());
-                }
-                (step, Slot::Forward(micro), Payload::Tensor(tensor))
             }
             Request::Backward {
                 run,
@@ -494,23 +516,12 @@ impl StageProtocol {
                 from_stage,
                 tensor,
             } => {
-                let from = match self.check_sender(&peer, run, from_stage) {
-                    Ok(f) => f,
+                // Gradients come from the next stage.
+                let expected = (k + 1 < n).then_some(k + 1);
+                match self.check_micro_tensor(&peer, (run, from_stage), expected, micro, &tensor) {
+                    Ok(()) => (step, Slot::Backward(micro), Payload::Tensor(tensor)),
                     Err(r) => return r,
-                };
-                if from != k + 1 {
-                    return wrong(format!(
-                        "stage {k} takes gradients only from stage {}",
-                        k + 1
-                    ));
                 }
-                if micro >= m {
-                    return wrong(format!("micro-batch {micro} out of range (0..{m})"));
-                }
-                if let Err(e) = tensor.expect(None, &shape.activation) {
-                    return Response::error(ErrorCode::Malformed, e.to_string());
-                }
-                (step, Slot::Backward(micro), Payload::Tensor(tensor))
             }
             Request::SharedGrad {
                 run,

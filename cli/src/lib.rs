@@ -8,6 +8,8 @@
 //! * [`args`]: parsing of user input: address-or-secret-URI accounts, signers, amounts and
 //!   block selectors.
 //! * [`render`]: human-readable output: aligned fields, WEFT amounts, timestamps, events.
+//! * [`run_spec`]: the JSON of a run's model configuration and hyper-parameters, converted
+//!   to the runs pallet's typed values and checked against its rules.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), weft_cli::ClientError> {
@@ -25,6 +27,7 @@
 
 pub mod args;
 pub mod render;
+pub mod run_spec;
 
 pub use weft_rpc_client::{
     Client, ClientError, Receipt, Stage, SubmitOptions, WaitFor, DEFAULT_MORTALITY, DEFAULT_TIMEOUT,

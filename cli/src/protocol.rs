@@ -255,10 +255,11 @@ pub struct RegisterArgs {
     /// The dataset manifest's blake3 hash.
     #[arg(long, value_name = "0xHASH")]
     dataset_hash: Hash,
-    /// Hyper-parameters: a JSON file, or inline JSON.
-    #[arg(long, value_name = "FILE-or-JSON", default_value = "{}")]
+    /// Hyper-parameters: a JSON file, or inline JSON (`micro_batch_size`, `lr` and
+    /// `total_steps` are required).
+    #[arg(long, value_name = "FILE-or-JSON")]
     hyper_params: String,
-    /// Steps until the run finishes (0: no limit).
+    /// Steps until the run finishes (0: the schedule's `total_steps`).
     #[arg(long, default_value_t = 0)]
     max_steps: u64,
     /// The designer's bond in WEFT (reserved until the run finishes).
@@ -824,18 +825,27 @@ fn print_run(r: &RunJson) {
             format!("{} × {} replica(s)", r.stages, r.replicas)
         )
     );
-    println!("{}", field("Model config", r.model_config.trim_end()));
+    println!(
+        "{}",
+        field("Model", weft_cli::render::model_spec(&r.model_config))
+    );
     println!("{}", field("Config hash", r.config_hash));
     println!("{}", field("Dataset hash", r.dataset_hash));
-    println!("{}", field("Hyper-params", r.hyper_params.trim_end()));
+    println!(
+        "{}",
+        field(
+            "Hyper-params",
+            weft_cli::render::hyper_params(&r.hyper_params)
+        )
+    );
     println!(
         "{}",
         field(
             "Max steps",
             if r.max_steps == 0 {
-                "no limit".into()
+                format!("{} (the schedule's total_steps)", r.final_steps)
             } else {
-                r.max_steps.to_string()
+                r.final_steps.to_string()
             }
         )
     );
@@ -924,11 +934,16 @@ fn print_assignments(a: &StageAssignmentsJson) {
 pub async fn run(url: &str, json: bool, command: RunCommand) -> Result<()> {
     match command {
         RunCommand::Register(a) => {
-            let model_config = read_bytes(&a.config)?;
-            serde_json::from_slice::<serde_json::Value>(&model_config)
-                .with_context(|| format!("{}: the model configuration is not JSON", a.config))?;
-            let hyper_params = read_bytes(&a.hyper_params)?;
+            // Converted to the typed values and checked against the pallet's rules here,
+            // so a run that cannot train is refused before a fee is paid.
+            let (model_config, hyper_params) = weft_cli::run_spec::run_from_json(
+                &read_bytes(&a.config)?,
+                &read_bytes(&a.hyper_params)?,
+                a.stages,
+                a.max_steps,
+            )?;
             let params = a.params.apply(runs::RunParams::default())?;
+            runs::check_params(&params, a.stages)?;
             let spec = runs::RunSpec {
                 model_config,
                 stages: a.stages,

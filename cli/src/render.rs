@@ -30,6 +30,61 @@ pub fn weft_str(plancks: &str) -> String {
     }
 }
 
+/// `parts · 10^-decimals` as an exact decimal: `(3_000_000_000, 12)` → `0.003`.
+pub fn decimal(parts: u64, decimals: u32) -> String {
+    let scale = 10u128.pow(decimals);
+    let (int, frac) = (u128::from(parts) / scale, u128::from(parts) % scale);
+    if frac == 0 {
+        return int.to_string();
+    }
+    let digits = format!("{frac:0width$}", width = decimals as usize);
+    format!("{int}.{}", digits.trim_end_matches('0'))
+}
+
+fn ppb(p: weft_runtime::support::Perbill) -> String {
+    decimal(u64::from(p.parts()), 9)
+}
+
+/// A run's model specification in the JSON notation `weft run register --config` takes.
+pub fn model_spec(m: &weft_runtime::runs::ModelSpec) -> String {
+    format!(
+        "{{\"vocab_size\": {}, \"d_model\": {}, \"n_layers\": {}, \"n_heads\": {}, \"seq_len\": {}, \
+         \"mlp_ratio\": {}, \"dropout\": {}, \"tied_embeddings\": {}}}",
+        m.vocab_size,
+        m.d_model,
+        m.n_layers,
+        m.n_heads,
+        m.seq_len,
+        m.mlp_ratio,
+        ppb(m.dropout),
+        m.tied_embeddings
+    )
+}
+
+/// A run's hyper-parameters in the JSON notation `weft run register --hyper-params` takes.
+pub fn hyper_params(h: &weft_runtime::runs::HyperParams) -> String {
+    let scope = match h.clip_scope {
+        weft_runtime::runs::ClipScope::Stage => "stage",
+        weft_runtime::runs::ClipScope::Global => "global",
+    };
+    format!(
+        "{{\"micro_batch_size\": {}, \"micro_batches\": {}, \"lr\": {}, \"warmup_steps\": {}, \
+         \"total_steps\": {}, \"min_lr_ratio\": {}, \"weight_decay\": {}, \"betas\": [{}, {}], \
+         \"eps\": {}, \"grad_clip\": {}, \"clip_scope\": \"{scope}\"}}",
+        h.micro_batch_size,
+        h.micro_batches,
+        decimal(h.lr_pico, 12),
+        h.warmup_steps,
+        h.total_steps,
+        ppb(h.min_lr_ratio),
+        ppb(h.weight_decay),
+        ppb(h.beta1),
+        ppb(h.beta2),
+        decimal(h.eps_atto, 18),
+        decimal(h.grad_clip_nano, 9),
+    )
+}
+
 /// Milliseconds since the Unix epoch as `YYYY-MM-DD hh:mm:ss.mmm UTC`.
 pub fn timestamp(ms: Moment) -> String {
     let secs = ms / 1000;
@@ -158,6 +213,15 @@ fn single_entry(v: &Value) -> Option<(&String, &Value)> {
 mod tests {
     use super::*;
     use weft_primitives::{AccountId, Hash};
+
+    #[test]
+    fn exact_decimals() {
+        assert_eq!(decimal(3_000_000_000, 12), "0.003");
+        assert_eq!(decimal(10_000_000_000, 18), "0.00000001");
+        assert_eq!(decimal(1_000_000_000, 9), "1");
+        assert_eq!(decimal(1_500_000_000, 9), "1.5");
+        assert_eq!(decimal(0, 9), "0");
+    }
 
     #[test]
     fn aligned_fields() {

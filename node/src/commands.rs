@@ -372,11 +372,14 @@ fn benchmark_commitments(trainers: usize, blocks: usize, json: bool) -> anyhow::
         .map(|_| runs::GenesisRun {
             designer: alice.account_id(),
             spec: runs::RunSpec {
-                model_config: br#"{"bench":true}"#.to_vec(),
+                model_config: runs::ModelSpec {
+                    n_layers: 64,
+                    ..runs::ModelSpec::tiny()
+                },
                 stages: n_stages as StageIndex,
                 replicas: n_replicas as u16,
                 dataset_hash: weft_primitives::Hash::ZERO,
-                hyper_params: vec![],
+                hyper_params: runs::HyperParams::with_defaults(4, 1_000_000_000, 1_000_000),
                 max_steps: 0,
                 bond: 100 * UNIT,
                 params: runs::RunParams {

@@ -141,9 +141,9 @@ pub struct RunJson {
     pub paused: bool,
     /// Whether work is accepted now (training and not paused).
     pub accepting_work: bool,
-    /// The model configuration (its JSON text, or `0x` hex when it is not UTF-8).
-    pub model_config: String,
-    /// blake3 of the model configuration.
+    /// The model specification (fixed-point units: see `weft_pallet_runs::spec`).
+    pub model_config: runs::ModelSpec,
+    /// blake3 of the SCALE encoding of the model specification.
     pub config_hash: Hash,
     /// Pipeline stages.
     pub stages: StageIndex,
@@ -151,10 +151,12 @@ pub struct RunJson {
     pub replicas: u16,
     /// The dataset manifest hash.
     pub dataset_hash: Hash,
-    /// The hyper-parameters (text, or `0x` hex when not UTF-8).
-    pub hyper_params: String,
-    /// Step limit (0: none).
+    /// The hyper-parameters (fixed-point units: see `weft_pallet_runs::spec`).
+    pub hyper_params: runs::HyperParams,
+    /// Step limit as registered (0: the schedule's `total_steps`).
     pub max_steps: u64,
+    /// Steps the run trains before it finishes (`max_steps`, else `total_steps`).
+    pub final_steps: u64,
     /// The data-order seed.
     pub seed: Hash,
     /// Block of registration.

@@ -225,11 +225,14 @@ fn attestations(
 
 fn run_spec() -> runs::RunSpec {
     runs::RunSpec {
-        model_config: br#"{"n_layer":8,"n_embd":64,"vocab":256}"#.to_vec(),
+        model_config: runs::ModelSpec {
+            n_layers: 64,
+            ..runs::ModelSpec::tiny()
+        },
         stages: 4,
         replicas: 1,
         dataset_hash: Hash([7; 32]),
-        hyper_params: br#"{"lr":0.0003}"#.to_vec(),
+        hyper_params: runs::HyperParams::with_defaults(4, 1_000_000_000, 1_000_000),
         max_steps: 0,
         bond: 100 * UNIT,
         params: runs::RunParams {

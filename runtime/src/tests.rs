@@ -355,19 +355,26 @@ fn layouts_are_stable() {
         vec![7, 2, 1, 0, 0, 0]
     );
     let spec = runs::RunSpec {
-        model_config: vec![],
+        model_config: runs::ModelSpec {
+            n_layers: 64,
+            ..runs::ModelSpec::tiny()
+        },
         stages: 4,
         replicas: 1,
         dataset_hash: Hash::ZERO,
-        hyper_params: vec![],
+        hyper_params: runs::HyperParams::with_defaults(4, 1_000_000_000, 1_000_000),
         max_steps: 0,
         bond: 0,
         params: runs::RunParams::default(),
     };
     assert_eq!(
-        &RuntimeCall::Runs(runs::Call::RegisterRun { spec }).encode()[..5],
-        &[3, 0, 0, 4, 0]
+        &RuntimeCall::Runs(runs::Call::RegisterRun { spec }).encode()[..14],
+        // The typed model spec first: vocab_size, d_model, n_layers as u32 LE.
+        &[3, 0, 0, 1, 0, 0, 32, 0, 0, 0, 64, 0, 0, 0]
     );
+    assert_eq!(runs::ClipScope::Global.encode(), vec![1]);
+    assert_eq!(runs::Error::ModelSizeNotPositive.encode(), vec![8]);
+    assert_eq!(runs::Error::GlobalClipAcrossStages.encode(), vec![23]);
     // Event indices.
     let ev = RuntimeEvent::Work(work::Event::AuditInconclusive { audit: 1 });
     assert_eq!(&ev.encode()[..2], &[5, 4]);

@@ -36,6 +36,9 @@ use weft_tests::{run_cli, serial, wait_for, Node};
 const WAIT: Duration = Duration::from_secs(30);
 const VALIDATORS: [&str; 2] = ["//Alice", "//Bob"];
 const TRAINERS: [&str; 5] = ["//Charlie", "//Dave", "//Eve", "//Ferdie", "//Trainer5"];
+/// The scenario's model and hyper-parameters, as a designer writes them.
+const MODEL: &str = r#"{"d_model": 64, "n_layers": 8, "n_heads": 4, "seq_len": 64}"#;
+const HYPER: &str = r#"{"micro_batch_size": 4, "lr": 0.0003, "total_steps": 1000}"#;
 
 fn account(suri: &str) -> AccountId {
     Keypair::from_suri(suri).unwrap().account_id()
@@ -212,13 +215,13 @@ async fn protocol_scenario_through_the_cli() {
         "--from",
         "//Designer",
         "--config",
-        r#"{"n_layer":8,"n_embd":64,"vocab":256}"#,
+        MODEL,
         "--stages",
         "4",
         "--dataset-hash",
         &format!("0x{}", "07".repeat(32)),
         "--hyper-params",
-        r#"{"lr":0.0003}"#,
+        HYPER,
         "--audit-probability",
         "100%",
         "--auditors-per-stage",
@@ -257,7 +260,26 @@ async fn protocol_scenario_through_the_cli() {
     let run = c.run(0, None).await.unwrap();
     assert_eq!((run.stages, run.replicas), (4, 1));
     assert_eq!(run.params.audit_probability.parts(), 1_000_000_000);
-    assert_eq!(run.model_config, r#"{"n_layer":8,"n_embd":64,"vocab":256}"#);
+    // The JSON became the typed, fixed-point values (weft_pallet_runs::spec).
+    let m = &run.model_config;
+    assert_eq!(
+        (
+            m.vocab_size,
+            m.d_model,
+            m.n_layers,
+            m.n_heads,
+            m.seq_len,
+            m.mlp_ratio
+        ),
+        (256, 64, 8, 4, 64, 4)
+    );
+    let h = &run.hyper_params;
+    assert_eq!(
+        (h.lr_pico, h.eps_atto, h.beta1.parts(), h.total_steps),
+        (300_000_000, 10_000_000_000, 900_000_000, 1000)
+    );
+    assert_eq!((run.max_steps, run.final_steps), (0, 1000));
+    assert_eq!(run.config_hash, runs::RunInfo::model_hash(m));
 
     in_parallel(
         &url,
@@ -667,6 +689,97 @@ async fn protocol_scenario_through_the_cli() {
         cli_text(&url, args).await;
     }
     eprintln!("protocol scenario took {:?}", started.elapsed());
+}
+
+/// Configurations that cannot train (or cannot be audited) are refused by `weft run
+/// register` with the pallet's named error, before anything is submitted: the designer's
+/// balance is unchanged and no run exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_register_refuses_what_cannot_train() {
+    let _serial = serial().await;
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &["--block-time", "100ms"])
+        .await
+        .unwrap();
+    let url = node.ws_url();
+    let c = node.cli_client().await.unwrap();
+    let designer = account("//Ferdie");
+    let before = c.account(designer, None).await.unwrap();
+    let good_hyper = r#"{"micro_batch_size": 2, "lr": 0.001, "total_steps": 10}"#;
+    let cases: [(&str, &str, &str, &str); 7] = [
+        (
+            r#"{"d_model": -5, "n_layers": 0, "n_heads": 3, "seq_len": 8}"#,
+            good_hyper,
+            "1",
+            "ModelSizeNotPositive",
+        ),
+        (
+            r#"{"d_model": 30, "n_layers": 2, "n_heads": 4, "seq_len": 8}"#,
+            good_hyper,
+            "1",
+            "HeadsDoNotDivide",
+        ),
+        (
+            r#"{"d_model": 32, "n_layers": 2, "n_heads": 4, "seq_len": 8}"#,
+            good_hyper,
+            "9",
+            "MoreStagesThanLayers",
+        ),
+        (
+            r#"{"d_model": 32, "n_layers": 2, "n_heads": 4, "seq_len": 8}"#,
+            r#"{"micro_batch_size": 2, "lr": -1, "total_steps": 10}"#,
+            "1",
+            "BadLearningRate",
+        ),
+        (
+            r#"{"d_model": 32, "n_layers": 2, "n_heads": 4, "seq_len": 8}"#,
+            r#"{"micro_batch_size": 2, "lr": 0.001, "total_steps": 10, "warmup_steps": 11}"#,
+            "1",
+            "WarmupBeyondTotal",
+        ),
+        (
+            r#"{"d_model": 32, "n_layers": 2, "n_heads": 4, "seq_len": 8, "tied_embeddings": true}"#,
+            good_hyper,
+            "2",
+            "TiedEmbeddingsAcrossStages",
+        ),
+        (
+            r#"{"d_model": 32, "n_layers": 2, "n_heads": 4, "seq_len": 8}"#,
+            r#"{"micro_batch_size": 2, "lr": 0.001, "total_steps": 10, "clip_scope": "global"}"#,
+            "2",
+            "GlobalClipAcrossStages",
+        ),
+    ];
+    let hash = format!("0x{}", "07".repeat(32));
+    for (model, hyper, stages, error) in cases {
+        cli_fails(
+            &url,
+            &[
+                "run",
+                "register",
+                "--from",
+                "//Ferdie",
+                "--config",
+                model,
+                "--hyper-params",
+                hyper,
+                "--stages",
+                stages,
+                "--dataset-hash",
+                &hash,
+                "--wait",
+                "in-block",
+            ],
+            error,
+        )
+        .await;
+    }
+    let after = c.account(designer, None).await.unwrap();
+    assert_eq!(
+        (after.free, after.reserved, after.nonce),
+        (before.free, before.reserved, before.nonce)
+    );
+    assert!(c.runs(None).await.unwrap().is_empty());
 }
 
 #[path = "protocol/adversaries.rs"]

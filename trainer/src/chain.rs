@@ -7,34 +7,23 @@
 //! ([`NodeState`], optionally pinned to one block so a decision sees one consistent state)
 //! or a [`MemoryState`] (tests build storage with the pallets' types, no node needed).
 //!
-//! # What a run registers (the JSON formats)
+//! # What a run registers (the typed model and hyper-parameters)
 //!
-//! `RunInfo::model_config` is a UTF-8 JSON object with the fields of
-//! [`ModelConfig`] **except `seed`**:
+//! `RunInfo::model_config` is a [`runs::ModelSpec`] and `RunInfo::hyper_params` a
+//! [`runs::HyperParams`]: integers and fixed point, checked by the runs pallet at
+//! registration (units and rules in `weft_pallet_runs::spec`). [`parse_run`] converts them
+//! to [`ModelConfig`] and [`TrainConfig`], each fixed-point value with one correctly rounded
+//! division (`lr = lr_pico / 10¹²`, `eps = eps_atto / 10¹⁸`, `grad_clip = grad_clip_nano /
+//! 10⁹`, fractions `parts / 10⁹`), so every trainer and auditor derives identical floats.
+//! The JSON users write (`weft run register`) is the CLI's surface only
+//! (`weft_cli::run_spec`).
 //!
-//! ```json
-//! {"vocab_size": 256, "d_model": 128, "n_layers": 4, "n_heads": 4, "seq_len": 128,
-//!  "mlp_ratio": 4, "dropout": 0.0, "tied_embeddings": false}
-//! ```
-//!
-//! (`vocab_size` defaults to 256, `mlp_ratio` to 4, `dropout` to 0, `tied_embeddings` to
-//! false; unknown fields are errors). The run seed is not the designer's to choose: it is
-//! the block randomness the runs pallet stored at registration, and the model seed (weight
-//! initialisation, data order, dropout masks) is [`run_seed_u64`] = the first 8 bytes of
-//! `RunInfo::seed`, little-endian. A config that names a `seed` is rejected.
-//! `RunInfo::config_hash` must be `blake3(model_config)`; the model must have at least as
-//! many layers as the run has stages.
-//!
-//! `RunInfo::hyper_params` is a UTF-8 JSON object with the fields of [`TrainConfig`]:
-//!
-//! ```json
-//! {"micro_batch_size": 8, "micro_batches": 4, "lr": 0.001, "warmup_steps": 100,
-//!  "total_steps": 10000, "min_lr_ratio": 0.1, "weight_decay": 0.1,
-//!  "betas": [0.9, 0.95], "eps": 1e-8, "grad_clip": 1.0, "clip_scope": "stage"}
-//! ```
-//!
-//! (only `micro_batch_size`, `lr` and `total_steps` are required). With `max_steps > 0` on
-//! chain, `total_steps` must not exceed it (the schedule would never finish).
+//! The run seed is not the designer's to choose: it is the block randomness the runs pallet
+//! stored at registration, and the model seed (weight initialisation, data order, dropout
+//! masks) is [`run_seed_u64`] = the first 8 bytes of `RunInfo::seed`, little-endian.
+//! `RunInfo::config_hash` must be `blake3(SCALE(model_config))`; the trainer checks it and
+//! its own validation again (the model must have at least as many layers as the run has
+//! stages; with `max_steps > 0`, `total_steps` must not exceed it).
 //!
 //! # Peers
 //!
@@ -58,14 +47,14 @@ use crate::error::{Error, Result};
 use parity_scale_codec::{Decode, Encode};
 use std::future::Future;
 use weft_ml::audit::Tolerance;
-use weft_ml::config::{ModelConfig, TrainConfig};
+use weft_ml::config::{ClipScope, ModelConfig, TrainConfig};
 use weft_p2p::{Address, PeerId};
 use weft_pallet_runs::{RunInfo, RunStatus};
 use weft_pallet_staking::TrainerInfo;
 use weft_pallet_support::{CommitmentId, Replica, RunId, StageIndex};
 use weft_pallet_work::{Audit, Commitment};
 use weft_primitives::storage::{MemoryState, StorageMap, StorageValue};
-use weft_primitives::{blake3_256, AccountId, Hash};
+use weft_primitives::{AccountId, Hash};
 use weft_stage_net::topology::{PeerTable, StagePeer};
 
 pub use weft_pallet_runs as runs;
@@ -150,33 +139,61 @@ impl RunSetup {
     }
 }
 
-/// Parses and checks a run's registered model config and hyper-parameters (see the module
-/// docs for the formats).
+/// A run's typed model specification as the trainer's [`ModelConfig`] (with `seed` 0; see
+/// the module docs).
+pub fn model_config_of(m: &runs::ModelSpec) -> ModelConfig {
+    ModelConfig {
+        vocab_size: i64::from(m.vocab_size),
+        d_model: i64::from(m.d_model),
+        n_layers: i64::from(m.n_layers),
+        n_heads: i64::from(m.n_heads),
+        seq_len: i64::from(m.seq_len),
+        mlp_ratio: i64::from(m.mlp_ratio),
+        dropout: ppb(m.dropout),
+        tied_embeddings: m.tied_embeddings,
+        seed: 0,
+    }
+}
+
+/// A run's typed hyper-parameters as the trainer's [`TrainConfig`] (see the module docs).
+pub fn train_config_of(h: &runs::HyperParams) -> TrainConfig {
+    TrainConfig {
+        micro_batch_size: i64::from(h.micro_batch_size),
+        micro_batches: h.micro_batches as usize,
+        lr: h.lr_pico as f64 / 1e12,
+        warmup_steps: h.warmup_steps,
+        total_steps: h.total_steps,
+        min_lr_ratio: ppb(h.min_lr_ratio),
+        weight_decay: ppb(h.weight_decay),
+        betas: [ppb(h.beta1), ppb(h.beta2)],
+        eps: h.eps_atto as f64 / 1e18,
+        grad_clip: h.grad_clip_nano as f64 / 1e9,
+        clip_scope: match h.clip_scope {
+            runs::ClipScope::Stage => ClipScope::Stage,
+            runs::ClipScope::Global => ClipScope::Global,
+        },
+    }
+}
+
+fn ppb(p: weft_pallet_support::Perbill) -> f64 {
+    f64::from(p.parts()) / 1e9
+}
+
+/// Converts and checks a run's registered model specification and hyper-parameters (see
+/// the module docs).
 pub fn parse_run(run: RunId, info: &RunInfo) -> Result<RunSetup> {
     let bad = |m: String| Error::Chain(format!("run {run}: {m}"));
-    if blake3_256(&info.model_config) != info.config_hash {
+    if RunInfo::model_hash(&info.model_config) != info.config_hash {
         return Err(bad(
-            "the model config does not hash to the registered config_hash".into(),
+            "the model specification does not hash to the registered config_hash".into(),
         ));
     }
-    let value: serde_json::Value = serde_json::from_slice(&info.model_config)
-        .map_err(|e| bad(format!("the model config is not JSON: {e}")))?;
-    if value.get("seed").is_some() {
-        return Err(bad(
-            "the model config names a seed; the seed comes from the chain (RunInfo::seed)".into(),
-        ));
-    }
-    let mut model: ModelConfig = serde_json::from_value(value)
-        .map_err(|e| bad(format!("the model config is not a valid model config: {e}")))?;
+    let mut model = model_config_of(&info.model_config);
     model.seed = run_seed_u64(&info.seed);
     model
         .validate_stages(info.stages as usize)
         .map_err(|e| bad(format!("{e}")))?;
-    let train: TrainConfig = serde_json::from_slice(&info.hyper_params).map_err(|e| {
-        bad(format!(
-            "the hyper-parameters are not a valid training config: {e}"
-        ))
-    })?;
+    let train = train_config_of(&info.hyper_params);
     train.validate().map_err(|e| bad(format!("{e}")))?;
     if info.max_steps > 0 && train.total_steps > info.max_steps {
         return Err(bad(format!(

@@ -5,10 +5,14 @@
 
 use parity_scale_codec::Encode;
 use std::collections::HashSet;
+use weft_cli::run_spec::{hyper_from_json, hyper_from_value, model_from_json, model_from_value};
+use weft_ml::config::{ClipScope, ModelConfig, TrainConfig};
+use weft_ml::schedule::Coupling;
 use weft_primitives::storage::MemoryState;
-use weft_primitives::{blake3_256, AccountId, Hash};
+use weft_primitives::{AccountId, Hash};
 use weft_trainer::chain::{
-    parse_run, run_seed_u64, runs, stages, staking, work, ChainView, TrainerState,
+    model_config_of, parse_run, run_seed_u64, runs, stages, staking, train_config_of, work,
+    ChainView, TrainerState,
 };
 use weft_trainer::net::access::RevealAccess;
 
@@ -32,15 +36,16 @@ fn peer(i: u8) -> weft_p2p::PeerId {
 }
 
 fn run_info(model: &str, hyper: &str) -> runs::RunInfo {
+    let model = model_from_json(model.as_bytes()).unwrap();
     runs::RunInfo {
         designer: acct(99),
         bond: 0,
-        model_config: model.as_bytes().to_vec(),
-        config_hash: blake3_256(model.as_bytes()),
+        model_config: model,
+        config_hash: runs::RunInfo::model_hash(&model),
         stages: 2,
         replicas: 1,
         dataset_hash: Hash::ZERO,
-        hyper_params: hyper.as_bytes().to_vec(),
+        hyper_params: hyper_from_json(hyper.as_bytes()).unwrap(),
         max_steps: 0,
         seed: Hash([0x11; 32]),
         registered_at: 1,
@@ -77,20 +82,14 @@ fn run_configs_parse_and_mismatches_are_refused() {
     let mut bad = info.clone();
     bad.config_hash = Hash::ZERO;
     assert!(err(bad).contains("config_hash"));
-    let with_seed = r#"{"d_model":32,"n_layers":4,"n_heads":2,"seq_len":16,"seed":5}"#;
-    assert!(err(run_info(with_seed, HYPER)).contains("seed comes from the chain"));
+    // State the pallet would have refused is refused again by the trainer.
     let mut three = run_info(
         r#"{"d_model":32,"n_layers":1,"n_heads":2,"seq_len":16}"#,
         HYPER,
     );
+    three.config_hash = runs::RunInfo::model_hash(&three.model_config);
     three.stages = 2;
     assert!(err(three).contains("2 stages need at least 2 layers"));
-    assert!(err(run_info(MODEL, r#"{"lr":0.1}"#)).contains("hyper-parameters"));
-    assert!(err(run_info(
-        MODEL,
-        r#"{"micro_batch_size":4,"lr":0.1,"total_steps":10,"typo":1}"#
-    ))
-    .contains("unknown field"));
     let mut short = info;
     short.max_steps = 50;
     assert!(err(short).contains("stops at 50"));
@@ -224,23 +223,23 @@ async fn auditors_prove_their_peer_with_their_bls_key() {
     assert!(!access.allows(&p));
     // Bob is a validator but not an auditor of stage 1.
     assert!(access
-        .hello((RUN.into(), 1), &p, bob.0, sign(&bob_sk, RUN, 1, &p))
+        .hello((RUN, 1), &p, bob.0, sign(&bob_sk, RUN, 1, &p))
         .is_err());
     // Alice's signature for another peer, stage or run does not admit this peer.
     assert!(access
         .hello(
-            (RUN.into(), 1),
+            (RUN, 1),
             &p,
             alice.0,
             sign(&alice_sk, RUN, 1, &peer(51))
         )
         .is_err());
     assert!(access
-        .hello((RUN.into(), 1), &p, alice.0, sign(&alice_sk, RUN, 2, &p))
+        .hello((RUN, 1), &p, alice.0, sign(&alice_sk, RUN, 2, &p))
         .is_err());
     assert!(access
         .hello(
-            (RUN.into(), 1),
+            (RUN, 1),
             &p,
             alice.0,
             sign(&alice_sk, RUN + 1, 1, &p)
@@ -248,10 +247,62 @@ async fn auditors_prove_their_peer_with_their_bls_key() {
         .is_err());
     assert!(!access.allows(&p));
     access
-        .hello((RUN.into(), 1), &p, alice.0, sign(&alice_sk, RUN, 1, &p))
+        .hello((RUN, 1), &p, alice.0, sign(&alice_sk, RUN, 1, &p))
         .unwrap();
     assert!(access.allows(&p));
     // Alice is rotated out on chain: her peer loses access.
     access.set_auditors(&[(bob.0, bob_pk)]);
     assert!(!access.allows(&p));
+}
+
+/// The JSON of a trainer config, as a user writes it (the model without `seed`).
+fn json_of(v: &impl serde::Serialize) -> serde_json::Value {
+    let mut v = serde_json::to_value(v).unwrap();
+    if let Some(m) = v.as_object_mut() {
+        m.remove("seed");
+    }
+    v
+}
+
+#[test]
+fn every_preset_registers_and_reads_back_exactly() {
+    let train = TrainConfig::tiny();
+    let hyper = hyper_from_value(&json_of(&train)).unwrap();
+    // The trainer's defaults and the tiny settings survive the fixed point exactly.
+    assert_eq!(train_config_of(&hyper), train);
+    let defaults: TrainConfig =
+        serde_json::from_str(r#"{"micro_batch_size": 8, "lr": 0.0003, "total_steps": 100}"#)
+            .unwrap();
+    assert_eq!(
+        train_config_of(&hyper_from_value(&json_of(&defaults)).unwrap()),
+        defaults
+    );
+    for name in ["tiny", "small", "medium", "gpt2"] {
+        let preset = ModelConfig::preset(name).unwrap();
+        let spec = model_from_value(&json_of(&preset)).unwrap();
+        assert_eq!(model_config_of(&spec), preset, "{name}");
+        // Registers on every stage count the trainer can run and the auditors can audit.
+        for stages in 1..=preset.n_layers as u16 {
+            let auditable = !Coupling::any_stage(&preset, &train, stages as usize);
+            assert_eq!(
+                runs::check_run(&spec, &hyper, stages, 0).is_ok(),
+                auditable,
+                "{name} × {stages}"
+            );
+        }
+    }
+    // The pallet's auditability check agrees with the trainer's coupling.
+    let global = TrainConfig {
+        clip_scope: ClipScope::Global,
+        ..TrainConfig::tiny()
+    };
+    let global_hyper = hyper_from_value(&json_of(&global)).unwrap();
+    let tiny = ModelConfig::tiny();
+    let tiny_spec = model_from_value(&json_of(&tiny)).unwrap();
+    for stages in 1..=4u16 {
+        assert_eq!(
+            runs::check_run(&tiny_spec, &global_hyper, stages, 0).is_ok(),
+            !Coupling::any_stage(&tiny, &global, stages as usize)
+        );
+    }
 }

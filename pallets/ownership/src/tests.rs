@@ -47,11 +47,14 @@ fn with_run() -> MemoryState {
         ..runs::RunParams::default()
     };
     let spec = runs::RunSpec {
-        model_config: vec![],
+        model_config: runs::ModelSpec {
+            n_layers: 64,
+            ..runs::ModelSpec::tiny()
+        },
         stages: 2,
         replicas: 1,
         dataset_hash: Hash::ZERO,
-        hyper_params: vec![],
+        hyper_params: runs::HyperParams::with_defaults(4, 1_000_000_000, 1_000_000),
         max_steps: 0,
         bond: 1,
         params,

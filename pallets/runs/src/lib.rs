@@ -1,9 +1,10 @@
 //! # Runs
 //!
 //! A model designer registers a training run with a bond (reserved until the run finishes):
-//! the model configuration (JSON bytes, stored with their blake3 hash), the number of
-//! pipeline stages and replicas per stage, the dataset manifest hash, hyper-parameters
-//! (opaque bytes the trainer interprets), an optional step limit, and the run's
+//! the typed model specification ([`ModelSpec`], stored with `config_hash =
+//! blake3(SCALE(model))`), the number of pipeline stages and replicas per stage, the dataset
+//! manifest hash, the typed hyper-parameters ([`HyperParams`]; integers and fixed point, units
+//! in [`spec`]), an optional step limit, and the run's
 //! [`RunParams`]: tolerance, audit probability, slash fractions, windows, steps per epoch,
 //! credential issuance per epoch, the risk-adjustment schedule, governance thresholds and the
 //! unextractability caps. The run's `seed` is the block randomness at registration; the
@@ -12,16 +13,28 @@
 //! ## Lifecycle
 //!
 //! ```text
-//! Pending ──(all stages filled at an epoch boundary)──▶ Training ──(last step)──▶ Finished
+//! Pending ──(all stages filled at an epoch boundary)──▶ Training ──(last step settled)──▶ Finished
 //!    │                                                   ▲    │
 //!    └───────────────(governance halt)──────▶ Halted ◀───┘    │ (governance halt)
 //!                                                │ (governance resume)
 //!                                                └──────▶ Training
 //! ```
 //!
+//! A run trains [`RunInfo::final_steps`] steps: `max_steps` when set, else the schedule's
+//! `total_steps`. It becomes `Finished` (the bond is returned) once every `(stage, replica)`
+//! slot has committed step `final_steps − 1` and each of those commitments is settled:
+//! credited, voided or inconclusive, and its audit (if it had one) closed at its attestation
+//! deadline (the work pallet checks this whenever such a commitment settles).
+//!
 //! Independently of the status, a run is `paused` while any stage has no trainer (set by the
 //! stages pallet at epoch boundaries and when a trainer is removed). Work is accepted only
 //! while the run is `Training` and not paused; a halted run also serves no inference.
+//!
+//! ## Training rules
+//!
+//! [`spec::check_run`] refuses, at registration, a model or hyper-parameters that cannot
+//! train and a run whose steps cannot be audited stage by stage (tied embeddings or global
+//! clipping with more than one stage); each rule has its own error (see [`spec`]).
 //!
 //! ## Parameter rules
 //!
@@ -40,6 +53,9 @@ use weft_primitives::storage::{StateReader, Storage, StorageError, StorageMap, S
 use weft_primitives::units::UNIT;
 use weft_primitives::{blake3_256, AccountId, Balance, BlockNumber, Hash};
 
+pub mod spec;
+pub use spec::{check_run, ClipScope, HyperParams, ModelSpec};
+
 /// The pallet's name in storage keys.
 pub const PALLET: &str = "Runs";
 /// The pallet's index in the runtime.
@@ -56,10 +72,6 @@ pub struct Config {
     pub max_stages: StageIndex,
     /// Most replicas per stage.
     pub max_replicas: u16,
-    /// Longest model configuration, in bytes.
-    pub max_config_len: u32,
-    /// Longest hyper-parameter blob, in bytes.
-    pub max_hyper_len: u32,
     /// Most runs not yet finished.
     pub max_active_runs: u32,
 }
@@ -70,8 +82,6 @@ impl Default for Config {
             min_designer_bond: 100 * UNIT,
             max_stages: 64,
             max_replicas: 8,
-            max_config_len: 16 * 1024,
-            max_hyper_len: 4 * 1024,
             max_active_runs: 64,
         }
     }
@@ -211,17 +221,17 @@ impl Default for RunParams {
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RunSpec {
-    /// Model configuration (JSON bytes).
-    pub model_config: Vec<u8>,
+    /// Model specification.
+    pub model_config: ModelSpec,
     /// Pipeline stages.
     pub stages: StageIndex,
     /// Replicas per stage.
     pub replicas: u16,
     /// Dataset manifest hash.
     pub dataset_hash: Hash,
-    /// Hyper-parameters (bytes).
-    pub hyper_params: Vec<u8>,
-    /// Steps until the run finishes (0: no limit).
+    /// Hyper-parameters.
+    pub hyper_params: HyperParams,
+    /// Steps until the run finishes (0: the schedule's `total_steps`).
     pub max_steps: u64,
     /// The designer's bond.
     #[serde(with = "balance_string")]
@@ -257,9 +267,9 @@ pub struct RunInfo {
     /// Reserved designer bond.
     #[serde(with = "balance_string")]
     pub bond: Balance,
-    /// Model configuration bytes.
-    pub model_config: Vec<u8>,
-    /// blake3 of `model_config`.
+    /// Model specification.
+    pub model_config: ModelSpec,
+    /// blake3 of the SCALE encoding of `model_config`.
     pub config_hash: Hash,
     /// Pipeline stages.
     pub stages: StageIndex,
@@ -268,8 +278,8 @@ pub struct RunInfo {
     /// Dataset manifest hash.
     pub dataset_hash: Hash,
     /// Hyper-parameters.
-    pub hyper_params: Vec<u8>,
-    /// Step limit (0: none).
+    pub hyper_params: HyperParams,
+    /// Step limit as registered (0: the schedule's `total_steps`; see [`RunInfo::final_steps`]).
     pub max_steps: u64,
     /// Data-order seed (block randomness at registration).
     pub seed: Hash,
@@ -291,20 +301,34 @@ impl RunInfo {
         self.status == RunStatus::Training && !self.paused
     }
 
-    /// The highest step number the run may have reached so far (`None`: unlimited).
-    pub fn step_limit(&self) -> Option<u64> {
-        let mut limit = None;
+    /// How many steps the run trains: `max_steps` when set, else the schedule's
+    /// `total_steps`. The run finishes when step `final_steps() − 1` is settled everywhere.
+    pub fn final_steps(&self) -> u64 {
+        if self.max_steps > 0 {
+            self.max_steps
+        } else {
+            self.hyper_params.total_steps
+        }
+    }
+
+    /// The number of steps the run may have reached so far: [`RunInfo::final_steps`],
+    /// lowered to `steps_per_epoch × (epochs trained + 1)` when that is set.
+    pub fn step_limit(&self) -> u64 {
+        let all = self.final_steps();
         if self.params.steps_per_epoch > 0 {
-            limit = Some(
+            all.min(
                 self.epochs_trained
                     .saturating_add(1)
                     .saturating_mul(self.params.steps_per_epoch as u64),
-            );
+            )
+        } else {
+            all
         }
-        if self.max_steps > 0 {
-            limit = Some(limit.map_or(self.max_steps, |l: u64| l.min(self.max_steps)));
-        }
-        limit
+    }
+
+    /// `blake3(SCALE(model))`, the run's `config_hash`.
+    pub fn model_hash(model: &ModelSpec) -> Hash {
+        blake3_256(&model.encode())
     }
 }
 
@@ -382,7 +406,7 @@ pub enum Error {
     #[codec(index = 1)]
     #[error("BadShape: stage or replica count out of range")]
     BadShape,
-    /// Configuration or hyper-parameters too long.
+    /// Configuration or hyper-parameters too long (no longer returned: both are typed).
     #[codec(index = 2)]
     #[error("TooLong: model configuration or hyper-parameters too long")]
     TooLong,
@@ -406,6 +430,70 @@ pub enum Error {
     #[codec(index = 7)]
     #[error("Overflow: arithmetic overflow")]
     Overflow,
+    /// A model size is zero (or `vocab_size < 2`).
+    #[codec(index = 8)]
+    #[error("ModelSizeNotPositive: vocab_size must be at least 2 and d_model, n_layers, n_heads, seq_len, mlp_ratio at least 1")]
+    ModelSizeNotPositive,
+    /// A model size beyond the limits of the spec module.
+    #[codec(index = 9)]
+    #[error("ModelTooLarge: d_model, seq_len, vocab_size ≤ 2^20, n_layers ≤ 4096, mlp_ratio ≤ 64")]
+    ModelTooLarge,
+    /// `d_model` is not a multiple of `n_heads`.
+    #[codec(index = 10)]
+    #[error("HeadsDoNotDivide: d_model must be a multiple of n_heads")]
+    HeadsDoNotDivide,
+    /// Dropout of one or more.
+    #[codec(index = 11)]
+    #[error("BadDropout: dropout must be below 1")]
+    BadDropout,
+    /// More pipeline stages than layers.
+    #[codec(index = 12)]
+    #[error("MoreStagesThanLayers: each stage needs at least one layer")]
+    MoreStagesThanLayers,
+    /// Zero micro-batch size or micro-batches.
+    #[codec(index = 13)]
+    #[error("BatchNotPositive: micro_batch_size and micro_batches must be at least 1")]
+    BatchNotPositive,
+    /// Learning rate zero or above one.
+    #[codec(index = 14)]
+    #[error("BadLearningRate: lr must be in (0, 1]")]
+    BadLearningRate,
+    /// A schedule of zero steps.
+    #[codec(index = 15)]
+    #[error("TotalStepsNotPositive: total_steps must be at least 1")]
+    TotalStepsNotPositive,
+    /// Warm-up longer than the schedule.
+    #[codec(index = 16)]
+    #[error("WarmupBeyondTotal: warmup_steps must not exceed total_steps")]
+    WarmupBeyondTotal,
+    /// The schedule is longer than the run's step limit.
+    #[codec(index = 17)]
+    #[error("ScheduleBeyondMaxSteps: total_steps must not exceed max_steps")]
+    ScheduleBeyondMaxSteps,
+    /// Minimum learning-rate ratio above one.
+    #[codec(index = 18)]
+    #[error("BadMinLrRatio: min_lr_ratio must be in [0, 1]")]
+    BadMinLrRatio,
+    /// Weight decay above one.
+    #[codec(index = 19)]
+    #[error("BadWeightDecay: weight_decay must be in [0, 1]")]
+    BadWeightDecay,
+    /// A beta of one or more.
+    #[codec(index = 20)]
+    #[error("BadBetas: betas must be in [0, 1)")]
+    BadBetas,
+    /// ε zero or above one.
+    #[codec(index = 21)]
+    #[error("BadEps: eps must be in (0, 1]")]
+    BadEps,
+    /// Tied embeddings in a model cut into more than one stage: not auditable.
+    #[codec(index = 22)]
+    #[error("TiedEmbeddingsAcrossStages: tied embeddings need a single stage (stage 0 and the last stage would add each other's embedding gradient, which no auditor can check)")]
+    TiedEmbeddingsAcrossStages,
+    /// Global-norm clipping with more than one stage: not auditable.
+    #[codec(index = 23)]
+    #[error("GlobalClipAcrossStages: clip_scope global needs a single stage (each update would depend on every stage's gradient norm, which no auditor can check)")]
+    GlobalClipAcrossStages,
 }
 
 weft_pallet_support::pallet_error!(Error, INDEX);
@@ -485,11 +573,12 @@ pub fn register_run(
     {
         return Err(Error::BadShape.into());
     }
-    if spec.model_config.len() > cfg.max_config_len as usize
-        || spec.hyper_params.len() > cfg.max_hyper_len as usize
-    {
-        return Err(Error::TooLong.into());
-    }
+    check_run(
+        &spec.model_config,
+        &spec.hyper_params,
+        spec.stages,
+        spec.max_steps,
+    )?;
     check_params(&spec.params, spec.stages)?;
     if spec.bond < cfg.min_designer_bond {
         return Err(Error::BondTooLow.into());
@@ -501,7 +590,7 @@ pub fn register_run(
     balances::reserve(s, ev, designer, spec.bond)?;
     let id = NEXT_RUN_ID.get(s)?.unwrap_or(0);
     NEXT_RUN_ID.put(s, &id.checked_add(1).ok_or(Error::Overflow)?);
-    let config_hash = blake3_256(&spec.model_config);
+    let config_hash = RunInfo::model_hash(&spec.model_config);
     let mut seed_input = randomness::at(s, now)?.0.to_vec();
     seed_input.extend_from_slice(&id.to_le_bytes());
     let info = RunInfo {
@@ -652,132 +741,4 @@ pub fn dispatch(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
-mod tests {
-    use super::*;
-    use weft_pallet_support::Recorder;
-    use weft_primitives::storage::{MemoryState, Overlay};
-
-    fn acc(n: u8) -> AccountId {
-        AccountId([n; 32])
-    }
-
-    fn spec(stages: StageIndex) -> RunSpec {
-        RunSpec {
-            model_config: br#"{"layers":4}"#.to_vec(),
-            stages,
-            replicas: 1,
-            dataset_hash: Hash([1; 32]),
-            hyper_params: vec![],
-            max_steps: 0,
-            bond: 100 * UNIT,
-            params: RunParams::default(),
-        }
-    }
-
-    fn state() -> MemoryState {
-        let base = MemoryState::default();
-        let mut o = Overlay::new(&base);
-        balances::build_genesis(&mut o, 1, &[(acc(1), 1_000 * UNIT)]).unwrap();
-        build_genesis(&mut o, &mut Recorder::default(), &Config::default(), &[]).unwrap();
-        let mut s = MemoryState::default();
-        s.apply(&o.into_changes());
-        s
-    }
-
-    #[test]
-    fn register_and_lifecycle() {
-        let st = state();
-        let mut o = Overlay::new(&st);
-        let mut ev = Recorder::default();
-        let id = register_run(&mut o, &mut ev, 1, &acc(1), spec(4)).unwrap();
-        assert_eq!(balances::account(&o, &acc(1)).unwrap().reserved, 100 * UNIT);
-        let r = run(&o, id).unwrap().unwrap();
-        assert_eq!(
-            (r.status, r.paused, r.config_hash),
-            (RunStatus::Pending, true, blake3_256(br#"{"layers":4}"#))
-        );
-        assert_eq!(
-            set_status(&mut o, &mut ev, id, RunStatus::Finished),
-            Err(Error::BadTransition.into())
-        );
-        set_status(&mut o, &mut ev, id, RunStatus::Training).unwrap();
-        set_status(&mut o, &mut ev, id, RunStatus::Halted).unwrap();
-        set_status(&mut o, &mut ev, id, RunStatus::Training).unwrap();
-        set_status(&mut o, &mut ev, id, RunStatus::Finished).unwrap();
-        assert_eq!(balances::account(&o, &acc(1)).unwrap().reserved, 0);
-        assert!(active_runs(&o).unwrap().is_empty());
-        assert_eq!(
-            set_status(&mut o, &mut ev, id, RunStatus::Training),
-            Err(Error::BadTransition.into())
-        );
-    }
-
-    #[test]
-    fn parameter_rules() {
-        let st = state();
-        let mut o = Overlay::new(&st);
-        let mut ev = Recorder::default();
-        let mut s = spec(4);
-        s.params.halt_threshold = Perbill::from_percent(80);
-        assert_eq!(
-            register_run(&mut o, &mut ev, 1, &acc(1), s),
-            Err(Error::BadParams.into())
-        );
-        let mut s = spec(4);
-        s.params.max_stages_per_account = 4;
-        assert_eq!(
-            register_run(&mut o, &mut ev, 1, &acc(1), s),
-            Err(Error::BadParams.into())
-        );
-        let mut s = spec(4);
-        s.params.selection_delay = 0;
-        assert_eq!(
-            register_run(&mut o, &mut ev, 1, &acc(1), s),
-            Err(Error::BadParams.into())
-        );
-        assert_eq!(
-            register_run(&mut o, &mut ev, 1, &acc(1), spec(0)),
-            Err(Error::BadShape.into())
-        );
-        let mut s = spec(2);
-        s.bond = 1;
-        assert_eq!(
-            register_run(&mut o, &mut ev, 1, &acc(1), s),
-            Err(Error::BondTooLow.into())
-        );
-        let id = register_run(&mut o, &mut ev, 1, &acc(1), spec(4)).unwrap();
-        let p = RunParams {
-            audit_probability: Perbill::from_percent(50),
-            ..RunParams::default()
-        };
-        set_params(&mut o, &mut ev, id, p.clone()).unwrap();
-        assert_eq!(run(&o, id).unwrap().unwrap().params, p);
-    }
-
-    #[test]
-    fn step_limit() {
-        let mut r = RunInfo {
-            designer: acc(1),
-            bond: 0,
-            model_config: vec![],
-            config_hash: Hash::ZERO,
-            stages: 1,
-            replicas: 1,
-            dataset_hash: Hash::ZERO,
-            hyper_params: vec![],
-            max_steps: 0,
-            seed: Hash::ZERO,
-            registered_at: 0,
-            status: RunStatus::Training,
-            paused: false,
-            epochs_trained: 2,
-            params: RunParams::default(),
-        };
-        assert_eq!(r.step_limit(), None);
-        r.params.steps_per_epoch = 5;
-        assert_eq!(r.step_limit(), Some(15));
-        r.max_steps = 10;
-        assert_eq!(r.step_limit(), Some(10));
-    }
-}
+mod tests;

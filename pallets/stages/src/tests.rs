@@ -55,11 +55,14 @@ fn genesis(n: u8, validators: &[u8]) -> MemoryState {
 
 fn spec(stages: StageIndex, replicas: u16, cap: StageIndex) -> runs::RunSpec {
     runs::RunSpec {
-        model_config: b"{}".to_vec(),
+        model_config: runs::ModelSpec {
+            n_layers: 64,
+            ..runs::ModelSpec::tiny()
+        },
         stages,
         replicas,
         dataset_hash: Hash::ZERO,
-        hyper_params: vec![],
+        hyper_params: runs::HyperParams::with_defaults(4, 1_000_000_000, 1_000_000),
         max_steps: 0,
         bond: 1,
         params: runs::RunParams {

@@ -13,7 +13,8 @@
 //! * the signer holds that slot now (an unassigned account cannot commit),
 //! * `step` is exactly the slot's next step: one commitment per `(stage, replica, step)`,
 //!   so a replayed step is `AlreadyCommitted` and a skipped one `OutOfOrder`,
-//! * `step` is below the run's step limit (`steps_per_epoch` × epochs trained, `max_steps`).
+//! * `step` is below the run's step limit (`steps_per_epoch` × epochs trained, and the run's
+//!   `final_steps`: `max_steps`, else the schedule's `total_steps`).
 //!
 //! ## Audit selection
 //!
@@ -523,7 +524,7 @@ pub fn commit_step(
     if step > next {
         return Err(Error::OutOfOrder.into());
     }
-    if r.step_limit().is_some_and(|l| step >= l) {
+    if step >= r.step_limit() {
         return Err(Error::StepLimit.into());
     }
     let last = stage + 1 == r.stages;

@@ -65,11 +65,14 @@ fn world(p: Perbill) -> MemoryState {
     stages::build_genesis(&mut o, &stages::Config::default());
     ownership::build_genesis(&mut o, &ownership::Config::default());
     let spec = runs::RunSpec {
-        model_config: vec![],
+        model_config: runs::ModelSpec {
+            n_layers: 64,
+            ..runs::ModelSpec::tiny()
+        },
         stages: 2,
         replicas: 1,
         dataset_hash: Hash::ZERO,
-        hyper_params: vec![],
+        hyper_params: runs::HyperParams::with_defaults(4, 1_000_000_000, 1_000_000),
         max_steps: 0,
         bond: 1,
         params: runs::RunParams {

@@ -351,11 +351,7 @@ pub async fn train_with(args: TrainArgs, hooks: Hooks) -> anyhow::Result<()> {
         setup.model.seed,
         batcher.source().describe()
     );
-    let steps = args.steps.unwrap_or(if setup.info.max_steps > 0 {
-        setup.info.max_steps
-    } else {
-        setup.train.total_steps
-    });
+    let steps = args.steps.unwrap_or(setup.info.final_steps());
     let metrics = TrainerMetrics::new();
     // Metrics are an aid, not a duty: a taken port (several trainers on one machine with
     // the default) leaves them off rather than stopping the trainer.

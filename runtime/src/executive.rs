@@ -1,6 +1,7 @@
 //! Block building, block execution and transaction validation. See the crate docs for the
 //! order of checks.
 
+use crate::dispatch::PalletCall;
 use crate::{
     balances, fees, governance, limits, ownership, runs, stages, staking, system, work,
     EventRecord, Extrinsic, Phase, RuntimeCall, RuntimeEvent,
@@ -492,66 +493,30 @@ impl<'a> BlockBuilder<'a> {
                 });
                 Ok(())
             }
-            RuntimeCall::Balances(c) => {
-                let mut sink = PalletEvents {
-                    phase,
-                    out: &mut self.events,
-                };
-                balances::dispatch(&mut self.overlay, &mut sink, origin, c).map_err(|e| match e {
-                    balances::Failure::Dispatch(e) => {
-                        DispatchOutcome::Failed(dispatch_error(pallet, &e))
-                    }
-                    balances::Failure::Storage(e) => DispatchOutcome::Storage(e),
-                })
-            }
-            RuntimeCall::Staking(c) => {
-                let mut sink = PalletEvents {
-                    phase,
-                    out: &mut self.events,
-                };
-                staking::dispatch(&mut self.overlay, &mut sink, self.ctx.number, origin, c)
-                    .map_err(outcome)
-            }
-            RuntimeCall::Runs(c) => {
-                let mut sink = PalletEvents {
-                    phase,
-                    out: &mut self.events,
-                };
-                runs::dispatch(&mut self.overlay, &mut sink, self.ctx.number, origin, c)
-                    .map_err(outcome)
-            }
-            RuntimeCall::Stages(c) => {
-                let mut sink = PalletEvents {
-                    phase,
-                    out: &mut self.events,
-                };
-                stages::dispatch(&mut self.overlay, &mut sink, origin, c).map_err(outcome)
-            }
-            RuntimeCall::Work(c) => {
-                let mut sink = PalletEvents {
-                    phase,
-                    out: &mut self.events,
-                };
-                work::dispatch(&mut self.overlay, &mut sink, self.ctx.number, origin, c)
-                    .map_err(outcome)
-            }
-            RuntimeCall::Ownership(c) => {
-                let mut sink = PalletEvents {
-                    phase,
-                    out: &mut self.events,
-                };
-                ownership::dispatch(&mut self.overlay, &mut sink, self.ctx.number, origin, c)
-                    .map_err(outcome)
-            }
-            RuntimeCall::Governance(c) => {
-                let mut sink = PalletEvents {
-                    phase,
-                    out: &mut self.events,
-                };
-                governance::dispatch(&mut self.overlay, &mut sink, self.ctx.number, origin, c)
-                    .map_err(outcome)
-            }
+            RuntimeCall::Balances(c) => self.dispatch_pallet(phase, origin, c),
+            RuntimeCall::Staking(c) => self.dispatch_pallet(phase, origin, c),
+            RuntimeCall::Runs(c) => self.dispatch_pallet(phase, origin, c),
+            RuntimeCall::Stages(c) => self.dispatch_pallet(phase, origin, c),
+            RuntimeCall::Work(c) => self.dispatch_pallet(phase, origin, c),
+            RuntimeCall::Ownership(c) => self.dispatch_pallet(phase, origin, c),
+            RuntimeCall::Governance(c) => self.dispatch_pallet(phase, origin, c),
         }
+    }
+
+    /// Dispatches a pallet's call in the one signature ([`crate::dispatch`]): its events go to
+    /// the block's log under `phase`, its failure becomes the extrinsic's outcome.
+    fn dispatch_pallet(
+        &mut self,
+        phase: Phase,
+        origin: &AccountId,
+        call: &impl PalletCall,
+    ) -> Result<(), DispatchOutcome> {
+        let mut sink = PalletEvents {
+            phase,
+            out: &mut self.events,
+        };
+        call.dispatch(&mut self.overlay, &mut sink, self.ctx.number, origin)
+            .map_err(outcome)
     }
 
     /// Number of extrinsics applied so far.

@@ -48,6 +48,7 @@
 //! Calls are dispatched by the explicit index of [`RuntimeCall`]'s variants; those indices,
 //! like every SCALE layout here, are stable (see the layout tests).
 
+mod dispatch;
 pub mod executive;
 pub mod genesis;
 pub mod system;

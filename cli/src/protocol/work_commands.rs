@@ -1,0 +1,390 @@
+//! `weft work`: committing steps, listing and attesting audits.
+
+use super::*;
+
+/// An auditor's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum VerdictArg {
+    /// Recomputation matched within tolerance.
+    Pass,
+    /// It did not (or nothing was revealed).
+    Fail,
+}
+
+/// Why an auditor fails a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReasonArg {
+    /// Recomputation outside tolerance, or the reveal does not match the roots.
+    Mismatch,
+    /// Nothing revealed by the reveal deadline.
+    NoReveal,
+    /// Revealed after the reveal deadline.
+    Late,
+}
+
+/// `weft work commit`.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("root-source").required(true).args(["roots", "roots_from"])))]
+pub struct CommitArgs {
+    #[command(flatten)]
+    tx: TxArgs,
+    /// The run id.
+    #[arg(long)]
+    run: RunId,
+    /// The stage; default: the one slot the signer holds in the run.
+    #[arg(long)]
+    stage: Option<StageIndex>,
+    /// The replica; default: the one slot the signer holds in the run.
+    #[arg(long)]
+    replica: Option<Replica>,
+    /// The step; default: the slot's next step.
+    #[arg(long)]
+    step: Option<Step>,
+    /// The step's Merkle roots: a JSON file or inline JSON with weightsBefore, inputs,
+    /// outputs, outputGrads, inputGrads, weightsAfter, optimizerBefore, optimizerAfter.
+    #[arg(long, value_name = "FILE-or-JSON")]
+    roots: Option<String>,
+    /// Derive every root from this text and the slot and step (tests and debugging).
+    #[arg(long, value_name = "TEXT")]
+    roots_from: Option<String>,
+    /// The step's loss (last stage only), e.g. 2.75 (stored × 10⁶).
+    #[arg(long, value_parser = parse_loss)]
+    loss: Option<u64>,
+}
+
+/// `weft work …`.
+#[derive(Debug, Subcommand)]
+pub enum WorkCommand {
+    /// Commit the Merkle roots of one step of a slot (what the trainer does after each step).
+    Commit(Box<CommitArgs>),
+    /// Attest an audit as one of its auditors, signed with the validator's BLS key.
+    Attest {
+        #[command(flatten)]
+        tx: TxArgs,
+        /// The audit id (= the commitment id).
+        #[arg(long)]
+        audit: CommitmentId,
+        /// pass or fail.
+        #[arg(long, value_enum)]
+        verdict: VerdictArg,
+        /// Why it fails (default with fail: mismatch).
+        #[arg(long, value_enum)]
+        reason: Option<ReasonArg>,
+        /// BLS seed (0x hex or text); default: derived from the --from secret URI.
+        #[arg(long, value_name = "SEED")]
+        bls_seed: Option<String>,
+    },
+    /// List the audits of a run, newest first.
+    Audits {
+        /// The run id.
+        run: RunId,
+        #[command(flatten)]
+        at: AtArgs,
+    },
+    /// Show one audit.
+    Audit {
+        /// The audit id.
+        id: CommitmentId,
+        #[command(flatten)]
+        at: AtArgs,
+    },
+    /// Show the commitment of one step of one slot.
+    Commitment {
+        /// The run id.
+        #[arg(long)]
+        run: RunId,
+        /// The stage.
+        #[arg(long)]
+        stage: StageIndex,
+        /// The replica.
+        #[arg(long, default_value_t = 0)]
+        replica: Replica,
+        /// The step.
+        #[arg(long)]
+        step: Step,
+        #[command(flatten)]
+        at: AtArgs,
+    },
+}
+
+/// Roots derived from `text` and the slot and step: `blake3("weft-cli/roots/v1" ‖ text ‖
+/// run ‖ stage ‖ replica ‖ step ‖ name)` per root.
+pub fn derived_roots(
+    text: &str,
+    run: RunId,
+    stage: StageIndex,
+    replica: Replica,
+    step: Step,
+) -> work::StepRoots {
+    let root = |name: &str| {
+        let mut b = b"weft-cli/roots/v1".to_vec();
+        b.extend_from_slice(text.as_bytes());
+        b.extend_from_slice(&run.to_le_bytes());
+        b.extend_from_slice(&stage.to_le_bytes());
+        b.extend_from_slice(&replica.to_le_bytes());
+        b.extend_from_slice(&step.to_le_bytes());
+        b.extend_from_slice(name.as_bytes());
+        blake3_256(&b)
+    };
+    work::StepRoots {
+        weights_before: root("weightsBefore"),
+        inputs: root("inputs"),
+        outputs: root("outputs"),
+        output_grads: root("outputGrads"),
+        input_grads: root("inputGrads"),
+        weights_after: root("weightsAfter"),
+        optimizer_before: root("optimizerBefore"),
+        optimizer_after: root("optimizerAfter"),
+    }
+}
+
+/// The signer's slot and its next step, from `weft_stageAssignments`, filling in what the
+/// user did not give.
+async fn resolve_slot(client: &Client, a: &CommitArgs) -> Result<(StageIndex, Replica, Step)> {
+    let me = a.tx.from.pair.account_id();
+    let asg = client.stage_assignments(a.run, None).await?;
+    let mine: Vec<(StageIndex, Replica, Step)> = asg
+        .stages
+        .iter()
+        .flat_map(|st| st.replicas.iter().map(move |r| (st.stage, r)))
+        .filter(|(st, r)| {
+            a.stage.is_none_or(|s| s == *st) && a.replica.is_none_or(|x| x == r.replica)
+        })
+        .filter(|(_, r)| r.trainer == Some(me) || (a.stage.is_some() && a.replica.is_some()))
+        .map(|(st, r)| (st, r.replica, r.next_step))
+        .collect();
+    match mine.as_slice() {
+        [(st, rep, next)] => Ok((*st, *rep, a.step.unwrap_or(*next))),
+        [] if a.stage.is_some() && a.replica.is_some() => bail!(
+            "run {} has no stage {} replica {}",
+            a.run,
+            a.stage.unwrap_or_default(),
+            a.replica.unwrap_or_default()
+        ),
+        [] => bail!("{me} holds no slot of run {} (see `weft run assignments {}`); give --stage and --replica", a.run, a.run),
+        _ => bail!("{me} holds several slots of run {}: give --stage and --replica", a.run),
+    }
+}
+
+fn print_audit(a: &AuditJson) {
+    let status = match (a.status, a.verdict) {
+        (AuditStatus::Settled, Some(v)) => format!("settled: {v:?}"),
+        (s, _) => format!("{s:?}"),
+    };
+    println!("{}", field("Audit", a.id));
+    println!(
+        "{}",
+        field(
+            "Step",
+            format!(
+                "run {} stage {} replica {} step {}",
+                a.run_id, a.stage, a.replica, a.step
+            )
+        )
+    );
+    println!("{}", field("Trainer", a.trainer));
+    println!("{}", field("Status", status));
+    println!("{}", field("Opened at", format!("#{}", a.opened_at)));
+    println!("{}", field("Reveal by", format!("#{}", a.reveal_deadline)));
+    println!("{}", field("Attest by", format!("#{}", a.attest_deadline)));
+    println!(
+        "{}",
+        field("Threshold", ppb_to_percent(u128::from(a.threshold)))
+    );
+    for s in &a.auditors {
+        let att = a.attestations.iter().find(|x| x.auditor == s.account);
+        let said = match att {
+            Some(x) => match x.reason {
+                Some(r) => format!("{:?} ({r:?})", x.verdict),
+                None => format!("{:?}", x.verdict),
+            },
+            None => "not yet".to_string(),
+        };
+        println!("  auditor {} {}: {said}", s.account, weft_str(&s.stake));
+    }
+}
+
+/// `weft work …`.
+pub async fn work(url: &str, json: bool, command: WorkCommand) -> Result<()> {
+    match command {
+        WorkCommand::Commit(a) => {
+            let client = connect(url).await?;
+            let (stage, replica, step) = resolve_slot(&client, &a).await?;
+            let roots = match (&a.roots, &a.roots_from) {
+                (Some(src), _) => serde_json::from_slice(&read_bytes(src)?)
+                    .with_context(|| format!("{src}: not a JSON object of step roots"))?,
+                (None, Some(text)) => derived_roots(text, a.run, stage, replica, step),
+                (None, None) => bail!("give --roots or --roots-from"),
+            };
+            let what = format!(
+                "work.commitStep run {} stage {stage} replica {replica} step {step}{}",
+                a.run,
+                a.loss
+                    .map(|l| format!(" loss {}.{:06}", l / 1_000_000, l % 1_000_000))
+                    .unwrap_or_default()
+            );
+            let call = RuntimeCall::Work(work::Call::CommitStep {
+                run: a.run,
+                stage,
+                replica,
+                step,
+                roots,
+                loss: a.loss,
+            });
+            drop(client);
+            submit_then(url, json, &a.tx, call, &what, |r| {
+                id_fact(
+                    "commitmentId",
+                    find_event(r, |e| match e {
+                        RuntimeEvent::Work(work::Event::StepCommitted { id, .. }) => Some(*id),
+                        _ => None,
+                    }),
+                )
+            })
+            .await?;
+            Ok(())
+        }
+        WorkCommand::Attest {
+            tx,
+            audit,
+            verdict,
+            reason,
+            bls_seed,
+        } => {
+            let (verdict, reason) = match (verdict, reason) {
+                (VerdictArg::Pass, None) => (work::Verdict::Pass, None),
+                (VerdictArg::Pass, Some(_)) => bail!("--reason goes with --verdict fail only"),
+                (VerdictArg::Fail, r) => (
+                    work::Verdict::Fail,
+                    Some(match r.unwrap_or(ReasonArg::Mismatch) {
+                        ReasonArg::Mismatch => work::FailReason::Mismatch,
+                        ReasonArg::NoReveal => work::FailReason::NoReveal,
+                        ReasonArg::Late => work::FailReason::Late,
+                    }),
+                ),
+            };
+            let sk = bls_secret(&tx.from.suri, bls_seed.as_deref())?;
+            let signature = sk
+                .sign(&work::attestation_message(audit, verdict))
+                .context("signing the attestation")?
+                .to_bytes();
+            let what = format!(
+                "work.attest audit {audit} {verdict:?}{}",
+                reason.map(|r| format!(" ({r:?})")).unwrap_or_default()
+            );
+            let call = RuntimeCall::Work(work::Call::Attest {
+                audit,
+                verdict,
+                reason,
+                signature,
+            });
+            submit_then(url, json, &tx, call, &what, |r| {
+                id_fact(
+                    "settled",
+                    find_event(r, |e| match e {
+                        RuntimeEvent::Work(work::Event::AuditSettled {
+                            audit: id,
+                            verdict,
+                            ..
+                        }) if *id == audit => Some(format!("{verdict:?}")),
+                        _ => None,
+                    }),
+                )
+            })
+            .await?;
+            Ok(())
+        }
+        WorkCommand::Audits { run, at } => {
+            let list = connect(url).await?.audits(run, at.at).await?;
+            show(json, &list, |list| {
+                if list.is_empty() {
+                    println!("run {run} has no audits");
+                }
+                for a in list {
+                    let status = match (a.status, a.verdict) {
+                        (AuditStatus::Settled, Some(v)) => format!("settled {v:?}"),
+                        (s, _) => format!("{s:?}"),
+                    };
+                    println!(
+                        "audit {}: stage {} replica {} step {} trainer {} — {status}, {}/{} attested, attest by #{}",
+                        a.id,
+                        a.stage,
+                        a.replica,
+                        a.step,
+                        a.trainer,
+                        a.attestations.len(),
+                        a.auditors.len(),
+                        a.attest_deadline
+                    );
+                }
+            })
+        }
+        WorkCommand::Audit { id, at } => {
+            let a = connect(url).await?.audit(id, at.at).await?;
+            show(json, &a, print_audit)
+        }
+        WorkCommand::Commitment {
+            run,
+            stage,
+            replica,
+            step,
+            at,
+        } => {
+            let c = connect(url)
+                .await?
+                .commitment(run, stage, replica, step, at.at)
+                .await?;
+            let Some(c) = c else {
+                if json {
+                    return print_json(&serde_json::Value::Null);
+                }
+                println!(
+                    "run {run} stage {stage} replica {replica} has no commitment of step {step}"
+                );
+                return Ok(());
+            };
+            show(json, &c, |c| {
+                println!("{}", field("Commitment", c.id));
+                println!(
+                    "{}",
+                    field(
+                        "Step",
+                        format!(
+                            "run {} stage {} replica {} step {}",
+                            c.run_id, c.stage, c.replica, c.step
+                        )
+                    )
+                );
+                println!("{}", field("Trainer", c.trainer));
+                println!("{}", field("Block", format!("#{}", c.block)));
+                println!("{}", field("Status", format!("{:?}", c.status)));
+                println!(
+                    "{}",
+                    field(
+                        "Loss",
+                        c.loss
+                            .map(|l| format!("{}.{:06}", l / 1_000_000, l % 1_000_000))
+                            .unwrap_or_else(|| "-".into())
+                    )
+                );
+                println!("{}", field("Weights before", c.roots.weights_before));
+                println!("{}", field("Weights after", c.roots.weights_after));
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_roots_differ_per_step_and_text() {
+        let a = derived_roots("honest", 0, 1, 0, 0);
+        assert_eq!(a, derived_roots("honest", 0, 1, 0, 0));
+        assert_ne!(a, derived_roots("honest", 0, 1, 0, 1));
+        assert_ne!(a, derived_roots("cheat", 0, 1, 0, 0));
+        assert_ne!(a.inputs, a.outputs);
+    }
+}

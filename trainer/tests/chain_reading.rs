@@ -227,23 +227,13 @@ async fn auditors_prove_their_peer_with_their_bls_key() {
         .is_err());
     // Alice's signature for another peer, stage or run does not admit this peer.
     assert!(access
-        .hello(
-            (RUN, 1),
-            &p,
-            alice.0,
-            sign(&alice_sk, RUN, 1, &peer(51))
-        )
+        .hello((RUN, 1), &p, alice.0, sign(&alice_sk, RUN, 1, &peer(51)))
         .is_err());
     assert!(access
         .hello((RUN, 1), &p, alice.0, sign(&alice_sk, RUN, 2, &p))
         .is_err());
     assert!(access
-        .hello(
-            (RUN, 1),
-            &p,
-            alice.0,
-            sign(&alice_sk, RUN + 1, 1, &p)
-        )
+        .hello((RUN, 1), &p, alice.0, sign(&alice_sk, RUN + 1, 1, &p))
         .is_err());
     assert!(!access.allows(&p));
     access

@@ -501,7 +501,8 @@ async fn run_assigned(
         replica,
     };
     let data_dir = args.data_dir.clone();
-    let local_next = weft_stage_net::journal::Journal::read(&data_dir)?.map_or(0, |j| j.last_committed + 1);
+    let local_next =
+        weft_stage_net::journal::Journal::read(&data_dir)?.map_or(0, |j| j.last_committed + 1);
     let gate: Gate = Arc::new((Mutex::new(GateState::default()), Condvar::new()));
     let (next_tx, next_rx) = tokio::sync::watch::channel(local_next);
     let peers = table.stages.len().saturating_sub(1);
@@ -517,8 +518,10 @@ async fn run_assigned(
             data_dir.clone(),
             metrics.clone(),
         );
-        let store =
-            weft_stage_net::store::TensorStore::open(&data_dir, args.retention.max(args.checkpoint_every))?;
+        let store = weft_stage_net::store::TensorStore::open(
+            &data_dir,
+            args.retention.max(args.checkpoint_every),
+        )?;
         let mut rx = next_rx;
         tokio::spawn(async move {
             let mut sub = match Submitter::new(&client, key, slot, &data_dir, store) {
@@ -716,7 +719,9 @@ async fn run_assigned(
         let until_block =
             best + u64::from(params.selection_delay) + u64::from(params.attest_window) + 2;
         println!("serving reveals to the auditors until block #{until_block}");
-        let store = Arc::new(weft_stage_net::store::TensorStore::open(&data_dir, retention)?);
+        let store = Arc::new(weft_stage_net::store::TensorStore::open(
+            &data_dir, retention,
+        )?);
         let (_net, inbound) = listen_with_retry(&p2p_key, &net_cfg).await?;
         let until = async {
             loop {
@@ -733,4 +738,3 @@ async fn run_assigned(
     watcher.abort();
     Ok(result?)
 }
-

@@ -26,7 +26,8 @@ const BLOCK_TIME: &str = "200ms";
 /// Steps of each run, at most 3 per 10-block epoch: the runs are still training (not
 /// finished) when the adversaries are caught and their slots taken away.
 const STEPS: &str = "30";
-/// Steps of the clean run (within its first epoch).
+/// Steps of the clean run: its schedule's `total_steps`, no `--max-steps` (within its first
+/// epoch).
 const CLEAN_STEPS: &str = "3";
 /// Trainers of the clean run.
 const CLEAN: [&str; 2] = ["//Clean0", "//Clean1"];
@@ -159,11 +160,12 @@ async fn every_cheat_is_caught_and_slashed_and_honest_trainers_are_not() {
         "--config",
         r#"{"d_model":16,"n_layers":2,"n_heads":2,"seq_len":8}"#,
         "--hyper-params",
-        r#"{"micro_batch_size":2,"micro_batches":2,"lr":0.01,"warmup_steps":1,"total_steps":3}"#,
+        &format!(
+            r#"{{"micro_batch_size":2,"micro_batches":2,"lr":0.01,"warmup_steps":1,"total_steps":{CLEAN_STEPS}}}"#
+        ),
         "--stages",
         "2",
-        "--max-steps",
-        CLEAN_STEPS,
+        // No --max-steps: the run trains its schedule's total_steps.
         "--dataset-hash",
         &format!("0x{}", "05".repeat(32)),
         "--audit-probability",
@@ -397,7 +399,7 @@ async fn every_cheat_is_caught_and_slashed_and_honest_trainers_are_not() {
     )
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", dump(&clean_procs, &node)));
-    assert_eq!(finished.final_steps, 3);
+    assert_eq!((finished.max_steps, finished.final_steps), (0, 3));
     // Every step audited (p = 1); the last step's two audits passed.
     let audits = c.audits(clean_run as u32, None).await.unwrap();
     let last: Vec<_> = audits.iter().filter(|a| a.step == 2).collect();

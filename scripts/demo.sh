@@ -9,8 +9,9 @@
 #   4. //Bob, //Charlie, //Dave and //Eve each run `weft-trainer train`, which bonds, declares
 #      its libp2p peer id, joins the run, waits for its stage assignment, trains its stage
 #      with its neighbours over libp2p and commits every step on chain;
-#   5. shows the loss falling and commitments landing, then a summary (steps, final loss,
-#      tokens/s, audits, ownership shares, credentials).
+#   5. shows the loss falling and commitments landing; when the last step is settled the run
+#      is Finished, and the trainers and auditors exit; then a summary (status, steps, final
+#      loss, tokens/s, audits, ownership shares, credentials).
 # Environment: WEFT_DEMO_STEPS (default 60), WEFT_DEMO_RPC_PORT (9944),
 # WEFT_DEMO_PROMETHEUS_PORT (9615), WEFT_DEMO_KEEP=1 keeps the working directory.
 set -euo pipefail
@@ -25,6 +26,7 @@ url="ws://127.0.0.1:$rpc_port"
 corpus="$WEFT_ROOT/data/fortunes"
 work="$(mktemp -d -t weft-demo.XXXXXX)"
 pids=()
+auditor_pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
@@ -65,6 +67,7 @@ for who in Alice Ferdie; do
   "$WEFT_BIN/weft-trainer" audit --url "$url" --key "//$who" --data "$corpus" --run "$run" \
     --data-dir "$work/auditor-$who" --listen /ip4/127.0.0.1/tcp/0 >"$work/auditor-$who.log" 2>&1 &
   pids+=($!)
+  auditor_pids+=($!)
 done
 
 say "four trainers join (logs: $work/<name>.log; metrics: http://127.0.0.1:9616..9619/metrics)"
@@ -94,7 +97,13 @@ while :; do
   sleep 1
 done
 for p in "${trainer_pids[@]}"; do wait "$p" || echo "a trainer exited with an error; see $work/*.log"; done
-# The trainers kept serving reveals until their audit windows closed; the auditor is done too.
+# The trainers kept serving reveals until their audit windows closed. The run is Finished once
+# its last step is settled (its audits closed); the auditors (--run) exit then.
+for _ in $(seq 1 120); do
+  weft run show "$run" 2>/dev/null | grep -q -E '^Status: +Finished' && break
+  sleep 0.5
+done
+for p in "${auditor_pids[@]}"; do wait "$p" || echo "an auditor exited with an error; see $work/auditor-*.log"; done
 
 say "summary"
 first="$(grep -h -E '^stage 3 step 0 ' "$work"/{Bob,Charlie,Dave,Eve}.log | head -n 1 || true)"

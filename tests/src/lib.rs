@@ -302,6 +302,13 @@ impl Spawned {
         })
     }
 
+    /// Its exit status if it has exited (without waiting).
+    pub fn try_exit_status(&mut self) -> Result<Option<ExitStatus>> {
+        self.child
+            .try_wait()
+            .with_context(|| format!("polling {}", self.name))
+    }
+
     /// The last lines of its log.
     pub fn log_tail(&self) -> String {
         format!("--- {} ---\n{}", self.name, log_tail(&self.log_path, 30))

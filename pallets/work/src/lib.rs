@@ -61,6 +61,16 @@
 //! contradicts the settled outcome is slashed `auditor_slash`. Within one slashing span an
 //! account pays only its largest slash (staking's max-not-sum rule).
 //!
+//! ## Finishing
+//!
+//! A run trains `final_steps` steps (`max_steps`, else the schedule's `total_steps`). When a
+//! commitment of step `final_steps − 1` settles (in its selection block when it is not
+//! audited, at its attestation deadline when it is), [`finish`] checks every `(stage,
+//! replica)` slot of the run: once each has committed that step and each of those
+//! commitments is settled (credited, voided or inconclusive, and its audit closed), the run
+//! moves to `Finished` through `runs::set_status` (the designer's bond is returned). A run
+//! that is not `Training` then (halted) is left as it is.
+//!
 //! Per-block hook work is bounded by the queues keyed by block number: commitments due for
 //! selection in this block and audits whose deadline is this block.
 //!
@@ -569,31 +579,7 @@ pub fn commit_step(
             trainer: *who,
         },
     );
-    if r.max_steps > 0 && step + 1 == r.max_steps {
-        maybe_finish(s, ev, run, &r)?;
-    }
     Ok(id)
-}
-
-fn maybe_finish(
-    s: &mut (impl Storage + ?Sized),
-    ev: &mut impl Sink,
-    run: RunId,
-    r: &runs::RunInfo,
-) -> Result<(), Failure> {
-    for st in 0..r.stages {
-        let mut done = false;
-        for rep in 0..r.replicas {
-            if next_step(s, run, st, rep)? >= r.max_steps {
-                done = true;
-                break;
-            }
-        }
-        if !done {
-            return Ok(());
-        }
-    }
-    runs::set_status(s, ev, run, runs::RunStatus::Finished)
 }
 
 fn set_status(
@@ -633,8 +619,19 @@ fn void(
     }
 }
 
-/// Selection of one commitment in its selection block.
+/// Selection of one commitment in its selection block; a settled last step may finish the
+/// run (see [`finish`]).
 fn select(
+    s: &mut (impl Storage + ?Sized),
+    ev: &mut impl Sink,
+    now: BlockNumber,
+    id: CommitmentId,
+) -> Result<(), Failure> {
+    select_one(s, ev, now, id)?;
+    finish::after_settlement(s, ev, id)
+}
+
+fn select_one(
     s: &mut (impl Storage + ?Sized),
     ev: &mut impl Sink,
     now: BlockNumber,
@@ -840,8 +837,19 @@ fn settle(
     Ok(())
 }
 
-/// Deadline processing of one audit (see the module docs).
+/// Deadline processing of one audit (see the module docs); a settled last step may finish
+/// the run (see [`finish`]).
 fn close(
+    s: &mut (impl Storage + ?Sized),
+    ev: &mut impl Sink,
+    now: BlockNumber,
+    id: CommitmentId,
+) -> Result<(), Failure> {
+    close_one(s, ev, now, id)?;
+    finish::after_settlement(s, ev, id)
+}
+
+fn close_one(
     s: &mut (impl Storage + ?Sized),
     ev: &mut impl Sink,
     now: BlockNumber,
@@ -954,6 +962,8 @@ pub fn dispatch(
         } => attest(s, ev, now, origin, *audit, *verdict, *reason, *signature),
     }
 }
+
+pub mod finish;
 
 #[cfg(test)]
 mod tests;

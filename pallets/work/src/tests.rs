@@ -17,6 +17,11 @@ fn sk(v: u8) -> weft_bls::SecretKey {
 /// Validators 10..=13, trainers 1..=4 joined to run 0 (2 stages, 1 replica, audit
 /// probability `p`), assigned.
 fn world(p: Perbill) -> MemoryState {
+    world_with(p, 0)
+}
+
+/// [`world`] with a step limit.
+fn world_with(p: Perbill, max_steps: u64) -> MemoryState {
     let base = MemoryState::default();
     let mut o = Overlay::new(&base);
     let mut ev = Recorder::default();
@@ -72,8 +77,12 @@ fn world(p: Perbill) -> MemoryState {
         stages: 2,
         replicas: 1,
         dataset_hash: Hash::ZERO,
-        hyper_params: runs::HyperParams::with_defaults(4, 1_000_000_000, 1_000_000),
-        max_steps: 0,
+        hyper_params: runs::HyperParams::with_defaults(
+            4,
+            1_000_000_000,
+            if max_steps > 0 { max_steps } else { 1_000_000 },
+        ),
+        max_steps,
         bond: 1,
         params: runs::RunParams {
             audit_probability: p,
@@ -646,4 +655,109 @@ fn a_failing_audit_close_does_not_block_the_rest_of_the_deadline_queue() {
         .collect();
     assert_eq!(failed, vec![(bad, index::RUNS)]);
     assert_eq!(DEADLINES.get(&o, &9).unwrap(), None);
+}
+
+fn status(o: &Overlay<'_>) -> runs::RunStatus {
+    runs::get(o, 0).unwrap().status
+}
+
+/// Commits `step` on both stages of run 0 in block `now`.
+fn commit_both(
+    o: &mut Overlay<'_>,
+    ev: &mut Recorder,
+    now: BlockNumber,
+    step: Step,
+) -> [CommitmentId; 2] {
+    let (t0, t1) = (trainer_of(o, 0), trainer_of(o, 1));
+    let a = commit_step(o, ev, now, &t0, 0, 0, 0, step, roots(1), None).unwrap();
+    let b = commit_step(o, ev, now, &t1, 0, 1, 0, step, roots(1), Some(1_000_000)).unwrap();
+    [a, b]
+}
+
+#[test]
+fn a_run_finishes_when_its_last_step_is_credited_everywhere() {
+    let st = world_with(Perbill::ZERO, 2);
+    let mut o = Overlay::new(&st);
+    let mut ev = Recorder::default();
+    assert!(runs::get(&o, 0).unwrap().is_training());
+    let reserved = balances::account(&o, &acc(0)).unwrap().reserved;
+    commit_both(&mut o, &mut ev, 1, 0);
+    commit_both(&mut o, &mut ev, 2, 1);
+    // Every step committed, the last not yet settled: still training.
+    assert_eq!(status(&o), runs::RunStatus::Training);
+    let t0 = trainer_of(&o, 0);
+    assert_eq!(
+        commit_step(&mut o, &mut ev, 2, &t0, 0, 0, 0, 2, roots(1), None),
+        Err(Error::StepLimit.into())
+    );
+    block(&mut o, &mut ev, 3);
+    assert_eq!(status(&o), runs::RunStatus::Training);
+    // Step 1 (committed in block 2) is credited in its selection block 4.
+    block(&mut o, &mut ev, 4);
+    assert_eq!(status(&o), runs::RunStatus::Finished);
+    assert!(ev
+        .of::<runs::Event>()
+        .contains(&runs::Event::StatusChanged {
+            run: 0,
+            status: runs::RunStatus::Finished
+        }));
+    // The designer's bond (1) is returned.
+    assert_eq!(
+        balances::account(&o, &acc(0)).unwrap().reserved,
+        reserved - 1
+    );
+    assert!(runs::active_runs(&o).unwrap().is_empty());
+}
+
+#[test]
+fn an_audited_last_step_finishes_the_run_when_its_audit_closes() {
+    let st = world_with(Perbill::ONE, 1);
+    let mut o = Overlay::new(&st);
+    let mut ev = Recorder::default();
+    assert!(runs::get(&o, 0).unwrap().is_training());
+    let ids = commit_both(&mut o, &mut ev, 1, 0);
+    block(&mut o, &mut ev, 2);
+    block(&mut o, &mut ev, 3);
+    // Both selected (p = 1): open audits, deadline 3 + 6 = 9.
+    for id in ids {
+        let a = audit(&o, id).unwrap().expect("selected with p = 1");
+        assert_eq!(a.attest_deadline, 9);
+        for seat in &a.seats {
+            let v = v_of(&seat.account);
+            attest(
+                &mut o,
+                &mut ev,
+                4,
+                &seat.account,
+                id,
+                Verdict::Pass,
+                None,
+                sign(v, id, Verdict::Pass),
+            )
+            .unwrap();
+        }
+        assert_eq!(
+            commitment(&o, id).unwrap().unwrap().status,
+            CommitStatus::Credited
+        );
+    }
+    // Credited, but the audits are open until their deadline: still training.
+    for n in 4..9 {
+        block(&mut o, &mut ev, n);
+        assert_eq!(status(&o), runs::RunStatus::Training, "block {n}");
+    }
+    block(&mut o, &mut ev, 9);
+    assert_eq!(status(&o), runs::RunStatus::Finished);
+}
+
+#[test]
+fn a_halted_run_does_not_finish() {
+    let st = world_with(Perbill::ZERO, 1);
+    let mut o = Overlay::new(&st);
+    let mut ev = Recorder::default();
+    assert!(runs::get(&o, 0).unwrap().is_training());
+    commit_both(&mut o, &mut ev, 1, 0);
+    runs::set_status(&mut o, &mut ev, 0, runs::RunStatus::Halted).unwrap();
+    block(&mut o, &mut ev, 3);
+    assert_eq!(status(&o), runs::RunStatus::Halted);
 }

@@ -11,6 +11,10 @@
 //! contribution units, and that the slash is deducted from its bond after the deferral. No
 //! honest trainer and no auditor is ever reported, and every honest trainer passes audits.
 //!
+//! A tenth run, two honest trainers and no adversary, trains its [`CLEAN_STEPS`] steps: it
+//! reaches `Finished` once its last step is settled, and both trainer processes exit with
+//! status 0 after their reveal windows close.
+//!
 //! Needs `weft-adversary`: `cargo build --release --workspace --bins --features
 //! weft-trainer/adversary` (what `scripts/test.sh` does).
 
@@ -22,7 +26,12 @@ const BLOCK_TIME: &str = "200ms";
 /// Steps of each run, at most 3 per 10-block epoch: the runs are still training (not
 /// finished) when the adversaries are caught and their slots taken away.
 const STEPS: &str = "30";
-/// Longest wait for all the adversaries to be caught (20 trainer processes on 2 cores).
+/// Steps of the clean run: its schedule's `total_steps`, no `--max-steps` (within its first
+/// epoch).
+const CLEAN_STEPS: &str = "3";
+/// Trainers of the clean run.
+const CLEAN: [&str; 2] = ["//Clean0", "//Clean1"];
+/// Longest wait for all the adversaries to be caught (22 trainer processes on 2 cores).
 const CATCH_WAIT: Duration = Duration::from_secs(300);
 
 /// `(cheat, first cheated step)`; `no-reveal` withholds from the start.
@@ -95,7 +104,13 @@ async fn every_cheat_is_caught_and_slashed_and_honest_trainers_are_not() {
 
     // --- funds, validators, runs ---------------------------------------------------------
     let mut alice = Vec::new();
-    for who in cheaters.iter().chain(honest.iter().map(|(h, _)| h)) {
+    let clean_run = CHEATS.len();
+    let clean: Vec<String> = CLEAN.iter().map(|s| s.to_string()).collect();
+    for who in cheaters
+        .iter()
+        .chain(honest.iter().map(|(h, _)| h))
+        .chain(clean.iter())
+    {
         alice.push(cmd(&[
             "transfer", "--from", "//Alice", "--to", who, "--amount", "1000",
         ]));
@@ -137,12 +152,39 @@ async fn every_cheat_is_caught_and_slashed_and_honest_trainers_are_not() {
             "60",
         ]));
     }
+    alice.push(cmd(&[
+        "run",
+        "register",
+        "--from",
+        "//Alice",
+        "--config",
+        r#"{"d_model":16,"n_layers":2,"n_heads":2,"seq_len":8}"#,
+        "--hyper-params",
+        &format!(
+            r#"{{"micro_batch_size":2,"micro_batches":2,"lr":0.01,"warmup_steps":1,"total_steps":{CLEAN_STEPS}}}"#
+        ),
+        "--stages",
+        "2",
+        // No --max-steps: the run trains its schedule's total_steps.
+        "--dataset-hash",
+        &format!("0x{}", "05".repeat(32)),
+        "--audit-probability",
+        "100%",
+        "--auditors-per-stage",
+        "1",
+        "--max-stages-per-auditor",
+        "1",
+        "--reveal-window",
+        "25",
+        "--attest-window",
+        "60",
+    ]));
     let bob = vec![
         cmd(&["stake", "bond", "--from", "//Bob", "--amount", "10000"]),
         cmd(&["stake", "validate", "--from", "//Bob"]),
     ];
     in_parallel(&url, vec![alice, bob]).await;
-    assert_eq!(c.runs(None).await.unwrap().len(), CHEATS.len());
+    assert_eq!(c.runs(None).await.unwrap().len(), CHEATS.len() + 1);
 
     // --- auditors and trainers -----------------------------------------------------------
     let mut procs = Vec::new();
@@ -179,6 +221,13 @@ async fn every_cheat_is_caught_and_slashed_and_honest_trainers_are_not() {
         args.extend(trainer_args(&url, who, *run, dir.path()));
         let name = who.trim_start_matches("//");
         procs.push(Spawned::start("weft-trainer", &args, dir.path(), name).unwrap());
+    }
+    let mut clean_procs = Vec::new();
+    for who in &clean {
+        let mut args = vec!["train".to_string()];
+        args.extend(trainer_args(&url, who, clean_run, dir.path()));
+        let name = who.trim_start_matches("//");
+        clean_procs.push(Spawned::start("weft-trainer", &args, dir.path(), name).unwrap());
     }
     for (run, (cheat, from)) in CHEATS.iter().enumerate() {
         let who = &cheaters[run];
@@ -336,6 +385,40 @@ async fn every_cheat_is_caught_and_slashed_and_honest_trainers_are_not() {
         assert!(
             c.trainer(*who, Some(head)).await.unwrap().is_some(),
             "{name}"
+        );
+    }
+
+    // --- the clean run finished, and its trainers exited cleanly ---------------------------
+    let finished = wait_for(
+        Duration::from_secs(120),
+        "the clean run to finish",
+        || async {
+            let r = c.run(clean_run as u32, None).await.ok()?;
+            (r.status == runs::RunStatus::Finished).then_some(r)
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", dump(&clean_procs, &node)));
+    assert_eq!((finished.max_steps, finished.final_steps), (0, 3));
+    // Every step audited (p = 1); the last step's two audits passed.
+    let audits = c.audits(clean_run as u32, None).await.unwrap();
+    let last: Vec<_> = audits.iter().filter(|a| a.step == 2).collect();
+    assert!(
+        last.len() == 2 && last.iter().all(|a| a.verdict == Some(work::Verdict::Pass)),
+        "{audits:?}"
+    );
+    for p in &mut clean_procs {
+        let status = wait_for(Duration::from_secs(120), "a clean trainer to exit", || {
+            let s = p.try_exit_status().ok().flatten();
+            async move { s }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", p.log_tail()));
+        assert!(
+            status.success(),
+            "{} exited with {status}\n{}",
+            p.name,
+            p.log_tail()
         );
     }
 }

@@ -42,7 +42,8 @@ pub struct AuditArgs {
     /// Working directory (the p2p key, nothing else yet).
     #[arg(long)]
     pub data_dir: PathBuf,
-    /// Only audits of this run.
+    /// Only audits of this run; the auditor exits (status 0) once the run is finished (its
+    /// last step settled, every audit of it closed).
     #[arg(long)]
     pub run: Option<u32>,
     /// Device for recomputation: auto, cpu, cuda, cuda:N.
@@ -190,6 +191,17 @@ pub async fn audit_main(args: AuditArgs) -> anyhow::Result<()> {
             client: &client,
             at: Some(h.hash()),
         });
+        if let Some(run) = args.run {
+            // Finished means every audit of the run has closed: nothing is left to attest.
+            let finished = view
+                .run(run)
+                .await
+                .is_ok_and(|r| r.status == chain::runs::RunStatus::Finished);
+            if finished {
+                println!("run {run} is finished; passed {passed} failed {failed}");
+                return Ok(());
+            }
+        }
         let next = view.next_commitment_id().await?;
         pending.extend(cursor..next);
         cursor = next;

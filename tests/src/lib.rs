@@ -123,26 +123,47 @@ impl Node {
     /// <free> --block-time 200ms <extra_args>` and waits until it answers `system_health`.
     /// The node's output is appended to `<base_path>/node.log`.
     pub async fn start(base_path: &Path, extra_args: &[&str]) -> Result<Node> {
-        std::fs::create_dir_all(base_path)
-            .with_context(|| format!("creating {}", base_path.display()))?;
         let rpc_port = pick_free_port();
         let mut prometheus_port = pick_free_port();
         while prometheus_port == rpc_port {
             prometheus_port = pick_free_port();
         }
-        let log_path = base_path.join("node.log");
+        let mut node = Node {
+            child: None,
+            rpc_port,
+            prometheus_port,
+            base_path: base_path.to_path_buf(),
+            log_path: base_path.join("node.log"),
+        };
+        node.spawn(extra_args).await?;
+        Ok(node)
+    }
+
+    /// Starts the node again (after [`Node::kill9`]) on the same base path and ports, so
+    /// that clients of the old one can reconnect to the same URL.
+    pub async fn restart(&mut self, extra_args: &[&str]) -> Result<()> {
+        if self.child.is_some() {
+            bail!("the node is still running");
+        }
+        self.spawn(extra_args).await
+    }
+
+    async fn spawn(&mut self, extra_args: &[&str]) -> Result<()> {
+        let base_path = self.base_path.clone();
+        std::fs::create_dir_all(&base_path)
+            .with_context(|| format!("creating {}", base_path.display()))?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&log_path)
-            .with_context(|| format!("opening {}", log_path.display()))?;
+            .open(&self.log_path)
+            .with_context(|| format!("opening {}", self.log_path.display()))?;
         let log_err = log.try_clone().context("duplicating the log handle")?;
         let child = Command::new(bin("weft-node"))
             .arg("--dev")
             .arg("--base-path")
-            .arg(base_path)
-            .args(["--rpc-port", &rpc_port.to_string()])
-            .args(["--prometheus-port", &prometheus_port.to_string()])
+            .arg(&base_path)
+            .args(["--rpc-port", &self.rpc_port.to_string()])
+            .args(["--prometheus-port", &self.prometheus_port.to_string()])
             .args(if extra_args.contains(&"--block-time") {
                 vec![]
             } else {
@@ -154,15 +175,8 @@ impl Node {
             .stderr(log_err)
             .spawn()
             .context("spawning weft-node")?;
-        let mut node = Node {
-            child: Some(child),
-            rpc_port,
-            prometheus_port,
-            base_path: base_path.to_path_buf(),
-            log_path,
-        };
-        node.wait_ready().await?;
-        Ok(node)
+        self.child = Some(child);
+        self.wait_ready().await
     }
 
     async fn wait_ready(&mut self) -> Result<()> {

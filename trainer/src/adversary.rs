@@ -180,7 +180,7 @@ impl CommitHook for Recommitter {
                 ) {
                     self.last_after = Some((w, o));
                 }
-                let honest = (c.clone(), full);
+                let honest = (*c, full);
                 if c.step >= self.from {
                     if let Some((old, old_bytes)) = self.previous.take() {
                         *c = StepCommitment {

@@ -420,7 +420,7 @@ async fn bad_neighbours_are_refused_and_reveals_go_to_auditors_only() {
     )
     .unwrap();
     let ref_reports = run_step_in_process_detailed(&mut reference, 0).unwrap();
-    let ref_commitment = ref_reports[1].commitment.clone().unwrap();
+    let ref_commitment = ref_reports[1].commitment.unwrap();
     // The activations a correct stage 0 sends.
     let mut stage0 = build_workers(
         &model,
@@ -739,7 +739,7 @@ async fn bad_neighbours_are_refused_and_reveals_go_to_auditors_only() {
     let outcome = weft_trainer::ml::audit::recompute(&job, &reveal).unwrap();
     assert!(outcome.pass, "{:?}", outcome.failure);
     // A reveal checked against other roots fails at the first chunk.
-    let mut other = ref_commitment.clone();
+    let mut other = ref_commitment;
     other.roots.weights_after = weft_primitives::Hash([9; 32]);
     let bad = weft_trainer::net::reveal_fetch::fetch_reveal(
         &validator,

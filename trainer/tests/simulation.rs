@@ -228,7 +228,8 @@ fn a_cheating_stage_in_the_simulation_is_caught_by_recomputation() {
     assert_eq!(stored[0], honest[0], "step 0 is honest everywhere");
     let (model, train, data) = setup_with(false);
     let step = 2u64;
-    for stage in 0..STAGES {
+    let (now, before) = (&stored[step as usize], &stored[step as usize - 1]);
+    for (stage, (commitment, previous)) in now.iter().zip(before).enumerate() {
         let spec = StageSpec::new(stage, STAGES).unwrap();
         let store = TensorStore::open(&dir.path().join(format!("stage-{stage}")), 8).unwrap();
         let revealed = Revealed {
@@ -237,13 +238,12 @@ fn a_cheating_stage_in_the_simulation_is_caught_by_recomputation() {
                 .map(|i| (i, store.item(step, i).unwrap()))
                 .collect(),
         };
-        let previous = &stored[step as usize - 1][stage];
         let job = AuditJob {
             model: &model,
             train: &train,
             spec,
             data: (spec.is_first() || spec.is_last()).then(|| data.clone()),
-            commitment: &stored[step as usize][stage],
+            commitment,
             replica: 0,
             previous: Some(Continuity {
                 weights_after: previous.roots.weights_after,

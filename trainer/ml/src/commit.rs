@@ -135,8 +135,9 @@ pub fn prove_chunk<'a>(
 /// fit is an [`Error::Loss`] (training diverged: nothing honest can be committed).
 pub fn committed_loss(loss: f64) -> Result<CommittedLoss> {
     let fixed = (loss * LOSS_SCALE).round();
-    // 2^63: far above any cross-entropy, and exactly representable.
-    if !fixed.is_finite() || fixed < 0.0 || fixed >= 9.223_372_036_854_775_808e18 {
+    // Below 2^63: far above any cross-entropy, and exactly representable.
+    let limit = (1u64 << 63) as f64;
+    if !(0.0..limit).contains(&fixed) {
         return Err(Error::Loss(loss));
     }
     Ok(fixed as CommittedLoss)

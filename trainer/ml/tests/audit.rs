@@ -148,18 +148,12 @@ fn continuity_initialisation_and_replica_data() {
         let out = judge_with(stage, c2, r2, 0, Some(continuity(c1)));
         assert!(out.pass, "stage {stage}: honest step 2: {:?}", out.failure);
         // Replaying step 1 as step 2: its numbers are genuine, its start is not.
-        let replay = StepCommitment {
-            step: 2,
-            ..c1.clone()
-        };
+        let replay = StepCommitment { step: 2, ..*c1 };
         let out = judge_with(stage, &replay, r1, 0, Some(continuity(c1)));
         assert!(!out.pass, "stage {stage}: replay passed");
         assert!(out.failure.unwrap().contains("does not start from"));
         // Claiming step 0 from trained weights.
-        let late = StepCommitment {
-            step: 0,
-            ..c1.clone()
-        };
+        let late = StepCommitment { step: 0, ..*c1 };
         let out = judge(stage, &late, r1);
         assert!(
             !out.pass,
@@ -277,14 +271,14 @@ fn honest_steps_pass_and_tampering_fails() {
     // Stage 0 committing to inputs that are not the assigned data.
     {
         let (c, rev) = &steps[0];
-        let mut c2 = c.clone();
+        let mut c2 = *c;
         c2.roots.inputs = root_of_bytes(b"other data");
         fails(judge(0, &c2, rev), "other data");
     }
     // A committed loss that differs from the outputs.
     {
         let (c, rev) = &steps[2];
-        let mut c2 = c.clone();
+        let mut c2 = *c;
         c2.loss = c.loss.map(|l| l - 200_000);
         fails(judge(2, &c2, rev), "committed loss");
     }

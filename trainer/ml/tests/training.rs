@@ -326,10 +326,7 @@ fn commitments_are_deterministic_consistent_and_provable() {
         }
     }
     for reports in &a {
-        let c: Vec<_> = reports
-            .iter()
-            .map(|r| r.commitment.clone().unwrap())
-            .collect();
+        let c: Vec<_> = reports.iter().map(|r| r.commitment.unwrap()).collect();
         // What stage k sent is what stage k+1 received, in both directions.
         for k in 0..2 {
             assert_eq!(c[k].roots.outputs, c[k + 1].roots.inputs);

@@ -23,7 +23,7 @@ use weft_primitives::units::{format_amount, UNIT};
 use weft_primitives::{AccountId, Balance, BlockNumber, Bytes, Keypair};
 use weft_rpc_api::{AccountJson, WeftApiClient, INVALID_TRANSACTION};
 use weft_runtime::{system, RuntimeCall, RuntimeEvent};
-use weft_tests::{log_tail, run_cli, serial, wait_for, wait_until, Node, Spawned};
+use weft_tests::{run_cli, serial, wait_for, wait_until, Node};
 
 const CHAIN_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -394,81 +394,4 @@ async fn survives_kill_9() {
     assert!(free(&alice) < free(&recorded[0]));
     let dave = rpc.account(accounts[2], None).await.unwrap();
     assert_eq!(free(&dave) - free(&recorded[2]), UNIT);
-}
-
-/// An auditor keeps judging across a node restart: it notices the lost connection, waits,
-/// reconnects to the same URL, and stays up (it used to exit on the first failed read).
-#[tokio::test(flavor = "multi_thread")]
-async fn an_auditor_survives_a_node_restart() {
-    let _guard = serial().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut node = Node::start(&dir.path().join("node"), &[]).await.unwrap();
-    let url = node.ws_url();
-    for cmd in [
-        &["stake", "bond", "--from", "//Alice", "--amount", "10000"][..],
-        &["stake", "validate", "--from", "//Alice"][..],
-    ] {
-        let out = node.cli(cmd).await.unwrap();
-        assert!(out.success(), "{out}");
-    }
-    let args: Vec<String> = [
-        "audit",
-        "--url",
-        &url,
-        "--key",
-        "//Alice",
-        "--data-dir",
-        &dir.path().join("auditor").to_string_lossy(),
-        "--listen",
-        "/ip4/127.0.0.1/tcp/0",
-        "--device",
-        "cpu",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let mut auditor = Spawned::start("weft-trainer", &args, dir.path(), "auditor").unwrap();
-    let log = auditor.log_path.clone();
-    let said = |what: &'static str| {
-        let log = log.clone();
-        move || {
-            let log = log.clone();
-            async move { log_tail(&log, 200).contains(what) }
-        }
-    };
-    wait_until(CHAIN_TIMEOUT, "the auditor to start", said("p2p peer"))
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", auditor.log_tail()));
-    node.kill9().unwrap();
-    wait_until(
-        CHAIN_TIMEOUT,
-        "the auditor to notice",
-        said("lost the node"),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", auditor.log_tail()));
-    assert_eq!(
-        auditor.try_exit_status().unwrap(),
-        None,
-        "{}",
-        auditor.log_tail()
-    );
-    node.restart(&[]).await.unwrap();
-    wait_until(
-        CHAIN_TIMEOUT,
-        "the auditor to reconnect",
-        said("reconnected to"),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", auditor.log_tail()));
-    // Still up while the restarted chain grows.
-    let rpc = node.client().await.unwrap();
-    let n = best_number(&rpc).await.unwrap();
-    wait_for_height(&rpc, n + 3).await;
-    assert_eq!(
-        auditor.try_exit_status().unwrap(),
-        None,
-        "{}",
-        auditor.log_tail()
-    );
 }

@@ -122,270 +122,146 @@ pub async fn audit_main(args: AuditArgs) -> anyhow::Result<()> {
         .next_commitment_id()
         .await?
         .saturating_sub(args.lookback);
-    let mut client = Arc::new(client);
+    let client = Arc::new(client);
     let mut pending: BTreeSet<u64> = BTreeSet::new();
     let mut in_flight: BTreeSet<u64> = BTreeSet::new();
-    let mut tries: HashMap<u64, u32> = HashMap::new();
     let mut setups: HashMap<u32, (RunSetup, Option<Batcher>)> = HashMap::new();
-    let mut unjudgeable: HashMap<u32, String> = HashMap::new();
+    let mut heads = Heads::new(&client).await;
     let (mut passed, mut failed) = (0u64, 0u64);
     // Each audit is judged on its own task (a trainer that withholds its reveal keeps its
     // audit waiting until the reveal deadline, and must not hold up the others); the
     // verdicts come back here and are signed and submitted one at a time (one nonce).
     let (verdicts_tx, mut verdicts) = tokio::sync::mpsc::unbounded_channel();
     let mut next_nonce = None;
-    // One connection to the node per turn of this loop: a node that restarts (or a
-    // connection that drops) is reconnected to, and judging goes on where it was.
     loop {
-        let lost = {
-            let mut heads = Heads::new(&client).await;
-            loop {
-                let h = tokio::select! {
-                    h = heads.next() => match h {
-                        Ok(h) => h,
-                        Err(e) => break e,
-                    },
-                    Some((id, c, verdict)) = verdicts.recv() => {
-                        in_flight.remove(&id);
-                        let c: chain::work::Commitment = c;
-                        let (v, reason, why) = match verdict {
-                            Ok(v) => v,
-                            Err(e) => {
-                                // Not the trainer's fault (the node, libtorch): look again
-                                // at the next block, a few times, while the audit is open.
-                                let n = tries.entry(id).or_insert(0);
-                                *n += 1;
-                                if *n < JUDGE_TRIES {
-                                    pending.insert(id);
-                                }
-                                eprintln!("audit {id}: cannot judge ({e:#}); try {n} of {JUDGE_TRIES}");
-                                continue;
-                            }
-                        };
-                        let sig = match sk.sign(&chain::work::attestation_message(id, v)) {
-                            Ok(sig) => sig.to_bytes(),
-                            Err(e) => {
-                                eprintln!("audit {id}: cannot sign the verdict ({e}); not attesting");
-                                continue;
-                            }
-                        };
-                        let call = RuntimeCall::Work(chain::work::Call::Attest {
-                            audit: id,
-                            verdict: v,
-                            reason,
-                            signature: sig,
-                        });
-                        // Into the pool without waiting for a block (one attestation per block
-                        // would cap an auditor far below what it can judge), with the nonce
-                        // kept here; a refusal re-reads it from the chain.
-                        let opts = SubmitOptions {
-                            wait: WaitFor::None,
-                            nonce: next_nonce,
-                            ..SubmitOptions::default()
-                        };
-                        let sent = client.submit(&key, call, &opts).await;
-                        next_nonce = sent.as_ref().ok().map(|r| r.nonce + 1);
-                        match sent {
-                            Ok(_) => {
-                                if v == chain::work::Verdict::Pass {
-                                    passed += 1;
-                                } else {
-                                    failed += 1;
-                                }
-                                println!(
-                                    "audit {id}: run {} stage {} replica {} step {} → {v:?}{} ({why}); passed {passed} failed {failed}",
-                                    c.run,
-                                    c.stage,
-                                    c.replica,
-                                    c.step,
-                                    reason.map(|r| format!(" {r:?}")).unwrap_or_default()
-                                );
-                            }
-                            Err(e) => eprintln!("audit {id}: attestation failed: {e:#}"),
-                        }
+        let h = tokio::select! {
+            h = heads.next() => h?,
+            Some((id, c, verdict)) = verdicts.recv() => {
+                in_flight.remove(&id);
+                let c: chain::work::Commitment = c;
+                let (v, reason, why) = match verdict {
+                    Ok(v) => v,
+                    Err(e) => {
+                        eprintln!("audit {id}: cannot judge ({e:#}); not attesting");
                         continue;
                     }
                 };
-                let scan = Scan {
-                    client: &client,
-                    args: &args,
-                    me,
-                    head: &h,
+                let sig = sk
+                    .sign(&chain::work::attestation_message(id, v))
+                    .map_err(|e| anyhow::anyhow!("signing: {e}"))?
+                    .to_bytes();
+                let call = RuntimeCall::Work(chain::work::Call::Attest {
+                    audit: id,
+                    verdict: v,
+                    reason,
+                    signature: sig,
+                });
+                // Into the pool without waiting for a block (one attestation per block
+                // would cap an auditor far below what it can judge), with the nonce kept
+                // here; a refusal re-reads it from the chain.
+                let opts = SubmitOptions {
+                    wait: WaitFor::None,
+                    nonce: next_nonce,
+                    ..SubmitOptions::default()
                 };
-                let mut books = Books {
-                    cursor: &mut cursor,
-                    pending: &mut pending,
-                    in_flight: &mut in_flight,
-                    setups: &mut setups,
-                    unjudgeable: &mut unjudgeable,
-                };
-                match scan.audits(&mut books).await {
-                    Ok(ScanOutcome::RunFinished(run)) => {
-                        println!("run {run} is finished; passed {passed} failed {failed}");
-                        return Ok(());
-                    }
-                    Ok(ScanOutcome::Due(due)) => {
-                        for (id, c, a) in due {
-                            let Some((setup, batcher)) = setups.get(&c.run) else {
-                                continue;
-                            };
-                            in_flight.insert(id);
-                            let job = Judge {
-                                client: client.clone(),
-                                net: net.clone(),
-                                me,
-                                sk: sk.clone(),
-                                setup: setup.clone(),
-                                batcher: batcher.clone(),
-                                head: h.clone(),
-                                tolerance,
-                                device,
-                            };
-                            let tx = verdicts_tx.clone();
-                            tokio::spawn(async move {
-                                let verdict = job.judge(&c, &a).await;
-                                let _ = tx.send((id, c, verdict));
-                            });
+                let sent = client.submit(&key, call, &opts).await;
+                next_nonce = sent.as_ref().ok().map(|r| r.nonce + 1);
+                match sent {
+                    Ok(_) => {
+                        if v == chain::work::Verdict::Pass {
+                            passed += 1;
+                        } else {
+                            failed += 1;
                         }
+                        println!(
+                            "audit {id}: run {} stage {} replica {} step {} → {v:?}{} ({why}); passed {passed} failed {failed}",
+                            c.run,
+                            c.stage,
+                            c.replica,
+                            c.step,
+                            reason.map(|r| format!(" {r:?}")).unwrap_or_default()
+                        );
                     }
-                    // A failed read: nothing judged is lost, the next block looks again.
-                    Err(e) => eprintln!(
-                        "block #{}: {e:#}; looking again at the next block",
-                        h.number
-                    ),
+                    Err(e) => eprintln!("audit {id}: attestation failed: {e:#}"),
                 }
+                continue;
             }
         };
-        eprintln!("lost the node ({lost:#}); reconnecting to {}", args.url);
-        client = Arc::new(reconnect(&args.url).await);
-        println!("reconnected to {}", args.url);
-        next_nonce = None;
-    }
-}
-
-/// How often an audit that cannot be judged (the node, libtorch, not the trainer) is tried
-/// again at later blocks while it is open.
-const JUDGE_TRIES: u32 = 3;
-
-/// Connects to the node, retrying every two seconds until it answers.
-async fn reconnect(url: &str) -> Client {
-    loop {
-        match Client::connect(url).await {
-            Ok(c) => return c,
-            Err(e) => {
-                eprintln!("cannot reach {url} ({e}); retrying");
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            }
-        }
-    }
-}
-
-/// What the auditor keeps across blocks.
-struct Books<'a> {
-    cursor: &'a mut u64,
-    pending: &'a mut BTreeSet<u64>,
-    in_flight: &'a mut BTreeSet<u64>,
-    setups: &'a mut HashMap<u32, (RunSetup, Option<Batcher>)>,
-    unjudgeable: &'a mut HashMap<u32, String>,
-}
-
-/// One block's look at the chain.
-struct Scan<'a> {
-    client: &'a Client,
-    args: &'a AuditArgs,
-    me: AccountId,
-    head: &'a Header,
-}
-
-/// What a block's look found.
-enum ScanOutcome {
-    /// The run of `--run` is finished.
-    RunFinished(u32),
-    /// Audits this auditor is seated on and has not attested.
-    Due(Vec<(u64, chain::work::Commitment, chain::work::Audit)>),
-}
-
-impl Scan<'_> {
-    /// The audits due at this head; a run whose setup cannot be read or used is logged once
-    /// and skipped (its audits stay unattested), and never stops the others.
-    async fn audits(&self, books: &mut Books<'_>) -> anyhow::Result<ScanOutcome> {
         let view = ChainView::new(NodeState {
-            client: self.client,
-            at: Some(self.head.hash()),
+            client: &client,
+            at: Some(h.hash()),
         });
-        if let Some(run) = self.args.run {
+        if let Some(run) = args.run {
             // Finished means every audit of the run has closed: nothing is left to attest.
             let finished = view
                 .run(run)
                 .await
                 .is_ok_and(|r| r.status == chain::runs::RunStatus::Finished);
             if finished {
-                return Ok(ScanOutcome::RunFinished(run));
+                println!("run {run} is finished; passed {passed} failed {failed}");
+                return Ok(());
             }
         }
         let next = view.next_commitment_id().await?;
-        books.pending.extend(*books.cursor..next);
-        *books.cursor = next;
-        let mut due = Vec::new();
-        for id in books.pending.clone() {
-            if books.in_flight.contains(&id) {
-                books.pending.remove(&id);
+        pending.extend(cursor..next);
+        cursor = next;
+        for id in pending.clone() {
+            if in_flight.contains(&id) {
+                pending.remove(&id);
                 continue;
             }
             let Some(c) = view.commitment(id).await? else {
-                books.pending.remove(&id);
+                pending.remove(&id);
                 continue;
             };
-            if self.args.run.is_some_and(|r| r != c.run) || books.unjudgeable.contains_key(&c.run) {
-                books.pending.remove(&id);
+            if args.run.is_some_and(|r| r != c.run) {
+                pending.remove(&id);
                 continue;
             }
             match c.status {
                 chain::work::CommitStatus::Committed => continue,
                 chain::work::CommitStatus::Audited => {}
                 _ => {
-                    books.pending.remove(&id);
+                    pending.remove(&id);
                     continue;
                 }
             }
+            pending.remove(&id);
             let Some(a) = view.audit(id).await? else {
-                books.pending.remove(&id);
                 continue;
             };
-            books.pending.remove(&id);
             if a.closed
-                || !a.seats.iter().any(|s| s.account == self.me)
-                || a.attestations.iter().any(|x| x.auditor == self.me)
+                || !a.seats.iter().any(|s| s.account == me)
+                || a.attestations.iter().any(|x| x.auditor == me)
             {
                 continue;
             }
-            if let std::collections::hash_map::Entry::Vacant(slot) = books.setups.entry(c.run) {
-                match view.run_setup(c.run).await {
-                    Ok(s) => {
-                        // Without the data, stages in the middle can still be judged.
-                        let b = match open_batcher(&s, &self.args.data) {
-                            Ok(b) => Some(b),
-                            Err(e) => {
-                                eprintln!(
-                                    "run {}: no data for the first and last stages ({e:#}); \
-                                     judging the others",
-                                    c.run
-                                );
-                                None
-                            }
-                        };
-                        slot.insert((s, b));
-                    }
-                    Err(e) => {
-                        eprintln!("run {}: cannot be judged here ({e:#}); skipping it", c.run);
-                        books.unjudgeable.insert(c.run, e.to_string());
-                        continue;
-                    }
-                }
+            if let std::collections::hash_map::Entry::Vacant(e) = setups.entry(c.run) {
+                let s = view.run_setup(c.run).await?;
+                let b = open_batcher(&s, &args.data)?;
+                e.insert((s, Some(b)));
             }
-            due.push((id, c, a));
+            let Some((setup, batcher)) = setups.get(&c.run) else {
+                continue;
+            };
+            in_flight.insert(id);
+            let job = Judge {
+                client: client.clone(),
+                net: net.clone(),
+                me,
+                sk: sk.clone(),
+                setup: setup.clone(),
+                batcher: batcher.clone(),
+                head: h.clone(),
+                tolerance,
+                device,
+            };
+            let tx = verdicts_tx.clone();
+            tokio::spawn(async move {
+                let verdict = job.judge(&c, &a).await;
+                let _ = tx.send((id, c, verdict));
+            });
         }
-        Ok(ScanOutcome::Due(due))
     }
 }
 

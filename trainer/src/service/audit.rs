@@ -191,17 +191,16 @@ pub async fn audit_main(args: AuditArgs) -> anyhow::Result<()> {
             client: &client,
             at: Some(h.hash()),
         });
-        if let Some(run) = args.run {
-            // Finished means every audit of the run has closed: nothing is left to attest.
-            let finished = view
+        // A finished run's last steps are settled, but audits of earlier steps may still be
+        // open: leave only once nothing of the run waits here (pending or being judged), or
+        // their seats would be slashed for missed attestations.
+        let finished = match args.run {
+            Some(run) => view
                 .run(run)
                 .await
-                .is_ok_and(|r| r.status == chain::runs::RunStatus::Finished);
-            if finished {
-                println!("run {run} is finished; passed {passed} failed {failed}");
-                return Ok(());
-            }
-        }
+                .is_ok_and(|r| r.status == chain::runs::RunStatus::Finished),
+            None => false,
+        };
         let next = view.next_commitment_id().await?;
         pending.extend(cursor..next);
         cursor = next;
@@ -261,6 +260,12 @@ pub async fn audit_main(args: AuditArgs) -> anyhow::Result<()> {
                 let verdict = job.judge(&c, &a).await;
                 let _ = tx.send((id, c, verdict));
             });
+        }
+        if finished && pending.is_empty() && in_flight.is_empty() {
+            if let Some(run) = args.run {
+                println!("run {run} is finished; passed {passed} failed {failed}");
+            }
+            return Ok(());
         }
     }
 }

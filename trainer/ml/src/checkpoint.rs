@@ -11,6 +11,7 @@
 //! then renamed over `path`, so a crash leaves either the old or the new checkpoint.
 
 use crate::error::{Error, Result};
+use crate::model::Stage;
 use crate::optim::Moments;
 use crate::worker::StageWorker;
 use std::collections::HashMap;
@@ -18,7 +19,11 @@ use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
 fn config_hash(worker: &StageWorker) -> Result<[u8; 32]> {
-    let json = serde_json::to_vec(worker.stage().config())
+    config_hash_of(worker.stage().config())
+}
+
+fn config_hash_of(cfg: &crate::config::ModelConfig) -> Result<[u8; 32]> {
+    let json = serde_json::to_vec(cfg)
         .map_err(|e| Error::Checkpoint(format!("cannot serialise the model config: {e}")))?;
     Ok(*blake3::hash(&json).as_bytes())
 }
@@ -134,5 +139,48 @@ pub fn load(worker: &mut StageWorker, path: &Path) -> Result<u64> {
     }
     worker.load_state(&weights, t, moments)?;
     tracing::info!(path = %path.display(), step = t, "checkpoint loaded");
+    Ok(t)
+}
+
+/// Loads only the weights of a checkpoint written by [`save`] into `stage` (for serving:
+/// no optimiser), after checking that it is of this stage of this model. Returns the step
+/// the checkpoint was taken at (completed updates).
+pub fn load_weights(stage: &mut Stage, path: &Path) -> Result<u64> {
+    if !path.exists() {
+        return Err(Error::io(
+            path,
+            std::io::Error::from(std::io::ErrorKind::NotFound),
+        ));
+    }
+    let mut map: HashMap<String, Tensor> = Tensor::read_safetensors(path)?.into_iter().collect();
+    let mut take = |name: &str| -> Result<Tensor> {
+        map.remove(name)
+            .ok_or_else(|| Error::Checkpoint(format!("{} lacks tensor {name}", path.display())))
+    };
+    let spec = stage.spec();
+    let meta: Vec<i64> = Vec::try_from(&take("meta.stage")?)?;
+    if meta != [spec.stage as i64, spec.n_stages as i64] {
+        return Err(Error::Checkpoint(format!(
+            "checkpoint is of stage {meta:?}, this is stage {} of {}",
+            spec.stage, spec.n_stages
+        )));
+    }
+    let hash: Vec<u8> = Vec::try_from(&take("meta.config")?)?;
+    if hash != config_hash_of(stage.config())? {
+        return Err(Error::Checkpoint(
+            "checkpoint was made for another model config".into(),
+        ));
+    }
+    let t: Vec<i64> = Vec::try_from(&take("meta.t")?)?;
+    let t = match t.as_slice() {
+        [t] if *t >= 0 => *t as u64,
+        _ => return Err(Error::Checkpoint(format!("bad meta.t {t:?}"))),
+    };
+    let weights: Vec<(String, Tensor)> = map
+        .into_iter()
+        .filter_map(|(k, v)| k.strip_prefix("param.").map(|n| (n.to_string(), v)))
+        .collect();
+    stage.load_params(&weights)?;
+    tracing::info!(path = %path.display(), step = t, "weights loaded");
     Ok(t)
 }

@@ -49,6 +49,40 @@ pub enum Error {
     /// A loss cannot be committed (not finite, negative, or too large for fixed point).
     #[error("loss {0} cannot be committed")]
     Loss(f64),
+    /// Inference: the positions requested do not fit the context (the learned position
+    /// embedding has `limit` = `seq_len` rows).
+    #[error("context full: {len} positions requested, the model's context is {limit}")]
+    ContextFull {
+        /// Positions the request needs (cached plus new).
+        len: usize,
+        /// The context length (`seq_len`).
+        limit: usize,
+    },
+    /// Inference: a token id is not in the vocabulary.
+    #[error("token id {token} is not in the vocabulary 0..{vocab}")]
+    TokenOutOfRange {
+        /// The offending id.
+        token: i64,
+        /// The vocabulary size.
+        vocab: i64,
+    },
+    /// Inference: a generation request has an empty prompt.
+    #[error("the prompt is empty")]
+    EmptyPrompt,
+    /// Inference: a prompt is longer than the context.
+    #[error("prompt of {len} tokens is longer than the context of {limit}")]
+    PromptTooLong {
+        /// Prompt length.
+        len: usize,
+        /// The context length (`seq_len`).
+        limit: usize,
+    },
+    /// Inference: invalid sampling parameters, stop sequences or logits.
+    #[error("sampling: {0}")]
+    Sampling(String),
+    /// Inference: a KV cache does not belong to the stage, batch or stages it is used with.
+    #[error("kv cache: {0}")]
+    Cache(String),
 }
 
 impl Error {

@@ -23,6 +23,8 @@
 //!   pipeline driver.
 //! * [`checkpoint`]: atomic safetensors checkpoints of a stage.
 //! * [`audit`]: recomputation of a revealed step within a tolerance.
+//! * [`infer`]: inference for serving: a per-session KV cache per stage, the cached
+//!   incremental forward, deterministic sampling and local generation.
 
 pub mod audit;
 pub mod checkpoint;
@@ -30,6 +32,7 @@ pub mod commit;
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod infer;
 pub mod model;
 pub mod optim;
 pub mod schedule;

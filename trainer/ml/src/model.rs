@@ -378,31 +378,13 @@ impl Stage {
 
     fn forward_inner(&self, input: &Tensor, targets: Option<&Tensor>) -> Result<Tensor> {
         let p = if self.train { self.cfg.dropout } else { 0.0 };
-        let mut x = match (&self.wte, &self.wpe) {
-            (Some(wte), Some(wpe)) => {
-                let t = input.size()[1];
-                let max = input.f_max()?.f_int64_value(&[])?;
-                let min = input.f_min()?.f_int64_value(&[])?;
-                if min < 0 || max >= self.cfg.vocab_size {
-                    return Err(Error::Shape(format!(
-                        "token ids must be in 0..{}, got {min}..={max}",
-                        self.cfg.vocab_size
-                    )));
-                }
-                let tok = Tensor::f_embedding(wte, input, -1, false, false)?;
-                let pos = wpe.f_narrow(0, 0, t)?;
-                tok.f_add(&pos)?.f_dropout(p, self.train)?
-            }
-            _ => input.shallow_clone(),
-        };
+        let mut x = self.embed(input, 0, p, self.train)?;
         for b in &self.blocks {
-            x = self.block(b, &x, p)?;
+            x = self.block(b, &x, (p, self.train), Attention::Causal)?.0;
         }
-        let (Some((lw, lb)), Some(head)) = (&self.ln_f, &self.head) else {
+        let Some(logits) = self.head(&x)? else {
             return Ok(x);
         };
-        let h = x.f_layer_norm([self.cfg.d_model], Some(lw), Some(lb), 1e-5, true)?;
-        let logits = h.f_linear::<Tensor>(head, None)?;
         match targets {
             None => Ok(logits),
             Some(targets) => {
@@ -427,7 +409,45 @@ impl Stage {
         }
     }
 
-    fn block(&self, b: &Block, x: &Tensor, p: f64) -> Result<Tensor> {
+    /// Stage 0: token plus position embedding of positions `offset .. offset + T` (then
+    /// dropout `p` when `train`); other stages: the input itself.
+    fn embed(&self, input: &Tensor, offset: i64, p: f64, train: bool) -> Result<Tensor> {
+        let (Some(wte), Some(wpe)) = (&self.wte, &self.wpe) else {
+            return Ok(input.shallow_clone());
+        };
+        let t = input.size()[1];
+        let max = input.f_max()?.f_int64_value(&[])?;
+        let min = input.f_min()?.f_int64_value(&[])?;
+        if min < 0 || max >= self.cfg.vocab_size {
+            return Err(Error::Shape(format!(
+                "token ids must be in 0..{}, got {min}..={max}",
+                self.cfg.vocab_size
+            )));
+        }
+        let tok = Tensor::f_embedding(wte, input, -1, false, false)?;
+        let pos = wpe.f_narrow(0, offset, t)?;
+        Ok(tok.f_add(&pos)?.f_dropout(p, train)?)
+    }
+
+    /// The last stage: `ln_f` then the LM head (logits); other stages: `None`.
+    fn head(&self, x: &Tensor) -> Result<Option<Tensor>> {
+        let (Some((lw, lb)), Some(head)) = (&self.ln_f, &self.head) else {
+            return Ok(None);
+        };
+        let h = x.f_layer_norm([self.cfg.d_model], Some(lw), Some(lb), 1e-5, true)?;
+        Ok(Some(h.f_linear::<Tensor>(head, None)?))
+    }
+
+    /// One block. With [`Attention::Cached`] the new positions attend over the past keys and
+    /// values too, and the block also returns the keys and values of all positions (past
+    /// and new) for the cache.
+    fn block(
+        &self,
+        b: &Block,
+        x: &Tensor,
+        (p, train): (f64, bool),
+        attn: Attention<'_>,
+    ) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
         let d = self.cfg.d_model;
         let nh = self.cfg.n_heads;
         let hd = self.cfg.head_dim();
@@ -442,21 +462,165 @@ impl Stage {
                 .f_transpose(1, 2)?)
         };
         let (q, k, v) = (heads(0)?, heads(1)?, heads(2)?);
-        let y = Tensor::f_scaled_dot_product_attention::<Tensor>(
-            &q, &k, &v, None, 0.0, true, None, false,
-        )?;
+        let (y, kv) = match attn {
+            Attention::Causal => (
+                Tensor::f_scaled_dot_product_attention::<Tensor>(
+                    &q, &k, &v, None, 0.0, true, None, false,
+                )?,
+                None,
+            ),
+            Attention::Cached(None) => (
+                // No past: exactly the training attention.
+                Tensor::f_scaled_dot_product_attention::<Tensor>(
+                    &q, &k, &v, None, 0.0, true, None, false,
+                )?,
+                Some((k, v)),
+            ),
+            Attention::Cached(Some((pk, pv))) => {
+                let k = Tensor::f_cat(&[pk, &k], 2)?;
+                let v = Tensor::f_cat(&[pv, &v], 2)?;
+                let past = pk.size()[2];
+                // New position i (absolute past + i) sees keys 0 ..= past + i. One new
+                // position sees every key: no mask. (`is_causal` would align the mask to the
+                // top left, which is wrong when there are more keys than queries.)
+                let mask = if t == 1 {
+                    None
+                } else {
+                    let opts = (Kind::Int64, q.device());
+                    let rows = Tensor::f_arange(t, opts)?.f_unsqueeze(1)?;
+                    let cols = Tensor::f_arange(past + t, opts)?.f_unsqueeze(0)?;
+                    Some(cols.f_le_tensor(&rows.f_add_scalar(past)?)?)
+                };
+                let y = Tensor::f_scaled_dot_product_attention(
+                    &q,
+                    &k,
+                    &v,
+                    mask.as_ref(),
+                    0.0,
+                    false,
+                    None,
+                    false,
+                )?;
+                (y, Some((k, v)))
+            }
+        };
         let y = y.f_transpose(1, 2)?.f_contiguous()?.f_view([bsz, t, d])?;
         let y = y
             .f_linear(&b.proj.0, Some(&b.proj.1))?
-            .f_dropout(p, self.train)?;
+            .f_dropout(p, train)?;
         let x = x.f_add(&y)?;
         let h = x.f_layer_norm([d], Some(&b.ln_2.0), Some(&b.ln_2.1), 1e-5, true)?;
         let h = h.f_linear(&b.fc.0, Some(&b.fc.1))?.f_gelu("tanh")?;
         let h = h
             .f_linear(&b.mlp_proj.0, Some(&b.mlp_proj.1))?
-            .f_dropout(p, self.train)?;
-        Ok(x.f_add(&h)?)
+            .f_dropout(p, train)?;
+        Ok((x.f_add(&h)?, kv))
     }
+
+    /// The inference forward of this stage without dropout: positions `offset ..
+    /// offset + T`, attending over `past` (per block: keys and values `[B, n_heads, offset,
+    /// head_dim]`, or `None` for an empty cache). Returns the output (hidden states, or the
+    /// logits on the last stage) and per block the keys and values of all positions.
+    /// Input validation and the cache bookkeeping are [`crate::infer`]'s.
+    pub(crate) fn forward_kv(
+        &self,
+        input: &Tensor,
+        offset: i64,
+        past: &[Option<(Tensor, Tensor)>],
+    ) -> Result<(Tensor, Vec<(Tensor, Tensor)>)> {
+        if past.len() != self.blocks.len() {
+            return Err(Error::Cache(format!(
+                "cache has {} blocks, stage {} has {}",
+                past.len(),
+                self.spec.stage,
+                self.blocks.len()
+            )));
+        }
+        let mut x = self.embed(input, offset, 0.0, false)?;
+        let mut kvs = Vec::with_capacity(self.blocks.len());
+        for (b, past) in self.blocks.iter().zip(past) {
+            let (y, kv) = self.block(b, &x, (0.0, false), Attention::Cached(past.as_ref()))?;
+            x = y;
+            kvs.push(kv.ok_or_else(|| Error::Cache("block returned no keys".into()))?);
+        }
+        Ok((self.head(&x)?.unwrap_or(x), kvs))
+    }
+
+    /// Number of transformer blocks of this stage.
+    pub fn n_blocks(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// Builds stage `spec` of `cfg` on `device` holding the given parameter values (see
+    /// [`Stage::load_params`]).
+    pub fn from_params(
+        cfg: &ModelConfig,
+        spec: StageSpec,
+        device: Device,
+        params: &[(String, Tensor)],
+    ) -> Result<Self> {
+        let mut stage = Stage::new(cfg, spec, device)?;
+        stage.load_params(params)?;
+        Ok(stage)
+    }
+
+    /// Copies `params` (canonical name, value) into this stage's parameters: every
+    /// parameter of the stage must be given exactly once, with its shape, as float32; no
+    /// other name is accepted. Nothing is copied unless all of them match
+    /// ([`Error::Checkpoint`] otherwise). The values may live on any device.
+    pub fn load_params(&mut self, params: &[(String, Tensor)]) -> Result<()> {
+        let mut given: Vec<&(String, Tensor)> = params.iter().collect();
+        given.sort_by(|a, b| a.0.cmp(&b.0));
+        for pair in given.windows(2) {
+            if pair[0].0 == pair[1].0 {
+                return Err(Error::Checkpoint(format!(
+                    "parameter {} given twice",
+                    pair[0].0
+                )));
+            }
+        }
+        for (name, _) in &given {
+            if !self.params.iter().any(|(n, _)| n == name) {
+                return Err(Error::Checkpoint(format!(
+                    "stage {} of {} has no parameter {name}",
+                    self.spec.stage, self.spec.n_stages
+                )));
+            }
+        }
+        for (name, p) in &self.params {
+            let Some((_, src)) = given.iter().find(|(n, _)| n == name) else {
+                return Err(Error::Checkpoint(format!("parameter {name} missing")));
+            };
+            if src.size() != p.size() || src.f_kind()? != Kind::Float {
+                return Err(Error::Checkpoint(format!(
+                    "{name}: given {:?} {:?}, the stage has {:?} {:?}",
+                    src.f_kind()?,
+                    src.size(),
+                    p.f_kind()?,
+                    p.size()
+                )));
+            }
+        }
+        tch::no_grad(|| -> Result<()> {
+            for (name, p) in &self.params {
+                if let Some((_, src)) = given.iter().find(|(n, _)| n == name) {
+                    let mut p = p.shallow_clone();
+                    p.f_copy_(src)?;
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+/// How a block attends.
+#[derive(Clone, Copy)]
+enum Attention<'a> {
+    /// Training: causal self-attention over the given positions only.
+    Causal,
+    /// Inference: the new positions attend over these past keys and values (if any) and
+    /// over each other causally.
+    Cached(Option<&'a (Tensor, Tensor)>),
 }
 
 #[cfg(test)]

@@ -349,7 +349,13 @@ pub fn sample_from_logits(logits: &[f32], params: &SamplingParams, position: u64
     if order.is_empty() {
         return Err(Error::Sampling("every logit is -inf".into()));
     }
-    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+    // No NaN here, so partial_cmp is total; unlike total_cmp it treats -0 and +0 as a tie.
+    order.sort_by(|&a, &b| {
+        logits[b]
+            .partial_cmp(&logits[a])
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then(a.cmp(&b))
+    });
     if params.is_greedy() {
         return Ok(order[0] as u32);
     }

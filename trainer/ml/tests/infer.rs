@@ -6,7 +6,7 @@
 use tch::{Device, Kind, Tensor};
 use weft_ml::config::ModelConfig;
 use weft_ml::infer::{
-    generate_local, sample_from_logits, sample_next, FinishReason, SamplingParams,
+    generate_local, sample_from_logits, sample_next, sample_uniform, FinishReason, SamplingParams,
 };
 use weft_ml::model::{Stage, StageSpec};
 use weft_ml::Error;
@@ -261,6 +261,14 @@ fn sample_next_greedy_ties_distribution_and_filters() {
     let p = SamplingParams::greedy();
     let row = Tensor::from_slice(&[0.5f32, 2.0, 2.0, -1.0]);
     assert_eq!(sample_next(&row, &p, 0).unwrap(), 1);
+    assert_eq!(sample_from_logits(&[-0.0, 0.0], &p, 0).unwrap(), 0);
+    // The draw is a pure function of (seed, position).
+    assert_eq!(sample_uniform(1, 2), sample_uniform(1, 2));
+    assert_ne!(sample_uniform(1, 2), sample_uniform(1, 3));
+    assert!((0..1000).all(|i| (0.0..1.0).contains(&sample_uniform(9, i))));
+    let json = r#"{"temperature": 0.7, "top_p": 0.9, "seed": 5}"#;
+    let parsed: SamplingParams = serde_json::from_str(json).unwrap();
+    assert_eq!((parsed.top_k, parsed.top_p, parsed.seed), (0, 0.9, 5));
     // bf16 rows are accepted (converted to f32).
     assert_eq!(sample_next(&row.to_kind(Kind::BFloat16), &p, 0).unwrap(), 1);
     // -inf logits are never drawn.
@@ -578,4 +586,37 @@ fn serving_stage_loads_trained_checkpoint_weights() {
         checkpoint::load_weights(&mut s0, &paths[0]),
         Err(Error::Checkpoint(_))
     ));
+}
+
+#[test]
+fn cuda_cached_forward_matches_cpu_when_available() {
+    if !tch::Cuda::is_available() {
+        eprintln!("no CUDA device: skipped");
+        return;
+    }
+    let cfg = cfg(false);
+    let cpu = cut(&cfg, 2);
+    let gpu: Vec<Stage> = (0..2)
+        .map(|s| Stage::new(&cfg, StageSpec::new(s, 2).unwrap(), Device::Cuda(0)).unwrap())
+        .collect();
+    let input = random_tokens(2, 32, 64, 3);
+    let chunks = [5, 1, 1, 7, 18];
+    let a = cached_logits(&cpu, &input, &chunks);
+    let b = cached_logits(&gpu, &input, &chunks).to_device(Device::Cpu);
+    let d = max_diff(&a, &b);
+    assert!(d < 1e-4, "{d}");
+    let greedy = SamplingParams::greedy();
+    let g = generate_local(&refs(&gpu), &[1, 2, 3], 10, &greedy, &[], true).unwrap();
+    assert_eq!(
+        g,
+        generate_local(&refs(&gpu), &[1, 2, 3], 10, &greedy, &[], false).unwrap()
+    );
+    // bf16 autocast: runs, keeps float activations between stages.
+    let mut bf = gpu;
+    bf.iter_mut().for_each(|s| s.autocast_bf16 = true);
+    let mut c0 = bf[0].new_cache(1).unwrap();
+    let h = bf[0].forward_cached(&ids(&[1, 2, 3]), &mut c0).unwrap();
+    assert_eq!(h.kind(), Kind::Float);
+    let g = generate_local(&refs(&bf), &[1, 2, 3], 10, &greedy, &[], true).unwrap();
+    assert_eq!(g.tokens.len(), 10);
 }

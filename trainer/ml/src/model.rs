@@ -474,7 +474,8 @@ impl Stage {
                 Tensor::f_scaled_dot_product_attention::<Tensor>(
                     &q, &k, &v, None, 0.0, true, None, false,
                 )?,
-                Some((k, v)),
+                // Own copies: views would keep the whole fused `qkv` alive in the cache.
+                Some((k.f_contiguous()?, v.f_contiguous()?)),
             ),
             Attention::Cached(Some((pk, pv))) => {
                 let k = Tensor::f_cat(&[pk, &k], 2)?;

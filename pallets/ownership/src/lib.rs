@@ -497,7 +497,12 @@ pub fn transfer_units(
     Ok(())
 }
 
-pub(crate) fn set_credentials(s: &mut (impl Storage + ?Sized), run: RunId, who: &AccountId, v: u128) {
+pub(crate) fn set_credentials(
+    s: &mut (impl Storage + ?Sized),
+    run: RunId,
+    who: &AccountId,
+    v: u128,
+) {
     if v == 0 {
         CREDENTIALS.remove(s, &(run, *who));
     } else {
@@ -660,8 +665,8 @@ pub fn dispatch(
 
 pub mod escrow;
 pub use escrow::{
-    charge_escrow, escrow_credentials, escrowed, finished_pooled_runs, pooled_runs,
-    release_escrow, ESCROWED, POOLED_RUNS,
+    charge_escrow, escrow_credentials, escrowed, finished_pooled_runs, pooled_runs, release_escrow,
+    ESCROWED, POOLED_RUNS,
 };
 
 #[cfg(test)]

@@ -237,17 +237,47 @@ fn escrow_moves_credentials_and_refuses_what_is_not_there() {
     let mut ev = Recorder::default();
     three_owners(&mut o, &mut ev);
     let a = acc(1);
-    assert_eq!(escrow_credentials(&mut o, 0, &a, 0), Err(Error::ZeroAmount.into()));
-    assert_eq!(escrow_credentials(&mut o, 0, &a, 335), Err(Error::Insufficient.into()));
-    assert_eq!((credentials(&o, 0, &a).unwrap(), escrowed(&o, 0, &a).unwrap()), (334, 0));
+    assert_eq!(
+        escrow_credentials(&mut o, 0, &a, 0),
+        Err(Error::ZeroAmount.into())
+    );
+    assert_eq!(
+        escrow_credentials(&mut o, 0, &a, 335),
+        Err(Error::Insufficient.into())
+    );
+    assert_eq!(
+        (
+            credentials(&o, 0, &a).unwrap(),
+            escrowed(&o, 0, &a).unwrap()
+        ),
+        (334, 0)
+    );
     escrow_credentials(&mut o, 0, &a, 300).unwrap();
-    assert_eq!((credentials(&o, 0, &a).unwrap(), escrowed(&o, 0, &a).unwrap()), (34, 300));
-    assert_eq!(release_escrow(&mut o, 0, &a, 301), Err(Error::Insufficient.into()));
-    assert_eq!(charge_escrow(&mut o, 0, &a, 301), Err(Error::Insufficient.into()));
+    assert_eq!(
+        (
+            credentials(&o, 0, &a).unwrap(),
+            escrowed(&o, 0, &a).unwrap()
+        ),
+        (34, 300)
+    );
+    assert_eq!(
+        release_escrow(&mut o, 0, &a, 301),
+        Err(Error::Insufficient.into())
+    );
+    assert_eq!(
+        charge_escrow(&mut o, 0, &a, 301),
+        Err(Error::Insufficient.into())
+    );
     assert_eq!(reissue_pool(&o, 0).unwrap(), 0);
     charge_escrow(&mut o, 0, &a, 120).unwrap();
     release_escrow(&mut o, 0, &a, 180).unwrap();
-    assert_eq!((credentials(&o, 0, &a).unwrap(), escrowed(&o, 0, &a).unwrap()), (214, 0));
+    assert_eq!(
+        (
+            credentials(&o, 0, &a).unwrap(),
+            escrowed(&o, 0, &a).unwrap()
+        ),
+        (214, 0)
+    );
     assert_eq!(reissue_pool(&o, 0).unwrap(), 120);
     assert_eq!(pooled_runs(&o).unwrap(), vec![0]);
     // The run is active: the normal per-run epoch work re-issues it, not the finished list.

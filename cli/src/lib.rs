@@ -10,6 +10,7 @@
 //! * [`render`]: human-readable output: aligned fields, WEFT amounts, timestamps, events.
 //! * [`run_spec`]: the JSON of a run's model configuration and hyper-parameters, converted
 //!   to the runs pallet's typed values and checked against its rules.
+//! * [`inference`]: the inference pallet's calls and the signed `open` extrinsic's bytes.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), weft_cli::ClientError> {
@@ -26,6 +27,7 @@
 //! ```
 
 pub mod args;
+pub mod inference;
 pub mod render;
 pub mod run_spec;
 

@@ -8,7 +8,7 @@
 //! (`BlockBuilder::dispatch_pallet`) that builds the sink and maps failures once.
 
 use crate::executive::PalletEvents;
-use crate::{balances, governance, ownership, runs, stages, staking, work};
+use crate::{balances, governance, inference, ownership, runs, stages, staking, work};
 use weft_pallet_support::{index, Failure};
 use weft_primitives::storage::Overlay;
 use weft_primitives::{AccountId, BlockNumber};
@@ -69,4 +69,4 @@ macro_rules! same_signature {
     )*};
 }
 
-same_signature!(staking, runs, work, ownership, governance);
+same_signature!(staking, runs, work, ownership, governance, inference);

@@ -3,7 +3,7 @@
 
 use crate::dispatch::PalletCall;
 use crate::{
-    balances, fees, governance, limits, ownership, runs, stages, staking, system, work,
+    balances, fees, governance, inference, limits, ownership, runs, stages, staking, system, work,
     EventRecord, Extrinsic, Phase, RuntimeCall, RuntimeEvent,
 };
 use parity_scale_codec::{Decode, Encode};
@@ -194,7 +194,7 @@ macro_rules! sink_for {
         }
     )*};
 }
-sink_for!(staking => Staking, runs => Runs, stages => Stages, work => Work, ownership => Ownership, governance => Governance);
+sink_for!(staking => Staking, runs => Runs, stages => Stages, work => Work, ownership => Ownership, governance => Governance, inference => Inference);
 
 /// Lets a hook drop the events of one queue item that failed (see
 /// [`weft_pallet_support::transactional_item`]).
@@ -326,9 +326,14 @@ impl<'a> BlockBuilder<'a> {
                     stages::assign_run(o, ev, run, &r)
                 })?;
             }
+            // Finished runs mint nothing, but paid inference fills their pools.
+            for run in ownership::finished_pooled_runs(&self.overlay)? {
+                self.hook(|o, ev| ownership::mint_epoch(o, ev, run))?;
+            }
         }
         self.hook(|o, ev| work::on_initialize(o, ev, n))?;
         self.hook(|o, ev| governance::on_initialize(o, ev, n))?;
+        self.hook(|o, ev| inference::on_initialize(o, ev, n))?;
         Ok(())
     }
 
@@ -500,6 +505,7 @@ impl<'a> BlockBuilder<'a> {
             RuntimeCall::Work(c) => self.dispatch_pallet(phase, origin, c),
             RuntimeCall::Ownership(c) => self.dispatch_pallet(phase, origin, c),
             RuntimeCall::Governance(c) => self.dispatch_pallet(phase, origin, c),
+            RuntimeCall::Inference(c) => self.dispatch_pallet(phase, origin, c),
         }
     }
 

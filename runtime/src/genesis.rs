@@ -1,7 +1,7 @@
 //! Genesis state from a chain spec's `genesis` section.
 
 use crate::executive::PalletEvents;
-use crate::{balances, governance, ownership, runs, stages, staking, system, Phase};
+use crate::{balances, governance, inference, ownership, runs, stages, staking, system, Phase};
 use parity_scale_codec::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 use weft_pallet_support::{randomness, Failure};
@@ -54,6 +54,8 @@ pub struct ProtocolGenesis {
     pub ownership: ownership::Config,
     /// Governance parameters.
     pub governance: governance::Config,
+    /// Inference payment parameters (price per token, token cap, timeout).
+    pub inference: inference::Config,
 }
 
 impl ProtocolGenesis {
@@ -125,5 +127,6 @@ pub fn build_genesis(chain_name: &str, config: &GenesisConfig) -> Result<Changes
     stages::build_genesis(&mut o, &p.stages);
     ownership::build_genesis(&mut o, &p.ownership);
     governance::build_genesis(&mut o, &p.governance);
+    inference::build_genesis(&mut o, &p.inference)?;
     Ok(o.into_changes())
 }

@@ -18,19 +18,22 @@
 //!    * at an epoch boundary (`n mod epoch_length = 0`): staking pays the epoch's rewards and
 //!      elects the next validator set; then, per active run, ownership mints the epoch's
 //!      credentials (and re-issues redeemed ones), runs counts the epoch, and stages reassigns
-//!      trainers and auditors;
+//!      trainers and auditors; then ownership re-issues the pools of finished runs (paid
+//!      inference), one hook per run;
 //!    * work selects the commitments due at `n` for audit (or credits them);
-//!    * governance expires proposals whose voting ended and enacts those due.
+//!    * governance expires proposals whose voting ended and enacts those due;
+//!    * inference refunds the requests that expire at `n` unsettled.
 //!
 //!    All hook work is bounded: queues keyed by block number, and loops over bounded lists
 //!    (active runs, a run's candidates, the validator set) only at epoch boundaries.
 //!
 //!    A hook that drains a queue keyed by block number (staking's slashes, work's
-//!    selections and deadlines, governance's expiries and enactments) keeps the queue
+//!    selections and deadlines, governance's expiries and enactments, inference's expiries)
+//!    keeps the queue
 //!    entry's removal and processes each item in its own nested transaction: a failing item
 //!    is rolled back (writes and events) and recorded by the pallet's own failure event
 //!    (`SlashFailed`, `SelectionFailed`, `AuditCloseFailed`, `ExpiryFailed`,
-//!    `EnactmentAborted`), and the other items go on. Otherwise one bad item would roll back
+//!    `EnactmentAborted`, `RefundFailed`), and the other items go on. Otherwise one bad item would roll back
 //!    the whole hook, removal included, and the rest of its queue would never run. The
 //!    epoch work is already one hook per active run.
 //! 2. **Apply each extrinsic** ([`executive::BlockBuilder::apply`]): check the format version,
@@ -65,6 +68,7 @@ pub use genesis::{build_genesis, GenesisConfig, GenesisValidator, ProtocolGenesi
 pub use weft_bls as bls;
 pub use weft_pallet_balances as balances;
 pub use weft_pallet_governance as governance;
+pub use weft_pallet_inference as inference;
 pub use weft_pallet_ownership as ownership;
 pub use weft_pallet_runs as runs;
 pub use weft_pallet_stages as stages;
@@ -134,6 +138,9 @@ pub enum RuntimeCall {
     /// Governance calls.
     #[codec(index = 7)]
     Governance(governance::Call),
+    /// Inference calls.
+    #[codec(index = 8)]
+    Inference(inference::Call),
 }
 
 impl RuntimeCall {
@@ -149,6 +156,7 @@ impl RuntimeCall {
             RuntimeCall::Work(_) => index::WORK,
             RuntimeCall::Ownership(_) => index::OWNERSHIP,
             RuntimeCall::Governance(_) => index::GOVERNANCE,
+            RuntimeCall::Inference(_) => index::INFERENCE,
         }
     }
 }
@@ -181,6 +189,9 @@ pub enum RuntimeEvent {
     /// Governance events.
     #[codec(index = 7)]
     Governance(governance::Event),
+    /// Inference events.
+    #[codec(index = 8)]
+    Inference(inference::Event),
 }
 
 /// When in the block an event happened.
@@ -211,5 +222,7 @@ pub type Block = weft_primitives::Block<Extrinsic>;
 
 #[cfg(test)]
 mod flow_tests;
+#[cfg(test)]
+mod inference_tests;
 #[cfg(test)]
 mod tests;

@@ -382,6 +382,32 @@ fn layouts_are_stable() {
     assert_eq!(&ev.encode()[..2], &[7, 7]);
     let ev = RuntimeEvent::Staking(staking::Event::SlashCancelled { slash: 1 });
     assert_eq!(&ev.encode()[..2], &[2, 9]);
+    // Inference: pallet 8.
+    let open = RuntimeCall::Inference(inference::Call::Open {
+        run: 1,
+        request_hash: Hash([9; 32]),
+        max_tokens: 64,
+    });
+    let mut want = vec![8, 0, 1, 0, 0, 0];
+    want.extend([9u8; 32]);
+    want.extend([64, 0, 0, 0]);
+    assert_eq!(open.encode(), want);
+    let settle = RuntimeCall::Inference(inference::Call::Settle {
+        id: 2,
+        tokens_delivered: 5,
+        output_hash: Hash::ZERO,
+    });
+    assert_eq!(
+        &settle.encode()[..14],
+        &[8, 1, 2, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0]
+    );
+    let ev = RuntimeEvent::Inference(inference::Event::RequestRefunded {
+        id: 1,
+        holder: AccountId([0; 32]),
+        amount: 3,
+    });
+    assert_eq!(&ev.encode()[..2], &[8, 2]);
+    assert_eq!(inference::Error::NotServer.encode(), vec![8]);
 }
 
 #[test]

@@ -43,6 +43,14 @@
 //! from the holder into the run's re-issue pool — that is the "credential circle": redemption
 //! pays the owners. `total issued = Σ balances + re-issue pool` always holds; only minting
 //! raises it.
+//!
+//! ## Escrow (inference requests)
+//!
+//! The inference pallet holds credentials of an open request in *escrow* here
+//! ([`escrow_credentials`]), then either pays them into the re-issue pool
+//! ([`charge_escrow`]) or gives them back ([`release_escrow`]); see [`escrow`]. With escrow,
+//! `total issued = Σ balances + Σ escrowed + re-issue pool`. A *finished* run mints nothing
+//! more, but its pool is still re-issued at every epoch boundary ([`finished_pooled_runs`]).
 
 use parity_scale_codec::{Decode, Encode};
 use serde::{Deserialize, Serialize};
@@ -489,7 +497,12 @@ pub fn transfer_units(
     Ok(())
 }
 
-fn set_credentials(s: &mut (impl Storage + ?Sized), run: RunId, who: &AccountId, v: u128) {
+pub(crate) fn set_credentials(
+    s: &mut (impl Storage + ?Sized),
+    run: RunId,
+    who: &AccountId,
+    v: u128,
+) {
     if v == 0 {
         CREDENTIALS.remove(s, &(run, *who));
     } else {
@@ -549,11 +562,11 @@ pub fn redeem_credential(
     let left = credentials(s, run, who)?
         .checked_sub(amount)
         .ok_or(Error::Insufficient)?;
-    let pool = reissue_pool(s, run)?
+    reissue_pool(s, run)?
         .checked_add(amount)
         .ok_or(Error::Overflow)?;
+    escrow::add_to_pool(s, run, amount)?;
     set_credentials(s, run, who, left);
-    REISSUE_POOL.insert(s, &run, &pool);
     emit(
         ev,
         Event::CredentialRedeemed {
@@ -567,24 +580,26 @@ pub fn redeem_credential(
 }
 
 /// Epoch boundary for one run: mints `credentials_per_epoch` and re-issues the pool to the
-/// owners (nothing while halted or ownerless).
+/// owners (nothing while halted or ownerless). A finished run mints nothing but still has its
+/// pool re-issued (the runtime calls this for [`finished_pooled_runs`]).
 pub fn mint_epoch(
     s: &mut (impl Storage + ?Sized),
     ev: &mut impl Sink,
     run: RunId,
 ) -> Result<(), Failure> {
     let r = runs::get(s, run)?;
-    if matches!(
-        r.status,
-        runs::RunStatus::Halted | runs::RunStatus::Finished
-    ) {
+    if r.status == runs::RunStatus::Halted {
         return Ok(());
     }
     let total = total_units(s, run)?;
     if total == 0 {
         return Ok(());
     }
-    let minted = r.params.credentials_per_epoch;
+    let minted = if r.status == runs::RunStatus::Finished {
+        0
+    } else {
+        r.params.credentials_per_epoch
+    };
     let reissued = reissue_pool(s, run)?;
     let amount = minted.checked_add(reissued).ok_or(Error::Overflow)?;
     if amount == 0 {
@@ -603,7 +618,7 @@ pub fn mint_epoch(
             set_credentials(s, run, &who, v);
         }
     }
-    REISSUE_POOL.remove(s, &run);
+    escrow::clear_pool(s, run)?;
     let issuance = credential_issuance(s, run)?
         .checked_add(minted)
         .ok_or(Error::Overflow)?;
@@ -647,6 +662,12 @@ pub fn dispatch(
         }
     }
 }
+
+pub mod escrow;
+pub use escrow::{
+    charge_escrow, escrow_credentials, escrowed, finished_pooled_runs, pooled_runs, release_escrow,
+    ESCROWED, POOLED_RUNS,
+};
 
 #[cfg(test)]
 mod tests;

@@ -168,9 +168,14 @@ fn credentials_minted_transferred_redeemed_and_reissued() {
 
 fn check(o: &Overlay<'_>, people: &[AccountId]) -> Result<(), TestCaseError> {
     let held: u128 = people.iter().map(|p| credentials(o, 0, p).unwrap()).sum();
+    let escrow: u128 = people.iter().map(|p| escrowed(o, 0, p).unwrap()).sum();
     prop_assert_eq!(
         credential_issuance(o, 0).unwrap(),
-        held + reissue_pool(o, 0).unwrap()
+        held + escrow + reissue_pool(o, 0).unwrap()
+    );
+    prop_assert_eq!(
+        pooled_runs(o).unwrap().contains(&0),
+        reissue_pool(o, 0).unwrap() > 0
     );
     let units_sum: u128 = people.iter().map(|p| units(o, 0, p).unwrap()).sum();
     prop_assert_eq!(total_units(o, 0).unwrap(), units_sum);
@@ -192,9 +197,9 @@ fn check(o: &Overlay<'_>, people: &[AccountId]) -> Result<(), TestCaseError> {
 
 proptest! {
     /// Shares always sum to exactly one, units are conserved by transfers, and credentials are
-    /// conserved by transfers and redemptions (only minting adds to the issued total).
+    /// conserved by transfers, redemptions and escrow (only minting adds to the issued total).
     #[test]
-    fn shares_and_credentials_conserved(ops in proptest::collection::vec((0u8..5, 0u8..8, 0u8..8, 0u128..3_000, 0u64..20_000), 1..80)) {
+    fn shares_and_credentials_conserved(ops in proptest::collection::vec((0u8..8, 0u8..8, 0u8..8, 0u128..3_000, 0u64..20_000), 1..80)) {
         let people: Vec<AccountId> = (0..8).map(acc).collect();
         let st = with_run();
         let mut o = Overlay::new(&st);
@@ -206,10 +211,114 @@ proptest! {
                 1 => mint_epoch(&mut o, &mut ev, 0),
                 2 => transfer_credentials(&mut o, &mut ev, 0, &acc(a), &acc(b), amount),
                 3 => redeem_credential(&mut o, &mut ev, 0, &acc(a), amount, Hash::ZERO),
+                5 => escrow_credentials(&mut o, 0, &acc(a), amount),
+                6 => release_escrow(&mut o, 0, &acc(a), amount),
+                7 => charge_escrow(&mut o, 0, &acc(a), amount),
                 _ => transfer_units(&mut o, &mut ev, 0, &acc(a), &acc(b), amount * 1_000),
             };
             if r.is_ok() { o.commit_transaction() } else { o.rollback_transaction() }
             check(&o, &people)?;
         }
     }
+}
+
+/// Credentials of three owners with one unit each, after one epoch (334, 333, 333).
+fn three_owners(o: &mut Overlay<'_>, ev: &mut Recorder) {
+    for i in 1..=3 {
+        add_units(o, 0, &acc(i), 1).unwrap();
+    }
+    mint_epoch(o, ev, 0).unwrap();
+}
+
+#[test]
+fn escrow_moves_credentials_and_refuses_what_is_not_there() {
+    let st = with_run();
+    let mut o = Overlay::new(&st);
+    let mut ev = Recorder::default();
+    three_owners(&mut o, &mut ev);
+    let a = acc(1);
+    assert_eq!(
+        escrow_credentials(&mut o, 0, &a, 0),
+        Err(Error::ZeroAmount.into())
+    );
+    assert_eq!(
+        escrow_credentials(&mut o, 0, &a, 335),
+        Err(Error::Insufficient.into())
+    );
+    assert_eq!(
+        (
+            credentials(&o, 0, &a).unwrap(),
+            escrowed(&o, 0, &a).unwrap()
+        ),
+        (334, 0)
+    );
+    escrow_credentials(&mut o, 0, &a, 300).unwrap();
+    assert_eq!(
+        (
+            credentials(&o, 0, &a).unwrap(),
+            escrowed(&o, 0, &a).unwrap()
+        ),
+        (34, 300)
+    );
+    assert_eq!(
+        release_escrow(&mut o, 0, &a, 301),
+        Err(Error::Insufficient.into())
+    );
+    assert_eq!(
+        charge_escrow(&mut o, 0, &a, 301),
+        Err(Error::Insufficient.into())
+    );
+    assert_eq!(reissue_pool(&o, 0).unwrap(), 0);
+    charge_escrow(&mut o, 0, &a, 120).unwrap();
+    release_escrow(&mut o, 0, &a, 180).unwrap();
+    assert_eq!(
+        (
+            credentials(&o, 0, &a).unwrap(),
+            escrowed(&o, 0, &a).unwrap()
+        ),
+        (214, 0)
+    );
+    assert_eq!(reissue_pool(&o, 0).unwrap(), 120);
+    assert_eq!(pooled_runs(&o).unwrap(), vec![0]);
+    // The run is active: the normal per-run epoch work re-issues it, not the finished list.
+    assert_eq!(finished_pooled_runs(&o).unwrap(), Vec::<RunId>::new());
+    mint_epoch(&mut o, &mut ev, 0).unwrap();
+    assert_eq!(reissue_pool(&o, 0).unwrap(), 0);
+    assert_eq!(pooled_runs(&o).unwrap(), Vec::<RunId>::new());
+    assert_eq!(credential_issuance(&o, 0).unwrap(), 2_000);
+}
+
+#[test]
+fn a_finished_run_reissues_its_pool_without_minting() {
+    let st = with_run();
+    let mut o = Overlay::new(&st);
+    let mut ev = Recorder::default();
+    three_owners(&mut o, &mut ev);
+    escrow_credentials(&mut o, 0, &acc(2), 100).unwrap();
+    runs::set_status(&mut o, &mut ev, 0, runs::RunStatus::Finished).unwrap();
+    assert!(!runs::active_runs(&o).unwrap().contains(&0));
+    charge_escrow(&mut o, 0, &acc(2), 100).unwrap();
+    assert_eq!(finished_pooled_runs(&o).unwrap(), vec![0]);
+    ev.clear();
+    mint_epoch(&mut o, &mut ev, 0).unwrap();
+    assert_eq!(
+        ev.of::<Event>(),
+        vec![Event::CredentialsMinted {
+            run: 0,
+            minted: 0,
+            reissued: 100,
+            owners: 3
+        }]
+    );
+    assert_eq!(
+        [1, 2, 3].map(|i| credentials(&o, 0, &acc(i)).unwrap()),
+        [334 + 34, 233 + 33, 333 + 33]
+    );
+    assert_eq!(credential_issuance(&o, 0).unwrap(), 1_000);
+    assert_eq!(reissue_pool(&o, 0).unwrap(), 0);
+    assert_eq!(finished_pooled_runs(&o).unwrap(), Vec::<RunId>::new());
+    // Nothing left: another boundary changes nothing.
+    ev.clear();
+    mint_epoch(&mut o, &mut ev, 0).unwrap();
+    assert!(ev.of::<Event>().is_empty());
 }

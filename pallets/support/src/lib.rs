@@ -1,6 +1,7 @@
 //! # Pallet support
 //!
-//! What the protocol pallets (staking, runs, stages, work, ownership, governance) share:
+//! What the protocol pallets (staking, runs, stages, work, ownership, governance, inference)
+//! share:
 //!
 //! * [`Perbill`]: a fraction in parts per billion, with floor multiplication that never
 //!   overflows (`n·p/10⁹` computed as `(n / 10⁹)·p + (n mod 10⁹)·p / 10⁹`).
@@ -60,6 +61,8 @@ pub mod index {
     pub const OWNERSHIP: u8 = 6;
     /// Governance.
     pub const GOVERNANCE: u8 = 7;
+    /// Inference (request escrow and payment).
+    pub const INFERENCE: u8 = 8;
 }
 
 /// Parts per billion: a fraction in `[0, 1]`.

@@ -52,6 +52,7 @@ pub mod crypto;
 pub mod extrinsic;
 pub mod hash;
 pub mod header;
+pub mod inference;
 pub mod merkle;
 pub mod step;
 pub mod storage;

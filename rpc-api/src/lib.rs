@@ -18,6 +18,7 @@
 //! answer with the types of the [`protocol`] module. Lists that the chain does not index
 //! (trainers, audits of a run, proposals, slashes) are bounded scans documented on each method.
 
+pub mod inference;
 pub mod protocol;
 
 use jsonrpsee::core::RpcResult;

@@ -33,7 +33,7 @@ struct Chain {
 impl Chain {
     /// Run 0 (2 stages) in `status`, `Server` holding slot (0, 0), `Owner` its only owner,
     /// `Holder` with 10 000 credentials of it. Default inference parameters: 100 credentials
-    /// per token, requests expire 20 blocks after opening; epochs of 10 blocks.
+    /// per token; requests expire 20 blocks after opening; epochs of 10 blocks.
     fn new(status: runs::RunStatus) -> Self {
         let names = ["Alice", "Designer", "Holder", "Server", "Owner"];
         let mut cfg = GenesisConfig {
@@ -70,6 +70,7 @@ impl Chain {
                 },
             },
         }];
+        cfg.protocol.inference.request_timeout_blocks = 20;
         let mut state = MemoryState::default();
         state.apply(&build_genesis("infer", &cfg).unwrap());
         // Fixture: what training would have produced (a slot, an owner, a holder).

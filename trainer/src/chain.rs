@@ -211,21 +211,9 @@ pub fn parse_run(run: RunId, info: &RunInfo) -> Result<RunSetup> {
 
 /// The libp2p identity and addresses of a trainer record.
 pub fn trainer_peer(info: &TrainerInfo) -> Result<StagePeer> {
-    let peer_id = PeerId::from_bytes(&info.peer_id)
-        .ok()
-        .or_else(|| std::str::from_utf8(&info.peer_id).ok()?.parse().ok())
-        .ok_or_else(|| Error::Chain("a trainer record holds an invalid peer id".into()))?;
-    let addrs = info
-        .addrs
-        .iter()
-        .map(|a| {
-            Address::try_from(a.clone())
-                .ok()
-                .or_else(|| std::str::from_utf8(a).ok()?.parse().ok())
-                .ok_or_else(|| Error::Chain("a trainer record holds an invalid address".into()))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(StagePeer { peer_id, addrs })
+    StagePeer::from_declared(&info.peer_id, &info.addrs).ok_or_else(|| {
+        Error::Chain("a trainer record holds an invalid peer id or address".into())
+    })
 }
 
 /// Where a trainer stands in a run.

@@ -15,6 +15,7 @@
 //! * [`chain`]: typed reads of chain state (runs, slots, peers, auditors, commitments).
 //! * [`submit`]: exactly-once submission of step commitments to the chain.
 //! * [`metrics`]: Prometheus metrics, their HTTP responder, and the progress display.
+//! * [`serve`]: serving inference from a stage holder (sessions, KV caches, payments).
 //! * [`service`]: the chain-driven trainer (`weft-trainer train`) and auditor
 //!   (`weft-trainer audit`), one file each.
 //!
@@ -27,6 +28,7 @@ pub mod adversary;
 pub mod chain;
 pub mod error;
 pub mod metrics;
+pub mod serve;
 pub mod service;
 pub mod stage;
 pub mod submit;

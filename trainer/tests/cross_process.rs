@@ -480,6 +480,7 @@ async fn bad_neighbours_are_refused_and_reveals_go_to_auditors_only() {
         limits: Limits::default(),
         peer_timeout: Duration::from_secs(30),
         retry: RetryPolicy::default(),
+        desks: Vec::new(),
     };
     let worker = build_workers(
         &model,

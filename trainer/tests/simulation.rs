@@ -130,6 +130,7 @@ fn simulate_with(
                 initial: Duration::from_millis(1),
                 max: Duration::from_millis(1),
             },
+            desks: Vec::new(),
         })
         .collect();
     let make = Arc::new(move |k: usize| -> weft_trainer::Result<_> {

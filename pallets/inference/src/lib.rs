@@ -54,7 +54,7 @@
 //! owners. With `credentials_per_token = 100` a 64-token request escrows 6 400 credentials:
 //! an owner with a 1 % share (10 000 per epoch) affords one such request per epoch, a sole
 //! owner 156. `max_tokens_per_request = 4 096` caps one escrow at 409 600 credentials (less
-//! than an epoch's mint), and `request_timeout_blocks = 20` gives the server two epochs to
+//! than an epoch's mint), and `request_timeout_blocks = 100` gives the server ten epochs to
 //! settle.
 
 use parity_scale_codec::{Decode, Encode};
@@ -95,7 +95,7 @@ impl Default for Config {
         Config {
             credentials_per_token: 100,
             max_tokens_per_request: 4_096,
-            request_timeout_blocks: 20,
+            request_timeout_blocks: 100,
         }
     }
 }

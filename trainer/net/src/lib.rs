@@ -20,13 +20,17 @@
 //! * [`reveal_server`]: serving reveals after training has finished.
 //! * [`reveal_fetch`]: the auditor's side: hello and chunk-by-chunk verified fetching.
 //! * [`files`]: durable file writes.
+//! * [`desk`]: what answers requests outside the pipeline protocol (reveals, inference).
+//! * [`inference`]: inference across stage holders: messages, request bodies, the router.
 //!
 //! Depends on `weft-primitives`, `weft-p2p`, `weft-bls` and tokio; never on tch or on the
 //! chain client.
 
 pub mod access;
+pub mod desk;
 pub mod error;
 pub mod files;
+pub mod inference;
 pub mod journal;
 pub mod link;
 pub mod protocol;

@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::protocol::{
     Delivery, Effect, Input, MsgId, Payload, ProtocolConfig, Slot, StageProtocol,
 };
-use crate::reveal_server::RevealDesk;
+use crate::desk::{self, Desks};
 use crate::topology::PeerTable;
 use crate::wire::{
     decode_request, decode_response, ErrorCode, Limits, Request, Response, WireTensor,
@@ -140,7 +140,7 @@ struct Inner {
     shape: StageShape,
     peers: PeerTable,
     limits: Limits,
-    desk: Option<RevealDesk>,
+    desks: Desks,
     received: AtomicU64,
     executor: Box<dyn Executor>,
 }
@@ -152,12 +152,12 @@ pub struct StageLink {
 }
 
 impl StageLink {
-    /// A link at step `current` whose effects `executor` carries out; reveal requests and
-    /// auditor hellos are answered by `desk` (refused without one).
+    /// A link at step `current` whose effects `executor` carries out; reveal requests,
+    /// auditor hellos and inference are answered by `desks` (refused without one).
     pub fn new(
         cfg: LinkConfig,
         current: Step,
-        desk: Option<RevealDesk>,
+        desks: Desks,
         executor: Box<dyn Executor>,
     ) -> Result<Self> {
         let stage_id = StageIndex::try_from(cfg.shape.stage)
@@ -187,7 +187,7 @@ impl StageLink {
                 shape,
                 peers: cfg.peers,
                 limits: cfg.limits,
-                desk,
+                desks,
                 received: AtomicU64::new(0),
                 executor,
             }),
@@ -200,7 +200,7 @@ impl StageLink {
     pub fn start(
         cfg: LinkConfig,
         current: Step,
-        desk: RevealDesk,
+        desks: Desks,
         network: Network,
         inbound: mpsc::Receiver<InboundRequest>,
     ) -> Result<(Self, LinkTasks)> {
@@ -209,7 +209,7 @@ impl StageLink {
             peers: cfg.peers.clone(),
             runtime: tokio::runtime::Handle::current(),
         };
-        let link = StageLink::new(cfg, current, Some(desk), Box::new(executor))?;
+        let link = StageLink::new(cfg, current, desks, Box::new(executor))?;
         let dispatcher = tokio::spawn(dispatch(link.clone(), inbound));
         Ok((link, LinkTasks(vec![dispatcher])))
     }
@@ -259,7 +259,7 @@ impl StageLink {
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         let resp = match decode_request(bytes, &self.inner.limits) {
             Err(e) => Response::error(ErrorCode::Malformed, e.to_string()),
-            Ok(req) => match self.inner.desk.as_ref().and_then(|d| d.answer(&peer, &req)) {
+            Ok(req) => match desk::answer(&self.inner.desks, &peer, &req) {
                 Some(r) => r,
                 None => self
                     .feed(Input::Request {

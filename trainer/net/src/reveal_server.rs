@@ -3,6 +3,7 @@
 //! steps committed near the end can still be audited. Pipeline traffic is refused.
 
 use crate::access::RevealAccess;
+use crate::desk::{self, Desks, RequestDesk};
 use crate::store::TensorStore;
 use crate::wire::{decode_request, ErrorCode, Limits, Request, Response};
 use parity_scale_codec::Encode;
@@ -23,11 +24,11 @@ pub struct RevealDesk {
     pub slot: (RunId, StageIndex, Replica),
 }
 
-impl RevealDesk {
+impl RequestDesk for RevealDesk {
     /// The answer to `request` from `peer` if it is a reveal or an auditor hello (which the
     /// store and the access list answer, whether the stage is training or not); `None` for
     /// pipeline traffic.
-    pub fn answer(&self, peer: &PeerId, request: &Request) -> Option<Response> {
+    fn answer(&self, peer: &PeerId, request: &Request) -> Option<Response> {
         let (run, stage, replica) = self.slot;
         match request {
             Request::Reveal(r) => {
@@ -68,19 +69,20 @@ impl RevealDesk {
 }
 
 /// After the last step: keeps answering reveal requests (and auditor hellos) of this stage
-/// from the tensor store until `until` resolves, so steps committed near the end can still be
-/// audited; pipeline traffic is refused. A trainer that stopped serving before its audit
-/// windows closed would fail those audits with `NoReveal`.
+/// from the tensor store, and whatever else `desks` take (inference), until `until`
+/// resolves, so steps committed near the end can still be audited; pipeline traffic is
+/// refused. A trainer that stopped serving before its audit windows closed would fail those
+/// audits with `NoReveal`.
 pub async fn serve_reveals(
     mut inbound: mpsc::Receiver<InboundRequest>,
-    desk: RevealDesk,
+    desks: Desks,
     limits: Limits,
     until: impl std::future::Future<Output = ()>,
 ) {
     let handle = move |peer: PeerId, bytes: &[u8]| -> Response {
         match decode_request(bytes, &limits) {
             Err(e) => Response::error(ErrorCode::Malformed, e.to_string()),
-            Ok(req) => desk.answer(&peer, &req).unwrap_or_else(|| {
+            Ok(req) => desk::answer(&desks, &peer, &req).unwrap_or_else(|| {
                 Response::error(
                     ErrorCode::StaleStep,
                     "training has finished; only reveals are served",

@@ -18,6 +18,26 @@ pub struct StagePeer {
     pub addrs: Vec<Address>,
 }
 
+impl StagePeer {
+    /// The peer a trainer record declares on chain (`Staking::train`): `peer_id` the binary
+    /// libp2p peer id (or its base58 text), each address a multiaddr as UTF-8 text (or
+    /// binary). `None` if either does not parse.
+    pub fn from_declared(peer_id: &[u8], addrs: &[Vec<u8>]) -> Option<StagePeer> {
+        let peer_id = PeerId::from_bytes(peer_id)
+            .ok()
+            .or_else(|| std::str::from_utf8(peer_id).ok()?.parse().ok())?;
+        let addrs = addrs
+            .iter()
+            .map(|a| {
+                Address::try_from(a.clone())
+                    .ok()
+                    .or_else(|| std::str::from_utf8(a).ok()?.parse().ok())
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(StagePeer { peer_id, addrs })
+    }
+}
+
 /// Who trains which stage, and who audits it: the static form of what chain assignment
 /// will provide (the pallets' stage records hold the same: per stage a peer id and
 /// addresses, and the auditors drawn for it).

@@ -70,6 +70,14 @@ pub enum ErrorCode {
     /// The receiver failed internally (index 9). Retried with backoff.
     #[codec(index = 9)]
     Internal,
+    /// An inference request without an open escrow for this run, or whose body does not
+    /// match the escrow's hash (index 10). Not retried.
+    #[codec(index = 10)]
+    Unpaid,
+    /// This holder cannot serve the asked step or session (weights of that step not held,
+    /// session unknown or evicted, positions out of order) (index 11). The router re-routes.
+    #[codec(index = 11)]
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -177,6 +185,15 @@ pub enum Request {
         /// BN254 BLS signature (compressed G1).
         signature: [u8; 32],
     },
+    /// Inference: run new positions of a session through this stage (index 8). Answered
+    /// with `InferHidden` (not the last stage), `InferToken` (the last stage), `Busy` or an
+    /// error.
+    #[codec(index = 8)]
+    InferForward(crate::inference::InferForward),
+    /// Inference: the session is over; free its cache (and settle, on the last stage)
+    /// (index 9). Answered with `Ack`.
+    #[codec(index = 9)]
+    InferClose(crate::inference::InferClose),
 }
 
 /// `RevealRequest { run, step, stage, replica, item, chunk }`.
@@ -219,6 +236,20 @@ pub enum Response {
         proof: MerkleProof,
         /// Number of chunks of the item.
         total_chunks: u32,
+    },
+    /// Inference: the stage's hidden states for the new positions `[1, n, d_model]`
+    /// (index 3).
+    #[codec(index = 3)]
+    InferHidden(WireTensor),
+    /// Inference: the token the last stage drew for the position after the new ones
+    /// (index 4).
+    #[codec(index = 4)]
+    InferToken(u32),
+    /// Inference: every session slot is taken; ask again after `retry_after_ms` (index 5).
+    #[codec(index = 5)]
+    Busy {
+        /// Milliseconds to wait.
+        retry_after_ms: u32,
     },
 }
 
@@ -271,12 +302,47 @@ pub fn decode_request(bytes: &[u8], limits: &Limits) -> Result<Request, WireErro
                 });
             }
         }
+        Request::InferForward(f) => match &f.input {
+            crate::inference::InferInput::Hidden(tensor) => {
+                tensor.validate(limits, true)?;
+                if !tensor.dtype.is_float() || tensor.shape.len() != 3 {
+                    return Err(WireError::Unexpected {
+                        expected: "floating-point hidden states [1, n, d_model]".into(),
+                        got: format!("{:?} {:?}", tensor.dtype, tensor.shape),
+                    });
+                }
+            }
+            crate::inference::InferInput::Tokens(tokens) => {
+                if tokens.is_empty() || tokens.len() as u64 > u64::from(limits.max_dim) {
+                    return Err(WireError::Unexpected {
+                        expected: format!("1 to {} tokens", limits.max_dim),
+                        got: format!("{}", tokens.len()),
+                    });
+                }
+            }
+        },
         Request::Reveal(_)
         | Request::Resend { .. }
         | Request::Done { .. }
-        | Request::AuditorHello { .. } => {}
+        | Request::AuditorHello { .. }
+        | Request::InferClose(_) => {}
     }
     Ok(req)
+}
+
+/// Decodes a response and validates a tensor it carries against `limits` (finite floats).
+pub fn decode_response_checked(bytes: &[u8], limits: &Limits) -> Result<Response, WireError> {
+    let resp: Response = decode_exact(bytes)?;
+    if let Response::InferHidden(t) = &resp {
+        t.validate(limits, true)?;
+        if !t.dtype.is_float() {
+            return Err(WireError::Unexpected {
+                expected: "floating-point hidden states".into(),
+                got: format!("{:?}", t.dtype),
+            });
+        }
+    }
+    Ok(resp)
 }
 
 /// Decodes a response exactly (no trailing bytes).

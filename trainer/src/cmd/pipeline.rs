@@ -150,6 +150,7 @@ pub fn pipeline(args: PipelineArgs) -> anyhow::Result<()> {
         },
         peer_timeout: std::time::Duration::from_secs(args.peer_timeout),
         retry: RetryPolicy::default(),
+        desks: Vec::new(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -107,6 +107,13 @@ pub struct TrainArgs {
     /// Serve Prometheus metrics on 127.0.0.1 at this port (0 = off).
     #[arg(long, default_value_t = 9616)]
     pub prometheus_port: u16,
+    /// After the last step, keep serving inference (and reveals) until stopped, instead of
+    /// leaving once the audit windows have closed.
+    #[arg(long)]
+    pub serve: bool,
+    /// Inference sessions served at once (further requests are answered busy).
+    #[arg(long, default_value_t = 16)]
+    pub serve_sessions: usize,
 }
 
 /// The `--config` TOML of `train` (every field optional).
@@ -127,6 +134,8 @@ struct TrainFile {
     max_backlog: Option<u64>,
     threads: Option<i32>,
     prometheus_port: Option<u16>,
+    serve: Option<bool>,
+    serve_sessions: Option<usize>,
 }
 
 /// Applies `--config` under the flags given on the command line (`matches`).
@@ -161,6 +170,8 @@ pub fn apply_train_file(args: &mut TrainArgs, matches: &clap::ArgMatches) -> any
     take!(max_backlog, "max_backlog");
     take!(threads, "threads");
     take!(prometheus_port, "prometheus_port");
+    take!(serve, "serve");
+    take!(serve_sessions, "serve_sessions");
     if f.external_addr.is_some() && !from_cli("external_addr") {
         args.external_addr = f.external_addr;
     }
@@ -501,6 +512,15 @@ async fn run_assigned(
         replica,
     };
     let data_dir = args.data_dir.clone();
+    let inference = crate::serve::desk_for(
+        setup,
+        spec,
+        &data_dir,
+        args.retention.max(args.checkpoint_every),
+        client,
+        key,
+        args.serve_sessions,
+    )?;
     let local_next =
         weft_stage_net::journal::Journal::read(&data_dir)?.map_or(0, |j| j.last_committed + 1);
     let gate: Gate = Arc::new((Mutex::new(GateState::default()), Condvar::new()));
@@ -663,6 +683,7 @@ async fn run_assigned(
         },
         peer_timeout: Duration::from_secs(args.peer_timeout),
         retry: weft_stage_net::link::RetryPolicy::default(),
+        desks: vec![inference.clone()],
     };
     let net_cfg = weft_p2p::Config {
         listen: vec![listen],
@@ -713,10 +734,19 @@ async fn run_assigned(
         let best = client.best_header().await.map(|h| h.number).unwrap_or(0);
         let until_block =
             best + u64::from(params.selection_delay) + u64::from(params.attest_window) + 2;
-        println!("serving reveals to the auditors until block #{until_block}");
+        let serve = args.serve;
+        if serve {
+            println!("serving inference and reveals until stopped");
+        } else {
+            println!("serving reveals to the auditors until block #{until_block}");
+        }
         let store = weft_stage_net::store::TensorStore::open(&data_dir, retention)?;
         let (_net, inbound) = listen_with_retry(&p2p_key, &net_cfg).await?;
         let until = async {
+            if serve {
+                crate::serve::stopped().await;
+                return;
+            }
             loop {
                 match client.best_header().await {
                     Ok(h) if h.number >= until_block => break,
@@ -729,7 +759,8 @@ async fn run_assigned(
             auditors: access,
             slot: (run, stage, replica),
         };
-        weft_stage_net::reveal_server::serve_reveals(inbound, desk, limits, until).await;
+        let desks: weft_stage_net::desk::Desks = vec![Arc::new(desk), inference];
+        weft_stage_net::reveal_server::serve_reveals(inbound, desks, limits, until).await;
     }
     watcher.abort();
     Ok(result?)

@@ -57,6 +57,7 @@ use weft_stage_net::access::RevealAccess;
 use weft_stage_net::journal::Journal;
 use weft_stage_net::link::{LinkConfig, RetryPolicy, StageLink, StageShape};
 use weft_stage_net::recovery;
+use weft_stage_net::desk::{Desks, RequestDesk};
 use weft_stage_net::reveal_server::RevealDesk;
 use weft_stage_net::store::{StepAux, StepBytes, TensorStore};
 use weft_stage_net::topology::PeerTable;
@@ -87,6 +88,8 @@ pub struct NodeConfig {
     pub peer_timeout: Duration,
     /// Delivery retries.
     pub retry: RetryPolicy,
+    /// Desks besides the reveal desk that answer this stage's requests (inference).
+    pub desks: Desks,
 }
 
 /// Progress of one step of this stage.
@@ -362,7 +365,7 @@ pub async fn run_stage_with(
     let (link, _tasks) = StageLink::start(
         prepared.link,
         prepared.current,
-        prepared.desk,
+        prepared.desks,
         network,
         inbound,
     )?;
@@ -382,8 +385,9 @@ pub struct Prepared {
     pub current: Step,
     /// The stage's tensor store.
     pub store: TensorStore,
-    /// What answers the stage's reveals.
-    pub desk: RevealDesk,
+    /// What answers the stage's requests outside the pipeline protocol: reveals and
+    /// auditor hellos first, then the config's other desks.
+    pub desks: Desks,
 }
 
 /// Checks a stage's settings against its worker and peer table (`local`: this node's peer
@@ -458,7 +462,9 @@ pub fn prepare(
         },
         current,
         store,
-        desk,
+        desks: std::iter::once(Arc::new(desk) as Arc<dyn RequestDesk>)
+            .chain(cfg.desks.iter().cloned())
+            .collect(),
     })
 }
 

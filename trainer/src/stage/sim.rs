@@ -141,7 +141,7 @@ pub fn run(
         let link = StageLink::new(
             prepared.link,
             prepared.current,
-            Some(prepared.desk),
+            prepared.desks,
             Box::new(executor),
         )?;
         lock(&wires).links[k] = Some((incarnation, link.clone()));

@@ -495,6 +495,9 @@ impl StageProtocol {
             Request::Reveal(_) | Request::AuditorHello { .. } => {
                 return wrong("reveals are answered by the store, not the pipeline".into());
             }
+            Request::InferForward(_) | Request::InferClose(_) => {
+                return wrong("this stage serves no inference".into());
+            }
             Request::Forward {
                 run,
                 step,

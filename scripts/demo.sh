@@ -10,8 +10,11 @@
 #      its libp2p peer id, joins the run, waits for its stage assignment, trains its stage
 #      with its neighbours over libp2p and commits every step on chain;
 #   5. shows the loss falling and commitments landing; when the last step is settled the run
-#      is Finished, and the trainers and auditors exit; then a summary (status, steps, final
-#      loss, tokens/s, audits, ownership shares, credentials).
+#      is Finished and the auditors exit; the trainers keep serving their stages (--serve);
+#   6. //Bob hands credentials to //Holder, who buys a completion from the trained model with
+#      `weft infer` (escrowed on chain, served through the four stage holders, settled by the
+#      last one); then a summary (status, steps, final loss, tokens/s, audits, ownership
+#      shares, the completion and the holder's credentials before and after).
 # Environment: WEFT_DEMO_STEPS (default 60), WEFT_DEMO_RPC_PORT (9944),
 # WEFT_DEMO_PROMETHEUS_PORT (9615), WEFT_DEMO_KEEP=1 keeps the working directory.
 set -euo pipefail
@@ -76,7 +79,8 @@ trainer_pids=()
 for who in Bob Charlie Dave Eve; do
   "$WEFT_BIN/weft-trainer" train --url "$url" --key "//$who" --run "$run" --register \
     --data "$corpus" --data-dir "$work/$who" --listen "/ip4/127.0.0.1/tcp/$port" \
-    --steps "$steps" --threads 1 --prometheus-port $((port - 30555 + 9616)) >"$work/$who.log" 2>&1 &
+    --steps "$steps" --threads 1 --prometheus-port $((port - 30555 + 9616)) --serve \
+    >"$work/$who.log" 2>&1 &
   pids+=($!)
   trainer_pids+=($!)
   port=$((port + 1))
@@ -84,6 +88,7 @@ done
 
 say "training: the last stage's loss, and commitments landing on chain"
 last_shown=""
+finished() { weft run show "$run" 2>/dev/null | grep -q -E '^Status: +Finished'; }
 while :; do
   running=0
   for p in "${trainer_pids[@]}"; do kill -0 "$p" 2>/dev/null && running=$((running + 1)); done
@@ -93,17 +98,45 @@ while :; do
     echo "$line   | audits so far: $audits"
     last_shown="$line"
   fi
-  [ "$running" -eq 0 ] && break
+  # The run is Finished once its last step is settled (its audits closed).
+  finished && break
+  if [ "$running" -lt 4 ]; then
+    echo "a trainer exited early; see $work/*.log"
+    exit 1
+  fi
   sleep 1
 done
-for p in "${trainer_pids[@]}"; do wait "$p" || echo "a trainer exited with an error; see $work/*.log"; done
-# The trainers kept serving reveals until their audit windows closed. The run is Finished once
-# its last step is settled (its audits closed); the auditors (--run) exit then.
-for _ in $(seq 1 120); do
-  weft run show "$run" 2>/dev/null | grep -q -E '^Status: +Finished' && break
+# The auditors (--run) exit once nothing of the finished run is pending.
+for p in "${auditor_pids[@]}"; do wait "$p" || echo "an auditor exited with an error; see $work/auditor-*.log"; done
+
+say "//Holder buys a completion from the trained model (weft infer)"
+prompt="${WEFT_DEMO_PROMPT:-The }"
+weft transfer --from //Alice --to //Holder --amount 10 --wait in-block | grep -E 'Result'
+weft credentials transfer --from //Bob --run "$run" --to //Holder --amount 200000 --wait in-block \
+  | grep -E 'Result'
+holder_credentials() {
+  weft credentials show //Holder --run "$run" | awk '/Credentials/ {print $2; exit}'
+}
+before="$(holder_credentials)"
+# `weft infer` refuses before paying while no step is served by every stage (the last steps'
+# audit windows may still be open): try again until it serves.
+served=0
+for _ in $(seq 1 60); do
+  if weft infer --run "$run" --from //Holder --prompt "$prompt" --max-tokens 48 \
+    --temperature 0.8 --seed 7 >"$work/completion.txt" 2>"$work/infer.err"; then
+    served=1
+    break
+  fi
+  sleep 1
+done
+if [ "$served" = 1 ]; then cat "$work/completion.txt"; echo; else cat "$work/infer.err"; fi
+# The last stage settles the escrow once it has delivered: wait for the charge to land.
+after="$before"
+for _ in $(seq 1 40); do
+  after="$(holder_credentials)"
+  [ "$after" != "$before" ] && break
   sleep 0.5
 done
-for p in "${auditor_pids[@]}"; do wait "$p" || echo "an auditor exited with an error; see $work/auditor-*.log"; done
 
 say "summary"
 first="$(grep -h -E '^stage 3 step 0 ' "$work"/{Bob,Charlie,Dave,Eve}.log | head -n 1 || true)"
@@ -121,3 +154,6 @@ echo "ownership:"
 weft ownership show "$run" || true
 echo "slashes:"
 weft gov slashes || true
+echo "completion: $prompt$(tr '\n' ' ' <"$work/completion.txt")"
+echo "credentials of //Holder: $before -> $after"
+

@@ -107,7 +107,10 @@ pub fn serving_plan(
         for stage in 0..info.stages {
             let mut candidates = Vec::new();
             for replica in 0..info.replicas {
-                let Some(c) = work::commitment_of(s, run, stage, replica, step)? else {
+                let Some(id) = work::STEP_COMMITMENT.get(s, &(run, stage, replica, step))? else {
+                    continue;
+                };
+                let Some(c) = work::commitment(s, id)? else {
                     continue;
                 };
                 if c.status != work::CommitStatus::Credited {
@@ -223,7 +226,7 @@ impl InferenceRpc {
                 request_hash,
                 max_tokens,
             }) => {
-                if *run != body.run || *request_hash != body.hash() {
+                if *run != body.run || request_hash.0 != body.hash() {
                     return Err(err(INFERENCE_UNPAID, "the payment is for another request"));
                 }
                 if *max_tokens < body.total_tokens() {
@@ -359,6 +362,12 @@ impl InferenceRpc {
     }
 }
 
+fn to_message(value: &impl serde::Serialize) -> Result<SubscriptionMessage, serde_json::Error> {
+    Ok(SubscriptionMessage::from(serde_json::value::to_raw_value(
+        value,
+    )?))
+}
+
 /// Splits byte-level tokens into text at UTF-8 boundaries as they arrive.
 #[derive(Default)]
 struct TextStream {
@@ -470,7 +479,7 @@ impl InferenceApiServer for InferenceRpc {
                 .await
         });
         while let Some(ev) = rx.recv().await {
-            let msg = SubscriptionMessage::from_json(&ev)?;
+            let msg = to_message(&ev)?;
             if sink.send(msg).await.is_err() {
                 generation.abort();
                 return Ok(());
@@ -490,7 +499,7 @@ impl InferenceApiServer for InferenceRpc {
                 message: e.to_string(),
             },
         };
-        let _ = sink.send(SubscriptionMessage::from_json(&last)?).await;
+        let _ = sink.send(to_message(&last)?).await;
         Ok(())
     }
 

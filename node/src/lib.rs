@@ -10,6 +10,7 @@
 //! * [`pool`]: the transaction pool.
 //! * [`authorship`]: the block production loop of a validator.
 //! * [`rpc`]: the JSON-RPC server.
+//! * [`inference`]: the `inference_*` methods: serving-step choice, payment, routing.
 //! * [`metrics`]: Prometheus metrics.
 //! * [`chain_spec`]: chain specifications.
 //! * [`service`]: wires the pieces together for `weft-node` runs.
@@ -23,6 +24,7 @@ pub mod cli;
 pub mod commands;
 pub mod consensus;
 pub mod db;
+pub mod inference;
 pub mod metrics;
 pub mod pool;
 pub mod rpc;

@@ -784,3 +784,5 @@ async fn run_register_refuses_what_cannot_train() {
 
 #[path = "protocol/adversaries.rs"]
 mod adversaries;
+#[path = "protocol/inference.rs"]
+mod inference;

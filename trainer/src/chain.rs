@@ -48,7 +48,7 @@ use parity_scale_codec::{Decode, Encode};
 use std::future::Future;
 use weft_ml::audit::Tolerance;
 use weft_ml::config::{ClipScope, ModelConfig, TrainConfig};
-use weft_p2p::{Address, PeerId};
+use weft_p2p::PeerId;
 use weft_pallet_runs::{RunInfo, RunStatus};
 use weft_pallet_staking::TrainerInfo;
 use weft_pallet_support::{CommitmentId, Replica, RunId, StageIndex};
@@ -436,6 +436,15 @@ impl<S: StateSource> ChainView<S> {
             Some(id) => self.commitment(id).await,
             None => Ok(None),
         }
+    }
+
+    /// An escrowed inference request.
+    pub async fn inference_request(
+        &self,
+        id: weft_pallet_inference::RequestId,
+    ) -> Result<Option<weft_pallet_inference::Request>> {
+        self.map(&weft_pallet_inference::REQUESTS, &id, "Inference::Requests")
+            .await
     }
 
     /// An audit.

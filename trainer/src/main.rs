@@ -25,6 +25,7 @@ mod cmd;
 
 use clap::{Parser, Subcommand};
 use cmd::bench::{bench, bench_cross_process};
+use cmd::bench_infer::bench_infer;
 use cmd::local::local_train;
 use cmd::model_args::ModelArgs;
 use cmd::pipeline::{peer_id_of, pipeline, PipelineArgs};
@@ -105,6 +106,27 @@ enum Command {
         /// Untimed warm-up steps per configuration.
         #[arg(long, default_value_t = 2)]
         warmup: u64,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+    /// Tokens/s and time to first token of generation through S stage holders on loopback,
+    /// relative to single-process generation with the same weights and KV caching.
+    BenchInfer {
+        /// Number of pipeline stages.
+        #[arg(long, default_value_t = 4)]
+        stages: usize,
+        /// Concurrent sessions to measure, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,8")]
+        sessions: Vec<usize>,
+        /// Prompt tokens.
+        #[arg(long, default_value_t = 16)]
+        prompt: usize,
+        /// Generated tokens per session.
+        #[arg(long, default_value_t = 32)]
+        new_tokens: usize,
+        /// Alternating rounds per configuration.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
         #[command(flatten)]
         model: ModelArgs,
     },
@@ -216,6 +238,14 @@ fn main() {
             warmup,
             model,
         } => bench(stages, steps, warmup, &model),
+        Command::BenchInfer {
+            stages,
+            sessions,
+            prompt,
+            new_tokens,
+            rounds,
+            model,
+        } => bench_infer(stages, &sessions, prompt, new_tokens, rounds, &model),
     };
     if let Err(e) = result {
         eprintln!("Error: {e:#}");

@@ -13,6 +13,12 @@ pub trait RequestDesk: Send + Sync {
     fn answer(&self, peer: &PeerId, request: &Request) -> Option<Response>;
 }
 
+impl std::fmt::Debug for dyn RequestDesk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RequestDesk")
+    }
+}
+
 /// The desks of a stage, asked in order.
 pub type Desks = Vec<Arc<dyn RequestDesk>>;
 

@@ -3,8 +3,10 @@
 //! * [`local`]: `local-train`, all stages in this process.
 //! * [`pipeline`]: `pipeline`, one stage over libp2p with a static peer table.
 //! * [`bench`]: `bench`, throughput in process and across processes.
+//! * [`bench_infer`]: `bench-infer`, generation through stage holders on loopback.
 
 pub mod bench;
+pub mod bench_infer;
 pub mod local;
 pub mod model_args;
 pub mod pipeline;

@@ -7,7 +7,8 @@ use crate::chain::{ChainView, NodeState};
 use std::sync::Arc;
 use std::time::Duration;
 use weft_pallet_inference::RequestStatus;
-use weft_rpc_client::{Client, Keypair, SubmitOptions, WaitFor};
+use weft_primitives::{Hash, Keypair};
+use weft_rpc_client::{Client, SubmitOptions, WaitFor};
 use weft_runtime::RuntimeCall;
 use weft_stage_net::inference::RequestId;
 use weft_stage_net::wire::RunId;
@@ -95,7 +96,7 @@ impl Escrows for ChainEscrows {
                 return Err(EscrowError::NotOpen(id));
             }
             Ok(Escrow {
-                request_hash: r.request_hash,
+                request_hash: r.request_hash.0,
                 max_tokens: r.max_tokens,
             })
         })
@@ -107,7 +108,7 @@ impl Escrows for ChainEscrows {
             let call = RuntimeCall::Inference(weft_pallet_inference::Call::Settle {
                 id,
                 tokens_delivered: tokens,
-                output_hash,
+                output_hash: Hash(output_hash),
             });
             let opts = SubmitOptions {
                 wait: WaitFor::InBlock,

@@ -28,6 +28,7 @@
 //! hash of the tokens it drew.
 
 pub mod escrow;
+pub mod loopback;
 mod snapshot;
 
 pub use escrow::{ChainEscrows, Escrow, EscrowError, Escrows};
@@ -72,8 +73,12 @@ impl Default for ServeLimits {
     }
 }
 
+/// A model shared by the sessions of one step (libtorch tensors are not `Sync`, so one
+/// forward runs on it at a time).
+type SharedStage = Arc<Mutex<Stage>>;
+
 struct Session {
-    model: Arc<Stage>,
+    model: SharedStage,
     cache: KvCache,
     last_used: Instant,
     /// Positions the escrow covers.
@@ -91,7 +96,7 @@ pub struct InferenceDesk {
     store: TensorStore,
     escrows: Arc<dyn Escrows>,
     limits: ServeLimits,
-    snapshots: Mutex<Vec<(Step, Arc<Stage>)>>,
+    snapshots: Mutex<Vec<(Step, SharedStage)>>,
     sessions: Mutex<BTreeMap<SessionId, Arc<Mutex<Session>>>>,
     settled: Mutex<BTreeSet<RequestId>>,
 }
@@ -135,13 +140,13 @@ impl InferenceDesk {
     }
 
     /// The model of `step`, loading it from the store if needed.
-    fn weights(&self, step: Step) -> Result<Arc<Stage>, Response> {
+    fn weights(&self, step: Step) -> Result<SharedStage, Response> {
         if let Some((_, m)) = lock(&self.snapshots).iter().find(|(s, _)| *s == step) {
             return Ok(m.clone());
         }
         let model = snapshot::load(&self.store, step, &self.model, self.spec)
             .map_err(|e| refuse(ErrorCode::Unavailable, format!("weights of step {step}: {e}")))?;
-        let model = Arc::new(model);
+        let model = Arc::new(Mutex::new(model));
         let mut snaps = lock(&self.snapshots);
         snaps.retain(|(s, _)| *s != step);
         snaps.push((step, model.clone()));
@@ -181,7 +186,7 @@ impl InferenceDesk {
             }
         }
         let model = self.weights(f.step)?;
-        let cache = model
+        let cache = lock(&model)
             .new_cache(1)
             .map_err(|e| refuse(ErrorCode::Internal, e.to_string()))?;
         let session = Arc::new(Mutex::new(Session {
@@ -249,8 +254,8 @@ impl InferenceDesk {
                 format!("the escrow covers {} tokens", s.max_tokens),
             ));
         }
-        let out = s
-            .model
+        let model = s.model.clone();
+        let out = lock(&model)
             .forward_cached(&input, &mut s.cache)
             .map_err(|e| refuse(ErrorCode::Malformed, e.to_string()))?;
         if !self.spec.is_last() {
@@ -330,7 +335,7 @@ pub fn desk_for(
     data_dir: &std::path::Path,
     retention: u64,
     client: &Arc<weft_rpc_client::Client>,
-    key: &weft_rpc_client::Keypair,
+    key: &weft_primitives::Keypair,
     max_sessions: usize,
 ) -> crate::Result<Arc<dyn RequestDesk>> {
     let store = TensorStore::open(data_dir, retention)?;

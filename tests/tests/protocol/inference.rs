@@ -1,0 +1,314 @@
+//! A credential holder buys completions from a model trained on a real dev chain.
+//!
+//! Four trainers train a 4-stage byte-level model on a small text for [`STEPS`] steps (no
+//! audits, so every step is credited once its window passes) and keep serving
+//! (`weft-trainer train --serve`). A trainer hands credentials to //Holder, who then:
+//!
+//! * asks `weft infer` for a completion (not streamed, then streamed): text comes back, the
+//!   same prompt and seed give the same tokens, the response names the serving step, and
+//!   the holder's credentials drop by exactly the estimate once the last stage settles;
+//! * is refused, with nothing charged, for a forged payment (another request's hash), a
+//!   replayed payment, an unknown run, and parameters the model cannot take;
+//! * asks through a stage whose only holder was killed: the request fails, and the escrow
+//!   comes back at its expiry.
+//!
+//! Needs the binaries of `scripts/test.sh` (`weft-node`, `weft`, `weft-trainer`).
+
+use super::*;
+use jsonrpsee::core::ClientError as RpcError;
+use weft_rpc_api::inference::{InferenceApiClient, InferenceParams};
+use weft_tests::{bin, pick_free_port, wait_until, Spawned};
+
+const BLOCK_TIME: &str = "200ms";
+const STEPS: u64 = 6;
+const TRAINERS: [&str; 4] = ["//Inf0", "//Inf1", "//Inf2", "//Inf3"];
+const MODEL: &str = r#"{"vocab_size":256,"d_model":16,"n_layers":4,"n_heads":2,"seq_len":32}"#;
+/// Longest wait for training and serving (4 trainer processes on 2 cores).
+const TRAIN_WAIT: Duration = Duration::from_secs(300);
+
+fn credentials_of(c: &weft_rpc_api::protocol::CredentialsJson) -> u128 {
+    c.runs
+        .iter()
+        .find(|r| r.run_id == 0)
+        .map_or(0, |r| r.credentials.parse().unwrap())
+}
+
+async fn holder_credentials(c: &Client, who: &str) -> u128 {
+    credentials_of(&c.credentials(account(who), Some(0), None).await.unwrap())
+}
+
+fn rpc_code(e: &RpcError) -> Option<i32> {
+    match e {
+        RpcError::Call(o) => Some(o.code()),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_credential_holder_buys_completions_from_the_trained_model() {
+    let _serial = serial().await;
+    let _ = bin("weft-trainer");
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("node"), &["--block-time", BLOCK_TIME])
+        .await
+        .unwrap();
+    let url = node.ws_url();
+    let c = node.cli_client().await.unwrap();
+
+    // A small corpus and its manifest hash.
+    let corpus = dir.path().join("corpus.txt");
+    std::fs::write(&corpus, "the quick brown fox jumps over the lazy dog.\n".repeat(64)).unwrap();
+    let manifest = std::process::Command::new(bin("weft-trainer"))
+        .args(["manifest", "--data", &corpus.to_string_lossy()])
+        .output()
+        .unwrap();
+    assert!(manifest.status.success());
+    let dataset_hash = String::from_utf8(manifest.stdout).unwrap().trim().to_string();
+
+    let mut alice = Vec::new();
+    for who in TRAINERS.iter().chain(["//Holder"].iter()) {
+        alice.push(cmd(&[
+            "transfer", "--from", "//Alice", "--to", who, "--amount", "1000",
+        ]));
+    }
+    alice.push(cmd(&[
+        "run",
+        "register",
+        "--from",
+        "//Alice",
+        "--config",
+        MODEL,
+        "--hyper-params",
+        &format!(
+            r#"{{"micro_batch_size":2,"micro_batches":2,"lr":0.01,"warmup_steps":1,"total_steps":{STEPS}}}"#
+        ),
+        "--stages",
+        "4",
+        "--dataset-hash",
+        &dataset_hash,
+        "--audit-probability",
+        "0%",
+    ]));
+    in_parallel(&url, vec![alice]).await;
+
+    let mut procs = Vec::new();
+    for who in TRAINERS {
+        let name = who.trim_start_matches("//");
+        let port = pick_free_port();
+        let args: Vec<String> = [
+            "train",
+            "--url",
+            &url,
+            "--key",
+            who,
+            "--run",
+            "0",
+            "--register",
+            "--serve",
+            "--data",
+            &corpus.to_string_lossy(),
+            "--data-dir",
+            &dir.path().join(name).to_string_lossy(),
+            "--listen",
+            &format!("/ip4/127.0.0.1/tcp/{port}"),
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--prometheus-port",
+            "0",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        procs.push(Spawned::start("weft-trainer", &args, dir.path(), name).unwrap());
+    }
+    let dump = |procs: &[Spawned]| {
+        let mut s: Vec<String> = procs.iter().map(Spawned::log_tail).collect();
+        s.push(format!("--- node ---\n{}", node.log_tail()));
+        s.join("\n")
+    };
+
+    // Trained, finished, and every step credited: the last step serves.
+    let rpc = node.client().await.unwrap();
+    let params = |prompt: &str, max_tokens: u32, seed: u64| InferenceParams {
+        run: 0,
+        prompt: Some(prompt.to_string()),
+        max_tokens,
+        temperature: Some(0.8),
+        seed: Some(seed),
+        ..Default::default()
+    };
+    let served = wait_for(TRAIN_WAIT, "the run to finish and its last step to serve", || async {
+        let r = c.run(0, None).await.ok()?;
+        if r.status != runs::RunStatus::Finished {
+            return None;
+        }
+        let e = rpc.estimate(params("the ", 8, 1)).await.ok()?;
+        (e.step == Some(STEPS - 1)).then_some(e)
+    })
+    .await;
+    let estimate = match served {
+        Ok(e) => e,
+        Err(e) => panic!("{e}\n{}", dump(&procs)),
+    };
+    assert_eq!(estimate.prompt_tokens, 4);
+    assert_eq!(estimate.total_tokens, 12);
+    let cost: u128 = estimate.credentials.parse().unwrap();
+    let per_token: u128 = estimate.credentials_per_token.parse().unwrap();
+    assert_eq!(cost, 12 * per_token);
+
+    // A trainer (an owner) gives //Holder credentials.
+    let minted = wait_for(TRAIN_WAIT, "credentials minted to a trainer", || async {
+        let n = holder_credentials(&c, TRAINERS[0]).await;
+        (n >= 10 * cost).then_some(n)
+    })
+    .await
+    .unwrap();
+    assert!(minted > 0);
+    let gift = 10 * cost;
+    cli_json(
+        &url,
+        &[
+            "credentials", "transfer", "--from", TRAINERS[0], "--run", "0", "--to", "//Holder",
+            "--amount", &gift.to_string(),
+        ],
+    )
+    .await;
+    assert_eq!(holder_credentials(&c, "//Holder").await, gift);
+
+    // --- a completion, not streamed, twice: the same prompt and seed, the same tokens -----
+    let infer = |stream: bool| {
+        let mut a = vec![
+            "infer", "--run", "0", "--from", "//Holder", "--prompt", "the ", "--max-tokens", "8",
+            "--temperature", "0.8", "--seed", "1",
+        ];
+        if !stream {
+            a.push("--no-stream");
+        }
+        a.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let args = infer(false);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let first = cli_json(&url, &args).await;
+    let tokens = first["tokens"].as_array().unwrap().clone();
+    assert_eq!(tokens.len(), 8, "{first}");
+    assert_eq!(first["finishReason"], "length");
+    assert_eq!(first["step"], STEPS - 1);
+    assert_eq!(first["route"].as_array().unwrap().len(), 4);
+    let second = cli_json(&url, &args).await;
+    assert_eq!(second["tokens"], first["tokens"]);
+    assert_ne!(second["requestId"], first["requestId"]);
+
+    // Streamed: the text on stdout is the completion's text.
+    let args = infer(true);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let streamed = cli_text(&url, &args).await;
+    assert_eq!(streamed.trim_end_matches('\n'), first["text"].as_str().unwrap());
+
+    // Each request is charged exactly its estimate once the last stage settles.
+    wait_until(WAIT, "three settlements", || async {
+        holder_credentials(&c, "//Holder").await == gift - 3 * cost
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", dump(&procs)));
+
+    // The status shows the four holders, each measured by this node.
+    let status = rpc.status(0).await.unwrap();
+    assert_eq!(status.step, Some(STEPS - 1));
+    assert_eq!(status.stages.len(), 4);
+    for holders in &status.stages {
+        assert!(holders[0].serving && holders[0].served > 0, "{status:?}");
+        assert!(holders[0].latency_ms.is_some());
+    }
+
+    // --- refusals: nothing served, nothing charged ----------------------------------------
+    let before = holder_credentials(&c, "//Holder").await;
+    let holder = Keypair::from_suri("//Holder").unwrap();
+    let body = params("the ", 8, 2).body().unwrap();
+    let pay = |hash: [u8; 32], tokens: u32| {
+        let (c, holder) = (&c, &holder);
+        async move {
+            weft_cli::inference::signed_open(
+                c,
+                holder,
+                0,
+                weft_primitives::Hash(hash),
+                tokens,
+                None,
+                &weft_cli::SubmitOptions::default(),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    // A payment for another request.
+    let other = params("a dog ", 8, 2).body().unwrap();
+    let forged = pay(other.hash(), other.total_tokens()).await;
+    let e = rpc
+        .generate(InferenceParams {
+            payment: Some(weft_primitives::Bytes(forged)),
+            ..params("the ", 8, 2)
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(rpc_code(&e), Some(weft_rpc_api::inference::INFERENCE_UNPAID), "{e}");
+    // A payment that covers too few tokens.
+    let short = pay(body.hash(), body.total_tokens() - 1).await;
+    let e = rpc
+        .generate(InferenceParams {
+            payment: Some(weft_primitives::Bytes(short)),
+            ..params("the ", 8, 2)
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(rpc_code(&e), Some(weft_rpc_api::inference::INFERENCE_UNPAID), "{e}");
+    // A good payment serves once; replayed, it is refused.
+    let good = pay(body.hash(), body.total_tokens()).await;
+    let done = rpc
+        .generate(InferenceParams {
+            payment: Some(weft_primitives::Bytes(good.clone())),
+            ..params("the ", 8, 2)
+        })
+        .await
+        .unwrap();
+    assert_eq!(done.tokens.len(), 8);
+    let e = rpc
+        .generate(InferenceParams {
+            payment: Some(weft_primitives::Bytes(good)),
+            ..params("the ", 8, 2)
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(rpc_code(&e), Some(weft_rpc_api::inference::INFERENCE_UNPAID), "{e}");
+    // An unknown run, and a prompt the context cannot hold.
+    let e = rpc
+        .estimate(InferenceParams {
+            run: 7,
+            ..params("the ", 8, 2)
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(rpc_code(&e), Some(weft_rpc_api::UNKNOWN_RUN), "{e}");
+    let e = rpc.estimate(params(&"x".repeat(30), 8, 2)).await.unwrap_err();
+    assert_eq!(rpc_code(&e), Some(weft_rpc_api::inference::INFERENCE_BAD_PARAMS), "{e}");
+    wait_until(WAIT, "the one good request to be settled", || async {
+        holder_credentials(&c, "//Holder").await == before - cost
+    })
+    .await
+    .unwrap();
+
+    // --- a stage without a holder: the request fails and the escrow comes back ------------
+    let before = holder_credentials(&c, "//Holder").await;
+    drop(procs.remove(3));
+    let args = infer(false);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    cli_fails(&url, &args, "stage 3").await;
+    let escrowed_then = holder_credentials(&c, "//Holder").await;
+    assert_eq!(escrowed_then, before - cost, "escrowed while being served");
+    wait_until(Duration::from_secs(60), "the escrow to be refunded", || async {
+        holder_credentials(&c, "//Holder").await == before
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", dump(&procs)));
+}

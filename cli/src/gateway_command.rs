@@ -23,16 +23,16 @@ use weft_runtime::support::RunId;
 pub struct GatewayArgs {
     /// The credential holder who pays for every request: a secret URI or a mnemonic.
     #[arg(long, value_name = "SURI", value_parser = parse_signer_suri)]
-    key: Signer,
+    pub key: Signer,
     /// The run whose model is served.
     #[arg(long)]
-    run: RunId,
+    pub run: RunId,
     /// The address to listen on.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
-    listen: SocketAddr,
+    pub listen: SocketAddr,
     /// The model's name in the API (default `weft-run-N`).
     #[arg(long, value_name = "NAME")]
-    model_name: Option<String>,
+    pub model_name: Option<String>,
 }
 
 /// Runs `weft gateway` until interrupted.

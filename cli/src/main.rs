@@ -715,6 +715,7 @@ mod tests {
         let Command::Gateway(g) = cli.command else {
             panic!("not gateway")
         };
-        assert_eq!(format!("{g:?}").contains("127.0.0.1:8080"), true);
+        assert_eq!(g.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!((g.run, g.model_name), (3, None));
     }
 }

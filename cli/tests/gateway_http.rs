@@ -405,3 +405,20 @@ async fn concurrent_requests_get_distinct_nonces() {
         "nonces 0..8 handed out once each"
     );
 }
+
+/// Serves the test backend on `$WEFT_GATEWAY_TEST_ADDR` (default 127.0.0.1:8089) for
+/// `$WEFT_GATEWAY_TEST_SECS` seconds (default 60), to try a real OpenAI client against it:
+/// `cargo test -p weft-cli --test gateway_http -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "serves until a timeout, for trying clients by hand"]
+async fn serve_for_manual_clients() {
+    let addr = std::env::var("WEFT_GATEWAY_TEST_ADDR").unwrap_or_else(|_| "127.0.0.1:8089".into());
+    let secs = std::env::var("WEFT_GATEWAY_TEST_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    let listener = TcpListener::bind(&addr).await.unwrap();
+    println!("serving on http://{addr}/v1 for {secs} s");
+    let gw = Gateway::new(TestBackend::default(), 1, None);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(secs), serve(listener, gw)).await;
+}

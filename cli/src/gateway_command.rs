@@ -8,11 +8,9 @@
 //! Logs go to stderr (`RUST_LOG`, default `info`): one line per request with its status
 //! and time, and the request id, payment and step of each completion.
 
-use crate::connect;
 use anyhow::{Context, Result};
 use clap::Args;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use weft_cli::args::{parse_signer_suri, Signer};
 use weft_cli::gateway::{listen, Gateway, RpcBackend};
 use weft_cli::SubmitOptions;
@@ -44,9 +42,8 @@ pub async fn gateway(url: &str, args: GatewayArgs) -> Result<()> {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
-    let client = Arc::new(connect(url).await?);
+    let backend = RpcBackend::connect(url, args.key.pair.clone(), SubmitOptions::default()).await?;
     tracing::info!(account = %args.key.pair.account_id(), node = url, "paying with");
-    let backend = RpcBackend::new(client, args.key.pair.clone(), SubmitOptions::default());
     let gw = Gateway::new(backend, args.run, args.model_name);
     tokio::select! {
         r = listen(args.listen, gw) => r.with_context(|| format!("listening on {}", args.listen)),

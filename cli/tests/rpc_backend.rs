@@ -148,6 +148,10 @@ impl InferenceApiServer for MockNode {
 }
 
 async fn start() -> (String, ServerHandle) {
+    start_at("127.0.0.1:0").await
+}
+
+async fn start_at(addr: &str) -> (String, ServerHandle) {
     let mut module = MockNode::default().into_rpc();
     module
         .register_method("chain_getBlockHash", |_, _, _| Some(Hash([9; 32])))
@@ -174,7 +178,7 @@ async fn start() -> (String, ServerHandle) {
             })
         })
         .unwrap();
-    let server = Server::builder().build("127.0.0.1:0").await.unwrap();
+    let server = Server::builder().build(addr).await.unwrap();
     let url = format!("ws://{}", server.local_addr().unwrap());
     (url, server.start(module))
 }
@@ -360,4 +364,37 @@ async fn the_gateway_over_the_rpc_backend() {
     )
     .await;
     assert_eq!(s, 400);
+}
+
+#[tokio::test]
+async fn reconnects_after_the_node_restarts() {
+    let (url, server) = start().await;
+    let key = Keypair::from_suri("//Charlie").unwrap();
+    let backend = RpcBackend::connect(&url, key, SubmitOptions::default())
+        .await
+        .unwrap();
+    assert!(backend.estimate(&params("hi")).await.is_ok());
+    server.stop().unwrap();
+    server.stopped().await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    // Down: calls (and the reconnection) fail, cleanly.
+    loop {
+        match backend.estimate(&params("hi")).await {
+            Err(BackendError::Node(_)) => break,
+            other => assert!(other.is_ok(), "{other:?}"),
+        }
+        assert!(tokio::time::Instant::now() < deadline, "still connected");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(matches!(
+        backend.estimate(&params("hi")).await,
+        Err(BackendError::Node(_))
+    ));
+    let (_, _server) = start_at(url.trim_start_matches("ws://")).await;
+    let e = backend.estimate(&params("hi")).await.unwrap();
+    let pay = backend.pay(&e).await.unwrap();
+    assert_eq!(
+        backend.generate(params("hi"), pay).await.unwrap().text,
+        "ok"
+    );
 }

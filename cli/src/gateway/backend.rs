@@ -13,13 +13,19 @@
 //! payment) gives its nonce back: the next payment reuses it, so no gap holds later payments
 //! in the pool's future queue. A nonce given back that the chain has meanwhile used is
 //! forgotten at the next signing.
+//!
+//! # Reconnection
+//!
+//! A backend made with [`RpcBackend::connect`] opens a new connection to the node when the
+//! old one has closed (a node restart), at the start of the next call; calls in flight on
+//! the old connection fail.
 
 use futures::{Stream, StreamExt};
 use jsonrpsee::core::client::Error as RpcError;
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use tokio::sync::Mutex;
 use weft_primitives::{Bytes, Keypair, Nonce};
 use weft_rpc_api::inference::{
@@ -200,21 +206,69 @@ impl NonceTracker {
 
 /// [`Backend`] over a node's `inference_*` methods, paying with one key.
 pub struct RpcBackend {
-    client: Arc<Client>,
+    client: RwLock<Arc<Client>>,
+    url: Option<String>,
+    reconnecting: Mutex<()>,
     key: Keypair,
     opts: SubmitOptions,
     nonces: Mutex<NonceTracker>,
 }
 
 impl RpcBackend {
-    /// A backend over `client` paying with `key` (tip and mortality from `opts`).
+    /// A backend over `client` paying with `key` (tip and mortality from `opts`); it does
+    /// not reconnect.
     pub fn new(client: Arc<Client>, key: Keypair, opts: SubmitOptions) -> Self {
         RpcBackend {
-            client,
+            client: RwLock::new(client),
+            url: None,
+            reconnecting: Mutex::new(()),
             key,
             opts,
             nonces: Mutex::new(NonceTracker::default()),
         }
+    }
+
+    /// A backend connected to the node at `url`, reconnecting when the connection closes.
+    pub async fn connect(
+        url: &str,
+        key: Keypair,
+        opts: SubmitOptions,
+    ) -> Result<Self, ClientError> {
+        let client = Arc::new(Client::connect(url).await?);
+        Ok(RpcBackend {
+            url: Some(url.to_string()),
+            ..RpcBackend::new(client, key, opts)
+        })
+    }
+
+    fn current(&self) -> Arc<Client> {
+        self.client
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// The connection to the node, a new one if the last one closed.
+    pub async fn client(&self) -> Result<Arc<Client>, BackendError> {
+        let c = self.current();
+        let Some(url) = &self.url else {
+            return Ok(c);
+        };
+        if c.rpc().is_connected() {
+            return Ok(c);
+        }
+        let _one_at_a_time = self.reconnecting.lock().await;
+        let c = self.current();
+        if c.rpc().is_connected() {
+            return Ok(c);
+        }
+        tracing::warn!(url, "the connection to the node closed; reconnecting");
+        let fresh = Arc::new(Client::connect(url).await?);
+        *self
+            .client
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = fresh.clone();
+        Ok(fresh)
     }
 
     async fn give_back_if_unused(&self, e: &BackendError, payment: &Payment) {
@@ -235,7 +289,8 @@ impl Backend for RpcBackend {
             payment: None,
             ..params.clone()
         };
-        self.client
+        self.client()
+            .await?
             .rpc()
             .estimate(params)
             .await
@@ -243,15 +298,12 @@ impl Backend for RpcBackend {
     }
 
     async fn pay(&self, estimate: &EstimateJson) -> Result<Payment, BackendError> {
+        let client = self.client().await?;
         let mut nonces = self.nonces.lock().await;
-        let chain = self
-            .client
-            .account(self.key.account_id(), None)
-            .await?
-            .nonce;
+        let chain = client.account(self.key.account_id(), None).await?.nonce;
         let nonce = nonces.take(chain);
         let signed = signed_open(
-            &self.client,
+            &client,
             &self.key,
             estimate.run,
             estimate.request_hash,
@@ -277,8 +329,15 @@ impl Backend for RpcBackend {
         params: InferenceParams,
         payment: Payment,
     ) -> Result<CompletionJson, BackendError> {
-        let r = self
-            .client
+        let client = match self.client().await {
+            Ok(c) => c,
+            Err(e) => {
+                // Not sent: the nonce is free.
+                self.nonces.lock().await.give_back(payment.nonce);
+                return Err(e);
+            }
+        };
+        let r = client
             .rpc()
             .generate(with_payment(params, &payment))
             .await
@@ -294,8 +353,14 @@ impl Backend for RpcBackend {
         params: InferenceParams,
         payment: Payment,
     ) -> Result<EventStream, BackendError> {
-        let sub = self
-            .client
+        let client = match self.client().await {
+            Ok(c) => c,
+            Err(e) => {
+                self.nonces.lock().await.give_back(payment.nonce);
+                return Err(e);
+            }
+        };
+        let sub = client
             .rpc()
             .subscribe_generate(with_payment(params, &payment))
             .await

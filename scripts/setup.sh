@@ -6,6 +6,7 @@
 #                    fortunes (the demo corpus), python3-venv
 #   Rust             stable toolchain via rustup, if cargo is missing
 #   libtorch         PyTorch 2.11.0 from PyPI in .venv (tch 0.24 builds against it)
+#   openai           the OpenAI Python client 1.109.1 in .venv (tests of `weft gateway`)
 #   binaries         weft-node, weft, weft-trainer (cargo build --release)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -44,6 +45,16 @@ if ! torch_ok; then
   "$WEFT_VENV/bin/pip" install -q --upgrade pip
   "$WEFT_VENV/bin/pip" install -q torch==2.11.0
   torch_ok || { echo "PyTorch 2.11.0 did not install" >&2; exit 1; }
+fi
+# The OpenAI Python client: the end-to-end test of `weft gateway` drives it unchanged.
+openai_version=1.109.1
+openai_ok() {
+  "$WEFT_VENV/bin/python" -c "import openai,sys; sys.exit(0 if openai.__version__=='$openai_version' else 1)" 2>/dev/null
+}
+if ! openai_ok; then
+  log "installing the OpenAI Python client $openai_version into $WEFT_VENV"
+  "$WEFT_VENV/bin/pip" install -q "openai==$openai_version"
+  openai_ok || { echo "openai $openai_version did not install" >&2; exit 1; }
 fi
 # The demo corpus: Debian's fortunes as plain UTF-8 text files (the .dat indexes and .u8
 # links are left out).

@@ -11,6 +11,8 @@
 //! * [`run_spec`]: the JSON of a run's model configuration and hyper-parameters, converted
 //!   to the runs pallet's typed values and checked against its rules.
 //! * [`inference`]: the inference pallet's calls and the signed `open` extrinsic's bytes.
+//! * [`gateway`]: the OpenAI-compatible HTTP gateway of `weft gateway` and the inference
+//!   backend `weft infer` uses too.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), weft_cli::ClientError> {
@@ -27,6 +29,7 @@
 //! ```
 
 pub mod args;
+pub mod gateway;
 pub mod inference;
 pub mod render;
 pub mod run_spec;

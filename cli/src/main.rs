@@ -24,6 +24,9 @@
 //! weft gov propose halt|resume N | set-params N [params] | cancel-slash ID  --from SURI
 //! weft gov vote ID aye|nay --from SURI | emergency-halt N --from SURI | proposals | slashes
 //! weft epoch
+//! weft infer --run N --from SURI (--prompt TEXT | --prompt-tokens 1,2,3) --max-tokens M
+//!            [--temperature T] [--top-p P] [--top-k K] [--stop S]... [--seed N] [--no-stream]
+//! weft gateway --key SURI --run N [--listen 127.0.0.1:8080] [--model-name NAME]
 //! ```
 //!
 //! Global flags: `--url` (default `ws://127.0.0.1:9944`, or `$WEFT_URL`) and `--json` for
@@ -35,6 +38,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 use std::process::ExitCode;
 use std::time::Duration;
+mod gateway_command;
+mod infer_command;
 mod protocol;
 
 use weft_cli::args::{
@@ -113,6 +118,10 @@ enum Command {
     },
     /// The current epoch, its boundaries and the staking timing.
     Epoch(protocol::AtArgs),
+    /// One completion from a run's model, paid with the signer's credentials.
+    Infer(infer_command::InferArgs),
+    /// Serve a run's model over an OpenAI-compatible HTTP API, paying with --key.
+    Gateway(gateway_command::GatewayArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -295,6 +304,8 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Credentials { command } => protocol::credentials(&cli.url, json, command).await,
         Command::Gov { command } => protocol::gov(&cli.url, json, command).await,
         Command::Epoch(args) => protocol::epoch(&cli.url, json, args).await,
+        Command::Infer(args) => infer_command::infer(&cli.url, json, args).await,
+        Command::Gateway(args) => gateway_command::gateway(&cli.url, args).await,
     }
 }
 
@@ -655,5 +666,56 @@ mod tests {
         assert!(
             matches!(cli.command, Command::Remark(RemarkArgs { ref text, .. }) if text == "hello world")
         );
+    }
+
+    #[test]
+    fn infer_and_gateway_arguments() {
+        let cli = Cli::try_parse_from([
+            "weft",
+            "infer",
+            "--run",
+            "2",
+            "--from",
+            "//Alice",
+            "--prompt-tokens",
+            "1,2,3",
+            "--max-tokens",
+            "8",
+            "--stop",
+            "a",
+            "--stop",
+            "b",
+            "--seed",
+            "5",
+            "--no-stream",
+        ])
+        .unwrap();
+        let Command::Infer(a) = cli.command else {
+            panic!("not infer")
+        };
+        let p = a.params();
+        assert_eq!(p.prompt_tokens, Some(vec![1, 2, 3]));
+        assert_eq!(p.prompt, None);
+        assert_eq!(p.stop, vec!["a".to_string(), "b".to_string()]);
+        assert_eq!((p.run, p.max_tokens, p.seed), (2, 8, Some(5)));
+        let base = [
+            "weft",
+            "infer",
+            "--run",
+            "1",
+            "--from",
+            "//Alice",
+            "--max-tokens",
+            "4",
+        ];
+        assert!(Cli::try_parse_from(base).is_err(), "a prompt is required");
+        let both = [&base[..], &["--prompt", "x", "--prompt-tokens", "1"]].concat();
+        assert!(Cli::try_parse_from(both).is_err(), "one prompt only");
+        let cli = Cli::try_parse_from(["weft", "gateway", "--key", "//Bob", "--run", "3"]).unwrap();
+        let Command::Gateway(g) = cli.command else {
+            panic!("not gateway")
+        };
+        assert_eq!(g.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!((g.run, g.model_name), (3, None));
     }
 }

@@ -145,6 +145,16 @@ fn err(code: i32, msg: impl std::fmt::Display) -> ErrorObjectOwned {
     ErrorObjectOwned::owned(code, msg.to_string(), None::<()>)
 }
 
+/// An unpaid error after the payment reached the pool (`data.submitted`: its nonce may be
+/// used, so a client must not sign another payment with it).
+fn lost(msg: impl std::fmt::Display) -> ErrorObjectOwned {
+    ErrorObjectOwned::owned(
+        INFERENCE_UNPAID,
+        msg.to_string(),
+        Some(serde_json::json!({ "submitted": true })),
+    )
+}
+
 fn route_error(e: &RouteError) -> ErrorObjectOwned {
     match e {
         RouteError::Busy { retry_after_ms, .. } => ErrorObjectOwned::owned(
@@ -254,15 +264,15 @@ impl InferenceRpc {
                 match status {
                     TransactionStatus::InBlock(_) | TransactionStatus::Finalized(_) => return Ok(()),
                     TransactionStatus::Invalid | TransactionStatus::Dropped => {
-                        return Err(err(INFERENCE_UNPAID, "the payment was dropped from the pool"))
+                        return Err(lost("the payment was dropped from the pool"))
                     }
                     _ => {}
                 }
             }
-            Err(err(INFERENCE_UNPAID, "the payment was dropped from the pool"))
+            Err(lost("the payment was dropped from the pool"))
         })
         .await
-        .map_err(|_| err(INFERENCE_UNPAID, "the payment was not included in time"))?;
+        .map_err(|_| lost("the payment was not included in time"))?;
         included?;
         let id = self.opened_request(&hash)?;
         Ok((hash, id))
@@ -275,12 +285,12 @@ impl InferenceRpc {
             .chain
             .extrinsic_location(hash)
             .map_err(|e| internal(&e))?
-            .ok_or_else(|| err(INFERENCE_UNPAID, "the payment's block is not known"))?;
+            .ok_or_else(|| lost("the payment's block is not known"))?;
         let header = self
             .chain
             .header(&block)
             .map_err(|e| internal(&e))?
-            .ok_or_else(|| err(INFERENCE_UNPAID, "the payment's block is not known"))?;
+            .ok_or_else(|| lost("the payment's block is not known"))?;
         let events = system::EVENTS
             .get(&self.chain.state_at(header.number))
             .map_err(|e| internal(&e))?
@@ -295,13 +305,10 @@ impl InferenceRpc {
                 _ => {}
             }
         }
-        Err(err(
-            INFERENCE_UNPAID,
-            format!(
-                "the chain refused the payment: {}",
-                failure.unwrap_or_else(|| "no RequestOpened event".into())
-            ),
-        ))
+        Err(lost(format!(
+            "the chain refused the payment: {}",
+            failure.unwrap_or_else(|| "no RequestOpened event".into())
+        )))
     }
 
     fn route(&self, request: RequestId, prepared: &Prepared) -> Plan {

@@ -16,7 +16,8 @@
 //!
 //! Errors: [`INFERENCE_BAD_PARAMS`] (4010) for parameters that cannot be served (with the
 //! reason); [`INFERENCE_UNPAID`] (4011) for a missing, forged, mismatched or refused
-//! payment; [`INFERENCE_UNAVAILABLE`] (4012) when the run cannot serve (halted, no
+//! payment (with `data: {"submitted": true}` when it had reached the pool, so that its nonce
+//! may be used); [`INFERENCE_UNAVAILABLE`] (4012) when the run cannot serve (halted, no
 //! committed and audited step, a stage without a reachable holder) — nothing is paid then;
 //! [`INFERENCE_BUSY`] (4013) with `data: {"retryAfterMs": n}` when the holders or this node
 //! are at their limit; [`crate::UNKNOWN_RUN`] for a run never registered.

@@ -43,9 +43,14 @@ pub enum BackendError {
     /// The parameters cannot be served (4010).
     #[error("bad parameters: {0}")]
     BadParams(String),
-    /// The payment is missing, forged, mismatched or refused, e.g. too few credentials (4011).
+    /// The payment is missing, forged, mismatched or refused, e.g. too few credentials, before
+    /// it reached the pool (4011).
     #[error("not paid: {0}")]
     Unpaid(String),
+    /// The payment reached the pool but opened no request: not included in time, or the
+    /// chain refused it (4011 with `data.submitted`); its nonce may be used.
+    #[error("not paid: {0}")]
+    PaymentLost(String),
     /// The run cannot serve now; nothing was paid (4012).
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -71,6 +76,14 @@ impl BackendError {
         let m = message.to_string();
         match code {
             INFERENCE_BAD_PARAMS => BackendError::BadParams(m),
+            INFERENCE_UNPAID
+                if data
+                    .and_then(|d| d.get("submitted"))
+                    .and_then(serde_json::Value::as_bool)
+                    == Some(true) =>
+            {
+                BackendError::PaymentLost(m)
+            }
             INFERENCE_UNPAID => BackendError::Unpaid(m),
             INFERENCE_UNAVAILABLE => BackendError::Unavailable(m),
             INFERENCE_BUSY => BackendError::Busy {
@@ -102,8 +115,7 @@ impl BackendError {
     /// payment's nonce is still free).
     pub fn before_payment(&self) -> bool {
         match self {
-            BackendError::Unpaid(m) => !(m.contains("not included") || m.contains("chain refused")),
-            BackendError::Node(_) => false,
+            BackendError::PaymentLost(_) | BackendError::Node(_) => false,
             _ => true,
         }
     }
@@ -417,10 +429,14 @@ mod tests {
             BackendError::from_code(UNKNOWN_RUN, "x", None),
             BackendError::UnknownRun(_)
         ));
-        assert!(BackendError::Unpaid("the payment was refused: stale".into()).before_payment());
-        assert!(
-            !BackendError::Unpaid("the payment was not included in time".into()).before_payment()
+        let lost = BackendError::from_code(
+            INFERENCE_UNPAID,
+            "the payment was not included in time",
+            Some(&serde_json::json!({"submitted": true})),
         );
+        assert!(matches!(lost, BackendError::PaymentLost(_)));
+        assert!(!lost.before_payment());
+        assert!(BackendError::Unpaid("the payment was refused: stale".into()).before_payment());
         assert!(!BackendError::Node("gone".into()).before_payment());
     }
 }

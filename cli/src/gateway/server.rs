@@ -113,7 +113,7 @@ impl From<BackendError> for ApiError {
         let message = e.to_string();
         match e {
             BackendError::BadParams(_) => ApiError::bad("invalid_params", message),
-            BackendError::Unpaid(_) => Self::new(
+            BackendError::Unpaid(_) | BackendError::PaymentLost(_) => Self::new(
                 S::PAYMENT_REQUIRED,
                 "insufficient_credentials",
                 "unpaid",

@@ -17,6 +17,10 @@
 //! `weft_slashes`, `weft_epoch`) each take an optional block hash `at` (default: best) and
 //! answer with the types of the [`protocol`] module. Lists that the chain does not index
 //! (trainers, audits of a run, proposals, slashes) are bounded scans documented on each method.
+//!
+//! The interface is declared as one trait per namespace group, [`ChainApi`] and
+//! [`ProtocolApi`], so the server implements each in its own module and merges them into one
+//! RPC module; a client imports the `…Client` trait of the methods it calls.
 
 pub mod inference;
 pub mod protocol;
@@ -154,9 +158,11 @@ pub enum TransactionStatus {
     Dropped,
 }
 
-/// The Weft JSON-RPC interface.
+/// The chain half of the Weft JSON-RPC interface: blocks, state, submission, the node
+/// itself, and the account, events and receipts of the chain (`chain_*`, `state_*`,
+/// `author_*`, `system_*`, `weft_account`, `weft_events`, `weft_extrinsic`).
 #[rpc(server, client)]
-pub trait WeftApi {
+pub trait ChainApi {
     /// The header of `hash`, or of the best block.
     #[method(name = "chain_getHeader")]
     async fn header(&self, hash: Option<Hash>) -> RpcResult<Option<Header>>;
@@ -239,7 +245,13 @@ pub trait WeftApi {
     /// Where an extrinsic landed and what it did, if it is in the chain.
     #[method(name = "weft_extrinsic")]
     async fn extrinsic(&self, hash: Hash) -> RpcResult<Option<ExtrinsicReceipt>>;
+}
 
+/// The protocol half of the Weft JSON-RPC interface: the `weft_*` methods over the protocol
+/// pallets (staking, runs, stages, work, audits, ownership, credentials, governance, slashes,
+/// epochs), each answering with the types of [`protocol`].
+#[rpc(server, client)]
+pub trait ProtocolApi {
     /// An account's staking ledger (active bond, unlocking chunks, roles, pending slashes) at
     /// `at`; `null` when it has never bonded (or withdrew everything).
     #[method(name = "weft_stakingLedger")]

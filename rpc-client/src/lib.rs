@@ -32,7 +32,10 @@ use weft_rpc_api::protocol::{
     AuditJson, CommitmentJson, CredentialsJson, EpochJson, LedgerJson, OwnershipJson, ProposalJson,
     RunJson, SlashJson, StageAssignmentsJson, TrainerJson, ValidatorsJson,
 };
-use weft_rpc_api::{AccountJson, ExtrinsicReceipt, SignedBlock, TransactionStatus, WeftApiClient};
+use weft_rpc_api::{
+    AccountJson, ChainApiClient, ExtrinsicReceipt, ProtocolApiClient, SignedBlock,
+    TransactionStatus,
+};
 use weft_runtime::support::{CommitmentId, Replica, RunId, StageIndex, Step};
 use weft_runtime::{EventRecord, Extrinsic, RuntimeCall, RuntimeEvent};
 
@@ -336,7 +339,7 @@ impl Client {
     }
 
     /// The underlying JSON-RPC client, for calls this type does not wrap
-    /// (it implements [`WeftApiClient`]).
+    /// (it implements [`ChainApiClient`] and [`ProtocolApiClient`]).
     pub fn rpc(&self) -> &WsClient {
         &self.rpc
     }

@@ -1,15 +1,15 @@
 //! One dispatch signature for every pallet.
 //!
-//! Each pallet exposes `dispatch` over its own storage and event traits, and a few take fewer
-//! arguments than others (balances and stages need no block number; balances has its own
-//! failure type, since the support crate sits above it). [`PalletCall`] gives every pallet's
-//! `Call` the same signature — storage overlay, the block's event sink, block number, origin
-//! — so the executive dispatches every pallet through one generic path
+//! Each pallet exposes `dispatch(storage, events, now, origin, call)` over its own storage and
+//! event traits (balances returns its own failure type, since the support crate sits above
+//! it; support converts it). [`PalletCall`] gives every pallet's `Call` that signature over
+//! the runtime's types — storage overlay, the block's event sink, block number, origin — so
+//! the executive dispatches every pallet through one generic path
 //! (`BlockBuilder::dispatch_pallet`) that builds the sink and maps failures once.
 
 use crate::executive::PalletEvents;
 use crate::{balances, governance, inference, ownership, runs, stages, staking, work};
-use weft_pallet_support::{index, Failure};
+use weft_pallet_support::Failure;
 use weft_primitives::storage::Overlay;
 use weft_primitives::{AccountId, BlockNumber};
 
@@ -25,37 +25,14 @@ pub(crate) trait PalletCall {
     ) -> Result<(), Failure>;
 }
 
-impl PalletCall for balances::Call {
-    fn dispatch(
-        &self,
-        s: &mut Overlay<'_>,
-        ev: &mut PalletEvents<'_>,
-        _now: BlockNumber,
-        origin: &AccountId,
-    ) -> Result<(), Failure> {
-        balances::dispatch(s, ev, origin, self).map_err(|e| match e {
-            balances::Failure::Dispatch(e) => Failure::from_pallet(index::BALANCES, &e),
-            balances::Failure::Storage(e) => Failure::Storage(e),
-        })
-    }
-}
-
-impl PalletCall for stages::Call {
-    fn dispatch(
-        &self,
-        s: &mut Overlay<'_>,
-        ev: &mut PalletEvents<'_>,
-        _now: BlockNumber,
-        origin: &AccountId,
-    ) -> Result<(), Failure> {
-        stages::dispatch(s, ev, origin, self)
-    }
-}
-
-/// The pallets whose `dispatch` already has the one signature.
+/// `PalletCall` for each pallet's `Call` through its `dispatch`, which every pallet declares
+/// alike: `dispatch(storage, events, now, origin, call)`. A pallet's own failure type (only
+/// balances has one) becomes a [`Failure`] through `From`.
 macro_rules! same_signature {
     ($($pallet:ident),*) => {$(
         impl PalletCall for $pallet::Call {
+            // `Failure::from` is the identity for every pallet but balances.
+            #[allow(clippy::useless_conversion)]
             fn dispatch(
                 &self,
                 s: &mut Overlay<'_>,
@@ -63,10 +40,10 @@ macro_rules! same_signature {
                 now: BlockNumber,
                 origin: &AccountId,
             ) -> Result<(), Failure> {
-                $pallet::dispatch(s, ev, now, origin, self)
+                $pallet::dispatch(s, ev, now, origin, self).map_err(Failure::from)
             }
         }
     )*};
 }
 
-same_signature!(staking, runs, work, ownership, governance, inference);
+same_signature!(balances, staking, runs, stages, work, ownership, governance, inference);

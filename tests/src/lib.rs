@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 use tokio::time::Instant;
-use weft_rpc_api::WeftApiClient;
+use weft_rpc_api::ChainApiClient;
 
 /// How long a node may take to answer its first RPC call.
 pub const NODE_START_TIMEOUT: Duration = Duration::from_secs(60);

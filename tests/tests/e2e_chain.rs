@@ -21,7 +21,7 @@ use std::time::Duration;
 use weft_cli::{SubmitOptions, WaitFor};
 use weft_primitives::units::{format_amount, UNIT};
 use weft_primitives::{AccountId, Balance, BlockNumber, Bytes, Keypair};
-use weft_rpc_api::{AccountJson, WeftApiClient, INVALID_TRANSACTION};
+use weft_rpc_api::{AccountJson, ChainApiClient, INVALID_TRANSACTION};
 use weft_runtime::{system, RuntimeCall, RuntimeEvent};
 use weft_tests::{run_cli, serial, wait_for, wait_until, Node};
 

@@ -99,7 +99,7 @@ pub struct NodeState<'a> {
 
 impl StateSource for NodeState<'_> {
     fn get(&self, key: Vec<u8>) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send {
-        use weft_rpc_api::WeftApiClient;
+        use weft_rpc_api::ChainApiClient;
         let (client, at) = (self.client, self.at);
         async move {
             client

@@ -21,7 +21,7 @@
 use parity_scale_codec::{Decode, Encode, MaxEncodedLen};
 use serde::{Deserialize, Serialize};
 use weft_primitives::storage::{StateReader, Storage, StorageError, StorageMap, StorageValue};
-use weft_primitives::{AccountId, Balance, Nonce, PalletError};
+use weft_primitives::{AccountId, Balance, BlockNumber, Nonce, PalletError};
 
 /// The pallet's name in storage keys.
 pub const PALLET: &str = "Balances";
@@ -504,10 +504,12 @@ pub fn mint(
     Ok(amount)
 }
 
-/// Dispatches a call signed by `origin`.
+/// Dispatches a call signed by `origin` in block `_now` (the signature every pallet's
+/// `dispatch` has; no balances call depends on the block).
 pub fn dispatch(
     s: &mut (impl Storage + ?Sized),
     events: &mut impl EventSink,
+    _now: BlockNumber,
     origin: &AccountId,
     call: &Call,
 ) -> Result<(), Failure> {

@@ -1,21 +1,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 use super::*;
 use proptest::prelude::*;
+use weft_pallet_testkit::{self as testkit, acc};
 use weft_primitives::storage::{MemoryState, Overlay};
 
 const ED: Balance = 100;
 
-fn acc(n: u8) -> AccountId {
-    AccountId([n; 32])
-}
-
 fn genesis(endowed: &[(AccountId, Balance)]) -> MemoryState {
-    let base = MemoryState::default();
-    let mut o = Overlay::new(&base);
-    build_genesis(&mut o, ED, endowed).unwrap();
-    let mut state = MemoryState::default();
-    state.apply(&o.into_changes());
-    state
+    testkit::genesis(|o, _| build_genesis(o, ED, endowed).unwrap())
 }
 
 fn sum_of_balances(o: &Overlay<'_>, accounts: &[AccountId]) -> Balance {
@@ -131,6 +123,7 @@ fn nonce_survives_reaping() {
     dispatch(
         &mut o,
         &mut ev,
+        0,
         &acc(1),
         &Call::TransferAll {
             dest: acc(2),

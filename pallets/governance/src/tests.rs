@@ -1,73 +1,30 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 use super::*;
-use weft_pallet_support::Recorder;
+use weft_pallet_testkit::{
+    acc, as_executive, endowed, genesis, protocol_genesis, run_spec, validator, Recorder,
+};
 use weft_primitives::storage::{MemoryState, Overlay};
-use weft_primitives::Hash;
-
-fn acc(n: u8) -> AccountId {
-    AccountId([n; 32])
-}
 
 /// Validators 1, 2, 3 with stakes 10k, 10k, 20k; run 0 training; deposit 100.
 fn world() -> MemoryState {
-    let base = MemoryState::default();
-    let mut o = Overlay::new(&base);
-    let mut ev = Recorder::default();
-    let endowed: Vec<(AccountId, Balance)> = (0..=9).map(|i| (acc(i), 1_000_000)).collect();
-    balances::build_genesis(&mut o, 1, &endowed).unwrap();
-    let stakers: Vec<staking::GenesisStaker> = [(1u8, 10_000u128), (2, 10_000), (3, 20_000)]
-        .iter()
-        .map(|(v, b)| {
-            let (_, pk, pop) = weft_bls::dev_keypair(&format!("g{v}")).unwrap();
-            staking::GenesisStaker {
-                account: acc(*v),
-                bond: *b,
-                validator: Some((pk, pop)),
-                trainer: None,
-            }
-        })
-        .collect();
-    let scfg = staking::Config {
-        min_validator_bond: 1_000,
-        min_trainer_bond: 100,
-        ..staking::Config::default()
-    };
-    staking::build_genesis(&mut o, &mut ev, &scfg, &stakers).unwrap();
-    runs::build_genesis(
-        &mut o,
-        &mut ev,
-        &runs::Config {
-            min_designer_bond: 1,
-            ..runs::Config::default()
-        },
-        &[],
-    )
-    .unwrap();
-    build_genesis(
-        &mut o,
-        &Config {
-            proposal_deposit: 100,
-            ..Config::default()
-        },
-    );
-    let spec = runs::RunSpec {
-        model_config: runs::ModelSpec {
-            n_layers: 64,
-            ..runs::ModelSpec::tiny()
-        },
-        stages: 2,
-        replicas: 1,
-        dataset_hash: Hash::ZERO,
-        hyper_params: runs::HyperParams::with_defaults(4, 1_000_000_000, 1_000_000),
-        max_steps: 0,
-        bond: 1,
-        params: runs::RunParams::default(),
-    };
-    runs::register_run(&mut o, &mut ev, 0, &acc(0), spec).unwrap();
-    runs::set_status(&mut o, &mut ev, 0, runs::RunStatus::Training).unwrap();
-    let mut st = MemoryState::default();
-    st.apply(&o.into_changes());
-    st
+    genesis(|o, ev| {
+        let stakers = [
+            validator(1, 10_000),
+            validator(2, 10_000),
+            validator(3, 20_000),
+        ];
+        protocol_genesis(o, ev, &endowed(0..=9, 1_000_000), &stakers);
+        build_genesis(
+            o,
+            &Config {
+                proposal_deposit: 100,
+                ..Config::default()
+            },
+        );
+        let spec = run_spec(2, 1, runs::RunParams::default());
+        runs::register_run(o, ev, 0, &acc(0), spec).unwrap();
+        runs::set_status(o, ev, 0, runs::RunStatus::Training).unwrap();
+    })
 }
 
 fn status(o: &Overlay<'_>) -> runs::RunStatus {
@@ -201,16 +158,6 @@ fn validators_halt_at_once_by_supermajority() {
         emergency_halt(&mut o, &mut ev, &acc(2), 0),
         Err(Error::NotHaltable.into())
     );
-}
-
-/// Runs a hook the way the runtime executive does: in one storage transaction, whose writes
-/// and events are dropped when the hook fails with a dispatch error.
-fn as_executive(
-    o: &mut Overlay<'_>,
-    ev: &mut Recorder,
-    hook: impl FnOnce(&mut Overlay<'_>, &mut Recorder) -> Result<(), Failure>,
-) -> Result<(), DispatchError> {
-    weft_pallet_support::transactional_item(o, ev, |o, ev| hook(o, ev)).unwrap()
 }
 
 #[test]

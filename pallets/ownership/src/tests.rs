@@ -1,13 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 use super::*;
 use proptest::prelude::*;
-use weft_pallet_balances as balances;
-use weft_pallet_support::Recorder;
+use weft_pallet_testkit::{acc, endow, genesis, open_runs, run_spec, Recorder};
 use weft_primitives::storage::{MemoryState, Overlay};
-
-fn acc(n: u8) -> AccountId {
-    AccountId([n; 32])
-}
 
 fn risk() -> runs::RiskSchedule {
     runs::RiskSchedule {
@@ -21,50 +16,24 @@ fn risk() -> runs::RiskSchedule {
 
 /// A state with one training run (id 0) minting 1000 credentials per epoch.
 fn with_run() -> MemoryState {
-    let base = MemoryState::default();
-    let mut o = Overlay::new(&base);
-    let mut ev = Recorder::default();
-    balances::build_genesis(&mut o, 1, &[(acc(0), 1_000)]).unwrap();
-    runs::build_genesis(
-        &mut o,
-        &mut ev,
-        &runs::Config {
-            min_designer_bond: 1,
-            ..runs::Config::default()
-        },
-        &[],
-    )
-    .unwrap();
-    build_genesis(
-        &mut o,
-        &Config {
-            max_owners_per_run: 6,
-        },
-    );
-    let params = runs::RunParams {
-        credentials_per_epoch: 1_000,
-        risk: risk(),
-        ..runs::RunParams::default()
-    };
-    let spec = runs::RunSpec {
-        model_config: runs::ModelSpec {
-            n_layers: 64,
-            ..runs::ModelSpec::tiny()
-        },
-        stages: 2,
-        replicas: 1,
-        dataset_hash: Hash::ZERO,
-        hyper_params: runs::HyperParams::with_defaults(4, 1_000_000_000, 1_000_000),
-        max_steps: 0,
-        bond: 1,
-        params,
-    };
-    let run = runs::register_run(&mut o, &mut ev, 1, &acc(0), spec).unwrap();
-    runs::set_status(&mut o, &mut ev, run, runs::RunStatus::Training).unwrap();
-    runs::set_paused(&mut o, &mut ev, run, false).unwrap();
-    let mut st = MemoryState::default();
-    st.apply(&o.into_changes());
-    st
+    genesis(|o, ev| {
+        endow(o, &[(acc(0), 1_000)]);
+        open_runs(o, ev);
+        build_genesis(
+            o,
+            &Config {
+                max_owners_per_run: 6,
+            },
+        );
+        let params = runs::RunParams {
+            credentials_per_epoch: 1_000,
+            risk: risk(),
+            ..runs::RunParams::default()
+        };
+        let run = runs::register_run(o, ev, 1, &acc(0), run_spec(2, 1, params)).unwrap();
+        runs::set_status(o, ev, run, runs::RunStatus::Training).unwrap();
+        runs::set_paused(o, ev, run, false).unwrap();
+    })
 }
 
 #[test]

@@ -3,12 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::*;
-use weft_pallet_support::Recorder;
+use weft_pallet_testkit::{acc, genesis, Recorder};
 use weft_primitives::storage::{MemoryState, Overlay};
-
-fn acc(n: u8) -> AccountId {
-    AccountId([n; 32])
-}
 
 /// The trainer's `TrainConfig::tiny()`.
 fn hyper() -> HyperParams {
@@ -34,13 +30,10 @@ fn spec(stages: StageIndex) -> RunSpec {
 }
 
 fn state() -> MemoryState {
-    let base = MemoryState::default();
-    let mut o = Overlay::new(&base);
-    balances::build_genesis(&mut o, 1, &[(acc(1), 1_000 * UNIT)]).unwrap();
-    build_genesis(&mut o, &mut Recorder::default(), &Config::default(), &[]).unwrap();
-    let mut s = MemoryState::default();
-    s.apply(&o.into_changes());
-    s
+    genesis(|o, ev| {
+        balances::build_genesis(o, 1, &[(acc(1), 1_000 * UNIT)]).unwrap();
+        build_genesis(o, ev, &Config::default(), &[]).unwrap();
+    })
 }
 
 #[test]

@@ -45,7 +45,7 @@ use weft_pallet_runs as runs;
 use weft_pallet_staking as staking;
 use weft_pallet_support::{emit, index, randomness, Deposit, Failure, Replica, RunId, StageIndex};
 use weft_primitives::storage::{StateReader, Storage, StorageError, StorageMap, StorageValue};
-use weft_primitives::{AccountId, Balance, Hash};
+use weft_primitives::{AccountId, Balance, BlockNumber, Hash};
 
 /// The pallet's name in storage keys.
 pub const PALLET: &str = "Stages";
@@ -653,10 +653,12 @@ pub fn build_genesis(s: &mut (impl Storage + ?Sized), cfg: &Config) {
     CONFIG.put(s, cfg);
 }
 
-/// Dispatches a call signed by `origin`.
+/// Dispatches a call signed by `origin` in block `_now` (the signature every pallet's
+/// `dispatch` has; no stages call depends on the block).
 pub fn dispatch(
     s: &mut (impl Storage + ?Sized),
     ev: &mut impl Sink,
+    _now: BlockNumber,
     origin: &AccountId,
     call: &Call,
 ) -> Result<(), Failure> {

@@ -1,77 +1,33 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 use super::*;
 use proptest::prelude::*;
-use weft_pallet_balances as balances;
-use weft_pallet_support::{Perbill, Recorder};
+use weft_pallet_support::Perbill;
+use weft_pallet_testkit::{
+    self as testkit, acc, endowed, protocol_genesis, run_spec, validator, Recorder,
+};
 use weft_primitives::storage::{MemoryState, Overlay};
-
-pub(crate) fn acc(n: u8) -> AccountId {
-    AccountId([n; 32])
-}
-
-fn staking_cfg() -> staking::Config {
-    staking::Config {
-        min_validator_bond: 1_000,
-        min_trainer_bond: 100,
-        ..staking::Config::default()
-    }
-}
 
 /// Accounts 1..=n endowed; `validators` of them bonded as validators.
 fn genesis(n: u8, validators: &[u8]) -> MemoryState {
-    let base = MemoryState::default();
-    let mut o = Overlay::new(&base);
-    let mut ev = Recorder::default();
-    let endowed: Vec<(AccountId, Balance)> = (0..=n).map(|i| (acc(i), 1_000_000)).collect();
-    balances::build_genesis(&mut o, 1, &endowed).unwrap();
-    let stakers: Vec<staking::GenesisStaker> = validators
-        .iter()
-        .map(|v| {
-            let (_, pk, pop) = weft_bls::dev_keypair(&format!("v{v}")).unwrap();
-            staking::GenesisStaker {
-                account: acc(*v),
-                bond: 10_000,
-                validator: Some((pk, pop)),
-                trainer: None,
-            }
-        })
-        .collect();
-    staking::build_genesis(&mut o, &mut ev, &staking_cfg(), &stakers).unwrap();
-    runs::build_genesis(
-        &mut o,
-        &mut ev,
-        &runs::Config {
-            min_designer_bond: 1,
-            ..runs::Config::default()
-        },
-        &[],
-    )
-    .unwrap();
-    build_genesis(&mut o, &Config::default());
-    let mut st = MemoryState::default();
-    st.apply(&o.into_changes());
-    st
+    testkit::genesis(|o, ev| {
+        let stakers: Vec<staking::GenesisStaker> =
+            validators.iter().map(|v| validator(*v, 10_000)).collect();
+        protocol_genesis(o, ev, &endowed(0..=n, 1_000_000), &stakers);
+        build_genesis(o, &Config::default());
+    })
 }
 
 fn spec(stages: StageIndex, replicas: u16, cap: StageIndex) -> runs::RunSpec {
-    runs::RunSpec {
-        model_config: runs::ModelSpec {
-            n_layers: 64,
-            ..runs::ModelSpec::tiny()
-        },
+    run_spec(
         stages,
         replicas,
-        dataset_hash: Hash::ZERO,
-        hyper_params: runs::HyperParams::with_defaults(4, 1_000_000_000, 1_000_000),
-        max_steps: 0,
-        bond: 1,
-        params: runs::RunParams {
+        runs::RunParams {
             max_stages_per_account: cap,
             max_stages_per_auditor: cap,
             auditors_per_stage: 2,
             ..runs::RunParams::default()
         },
-    }
+    )
 }
 
 fn make_trainer(o: &mut Overlay<'_>, ev: &mut Recorder, who: u8, stake: Balance, capacity: u32) {

@@ -1,14 +1,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 use super::*;
 use proptest::prelude::*;
-use weft_pallet_support::Recorder;
+use weft_pallet_testkit::{self as testkit, acc, Recorder};
 use weft_primitives::storage::{MemoryState, Overlay};
 
 const ED: Balance = 10;
-
-fn acc(n: u8) -> AccountId {
-    AccountId([n; 32])
-}
 
 fn cfg() -> Config {
     Config {
@@ -28,13 +24,10 @@ fn cfg() -> Config {
 }
 
 fn genesis(endowed: &[(AccountId, Balance)]) -> MemoryState {
-    let base = MemoryState::default();
-    let mut o = Overlay::new(&base);
-    balances::build_genesis(&mut o, ED, endowed).unwrap();
-    build_genesis(&mut o, &mut Recorder::default(), &cfg(), &[]).unwrap();
-    let mut state = MemoryState::default();
-    state.apply(&o.into_changes());
-    state
+    testkit::genesis(|o, ev| {
+        balances::build_genesis(o, ED, endowed).unwrap();
+        build_genesis(o, ev, &cfg(), &[]).unwrap();
+    })
 }
 
 fn reserved(o: &Overlay<'_>, who: &AccountId) -> Balance {

@@ -1,17 +1,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 use super::*;
 use weft_pallet_balances as balances;
-use weft_pallet_support::Recorder;
+use weft_pallet_testkit::{
+    acc, as_executive, endowed, genesis, protocol_genesis, run_block, run_spec, trainer, validator,
+    validator_secret_key, Recorder,
+};
 use weft_primitives::storage::{MemoryState, Overlay};
-
-fn acc(n: u8) -> AccountId {
-    AccountId([n; 32])
-}
 
 const VALIDATORS: [(u8, Balance); 4] = [(10, 10_000), (11, 20_000), (12, 30_000), (13, 40_000)];
 
 fn sk(v: u8) -> weft_bls::SecretKey {
-    weft_bls::dev_keypair(&format!("v{v}")).unwrap().0
+    validator_secret_key(v)
 }
 
 /// Validators 10..=13, trainers 1..=4 joined to run 0 (2 stages, 1 replica, audit
@@ -22,94 +21,51 @@ fn world(p: Perbill) -> MemoryState {
 
 /// [`world`] with a step limit.
 fn world_with(p: Perbill, max_steps: u64) -> MemoryState {
-    let base = MemoryState::default();
-    let mut o = Overlay::new(&base);
-    let mut ev = Recorder::default();
-    let endowed: Vec<(AccountId, Balance)> = (0..=20).map(|i| (acc(i), 1_000_000)).collect();
-    balances::build_genesis(&mut o, 1, &endowed).unwrap();
-    let mut stakers: Vec<staking::GenesisStaker> = VALIDATORS
-        .iter()
-        .map(|(v, stake)| {
-            let (_, pk, pop) = weft_bls::dev_keypair(&format!("v{v}")).unwrap();
-            staking::GenesisStaker {
-                account: acc(*v),
-                bond: *stake,
-                validator: Some((pk, pop)),
-                trainer: None,
-            }
-        })
-        .collect();
-    for t in 1..=4u8 {
-        stakers.push(staking::GenesisStaker {
-            account: acc(t),
-            bond: 1_000 * t as Balance,
-            validator: None,
-            trainer: Some(staking::TrainerInfo {
-                peer_id: vec![t],
-                addrs: vec![],
-                capacity: 1,
-            }),
-        });
-    }
-    let scfg = staking::Config {
-        min_validator_bond: 1_000,
-        min_trainer_bond: 100,
-        ..staking::Config::default()
-    };
-    staking::build_genesis(&mut o, &mut ev, &scfg, &stakers).unwrap();
-    runs::build_genesis(
-        &mut o,
-        &mut ev,
-        &runs::Config {
-            min_designer_bond: 1,
-            ..runs::Config::default()
-        },
-        &[],
-    )
-    .unwrap();
-    stages::build_genesis(&mut o, &stages::Config::default());
-    ownership::build_genesis(&mut o, &ownership::Config::default());
-    let spec = runs::RunSpec {
-        model_config: runs::ModelSpec {
-            n_layers: 64,
-            ..runs::ModelSpec::tiny()
-        },
-        stages: 2,
-        replicas: 1,
-        dataset_hash: Hash::ZERO,
-        hyper_params: runs::HyperParams::with_defaults(
-            4,
-            1_000_000_000,
-            if max_steps > 0 { max_steps } else { 1_000_000 },
-        ),
-        max_steps,
-        bond: 1,
-        params: runs::RunParams {
-            audit_probability: p,
-            auditors_per_stage: 3,
-            max_stages_per_account: 1,
-            max_stages_per_auditor: 1,
-            selection_delay: 2,
-            reveal_window: 3,
-            attest_window: 6,
-            ..runs::RunParams::default()
-        },
-    };
-    let run = runs::register_run(&mut o, &mut ev, 0, &acc(0), spec).unwrap();
-    for t in 1..=4u8 {
-        stages::join_run(&mut o, &mut ev, &acc(t), run).unwrap();
-    }
-    stages::assign_run(&mut o, &mut ev, run, &Hash([9; 32])).unwrap();
-    let mut st = MemoryState::default();
-    st.apply(&o.into_changes());
-    st
+    genesis(|o, ev| {
+        let mut stakers: Vec<staking::GenesisStaker> = VALIDATORS
+            .iter()
+            .map(|(v, stake)| validator(*v, *stake))
+            .collect();
+        stakers.extend((1..=4u8).map(|t| trainer(t, 1_000 * t as Balance, 1)));
+        protocol_genesis(o, ev, &endowed(0..=20, 1_000_000), &stakers);
+        stages::build_genesis(o, &stages::Config::default());
+        ownership::build_genesis(o, &ownership::Config::default());
+        let spec = runs::RunSpec {
+            hyper_params: runs::HyperParams::with_defaults(
+                4,
+                1_000_000_000,
+                if max_steps > 0 { max_steps } else { 1_000_000 },
+            ),
+            max_steps,
+            ..run_spec(
+                2,
+                1,
+                runs::RunParams {
+                    audit_probability: p,
+                    auditors_per_stage: 3,
+                    max_stages_per_account: 1,
+                    max_stages_per_auditor: 1,
+                    selection_delay: 2,
+                    reveal_window: 3,
+                    attest_window: 6,
+                    ..runs::RunParams::default()
+                },
+            )
+        };
+        let run = runs::register_run(o, ev, 0, &acc(0), spec).unwrap();
+        for t in 1..=4u8 {
+            stages::join_run(o, ev, &acc(t), run).unwrap();
+        }
+        stages::assign_run(o, ev, run, &Hash([9; 32])).unwrap();
+    })
 }
 
 /// Runs the block hooks of block `n` (with randomness derived from `n`).
 fn block(o: &mut Overlay<'_>, ev: &mut Recorder, n: BlockNumber) {
-    randomness::RANDOMNESS.insert(o, &n, &weft_primitives::blake3_256(&n.to_le_bytes()));
-    on_initialize(o, ev, n).unwrap();
-    on_finalize(o, ev, n).unwrap();
+    run_block(o, ev, n, |o, ev, n| {
+        on_initialize(o, ev, n).unwrap();
+        on_finalize(o, ev, n).unwrap();
+    });
 }
 
 fn trainer_of(o: &Overlay<'_>, stage: StageIndex) -> AccountId {
@@ -542,16 +498,6 @@ fn unsettled_audits_are_void_and_silent_auditors_slashed() {
         .collect();
     assert_eq!(missed.len(), 2);
     assert!(!missed.contains(&acc(first)));
-}
-
-/// Runs a hook the way the runtime executive does: in one storage transaction, whose writes
-/// and events are dropped when the hook fails with a dispatch error.
-fn as_executive(
-    o: &mut Overlay<'_>,
-    ev: &mut Recorder,
-    hook: impl FnOnce(&mut Overlay<'_>, &mut Recorder) -> Result<(), Failure>,
-) -> Result<(), weft_primitives::DispatchError> {
-    weft_pallet_support::transactional_item(o, ev, |o, ev| hook(o, ev)).unwrap()
 }
 
 /// Makes commitment `id` point at a run that does not exist, so that processing it fails

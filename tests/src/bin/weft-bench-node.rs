@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use weft_cli::{SubmitOptions, WaitFor};
 use weft_primitives::units::UNIT;
 use weft_primitives::Keypair;
-use weft_rpc_api::WeftApiClient;
+use weft_rpc_api::ChainApiClient;
 use weft_runtime::{balances, RuntimeCall};
 use weft_tests::Node;
 

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use weft_ml::data::{Synthetic, TokenFile, TokenSource};
 use weft_primitives::Header;
-use weft_rpc_api::WeftApiClient;
+use weft_rpc_api::ChainApiClient;
 use weft_rpc_client::Client;
 
 /// A training data source from its command-line spelling: `synthetic` (the run seed's

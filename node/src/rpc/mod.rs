@@ -1,0 +1,138 @@
+//! The JSON-RPC server: HTTP and WebSocket on one port (jsonrpsee).
+//!
+//! This module owns the server's setup and what every handler shares: [`RpcImpl`] (the
+//! node's chain, pool, metrics and properties), the resolution of an `at` block hash to a
+//! state view, and the mapping of internal failures to JSON-RPC errors. The methods live in
+//! one file per interface of [`weft_rpc_api`], each implementing that interface's server
+//! trait on [`RpcImpl`]:
+//!
+//! * [`chain`]: `chain_*`, `state_*`, `author_*`, `system_*`, `weft_account`, `weft_events`,
+//!   `weft_extrinsic` and the head subscriptions ([`weft_rpc_api::ChainApiServer`]).
+//! * [`protocol`]: the `weft_*` methods over the protocol pallets
+//!   ([`weft_rpc_api::ProtocolApiServer`]), with [`protocol_json`] turning pallet records
+//!   into their JSON types.
+//!
+//! [`rpc_module`] merges them into the one module the server serves; an interface in a new
+//! file is one more `merge` line there.
+//!
+//! Reads never block block production for long: they go straight to rocksdb through the
+//! chain's read methods. Submissions are validated by the runtime before they enter the pool;
+//! a rejection is an error with code 1010 and the reason in the message, and nothing is stored.
+
+mod chain;
+mod protocol;
+mod protocol_json;
+
+use crate::chain::{Chain, ChainError};
+use crate::chain_spec::Properties;
+use crate::metrics::Metrics;
+use crate::pool::Pool;
+use jsonrpsee::core::{RegisterMethodError, RpcResult};
+use jsonrpsee::server::{Server, ServerConfig, ServerHandle};
+use jsonrpsee::types::ErrorObjectOwned;
+use jsonrpsee::RpcModule;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use weft_primitives::{BlockNumber, Hash, Header};
+use weft_rpc_api::{ChainApiServer, ProtocolApiServer, UNKNOWN_BLOCK};
+use weft_runtime::{system, EventRecord};
+
+/// Largest accepted request body.
+pub const MAX_REQUEST_BYTES: u32 = 2 * 1024 * 1024;
+
+/// The RPC handlers: the node's parts every interface reads (cheap to clone, so each
+/// interface's server gets its own handle).
+#[derive(Clone)]
+pub struct RpcImpl {
+    chain: Arc<Chain>,
+    pool: Arc<Pool>,
+    metrics: Arc<Metrics>,
+    properties: Properties,
+    is_dev: bool,
+}
+
+fn internal(e: impl std::fmt::Display) -> ErrorObjectOwned {
+    ErrorObjectOwned::owned(
+        jsonrpsee::types::error::INTERNAL_ERROR_CODE,
+        e.to_string(),
+        None::<()>,
+    )
+}
+
+fn chain_error(e: ChainError) -> ErrorObjectOwned {
+    internal(e)
+}
+
+impl RpcImpl {
+    /// Handlers over the node's parts.
+    pub fn new(
+        chain: Arc<Chain>,
+        pool: Arc<Pool>,
+        metrics: Arc<Metrics>,
+        properties: Properties,
+        is_dev: bool,
+    ) -> Self {
+        RpcImpl {
+            chain,
+            pool,
+            metrics,
+            properties,
+            is_dev,
+        }
+    }
+
+    /// The header at `at`, or the best; an error for an unknown hash.
+    fn resolve(&self, at: Option<Hash>) -> RpcResult<(Hash, Header)> {
+        match at {
+            None => {
+                let heads = self.chain.heads();
+                Ok((heads.best_hash, heads.best))
+            }
+            Some(hash) => match self.chain.header(&hash).map_err(chain_error)? {
+                Some(h) => Ok((hash, h)),
+                None => Err(ErrorObjectOwned::owned(
+                    UNKNOWN_BLOCK,
+                    format!("unknown block {hash}"),
+                    None::<()>,
+                )),
+            },
+        }
+    }
+
+    /// The state at `at` (default: best) and that block's number.
+    fn view(&self, at: Option<Hash>) -> RpcResult<(crate::state::StateView<'_>, BlockNumber)> {
+        let (_, header) = self.resolve(at)?;
+        Ok((self.chain.state_at(header.number), header.number))
+    }
+
+    fn events_at(&self, number: BlockNumber) -> RpcResult<Vec<EventRecord>> {
+        Ok(system::EVENTS
+            .get(&self.chain.state_at(number))
+            .map_err(internal)?
+            .unwrap_or_default())
+    }
+}
+
+/// Every interface's methods in one module, ready to serve.
+pub fn rpc_module(handlers: RpcImpl) -> Result<RpcModule<()>, RegisterMethodError> {
+    let mut module = RpcModule::new(());
+    module.merge(ChainApiServer::into_rpc(handlers.clone()))?;
+    module.merge(ProtocolApiServer::into_rpc(handlers))?;
+    Ok(module)
+}
+
+/// Starts the server on `addr`.
+pub async fn start(
+    addr: SocketAddr,
+    handlers: RpcImpl,
+) -> std::io::Result<(SocketAddr, ServerHandle)> {
+    let config = ServerConfig::builder()
+        .max_request_body_size(MAX_REQUEST_BYTES)
+        .max_connections(256)
+        .build();
+    let server = Server::builder().set_config(config).build(addr).await?;
+    let local = server.local_addr()?;
+    let module = rpc_module(handlers).map_err(std::io::Error::other)?;
+    let handle = server.start(module);
+    Ok((local, handle))
+}

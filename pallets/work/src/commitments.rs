@@ -1,0 +1,142 @@
+//! Commitments: `commit_step` (the checks a step must pass, the ids and queues it is filed
+//! under) and the status changes of a commitment once it is past selection or audit
+//! (credited, voided, inconclusive). See the crate docs, "Commitments".
+
+use crate::{
+    next_step, CommitStatus, Commitment, CommittedLoss, Error, Event, Sink, StepRoots, COMMITMENTS,
+    NEXT_ID, NEXT_STEP, SELECTION_QUEUE, STEP_COMMITMENT,
+};
+use weft_pallet_ownership as ownership;
+use weft_pallet_runs as runs;
+use weft_pallet_stages as stages;
+use weft_pallet_support::{emit, CommitmentId, Failure, Replica, RunId, StageIndex, Step};
+use weft_primitives::storage::{Storage, StorageError, StorageMap};
+use weft_primitives::{AccountId, BlockNumber};
+
+pub(crate) fn push_queue(
+    s: &mut (impl Storage + ?Sized),
+    q: &StorageMap<BlockNumber, Vec<CommitmentId>>,
+    at: BlockNumber,
+    id: CommitmentId,
+) -> Result<(), StorageError> {
+    let mut v = q.get(s, &at)?.unwrap_or_default();
+    v.push(id);
+    q.insert(s, &at, &v);
+    Ok(())
+}
+
+/// `commit_step`.
+#[allow(clippy::too_many_arguments)]
+pub fn commit_step(
+    s: &mut (impl Storage + ?Sized),
+    ev: &mut impl Sink,
+    now: BlockNumber,
+    who: &AccountId,
+    run: RunId,
+    stage: StageIndex,
+    replica: Replica,
+    step: Step,
+    roots: StepRoots,
+    loss: Option<CommittedLoss>,
+) -> Result<CommitmentId, Failure> {
+    let r = runs::get(s, run)?;
+    if !r.is_training() {
+        return Err(Error::RunNotTraining.into());
+    }
+    if stage >= r.stages || replica >= r.replicas {
+        return Err(Error::BadSlot.into());
+    }
+    if stages::slot(s, run, stage, replica)? != Some(*who) {
+        return Err(Error::NotAssigned.into());
+    }
+    let next = next_step(s, run, stage, replica)?;
+    if step < next {
+        return Err(Error::AlreadyCommitted.into());
+    }
+    if step > next {
+        return Err(Error::OutOfOrder.into());
+    }
+    if step >= r.step_limit() {
+        return Err(Error::StepLimit.into());
+    }
+    let last = stage + 1 == r.stages;
+    if last != loss.is_some() {
+        return Err(Error::LossMismatch.into());
+    }
+    let id = NEXT_ID.get(s)?.unwrap_or(0);
+    NEXT_ID.put(s, &id.checked_add(1).ok_or(Error::Overflow)?);
+    NEXT_STEP.insert(
+        s,
+        &(run, stage, replica),
+        &step.checked_add(1).ok_or(Error::Overflow)?,
+    );
+    let c = Commitment {
+        run,
+        stage,
+        replica,
+        step,
+        trainer: *who,
+        roots,
+        loss,
+        block: now,
+        status: CommitStatus::Committed,
+    };
+    COMMITMENTS.insert(s, &id, &c);
+    STEP_COMMITMENT.insert(s, &(run, stage, replica, step), &id);
+    let at = now
+        .checked_add(r.params.selection_delay.max(1) as BlockNumber)
+        .ok_or(Error::Overflow)?;
+    push_queue(s, &SELECTION_QUEUE, at, id)?;
+    if let Some(l) = loss {
+        ownership::record_loss(s, run, step, l)?;
+    }
+    emit(
+        ev,
+        Event::StepCommitted {
+            id,
+            run,
+            stage,
+            replica,
+            step,
+            trainer: *who,
+        },
+    );
+    Ok(id)
+}
+
+pub(crate) fn set_status(
+    s: &mut (impl Storage + ?Sized),
+    id: CommitmentId,
+    c: &mut Commitment,
+    status: CommitStatus,
+) {
+    c.status = status;
+    COMMITMENTS.insert(s, &id, c);
+}
+
+pub(crate) fn credit(
+    s: &mut (impl Storage + ?Sized),
+    ev: &mut impl Sink,
+    id: CommitmentId,
+    c: &mut Commitment,
+) -> Result<(), Failure> {
+    ownership::credit(s, ev, c.run, &c.trainer, c.step)?;
+    set_status(s, id, c, CommitStatus::Credited);
+    Ok(())
+}
+
+pub(crate) fn void(
+    s: &mut (impl Storage + ?Sized),
+    ev: &mut impl Sink,
+    id: CommitmentId,
+    c: &mut Commitment,
+    status: CommitStatus,
+) {
+    if c.loss.is_some() {
+        ownership::void_loss(s, c.run, c.step);
+    }
+    set_status(s, id, c, status);
+    if status == CommitStatus::Voided {
+        emit(ev, Event::StepVoided { id });
+    }
+}

@@ -115,7 +115,7 @@ weft transfer --from //Alice --to //Holder --amount 10 --wait in-block | grep -E
 weft credentials transfer --from //Bob --run "$run" --to //Holder --amount 200000 --wait in-block \
   | grep -E 'Result'
 holder_credentials() {
-  weft credentials show //Holder --run "$run" | awk '/Credentials/ {print $2; exit}'
+  weft credentials show //Holder --run "$run" | awk '/^  run / {print $3; exit}'
 }
 before="$(holder_credentials)"
 # `weft infer` refuses before paying while no step is served by every stage (the last steps'

@@ -8,6 +8,7 @@ use crate::cli::RunArgs;
 use crate::consensus::DevEngine;
 use crate::metrics::{self, Metrics};
 use crate::pool::Pool;
+use crate::inference::InferenceRpc;
 use crate::rpc::{self, RpcImpl};
 use anyhow::{bail, Context};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -109,7 +110,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         spec.properties.clone(),
         args.dev,
     );
-    let (rpc_addr, rpc_handle) = rpc::start(SocketAddr::new(host, args.rpc_port), handlers)
+    // The node routes inference over its own libp2p client; it serves nothing over libp2p.
+    let (inference_net, mut inference_inbound) = weft_p2p::spawn(
+        weft_p2p::Keypair::generate_ed25519(),
+        weft_p2p::Config::default(),
+    )
+    .await
+    .context("starting the inference network client")?;
+    tokio::spawn(async move { while inference_inbound.recv().await.is_some() {} });
+    let inference = InferenceRpc::new(chain.clone(), pool.clone(), metrics.clone(), inference_net);
+    let (rpc_addr, rpc_handle) = rpc::start(SocketAddr::new(host, args.rpc_port), handlers, inference)
         .await
         .with_context(|| format!("binding the RPC port {}", args.rpc_port))?;
     tracing::info!("🔌 JSON-RPC on ws://{rpc_addr} and http://{rpc_addr}");

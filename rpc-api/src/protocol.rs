@@ -338,6 +338,9 @@ pub struct RunCredentialsJson {
     pub run_id: RunId,
     /// Credentials held.
     pub credentials: String,
+    /// Credentials in escrow for open inference requests (not spendable until settled or
+    /// refunded).
+    pub escrowed: String,
     /// Contribution units owned.
     pub units: String,
 }

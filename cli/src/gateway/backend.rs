@@ -114,10 +114,7 @@ impl BackendError {
     /// Whether the node refused the request before its payment could reach the pool (so the
     /// payment's nonce is still free).
     pub fn before_payment(&self) -> bool {
-        match self {
-            BackendError::PaymentLost(_) | BackendError::Node(_) => false,
-            _ => true,
-        }
+        !matches!(self, BackendError::PaymentLost(_) | BackendError::Node(_))
     }
 }
 

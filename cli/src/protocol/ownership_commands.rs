@@ -137,8 +137,13 @@ pub async fn credentials(url: &str, json: bool, command: CredentialsCommand) -> 
                     println!("no credentials or units in any run");
                 }
                 for r in &c.runs {
+                    let escrow = if r.escrowed == "0" {
+                        String::new()
+                    } else {
+                        format!(" ({} in escrow)", r.escrowed)
+                    };
                     println!(
-                        "  run {}: {} credentials, {} units",
+                        "  run {}: {} credentials{escrow}, {} units",
                         r.run_id, r.credentials, r.units
                     );
                 }

@@ -12,6 +12,9 @@
 //!   ([`weft_rpc_api::ProtocolApiServer`]), with [`protocol_json`] turning pallet records
 //!   into their JSON types.
 //!
+//! * [`crate::inference`]: the `inference_*` methods ([`weft_rpc_api::inference::InferenceApiServer`]),
+//!   with their own state (the router over the node's libp2p client).
+//!
 //! [`rpc_module`] merges them into the one module the server serves; an interface in a new
 //! file is one more `merge` line there.
 //!
@@ -25,6 +28,7 @@ mod protocol_json;
 
 use crate::chain::{Chain, ChainError};
 use crate::chain_spec::Properties;
+use crate::inference::InferenceRpc;
 use crate::metrics::Metrics;
 use crate::pool::Pool;
 use jsonrpsee::core::{RegisterMethodError, RpcResult};
@@ -34,6 +38,7 @@ use jsonrpsee::RpcModule;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use weft_primitives::{BlockNumber, Hash, Header};
+use weft_rpc_api::inference::InferenceApiServer;
 use weft_rpc_api::{ChainApiServer, ProtocolApiServer, UNKNOWN_BLOCK};
 use weft_runtime::{system, EventRecord};
 
@@ -114,10 +119,14 @@ impl RpcImpl {
 }
 
 /// Every interface's methods in one module, ready to serve.
-pub fn rpc_module(handlers: RpcImpl) -> Result<RpcModule<()>, RegisterMethodError> {
+pub fn rpc_module(
+    handlers: RpcImpl,
+    inference: InferenceRpc,
+) -> Result<RpcModule<()>, RegisterMethodError> {
     let mut module = RpcModule::new(());
     module.merge(ChainApiServer::into_rpc(handlers.clone()))?;
     module.merge(ProtocolApiServer::into_rpc(handlers))?;
+    module.merge(InferenceApiServer::into_rpc(inference))?;
     Ok(module)
 }
 
@@ -125,6 +134,7 @@ pub fn rpc_module(handlers: RpcImpl) -> Result<RpcModule<()>, RegisterMethodErro
 pub async fn start(
     addr: SocketAddr,
     handlers: RpcImpl,
+    inference: InferenceRpc,
 ) -> std::io::Result<(SocketAddr, ServerHandle)> {
     let config = ServerConfig::builder()
         .max_request_body_size(MAX_REQUEST_BYTES)
@@ -132,7 +142,7 @@ pub async fn start(
         .build();
     let server = Server::builder().set_config(config).build(addr).await?;
     let local = server.local_addr()?;
-    let module = rpc_module(handlers).map_err(std::io::Error::other)?;
+    let module = rpc_module(handlers, inference).map_err(std::io::Error::other)?;
     let handle = server.start(module);
     Ok((local, handle))
 }

@@ -280,10 +280,12 @@ impl ProtocolApiServer for RpcImpl {
         for id in ids {
             let credentials = ownership::credentials(&s, id, &account).map_err(internal)?;
             let units = ownership::units(&s, id, &account).map_err(internal)?;
-            if run_id.is_some() || credentials > 0 || units > 0 {
+            let escrowed = ownership::escrowed(&s, id, &account).map_err(internal)?;
+            if run_id.is_some() || credentials > 0 || units > 0 || escrowed > 0 {
                 out.push(RunCredentialsJson {
                     run_id: id,
                     credentials: credentials.to_string(),
+                    escrowed: escrowed.to_string(),
                     units: units.to_string(),
                 });
             }

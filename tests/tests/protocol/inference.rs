@@ -8,7 +8,10 @@
 //!   same prompt and seed give the same tokens, the response names the serving step, and
 //!   the holder's credentials drop by exactly the estimate once the last stage settles;
 //! * is refused, with nothing charged, for a forged payment (another request's hash), a
-//!   replayed payment, an unknown run, and parameters the model cannot take;
+//!   payment covering too few tokens, a replayed payment, an unknown run, a run that never
+//!   trained, a halted run, and parameters the model cannot take;
+//! * asks through `weft gateway` with the real `openai` Python client (completions plain and
+//!   streamed, chat): the same text as `weft infer` for the same prompt, settings and seed;
 //! * asks through a stage whose only holder was killed: the request fails, and the escrow
 //!   comes back at its expiry.
 //!
@@ -35,6 +38,15 @@ fn credentials_of(c: &weft_rpc_api::protocol::CredentialsJson) -> u128 {
 
 async fn holder_credentials(c: &Client, who: &str) -> u128 {
     credentials_of(&c.credentials(account(who), Some(0), None).await.unwrap())
+}
+
+/// Credentials of run 0 that `who` has in escrow.
+async fn escrowed(c: &Client, who: &str) -> u128 {
+    let all = c.credentials(account(who), Some(0), None).await.unwrap();
+    all.runs
+        .iter()
+        .find(|r| r.run_id == 0)
+        .map_or(0, |r| r.escrowed.parse().unwrap())
 }
 
 fn rpc_code(e: &RpcError) -> Option<i32> {
@@ -88,6 +100,12 @@ async fn a_credential_holder_buys_completions_from_the_trained_model() {
         &dataset_hash,
         "--audit-probability",
         "0%",
+    ]));
+    // Run 1: registered, never trained; halted by the validator set below.
+    alice.push(cmd(&[
+        "run", "register", "--from", "//Alice", "--config", MODEL, "--hyper-params",
+        r#"{"micro_batch_size":2,"total_steps":10}"#, "--stages", "4", "--dataset-hash",
+        &dataset_hash,
     ]));
     in_parallel(&url, vec![alice]).await;
 
@@ -290,10 +308,92 @@ async fn a_credential_holder_buys_completions_from_the_trained_model() {
         .await
         .unwrap_err();
     assert_eq!(rpc_code(&e), Some(weft_rpc_api::UNKNOWN_RUN), "{e}");
+    let pending = rpc
+        .estimate(InferenceParams {
+            run: 1,
+            ..params("the ", 8, 2)
+        })
+        .await
+        .unwrap();
+    assert!(pending.unavailable.unwrap().contains("not started"));
+    cli_json(&url, &["gov", "emergency-halt", "1", "--from", "//Alice"]).await;
+    let halted = rpc
+        .estimate(InferenceParams {
+            run: 1,
+            ..params("the ", 8, 2)
+        })
+        .await
+        .unwrap();
+    assert!(halted.unavailable.unwrap().contains("halted"));
+    let mut args = infer(false);
+    args[2] = "1".into();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    cli_fails(&url, &args, "halted").await;
     let e = rpc.estimate(params(&"x".repeat(30), 8, 2)).await.unwrap_err();
     assert_eq!(rpc_code(&e), Some(weft_rpc_api::inference::INFERENCE_BAD_PARAMS), "{e}");
     wait_until(WAIT, "the one good request to be settled", || async {
         holder_credentials(&c, "//Holder").await == before - cost
+    })
+    .await
+    .unwrap();
+
+    // --- the OpenAI gateway on the holder's machine, driven by the `openai` package --------
+    let gw_port = pick_free_port();
+    let gw_args: Vec<String> = [
+        "--url", &url, "gateway", "--key", "//Holder", "--run", "0", "--listen",
+        &format!("127.0.0.1:{gw_port}"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let gateway = Spawned::start("weft", &gw_args, dir.path(), "gateway").unwrap();
+    wait_until(WAIT, "the gateway to listen", || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", gw_port)).await.is_ok()
+    })
+    .await
+    .unwrap();
+    let script = format!(
+        r#"
+import json
+from openai import OpenAI
+c = OpenAI(base_url="http://127.0.0.1:{gw_port}/v1", api_key="unused", max_retries=0)
+models = [m.id for m in c.models.list().data]
+r = c.completions.create(model="weft-run-0", prompt="the ", max_tokens=8, temperature=0.8, seed=1)
+streamed = "".join(ch.choices[0].text for ch in c.completions.create(
+    model="weft-run-0", prompt="the ", max_tokens=8, temperature=0.8, seed=1, stream=True))
+chat = c.chat.completions.create(model="weft-run-0", max_tokens=6,
+    messages=[{{"role": "user", "content": "fox"}}])
+print(json.dumps({{"models": models, "text": r.choices[0].text,
+    "finish": r.choices[0].finish_reason, "completion_tokens": r.usage.completion_tokens,
+    "streamed": streamed, "chat_role": chat.choices[0].message.role}}))
+"#
+    );
+    let python = std::env::var("WEFT_VENV")
+        .map(|v| std::path::PathBuf::from(v).join("bin/python"))
+        .unwrap_or_else(|_| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python")
+        });
+    let out = tokio::process::Command::new(&python)
+        .args(["-c", &script])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the openai client failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        gateway.log_tail()
+    );
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(got["models"], serde_json::json!(["weft-run-0"]));
+    assert_eq!(got["text"], first["text"], "the same prompt, settings and seed");
+    assert_eq!(got["streamed"], first["text"]);
+    assert_eq!(got["finish"], "length");
+    assert_eq!(got["completion_tokens"], 8);
+    assert_eq!(got["chat_role"], "assistant");
+    drop(gateway);
+    wait_until(WAIT, "the gateway's requests to be settled", || async {
+        escrowed(&c, "//Holder").await == 0
     })
     .await
     .unwrap();
@@ -304,8 +404,8 @@ async fn a_credential_holder_buys_completions_from_the_trained_model() {
     let args = infer(false);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     cli_fails(&url, &args, "stage 3").await;
-    let escrowed_then = holder_credentials(&c, "//Holder").await;
-    assert_eq!(escrowed_then, before - cost, "escrowed while being served");
+    assert_eq!(holder_credentials(&c, "//Holder").await, before - cost);
+    assert_eq!(escrowed(&c, "//Holder").await, cost, "in escrow until it expires");
     wait_until(Duration::from_secs(60), "the escrow to be refunded", || async {
         holder_credentials(&c, "//Holder").await == before
     })

@@ -1,6 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 use super::*;
 use weft_pallet_balances as balances;
+use weft_pallet_runs as runs;
+use weft_pallet_staking as staking;
 use weft_pallet_testkit::{
     acc, as_executive, endowed, genesis, protocol_genesis, run_block, run_spec, trainer, validator,
     validator_secret_key, Recorder,

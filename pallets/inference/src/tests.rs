@@ -1,13 +1,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 use super::*;
 use parity_scale_codec::Encode;
-use weft_pallet_balances as balances;
 use weft_pallet_support::Recorder;
+use weft_pallet_testkit::{acc, endow, endowed, genesis, open_runs, run_spec};
 use weft_primitives::storage::{MemoryState, Overlay};
-
-fn acc(n: u8) -> AccountId {
-    AccountId([n; 32])
-}
 
 const HOLDER: u8 = 5;
 const OTHER: u8 = 6;
@@ -21,58 +17,42 @@ const CFG: Config = Config {
 };
 
 fn spec() -> runs::RunSpec {
-    runs::RunSpec {
-        model_config: runs::ModelSpec {
-            n_layers: 64,
-            ..runs::ModelSpec::tiny()
-        },
-        stages: 2,
-        replicas: 1,
-        dataset_hash: Hash::ZERO,
-        hyper_params: runs::HyperParams::with_defaults(4, 1_000_000_000, 1_000_000),
-        max_steps: 0,
-        bond: 1,
-        params: runs::RunParams {
+    run_spec(
+        2,
+        1,
+        runs::RunParams {
             credentials_per_epoch: 1_000,
             ..runs::RunParams::default()
         },
-    }
+    )
 }
 
 /// Run 0 training (owners 1 and 2 with 1 and 3 units, `SERVER` holding slot (0, 0)), run 1
 /// pending; `HOLDER` and `OTHER` hold 1 000 credentials of run 0 each.
 fn world() -> MemoryState {
-    let base = MemoryState::default();
-    let mut o = Overlay::new(&base);
-    let mut ev = Recorder::default();
-    balances::build_genesis(&mut o, 1, &[(acc(0), 1_000)]).unwrap();
-    runs::build_genesis(
-        &mut o,
-        &mut ev,
-        &runs::Config {
-            min_designer_bond: 1,
-            ..runs::Config::default()
-        },
-        &[],
-    )
-    .unwrap();
-    build_genesis(&mut o, &CFG).unwrap();
-    let run = runs::register_run(&mut o, &mut ev, 1, &acc(0), spec()).unwrap();
-    runs::set_status(&mut o, &mut ev, run, runs::RunStatus::Training).unwrap();
-    runs::set_paused(&mut o, &mut ev, run, false).unwrap();
-    runs::register_run(&mut o, &mut ev, 1, &acc(0), spec()).unwrap();
-    ownership::UNITS.insert(&mut o, &(0, acc(1)), &1);
-    ownership::UNITS.insert(&mut o, &(0, acc(2)), &3);
-    ownership::TOTAL_UNITS.insert(&mut o, &0, &4);
-    ownership::OWNERS.insert(&mut o, &0, &vec![acc(1), acc(2)]);
-    ownership::CREDENTIALS.insert(&mut o, &(0, acc(HOLDER)), &1_000);
-    ownership::CREDENTIALS.insert(&mut o, &(0, acc(OTHER)), &1_000);
-    ownership::CREDENTIAL_ISSUANCE.insert(&mut o, &0, &2_000);
-    stages::SLOT.insert(&mut o, &(0, 0, 0), &acc(SERVER));
-    stages::HELD.insert(&mut o, &(0, acc(SERVER)), &vec![(0, 0)]);
-    let mut st = MemoryState::default();
-    st.apply(&o.into_changes());
-    st
+    genesis(|o, ev| {
+        endow(o, &endowed([0], 1_000));
+        open_runs(o, ev);
+        fixture(o, ev);
+    })
+}
+
+/// The runs, units, credentials and slot of [`world`].
+fn fixture(o: &mut Overlay<'_>, ev: &mut Recorder) {
+    build_genesis(o, &CFG).unwrap();
+    let run = runs::register_run(o, ev, 1, &acc(0), spec()).unwrap();
+    runs::set_status(o, ev, run, runs::RunStatus::Training).unwrap();
+    runs::set_paused(o, ev, run, false).unwrap();
+    runs::register_run(o, ev, 1, &acc(0), spec()).unwrap();
+    ownership::UNITS.insert(o, &(0, acc(1)), &1);
+    ownership::UNITS.insert(o, &(0, acc(2)), &3);
+    ownership::TOTAL_UNITS.insert(o, &0, &4);
+    ownership::OWNERS.insert(o, &0, &vec![acc(1), acc(2)]);
+    ownership::CREDENTIALS.insert(o, &(0, acc(HOLDER)), &1_000);
+    ownership::CREDENTIALS.insert(o, &(0, acc(OTHER)), &1_000);
+    ownership::CREDENTIAL_ISSUANCE.insert(o, &0, &2_000);
+    stages::SLOT.insert(o, &(0, 0, 0), &acc(SERVER));
+    stages::HELD.insert(o, &(0, acc(SERVER)), &vec![(0, 0)]);
 }
 
 /// `st` with `f` applied.

@@ -56,6 +56,10 @@ pub fn after_settlement(
         return Ok(());
     }
     if last_step_settled(s, c.run, &r)? {
+        // The epoch the run finishes in was trained too: its owners get that epoch's
+        // credentials now, pro rata to the units just credited (a finished run leaves the
+        // active runs, so no later boundary would mint them).
+        weft_pallet_ownership::mint_epoch(s, ev, c.run)?;
         runs::set_status(s, ev, c.run, runs::RunStatus::Finished)?;
     }
     Ok(())

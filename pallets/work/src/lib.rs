@@ -67,9 +67,11 @@
 //! commitment of step `final_steps − 1` settles (in its selection block when it is not
 //! audited, at its attestation deadline when it is), [`finish`] checks every `(stage,
 //! replica)` slot of the run: once each has committed that step and each of those
-//! commitments is settled (credited, voided or inconclusive, and its audit closed), the run
-//! moves to `Finished` through `runs::set_status` (the designer's bond is returned). A run
-//! that is not `Training` then (halted) is left as it is.
+//! commitments is settled (credited, voided or inconclusive, and its audit closed), the
+//! owners receive the credentials of the epoch it finishes in (`ownership::mint_epoch`, pro
+//! rata to the units just credited: a finished run leaves the active runs, so no later
+//! boundary would mint them) and the run moves to `Finished` through `runs::set_status` (the
+//! designer's bond is returned). A run that is not `Training` then (halted) is left as it is.
 //!
 //! Per-block hook work is bounded by the queues keyed by block number: commitments due for
 //! selection in this block and audits whose deadline is this block.

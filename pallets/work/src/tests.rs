@@ -655,6 +655,18 @@ fn a_run_finishes_when_its_last_step_is_credited_everywhere() {
         reserved - 1
     );
     assert!(runs::active_runs(&o).unwrap().is_empty());
+    // The owners got the credentials of the epoch the run finished in.
+    let minted: Vec<u128> = ev
+        .of::<ownership::Event>()
+        .iter()
+        .filter_map(|e| match e {
+            ownership::Event::CredentialsMinted { run: 0, minted, .. } => Some(*minted),
+            _ => None,
+        })
+        .collect();
+    let per_epoch = runs::get(&o, 0).unwrap().params.credentials_per_epoch;
+    assert_eq!(minted, vec![per_epoch]);
+    assert_eq!(ownership::credential_issuance(&o, 0).unwrap(), per_epoch);
 }
 
 #[test]

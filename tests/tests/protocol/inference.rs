@@ -77,7 +77,11 @@ async fn a_credential_holder_buys_completions_from_the_trained_model() {
     assert!(manifest.status.success());
     let dataset_hash = String::from_utf8(manifest.stdout).unwrap().trim().to_string();
 
-    let mut alice = Vec::new();
+    // //Alice validates (elected at the next epoch boundary) so that she can halt a run.
+    let mut alice = vec![
+        cmd(&["stake", "bond", "--from", "//Alice", "--amount", "10000"]),
+        cmd(&["stake", "validate", "--from", "//Alice"]),
+    ];
     for who in TRAINERS.iter().chain(["//Holder"].iter()) {
         alice.push(cmd(&[
             "transfer", "--from", "//Alice", "--to", who, "--amount", "1000",
@@ -104,7 +108,7 @@ async fn a_credential_holder_buys_completions_from_the_trained_model() {
     // Run 1: registered, never trained; halted by the validator set below.
     alice.push(cmd(&[
         "run", "register", "--from", "//Alice", "--config", MODEL, "--hyper-params",
-        r#"{"micro_batch_size":2,"total_steps":10}"#, "--stages", "4", "--dataset-hash",
+        r#"{"micro_batch_size":2,"lr":0.01,"total_steps":10}"#, "--stages", "4", "--dataset-hash",
         &dataset_hash,
     ]));
     in_parallel(&url, vec![alice]).await;
@@ -400,10 +404,15 @@ print(json.dumps({{"models": models, "text": r.choices[0].text,
 
     // --- a stage without a holder: the request fails and the escrow comes back ------------
     let before = holder_credentials(&c, "//Holder").await;
+    let assignments = c.stage_assignments(0, None).await.unwrap();
+    let killed_stage = holders(&assignments)
+        .iter()
+        .position(|h| *h == Some(account(TRAINERS[3])))
+        .unwrap();
     drop(procs.remove(3));
     let args = infer(false);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    cli_fails(&url, &args, "stage 3").await;
+    cli_fails(&url, &args, &format!("stage {killed_stage}")).await;
     assert_eq!(holder_credentials(&c, "//Holder").await, before - cost);
     assert_eq!(escrowed(&c, "//Holder").await, cost, "in escrow until it expires");
     wait_until(Duration::from_secs(60), "the escrow to be refunded", || async {

@@ -2,8 +2,10 @@
 //! chain (see the `chain` and `submit` modules, and `weft_ml::audit`, for the protocol). The
 //! binaries are thin: they parse [`TrainArgs`] / [`AuditArgs`] and call [`train`] /
 //! [`audit_main`]. One file each: [`train`](mod@train) and [`audit`](mod@audit); what both
-//! use (data sources, seeds, the head subscription, the p2p listener) is here.
+//! use (data sources, seeds, the head subscription, the p2p listener) is here; what a stage
+//! holder serves after its last step is [`after_training`].
 
+mod after_training;
 pub mod audit;
 pub mod train;
 

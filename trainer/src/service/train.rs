@@ -2,6 +2,9 @@
 //! step on chain ([`crate::submit`]) and serving reveals to the stage's auditors until their
 //! windows close.
 
+use super::after_training::{
+    auditor_access, serve_after_training, serve_finished, stage_net, AfterTraining,
+};
 use super::{derive_p2p_seed, listen_with_retry, open_data, parse_seed, AbortOnDrop, Heads};
 use crate::chain::{self, ChainView, NodeState, RunSetup, TrainerState};
 use crate::metrics::{self, Progress, TrainerMetrics};
@@ -393,6 +396,9 @@ pub async fn train_with(args: TrainArgs, hooks: Hooks) -> anyhow::Result<()> {
                 } => break (*stage, *replica, table.clone()),
                 TrainerState::Finished => {
                     println!("run {run} is finished");
+                    if args.serve {
+                        return serve_finished(&args, &client, &key, &setup, listen, &p2p_key).await;
+                    }
                     return Ok(());
                 }
                 s @ (TrainerState::NotTrainer
@@ -495,17 +501,11 @@ async fn run_assigned(
         worker.set_hook(make());
     }
     let withhold = hooks.withhold_reveals;
-    let access = Arc::new(RevealAccess::default());
-    let view = ChainView::new(NodeState { client, at: None });
-    let keys: Vec<([u8; 32], weft_bls::PublicKeyBytes)> = view
-        .auditor_keys(run, stage)
-        .await?
-        .into_iter()
-        .map(|(a, k)| (a.0, k))
-        .collect();
-    if !withhold {
-        access.set_auditors(&keys);
-    }
+    let access = if withhold {
+        Arc::new(RevealAccess::default())
+    } else {
+        auditor_access(client, run, stage).await?
+    };
     let slot = SlotId {
         run,
         stage,
@@ -667,7 +667,7 @@ async fn run_assigned(
         }
     });
 
-    let max_bytes = 256 * 1024 * 1024;
+    let (limits, net_cfg) = stage_net(listen);
     let cfg = stage::NodeConfig {
         run,
         replica,
@@ -677,18 +677,10 @@ async fn run_assigned(
         retention: args.retention.max(args.checkpoint_every),
         peers: table,
         auditors: access.clone(),
-        limits: weft_stage_net::wire::Limits {
-            max_bytes,
-            ..Default::default()
-        },
+        limits,
         peer_timeout: Duration::from_secs(args.peer_timeout),
         retry: weft_stage_net::link::RetryPolicy::default(),
         desks: vec![inference.clone()],
-    };
-    let net_cfg = weft_p2p::Config {
-        listen: vec![listen],
-        max_message_bytes: max_bytes + 4096,
-        ..Default::default()
     };
     let (net, inbound) = listen_with_retry(&p2p_key, &net_cfg).await?;
     println!("listening on {:?}", net.listen_addrs());
@@ -703,7 +695,6 @@ async fn run_assigned(
             )
         });
     });
-    let limits = cfg.limits;
     let retention = cfg.retention;
     let commit_hook = hooks.commit.as_ref().map(|make| make());
     let stage_hooks = stage::StageHooks {
@@ -728,39 +719,23 @@ async fn run_assigned(
     }
     submitter.abort();
     if result.is_ok() {
-        // Keep answering the auditors until the audit windows of the last commitments close;
-        // leaving earlier would fail those audits with NoReveal.
         let params = &setup.info.params;
         let best = client.best_header().await.map(|h| h.number).unwrap_or(0);
-        let until_block =
-            best + u64::from(params.selection_delay) + u64::from(params.attest_window) + 2;
-        let serve = args.serve;
-        if serve {
-            println!("serving inference and reveals until stopped");
-        } else {
-            println!("serving reveals to the auditors until block #{until_block}");
-        }
-        let store = weft_stage_net::store::TensorStore::open(&data_dir, retention)?;
-        let (_net, inbound) = listen_with_retry(&p2p_key, &net_cfg).await?;
-        let until = async {
-            if serve {
-                crate::serve::stopped().await;
-                return;
-            }
-            loop {
-                match client.best_header().await {
-                    Ok(h) if h.number >= until_block => break,
-                    _ => tokio::time::sleep(Duration::from_secs(1)).await,
-                }
-            }
-        };
-        let desk = weft_stage_net::reveal_server::RevealDesk {
-            store,
-            auditors: access,
+        serve_after_training(AfterTraining {
+            client,
             slot: (run, stage, replica),
-        };
-        let desks: weft_stage_net::desk::Desks = vec![Arc::new(desk), inference];
-        weft_stage_net::reveal_server::serve_reveals(inbound, desks, limits, until).await;
+            access,
+            store: weft_stage_net::store::TensorStore::open(&data_dir, retention)?,
+            inference,
+            limits,
+            p2p: (&p2p_key, &net_cfg),
+            serve: args.serve,
+            until_block: best
+                + u64::from(params.selection_delay)
+                + u64::from(params.attest_window)
+                + 2,
+        })
+        .await?;
     }
     watcher.abort();
     Ok(result?)

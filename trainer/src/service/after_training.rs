@@ -1,0 +1,148 @@
+//! After the last step. A stage holder keeps answering its auditors from the tensor store
+//! (reveals and auditor hellos) until the audit windows of its last commitments close, so
+//! those steps can still be audited; with `--serve` it keeps serving inference and reveals
+//! until it is stopped (SIGTERM or SIGINT) instead. A trainer started with `--serve` after
+//! its run has finished goes straight here, serving the stage it still holds.
+
+use super::listen_with_retry;
+use crate::chain::{ChainView, NodeState};
+use std::sync::Arc;
+use std::time::Duration;
+use weft_rpc_client::Client;
+use weft_stage_net::access::RevealAccess;
+use weft_stage_net::desk::{Desks, RequestDesk};
+use weft_stage_net::reveal_server::{serve_reveals, RevealDesk};
+use weft_stage_net::store::TensorStore;
+use weft_stage_net::wire::{Limits, Replica, RunId, StageIndex};
+
+/// What the stage serves after training.
+pub(super) struct AfterTraining<'a> {
+    /// The node.
+    pub client: &'a Arc<Client>,
+    /// The slot.
+    pub slot: (RunId, StageIndex, Replica),
+    /// Who may fetch reveals.
+    pub access: Arc<RevealAccess>,
+    /// The committed tensors.
+    pub store: TensorStore,
+    /// The inference desk.
+    pub inference: Arc<dyn RequestDesk>,
+    /// Limits on received tensors.
+    pub limits: Limits,
+    /// The p2p identity and settings to listen with.
+    pub p2p: (&'a weft_p2p::Keypair, &'a weft_p2p::Config),
+    /// Serve until stopped rather than until the audit windows close.
+    pub serve: bool,
+    /// The audit windows of the last commitments close at this block.
+    pub until_block: u64,
+}
+
+/// Serves as the module docs say; returns when done.
+pub(super) async fn serve_after_training(a: AfterTraining<'_>) -> anyhow::Result<()> {
+    if a.serve {
+        println!("serving inference and reveals until stopped");
+    } else {
+        println!("serving reveals to the auditors until block #{}", a.until_block);
+    }
+    let (_net, inbound) = listen_with_retry(a.p2p.0, a.p2p.1).await?;
+    let (client, until_block, serve) = (a.client, a.until_block, a.serve);
+    let until = async move {
+        if serve {
+            crate::serve::stopped().await;
+            return;
+        }
+        loop {
+            match client.best_header().await {
+                Ok(h) if h.number >= until_block => break,
+                _ => tokio::time::sleep(Duration::from_secs(1)).await,
+            }
+        }
+    };
+    let desk = RevealDesk {
+        store: a.store,
+        auditors: a.access,
+        slot: a.slot,
+    };
+    let desks: Desks = vec![Arc::new(desk), a.inference];
+    serve_reveals(inbound, desks, a.limits, until).await;
+    Ok(())
+}
+
+/// The limits on received tensors and the p2p settings of a stage holder listening on
+/// `listen` (256 MiB messages).
+pub(super) fn stage_net(listen: weft_p2p::Address) -> (Limits, weft_p2p::Config) {
+    let max_bytes = 256 * 1024 * 1024;
+    (
+        Limits {
+            max_bytes,
+            ..Default::default()
+        },
+        weft_p2p::Config {
+            listen: vec![listen],
+            max_message_bytes: max_bytes + 4096,
+            ..Default::default()
+        },
+    )
+}
+
+/// A trainer started with `--serve` after its run finished: serves the stage it holds.
+pub(super) async fn serve_finished(
+    args: &super::TrainArgs,
+    client: &Arc<Client>,
+    key: &weft_primitives::Keypair,
+    setup: &crate::chain::RunSetup,
+    listen: weft_p2p::Address,
+    p2p_key: &weft_p2p::Keypair,
+) -> anyhow::Result<()> {
+    let run = setup.run;
+    let view = ChainView::new(NodeState {
+        client: client.as_ref(),
+        at: None,
+    });
+    let Some(&(stage, replica)) = view.slots_of(run, &key.account_id()).await?.first() else {
+        anyhow::bail!("this account holds no stage of run {run}: nothing to serve");
+    };
+    let spec = weft_ml::model::StageSpec::new(usize::from(stage), setup.stages())?;
+    let retention = args.retention.max(args.checkpoint_every);
+    let inference = crate::serve::desk_for(
+        setup,
+        spec,
+        &args.data_dir,
+        retention,
+        client,
+        key,
+        args.serve_sessions,
+    )?;
+    let (limits, net_cfg) = stage_net(listen);
+    println!("serving stage {stage} replica {replica} of finished run {run}");
+    serve_after_training(AfterTraining {
+        client,
+        slot: (run, stage, replica),
+        access: auditor_access(client, run, stage).await?,
+        store: TensorStore::open(&args.data_dir, retention)?,
+        inference,
+        limits,
+        p2p: (p2p_key, &net_cfg),
+        serve: true,
+        until_block: 0,
+    })
+    .await
+}
+
+/// The auditors of `stage` of `run` as chain state has them, for a [`RevealAccess`].
+pub(super) async fn auditor_access(
+    client: &Client,
+    run: RunId,
+    stage: StageIndex,
+) -> anyhow::Result<Arc<RevealAccess>> {
+    let view = ChainView::new(NodeState { client, at: None });
+    let keys: Vec<([u8; 32], weft_bls::PublicKeyBytes)> = view
+        .auditor_keys(run, stage)
+        .await?
+        .into_iter()
+        .map(|(a, k)| (a.0, k))
+        .collect();
+    let access = Arc::new(RevealAccess::default());
+    access.set_auditors(&keys);
+    Ok(access)
+}

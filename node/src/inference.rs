@@ -224,12 +224,23 @@ impl InferenceRpc {
     }
 
     /// Step 3: checks, submits and waits for the payment; its hash and the request id.
-    async fn pay(&self, body: &RequestBody, payment: &Option<Bytes>) -> RpcResult<(Hash, RequestId)> {
-        let bytes = payment
-            .as_ref()
-            .ok_or_else(|| err(INFERENCE_UNPAID, "no payment: sign inference.open for this request"))?;
-        let xt = Extrinsic::decode(&mut &bytes.0[..])
-            .map_err(|e| err(INFERENCE_UNPAID, format!("the payment is not an extrinsic: {e}")))?;
+    async fn pay(
+        &self,
+        body: &RequestBody,
+        payment: &Option<Bytes>,
+    ) -> RpcResult<(Hash, RequestId)> {
+        let bytes = payment.as_ref().ok_or_else(|| {
+            err(
+                INFERENCE_UNPAID,
+                "no payment: sign inference.open for this request",
+            )
+        })?;
+        let xt = Extrinsic::decode(&mut &bytes.0[..]).map_err(|e| {
+            err(
+                INFERENCE_UNPAID,
+                format!("the payment is not an extrinsic: {e}"),
+            )
+        })?;
         match &xt.call {
             RuntimeCall::Inference(inference::Call::Open {
                 run,
@@ -249,20 +260,31 @@ impl InferenceRpc {
                     ));
                 }
             }
-            _ => return Err(err(INFERENCE_UNPAID, "the payment must be an inference.open call")),
+            _ => {
+                return Err(err(
+                    INFERENCE_UNPAID,
+                    "the payment must be an inference.open call",
+                ))
+            }
         }
         let (tx, mut rx) = mpsc::unbounded_channel();
         let chain = self.chain.clone();
         let hash = self
             .pool
-            .submit(&bytes.0, |xt, len| chain.validate_transaction(xt, len), Some(tx))
+            .submit(
+                &bytes.0,
+                |xt, len| chain.validate_transaction(xt, len),
+                Some(tx),
+            )
             .map_err(|e| err(INFERENCE_UNPAID, format!("the payment was refused: {e}")))?;
         self.metrics.txpool_size.set(self.pool.len() as i64);
         let hash = hash.hash;
         let included = tokio::time::timeout(PAYMENT_TIMEOUT, async {
             while let Some(status) = rx.recv().await {
                 match status {
-                    TransactionStatus::InBlock(_) | TransactionStatus::Finalized(_) => return Ok(()),
+                    TransactionStatus::InBlock(_) | TransactionStatus::Finalized(_) => {
+                        return Ok(())
+                    }
                     TransactionStatus::Invalid | TransactionStatus::Dropped => {
                         return Err(lost("the payment was dropped from the pool"))
                     }
@@ -280,7 +302,8 @@ impl InferenceRpc {
 
     /// The request id the payment `hash` opened.
     fn opened_request(&self, hash: &Hash) -> RpcResult<RequestId> {
-        let internal = |e: &dyn std::fmt::Display| err(jsonrpsee::types::error::INTERNAL_ERROR_CODE, e);
+        let internal =
+            |e: &dyn std::fmt::Display| err(jsonrpsee::types::error::INTERNAL_ERROR_CODE, e);
         let (block, index) = self
             .chain
             .extrinsic_location(hash)
@@ -296,9 +319,14 @@ impl InferenceRpc {
             .map_err(|e| internal(&e))?
             .unwrap_or_default();
         let mut failure = None;
-        for e in events.iter().filter(|e| e.phase == Phase::ApplyExtrinsic(index)) {
+        for e in events
+            .iter()
+            .filter(|e| e.phase == Phase::ApplyExtrinsic(index))
+        {
             match &e.event {
-                RuntimeEvent::Inference(inference::Event::RequestOpened { id, .. }) => return Ok(*id),
+                RuntimeEvent::Inference(inference::Event::RequestOpened { id, .. }) => {
+                    return Ok(*id)
+                }
                 RuntimeEvent::System(system::Event::ExtrinsicFailed { error }) => {
                     failure = Some(format!("{error:?}"))
                 }
@@ -453,7 +481,9 @@ impl InferenceApiServer for InferenceRpc {
         params: InferenceParams,
     ) -> SubscriptionResult {
         self.metrics.rpc("inference_subscribeGenerate");
-        let started = self.busy().and_then(|permit| Ok((permit, self.prepare(&params)?)));
+        let started = self
+            .busy()
+            .and_then(|permit| Ok((permit, self.prepare(&params)?)));
         let (permit, (prepared, _)) = match started {
             Ok(v) => v,
             Err(e) => {

@@ -6,9 +6,9 @@ use crate::chain::Chain;
 use crate::chain_spec::{self, ChainSpec};
 use crate::cli::RunArgs;
 use crate::consensus::DevEngine;
+use crate::inference::InferenceRpc;
 use crate::metrics::{self, Metrics};
 use crate::pool::Pool;
-use crate::inference::InferenceRpc;
 use crate::rpc::{self, RpcImpl};
 use anyhow::{bail, Context};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -119,9 +119,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     .context("starting the inference network client")?;
     tokio::spawn(async move { while inference_inbound.recv().await.is_some() {} });
     let inference = InferenceRpc::new(chain.clone(), pool.clone(), metrics.clone(), inference_net);
-    let (rpc_addr, rpc_handle) = rpc::start(SocketAddr::new(host, args.rpc_port), handlers, inference)
-        .await
-        .with_context(|| format!("binding the RPC port {}", args.rpc_port))?;
+    let (rpc_addr, rpc_handle) =
+        rpc::start(SocketAddr::new(host, args.rpc_port), handlers, inference)
+            .await
+            .with_context(|| format!("binding the RPC port {}", args.rpc_port))?;
     tracing::info!("🔌 JSON-RPC on ws://{rpc_addr} and http://{rpc_addr}");
 
     let authoring = author.map(|a| {

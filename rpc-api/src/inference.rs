@@ -25,7 +25,9 @@
 use jsonrpsee::core::RpcResult;
 use jsonrpsee::proc_macros::rpc;
 use serde::{Deserialize, Serialize};
-use weft_primitives::inference::{RequestBody, RequestId, Sampling, MAX_TEMPERATURE_MILLI, TOP_P_ONE};
+use weft_primitives::inference::{
+    RequestBody, RequestId, Sampling, MAX_TEMPERATURE_MILLI, TOP_P_ONE,
+};
 use weft_primitives::step::{RunId, Step};
 use weft_primitives::{Bytes, Hash};
 
@@ -125,7 +127,10 @@ pub fn text_tokens(text: &str) -> Vec<u32> {
 
 /// The text of byte-level tokens (ids above 255 are dropped; invalid UTF-8 is replaced).
 pub fn tokens_text(tokens: &[u32]) -> String {
-    let bytes: Vec<u8> = tokens.iter().filter_map(|&t| u8::try_from(t).ok()).collect();
+    let bytes: Vec<u8> = tokens
+        .iter()
+        .filter_map(|&t| u8::try_from(t).ok())
+        .collect();
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
@@ -248,8 +253,10 @@ pub trait InferenceApi {
 
     /// Pays and streams a completion.
     #[subscription(name = "inference_subscribeGenerate" => "inference_generated", unsubscribe = "inference_unsubscribeGenerate", item = GenerateEvent)]
-    async fn subscribe_generate(&self, params: InferenceParams)
-        -> jsonrpsee::core::SubscriptionResult;
+    async fn subscribe_generate(
+        &self,
+        params: InferenceParams,
+    ) -> jsonrpsee::core::SubscriptionResult;
 
     /// Who serves `run`, and how fast.
     #[method(name = "inference_status")]

@@ -211,9 +211,8 @@ pub fn parse_run(run: RunId, info: &RunInfo) -> Result<RunSetup> {
 
 /// The libp2p identity and addresses of a trainer record.
 pub fn trainer_peer(info: &TrainerInfo) -> Result<StagePeer> {
-    StagePeer::from_declared(&info.peer_id, &info.addrs).ok_or_else(|| {
-        Error::Chain("a trainer record holds an invalid peer id or address".into())
-    })
+    StagePeer::from_declared(&info.peer_id, &info.addrs)
+        .ok_or_else(|| Error::Chain("a trainer record holds an invalid peer id or address".into()))
 }
 
 /// Where a trainer stands in a run.

@@ -11,7 +11,9 @@ use weft_ml::infer::generate_local;
 use weft_ml::model::{Stage, StageSpec};
 use weft_stage_net::desk::RequestDesk;
 use weft_stage_net::inference::router::{Finish, RouteError};
-use weft_stage_net::inference::{InferForward, InferInput, RequestBody, RequestId, Sampling, SessionId};
+use weft_stage_net::inference::{
+    InferForward, InferInput, RequestBody, RequestId, Sampling, SessionId,
+};
 use weft_stage_net::wire::{ErrorCode, Request, Response};
 use weft_trainer::serve::loopback::{store_weights, LoopbackPipeline, SERVED_STEP};
 use weft_trainer::serve::{sampling_params, InferenceDesk, ServeLimits};
@@ -34,7 +36,9 @@ fn cfg() -> ModelConfig {
 }
 
 async fn world(replicas: [u16; STAGES], limits: ServeLimits) -> LoopbackPipeline {
-    let mut w = LoopbackPipeline::start(&cfg(), &replicas, limits).await.unwrap();
+    let mut w = LoopbackPipeline::start(&cfg(), &replicas, limits)
+        .await
+        .unwrap();
     w.router.hop_timeout = Duration::from_secs(10);
     w
 }
@@ -93,12 +97,20 @@ async fn the_pipeline_generates_what_one_process_generates() {
             seed: 42,
         },
     );
-    let c2 = w.router.generate(&w.plan(2, sampled.clone()), |_| true).await.unwrap();
+    let c2 = w
+        .router
+        .generate(&w.plan(2, sampled.clone()), |_| true)
+        .await
+        .unwrap();
     assert_eq!(c2.tokens, local(&w, &sampled));
     // A stop sequence taken from the greedy output cuts it there.
     let mut stopping = greedy.clone();
     stopping.stop = vec![c.tokens[4..6].to_vec()];
-    let c3 = w.router.generate(&w.plan(3, stopping.clone()), |_| true).await.unwrap();
+    let c3 = w
+        .router
+        .generate(&w.plan(3, stopping.clone()), |_| true)
+        .await
+        .unwrap();
     assert_eq!(c3.finish, Finish::Stop);
     assert_eq!(c3.tokens, local(&w, &stopping));
     assert!(c3.tokens.len() <= 4);
@@ -130,7 +142,10 @@ async fn a_holder_killed_mid_stream_is_routed_around() {
         })
         .await
         .unwrap();
-    assert_eq!(c.tokens, expected, "the replay continues with the same tokens");
+    assert_eq!(
+        c.tokens, expected,
+        "the replay continues with the same tokens"
+    );
     assert_eq!(c.attempts, 2);
     assert_eq!(c.route[1], w.holders[1][1].holder.peer);
     assert_eq!(w.escrows.settled().len(), 1);
@@ -188,7 +203,12 @@ async fn unpaid_and_busy_requests_are_refused() {
     let r = desk.answer(&peer, &forward(6)).unwrap();
     assert!(matches!(r, Response::InferHidden(_)), "{r:?}");
     let r = desk.answer(&peer, &forward(7)).unwrap();
-    assert_eq!(r, Response::Busy { retry_after_ms: 1500 });
+    assert_eq!(
+        r,
+        Response::Busy {
+            retry_after_ms: 1500
+        }
+    );
     assert_eq!(desk.open_sessions(), 1);
     // Closing frees the slot; weights of a step the store does not have are unavailable.
     let close = Request::InferClose(weft_stage_net::inference::InferClose {

@@ -69,13 +69,20 @@ async fn a_credential_holder_buys_completions_from_the_trained_model() {
 
     // A small corpus and its manifest hash.
     let corpus = dir.path().join("corpus.txt");
-    std::fs::write(&corpus, "the quick brown fox jumps over the lazy dog.\n".repeat(64)).unwrap();
+    std::fs::write(
+        &corpus,
+        "the quick brown fox jumps over the lazy dog.\n".repeat(64),
+    )
+    .unwrap();
     let manifest = std::process::Command::new(bin("weft-trainer"))
         .args(["manifest", "--data", &corpus.to_string_lossy()])
         .output()
         .unwrap();
     assert!(manifest.status.success());
-    let dataset_hash = String::from_utf8(manifest.stdout).unwrap().trim().to_string();
+    let dataset_hash = String::from_utf8(manifest.stdout)
+        .unwrap()
+        .trim()
+        .to_string();
 
     // //Alice validates (elected at the next epoch boundary) so that she can halt a run.
     let mut alice = vec![
@@ -107,8 +114,17 @@ async fn a_credential_holder_buys_completions_from_the_trained_model() {
     ]));
     // Run 1: registered, never trained; halted by the validator set below.
     alice.push(cmd(&[
-        "run", "register", "--from", "//Alice", "--config", MODEL, "--hyper-params",
-        r#"{"micro_batch_size":2,"lr":0.01,"total_steps":10}"#, "--stages", "4", "--dataset-hash",
+        "run",
+        "register",
+        "--from",
+        "//Alice",
+        "--config",
+        MODEL,
+        "--hyper-params",
+        r#"{"micro_batch_size":2,"lr":0.01,"total_steps":10}"#,
+        "--stages",
+        "4",
+        "--dataset-hash",
         &dataset_hash,
     ]));
     in_parallel(&url, vec![alice]).await;
@@ -161,14 +177,18 @@ async fn a_credential_holder_buys_completions_from_the_trained_model() {
         seed: Some(seed),
         ..Default::default()
     };
-    let served = wait_for(TRAIN_WAIT, "the run to finish and its last step to serve", || async {
-        let r = c.run(0, None).await.ok()?;
-        if r.status != runs::RunStatus::Finished {
-            return None;
-        }
-        let e = rpc.estimate(params("the ", 8, 1)).await.ok()?;
-        (e.step == Some(STEPS - 1)).then_some(e)
-    })
+    let served = wait_for(
+        TRAIN_WAIT,
+        "the run to finish and its last step to serve",
+        || async {
+            let r = c.run(0, None).await.ok()?;
+            if r.status != runs::RunStatus::Finished {
+                return None;
+            }
+            let e = rpc.estimate(params("the ", 8, 1)).await.ok()?;
+            (e.step == Some(STEPS - 1)).then_some(e)
+        },
+    )
     .await;
     let estimate = match served {
         Ok(e) => e,
@@ -192,8 +212,16 @@ async fn a_credential_holder_buys_completions_from_the_trained_model() {
     cli_json(
         &url,
         &[
-            "credentials", "transfer", "--from", TRAINERS[0], "--run", "0", "--to", "//Holder",
-            "--amount", &gift.to_string(),
+            "credentials",
+            "transfer",
+            "--from",
+            TRAINERS[0],
+            "--run",
+            "0",
+            "--to",
+            "//Holder",
+            "--amount",
+            &gift.to_string(),
         ],
     )
     .await;
@@ -202,8 +230,19 @@ async fn a_credential_holder_buys_completions_from_the_trained_model() {
     // --- a completion, not streamed, twice: the same prompt and seed, the same tokens -----
     let infer = |stream: bool| {
         let mut a = vec![
-            "infer", "--run", "0", "--from", "//Holder", "--prompt", "the ", "--max-tokens", "8",
-            "--temperature", "0.8", "--seed", "1",
+            "infer",
+            "--run",
+            "0",
+            "--from",
+            "//Holder",
+            "--prompt",
+            "the ",
+            "--max-tokens",
+            "8",
+            "--temperature",
+            "0.8",
+            "--seed",
+            "1",
         ];
         if !stream {
             a.push("--no-stream");
@@ -226,7 +265,10 @@ async fn a_credential_holder_buys_completions_from_the_trained_model() {
     let args = infer(true);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let streamed = cli_text(&url, &args).await;
-    assert_eq!(streamed.trim_end_matches('\n'), first["text"].as_str().unwrap());
+    assert_eq!(
+        streamed.trim_end_matches('\n'),
+        first["text"].as_str().unwrap()
+    );
 
     // Each request is charged exactly its estimate once the last stage settles.
     wait_until(WAIT, "three settlements", || async {
@@ -274,7 +316,11 @@ async fn a_credential_holder_buys_completions_from_the_trained_model() {
         })
         .await
         .unwrap_err();
-    assert_eq!(rpc_code(&e), Some(weft_rpc_api::inference::INFERENCE_UNPAID), "{e}");
+    assert_eq!(
+        rpc_code(&e),
+        Some(weft_rpc_api::inference::INFERENCE_UNPAID),
+        "{e}"
+    );
     // A payment that covers too few tokens.
     let short = pay(body.hash(), body.total_tokens() - 1).await;
     let e = rpc
@@ -284,7 +330,11 @@ async fn a_credential_holder_buys_completions_from_the_trained_model() {
         })
         .await
         .unwrap_err();
-    assert_eq!(rpc_code(&e), Some(weft_rpc_api::inference::INFERENCE_UNPAID), "{e}");
+    assert_eq!(
+        rpc_code(&e),
+        Some(weft_rpc_api::inference::INFERENCE_UNPAID),
+        "{e}"
+    );
     // A good payment serves once; replayed, it is refused.
     let good = pay(body.hash(), body.total_tokens()).await;
     let done = rpc
@@ -302,7 +352,11 @@ async fn a_credential_holder_buys_completions_from_the_trained_model() {
         })
         .await
         .unwrap_err();
-    assert_eq!(rpc_code(&e), Some(weft_rpc_api::inference::INFERENCE_UNPAID), "{e}");
+    assert_eq!(
+        rpc_code(&e),
+        Some(weft_rpc_api::inference::INFERENCE_UNPAID),
+        "{e}"
+    );
     // An unknown run, and a prompt the context cannot hold.
     let e = rpc
         .estimate(InferenceParams {
@@ -333,8 +387,15 @@ async fn a_credential_holder_buys_completions_from_the_trained_model() {
     args[2] = "1".into();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     cli_fails(&url, &args, "halted").await;
-    let e = rpc.estimate(params(&"x".repeat(30), 8, 2)).await.unwrap_err();
-    assert_eq!(rpc_code(&e), Some(weft_rpc_api::inference::INFERENCE_BAD_PARAMS), "{e}");
+    let e = rpc
+        .estimate(params(&"x".repeat(30), 8, 2))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        rpc_code(&e),
+        Some(weft_rpc_api::inference::INFERENCE_BAD_PARAMS),
+        "{e}"
+    );
     wait_until(WAIT, "the one good request to be settled", || async {
         holder_credentials(&c, "//Holder").await == before - cost
     })
@@ -344,7 +405,14 @@ async fn a_credential_holder_buys_completions_from_the_trained_model() {
     // --- the OpenAI gateway on the holder's machine, driven by the `openai` package --------
     let gw_port = pick_free_port();
     let gw_args: Vec<String> = [
-        "--url", &url, "gateway", "--key", "//Holder", "--run", "0", "--listen",
+        "--url",
+        &url,
+        "gateway",
+        "--key",
+        "//Holder",
+        "--run",
+        "0",
+        "--listen",
         &format!("127.0.0.1:{gw_port}"),
     ]
     .iter()
@@ -352,7 +420,9 @@ async fn a_credential_holder_buys_completions_from_the_trained_model() {
     .collect();
     let gateway = Spawned::start("weft", &gw_args, dir.path(), "gateway").unwrap();
     wait_until(WAIT, "the gateway to listen", || async move {
-        tokio::net::TcpStream::connect(("127.0.0.1", gw_port)).await.is_ok()
+        tokio::net::TcpStream::connect(("127.0.0.1", gw_port))
+            .await
+            .is_ok()
     })
     .await
     .unwrap();
@@ -390,7 +460,10 @@ print(json.dumps({{"models": models, "text": r.choices[0].text,
     );
     let got: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(got["models"], serde_json::json!(["weft-run-0"]));
-    assert_eq!(got["text"], first["text"], "the same prompt, settings and seed");
+    assert_eq!(
+        got["text"], first["text"],
+        "the same prompt, settings and seed"
+    );
     assert_eq!(got["streamed"], first["text"]);
     assert_eq!(got["finish"], "length");
     assert_eq!(got["completion_tokens"], 8);
@@ -414,10 +487,16 @@ print(json.dumps({{"models": models, "text": r.choices[0].text,
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     cli_fails(&url, &args, &format!("stage {killed_stage}")).await;
     assert_eq!(holder_credentials(&c, "//Holder").await, before - cost);
-    assert_eq!(escrowed(&c, "//Holder").await, cost, "in escrow until it expires");
-    wait_until(Duration::from_secs(60), "the escrow to be refunded", || async {
-        holder_credentials(&c, "//Holder").await == before
-    })
+    assert_eq!(
+        escrowed(&c, "//Holder").await,
+        cost,
+        "in escrow until it expires"
+    );
+    wait_until(
+        Duration::from_secs(60),
+        "the escrow to be refunded",
+        || async { holder_credentials(&c, "//Holder").await == before },
+    )
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", dump(&procs)));
 }

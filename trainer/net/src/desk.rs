@@ -23,6 +23,10 @@ impl std::fmt::Debug for dyn RequestDesk {
 pub type Desks = Vec<Arc<dyn RequestDesk>>;
 
 /// The first desk's answer to `request`, if any desk takes it.
-pub fn answer(desks: &[Arc<dyn RequestDesk>], peer: &PeerId, request: &Request) -> Option<Response> {
+pub fn answer(
+    desks: &[Arc<dyn RequestDesk>],
+    peer: &PeerId,
+    request: &Request,
+) -> Option<Response> {
     desks.iter().find_map(|d| d.answer(peer, request))
 }

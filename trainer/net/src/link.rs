@@ -20,11 +20,11 @@
 //! [`StageLink::is_settled`] (a link whose compute side is blocked and has seen every wake)
 //! is what a deterministic simulation waits for before it lets the network move.
 
+use crate::desk::{self, Desks};
 use crate::error::{Error, Result};
 use crate::protocol::{
     Delivery, Effect, Input, MsgId, Payload, ProtocolConfig, Slot, StageProtocol,
 };
-use crate::desk::{self, Desks};
 use crate::topology::PeerTable;
 use crate::wire::{
     decode_request, decode_response, ErrorCode, Limits, Request, Response, WireTensor,

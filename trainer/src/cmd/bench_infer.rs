@@ -169,8 +169,15 @@ pub fn bench_infer(
                 .await??;
                 a.push(one);
                 b.push(
-                    pipelined(&pipe, &mut next_id, n, prompt_len, new_tokens, model.vocab_size)
-                        .await?,
+                    pipelined(
+                        &pipe,
+                        &mut next_id,
+                        n,
+                        prompt_len,
+                        new_tokens,
+                        model.vocab_size,
+                    )
+                    .await?,
                 );
             }
             let mean = |v: &[Measured]| {

@@ -144,8 +144,12 @@ impl InferenceDesk {
         if let Some((_, m)) = lock(&self.snapshots).iter().find(|(s, _)| *s == step) {
             return Ok(m.clone());
         }
-        let model = snapshot::load(&self.store, step, &self.model, self.spec)
-            .map_err(|e| refuse(ErrorCode::Unavailable, format!("weights of step {step}: {e}")))?;
+        let model = snapshot::load(&self.store, step, &self.model, self.spec).map_err(|e| {
+            refuse(
+                ErrorCode::Unavailable,
+                format!("weights of step {step}: {e}"),
+            )
+        })?;
         let model = Arc::new(Mutex::new(model));
         let mut snaps = lock(&self.snapshots);
         snaps.retain(|(s, _)| *s != step);
@@ -164,10 +168,16 @@ impl InferenceDesk {
             .map_err(|e| refuse(ErrorCode::Unpaid, e.to_string()))?;
         if self.spec.is_first() {
             let Some(body) = &f.body else {
-                return Err(refuse(ErrorCode::Malformed, "a first-stage prefill carries the request body"));
+                return Err(refuse(
+                    ErrorCode::Malformed,
+                    "a first-stage prefill carries the request body",
+                ));
             };
             if body.hash() != escrow.request_hash || body.run != self.run {
-                return Err(refuse(ErrorCode::Unpaid, "the request body does not match the escrow's hash"));
+                return Err(refuse(
+                    ErrorCode::Unpaid,
+                    "the request body does not match the escrow's hash",
+                ));
             }
             let (vocab, context) = (self.model.vocab_size as u32, self.model.seq_len as u32);
             body.validate(vocab, context)
@@ -205,7 +215,10 @@ impl InferenceDesk {
             return refuse(ErrorCode::WrongRun, format!("this is run {}", self.run));
         }
         if f.stage != self.stage {
-            return refuse(ErrorCode::WrongStage, format!("this is stage {}", self.stage));
+            return refuse(
+                ErrorCode::WrongStage,
+                format!("this is stage {}", self.stage),
+            );
         }
         let session = if f.start == 0 {
             match self.open(f) {
@@ -264,7 +277,10 @@ impl InferenceDesk {
             return Ok(Response::InferHidden(wire));
         }
         let Some(sampling) = f.sampling else {
-            return Err(refuse(ErrorCode::Malformed, "the last stage needs the sampling settings"));
+            return Err(refuse(
+                ErrorCode::Malformed,
+                "the last stage needs the sampling settings",
+            ));
         };
         let row = out
             .f_select(0, 0)
@@ -281,9 +297,15 @@ impl InferenceDesk {
         match input {
             InferInput::Tokens(tokens) => {
                 if !self.spec.is_first() {
-                    return Err(refuse(ErrorCode::WrongStage, "only the first stage takes tokens"));
+                    return Err(refuse(
+                        ErrorCode::WrongStage,
+                        "only the first stage takes tokens",
+                    ));
                 }
-                if let Some(t) = tokens.iter().find(|&&t| i64::from(t) >= self.model.vocab_size) {
+                if let Some(t) = tokens
+                    .iter()
+                    .find(|&&t| i64::from(t) >= self.model.vocab_size)
+                {
                     return Err(bad(format!("token {t} is outside the vocabulary")));
                 }
                 let ids: Vec<i64> = tokens.iter().map(|&t| i64::from(t)).collect();
@@ -293,11 +315,17 @@ impl InferenceDesk {
             }
             InferInput::Hidden(w) => {
                 if self.spec.is_first() {
-                    return Err(refuse(ErrorCode::WrongStage, "the first stage takes tokens"));
+                    return Err(refuse(
+                        ErrorCode::WrongStage,
+                        "the first stage takes tokens",
+                    ));
                 }
                 let d = self.model.d_model as u32;
                 if w.shape.len() != 3 || w.shape[0] != 1 || w.shape[2] != d || w.shape[1] == 0 {
-                    return Err(bad(format!("hidden states {:?}, expected [1, n, {d}]", w.shape)));
+                    return Err(bad(format!(
+                        "hidden states {:?}, expected [1, n, {d}]",
+                        w.shape
+                    )));
                 }
                 weft_ml::tensor::from_wire(w)
                     .and_then(|t| Ok(t.f_to_kind(Kind::Float)?))
@@ -339,7 +367,11 @@ pub fn desk_for(
     max_sessions: usize,
 ) -> crate::Result<Arc<dyn RequestDesk>> {
     let store = TensorStore::open(data_dir, retention)?;
-    let escrows = ChainEscrows::new(client.clone(), key.clone(), tokio::runtime::Handle::current());
+    let escrows = ChainEscrows::new(
+        client.clone(),
+        key.clone(),
+        tokio::runtime::Handle::current(),
+    );
     Ok(Arc::new(InferenceDesk::new(
         setup.run,
         spec,
@@ -356,7 +388,10 @@ pub fn desk_for(
 /// Resolves on SIGTERM or SIGINT.
 pub async fn stopped() {
     use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}

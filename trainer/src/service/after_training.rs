@@ -42,7 +42,10 @@ pub(super) async fn serve_after_training(a: AfterTraining<'_>) -> anyhow::Result
     if a.serve {
         println!("serving inference and reveals until stopped");
     } else {
-        println!("serving reveals to the auditors until block #{}", a.until_block);
+        println!(
+            "serving reveals to the auditors until block #{}",
+            a.until_block
+        );
     }
     let (_net, inbound) = listen_with_retry(a.p2p.0, a.p2p.1).await?;
     let (client, until_block, serve) = (a.client, a.until_block, a.serve);

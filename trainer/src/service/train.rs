@@ -397,7 +397,8 @@ pub async fn train_with(args: TrainArgs, hooks: Hooks) -> anyhow::Result<()> {
                 TrainerState::Finished => {
                     println!("run {run} is finished");
                     if args.serve {
-                        return serve_finished(&args, &client, &key, &setup, listen, &p2p_key).await;
+                        return serve_finished(&args, &client, &key, &setup, listen, &p2p_key)
+                            .await;
                     }
                     return Ok(());
                 }

@@ -272,7 +272,12 @@ impl Router {
         on_token: &mut (impl FnMut(u32) -> bool + Send),
     ) -> Result<Finish, HopError> {
         let body = &plan.body;
-        let mut pending: Vec<u32> = body.prompt.iter().chain(generated.iter()).copied().collect();
+        let mut pending: Vec<u32> = body
+            .prompt
+            .iter()
+            .chain(generated.iter())
+            .copied()
+            .collect();
         let mut start = 0u32;
         loop {
             let n = u32::try_from(pending.len()).unwrap_or(u32::MAX);
@@ -362,7 +367,9 @@ impl Router {
         let result = match sent {
             Err(_) => Err(format!("no answer within {:?}", self.hop_timeout)),
             Ok(Err(e)) => Err(e.to_string()),
-            Ok(Ok(bytes)) => decode_response_checked(&bytes, &self.limits).map_err(|e| e.to_string()),
+            Ok(Ok(bytes)) => {
+                decode_response_checked(&bytes, &self.limits).map_err(|e| e.to_string())
+            }
         };
         {
             let mut stats = self.lock();

@@ -784,5 +784,7 @@ async fn run_register_refuses_what_cannot_train() {
 
 #[path = "protocol/adversaries.rs"]
 mod adversaries;
+#[path = "protocol/auditor.rs"]
+mod auditor;
 #[path = "protocol/inference.rs"]
 mod inference;

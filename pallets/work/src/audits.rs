@@ -270,9 +270,14 @@ fn close_one(
         void(s, ev, id, &mut c, CommitStatus::Inconclusive);
         emit(ev, Event::AuditInconclusive { audit: id });
     }
+    // A trainer the chain no longer knows (chilled or removed, e.g. after a failed audit of
+    // another step) cannot be reached for its reveal: a seat that could not attest is not at
+    // fault then.
+    let unreachable = staking::trainer(s, &c.trainer)?.is_none();
     for seat in &a.seats {
         let att = a.attestations.iter().find(|x| x.auditor == seat.account);
         let offence = match (att, outcome) {
+            (None, _) if unreachable => None,
             (None, _) => Some((
                 p.missed_attestation_slash,
                 staking::OffenceKind::MissedAttestation,

@@ -57,7 +57,9 @@
 //!
 //! **Deadline** (end of the attestation-deadline block): an audit that never settled is void
 //! (no credit, no slash — the auditors failed, not provably the trainer). Then each auditor
-//! that did not attest is slashed `missed_attestation_slash`, and each auditor whose verdict
+//! that did not attest is slashed `missed_attestation_slash` — unless the trainer no longer
+//! has a trainer record (chilled or removed after a failed audit of another step), since
+//! nobody can fetch a reveal from it then — and each auditor whose verdict
 //! contradicts the settled outcome is slashed `auditor_slash`. Within one slashing span an
 //! account pays only its largest slash (staking's max-not-sum rule).
 //!

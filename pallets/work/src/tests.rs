@@ -502,6 +502,37 @@ fn unsettled_audits_are_void_and_silent_auditors_slashed() {
     assert!(!missed.contains(&acc(first)));
 }
 
+#[test]
+fn seats_are_not_slashed_for_missing_a_trainer_the_chain_dropped() {
+    let st = world(Perbill::ONE);
+    let mut o = Overlay::new(&st);
+    let mut ev = Recorder::default();
+    let (id, _, t0) = open_one_audit(&mut o, &mut ev);
+    // The trainer loses its record (as a slashed trainer does) before anyone could attest.
+    staking::chill(&mut o, &mut ev, &t0).unwrap();
+    for n in 4..=9 {
+        block(&mut o, &mut ev, n);
+    }
+    assert_eq!(
+        commitment(&o, id).unwrap().unwrap().status,
+        CommitStatus::Inconclusive
+    );
+    let missed = ev
+        .of::<staking::Event>()
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                staking::Event::OffenceReported {
+                    kind: staking::OffenceKind::MissedAttestation,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(missed, 0);
+}
+
 /// Makes commitment `id` point at a run that does not exist, so that processing it fails
 /// with `runs::Error::UnknownRun`.
 fn break_commitment(o: &mut Overlay<'_>, id: CommitmentId) {

@@ -122,11 +122,13 @@ pub async fn audit_main(args: AuditArgs) -> anyhow::Result<()> {
         .next_commitment_id()
         .await?
         .saturating_sub(args.lookback);
-    let client = Arc::new(client);
+    let mut client = Arc::new(client);
     let mut pending: BTreeSet<u64> = BTreeSet::new();
     let mut in_flight: BTreeSet<u64> = BTreeSet::new();
     let mut setups: HashMap<u32, (RunSetup, Option<Batcher>)> = HashMap::new();
-    let mut heads = Heads::new(&client).await;
+    let mut heads = Heads::new(client.clone()).await;
+    // Runs whose setup failed, with the reason last logged.
+    let mut setup_errors: HashMap<u32, String> = HashMap::new();
     let (mut passed, mut failed) = (0u64, 0u64);
     // Each audit is judged on its own task (a trainer that withholds its reveal keeps its
     // audit waiting until the reveal deadline, and must not hold up the others); the
@@ -135,7 +137,19 @@ pub async fn audit_main(args: AuditArgs) -> anyhow::Result<()> {
     let mut next_nonce = None;
     loop {
         let h = tokio::select! {
-            h = heads.next() => h?,
+            h = heads.next() => match h {
+                Ok(h) => h,
+                Err(e) => {
+                    // The node restarted or went away: judgements in flight on the old
+                    // connection fail (and are not attested); the rest is kept.
+                    eprintln!("lost the node ({e:#}); reconnecting to {}", args.url);
+                    client = Arc::new(reconnect(&args.url).await);
+                    heads = Heads::new(client.clone()).await;
+                    next_nonce = None;
+                    println!("reconnected to {}", args.url);
+                    continue;
+                }
+            },
             Some((id, c, verdict)) = verdicts.recv() => {
                 in_flight.remove(&id);
                 let c: chain::work::Commitment = c;
@@ -201,7 +215,13 @@ pub async fn audit_main(args: AuditArgs) -> anyhow::Result<()> {
                 .is_ok_and(|r| r.status == chain::runs::RunStatus::Finished),
             None => false,
         };
-        let next = view.next_commitment_id().await?;
+        let next = match view.next_commitment_id().await {
+            Ok(n) => n,
+            Err(e) => {
+                eprintln!("reading the chain failed ({e:#}); trying again at the next block");
+                continue;
+            }
+        };
         pending.extend(cursor..next);
         cursor = next;
         for id in pending.clone() {
@@ -209,9 +229,16 @@ pub async fn audit_main(args: AuditArgs) -> anyhow::Result<()> {
                 pending.remove(&id);
                 continue;
             }
-            let Some(c) = view.commitment(id).await? else {
-                pending.remove(&id);
-                continue;
+            let c = match view.commitment(id).await {
+                Ok(Some(c)) => c,
+                Ok(None) => {
+                    pending.remove(&id);
+                    continue;
+                }
+                Err(e) => {
+                    eprintln!("reading commitment {id} failed ({e:#}); trying again");
+                    break;
+                }
             };
             if args.run.is_some_and(|r| r != c.run) {
                 pending.remove(&id);
@@ -225,10 +252,18 @@ pub async fn audit_main(args: AuditArgs) -> anyhow::Result<()> {
                     continue;
                 }
             }
-            pending.remove(&id);
-            let Some(a) = view.audit(id).await? else {
-                continue;
+            let a = match view.audit(id).await {
+                Ok(Some(a)) => a,
+                Ok(None) => {
+                    pending.remove(&id);
+                    continue;
+                }
+                Err(e) => {
+                    eprintln!("reading audit {id} failed ({e:#}); trying again");
+                    break;
+                }
             };
+            pending.remove(&id);
             if a.closed
                 || !a.seats.iter().any(|s| s.account == me)
                 || a.attestations.iter().any(|x| x.auditor == me)
@@ -236,9 +271,27 @@ pub async fn audit_main(args: AuditArgs) -> anyhow::Result<()> {
                 continue;
             }
             if let std::collections::hash_map::Entry::Vacant(e) = setups.entry(c.run) {
-                let s = view.run_setup(c.run).await?;
-                let b = open_batcher(&s, &args.data)?;
-                e.insert((s, Some(b)));
+                let set_up = match view.run_setup(c.run).await {
+                    Ok(s) => open_batcher(&s, &args.data).map(|b| (s, b)),
+                    Err(err) => Err(err.into()),
+                };
+                match set_up {
+                    Ok((s, b)) => {
+                        setup_errors.remove(&c.run);
+                        e.insert((s, Some(b)));
+                    }
+                    Err(err) => {
+                        // A run this auditor cannot set up (its data, its model) costs only
+                        // that run's audits; it is tried again at the next block.
+                        let why = format!("{err:#}");
+                        if setup_errors.get(&c.run) != Some(&why) {
+                            eprintln!("run {}: cannot audit it ({why}); trying again", c.run);
+                            setup_errors.insert(c.run, why);
+                        }
+                        pending.insert(id);
+                        continue;
+                    }
+                }
             }
             let Some((setup, batcher)) = setups.get(&c.run) else {
                 continue;
@@ -267,6 +320,18 @@ pub async fn audit_main(args: AuditArgs) -> anyhow::Result<()> {
             }
             return Ok(());
         }
+    }
+}
+
+/// A connection to `url`, retried every second until the node answers.
+async fn reconnect(url: &str) -> Client {
+    loop {
+        match Client::connect(url).await {
+            Ok(c) if c.best_header().await.is_ok() => return c,
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "reconnecting"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

@@ -47,14 +47,14 @@ pub fn derive_p2p_seed(domain: &str, suri: &str) -> [u8; 32] {
 }
 
 /// Waits for the next head (subscription, with polling as a fallback); returns it.
-pub(crate) struct Heads<'a> {
-    client: &'a Client,
+pub(crate) struct Heads {
+    client: Arc<Client>,
     sub: Option<jsonrpsee::core::client::Subscription<Header>>,
     last: u64,
 }
 
-impl<'a> Heads<'a> {
-    pub(crate) async fn new(client: &'a Client) -> Self {
+impl Heads {
+    pub(crate) async fn new(client: Arc<Client>) -> Self {
         let sub = client.rpc().subscribe_new_heads().await.ok();
         Heads {
             client,

@@ -380,7 +380,7 @@ pub async fn train_with(args: TrainArgs, hooks: Hooks) -> anyhow::Result<()> {
     let mut registered = false;
     loop {
         // (c) Wait until assigned and the pipeline can start.
-        let mut heads = Heads::new(&client).await;
+        let mut heads = Heads::new(client.clone()).await;
         let mut last_msg = String::new();
         let (stage, replica, table) = loop {
             let view = ChainView::new(NodeState {
@@ -590,7 +590,7 @@ async fn run_assigned(
             key.account_id(),
         );
         tokio::spawn(async move {
-            let mut heads = Heads::new(&client).await;
+            let mut heads = Heads::new(client.clone()).await;
             loop {
                 let Ok(h) = heads.next().await else {
                     tokio::time::sleep(Duration::from_secs(1)).await;

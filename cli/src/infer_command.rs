@@ -121,13 +121,19 @@ async fn stream(
 ) -> Result<CompletionJson> {
     let mut events = backend.stream(params, payment).await?;
     let mut out = std::io::stdout();
+    let mut printed = String::new();
     while let Some(ev) = events.next().await {
         match ev? {
             GenerateEvent::Token { text, .. } => {
                 out.write_all(text.as_bytes())?;
                 out.flush()?;
+                printed.push_str(&text);
             }
-            GenerateEvent::Done(c) => return Ok(c),
+            GenerateEvent::Done(c) => {
+                out.write_all(weft_rpc_api::inference::stream_tail(&printed, &c).as_bytes())?;
+                out.flush()?;
+                return Ok(c);
+            }
             GenerateEvent::Error { code, message } => {
                 out.flush()?;
                 eprintln!();

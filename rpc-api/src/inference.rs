@@ -134,6 +134,14 @@ pub fn tokens_text(tokens: &[u32]) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
+/// What the `Token` events of a stream did not carry of `done`'s text: the completion's text
+/// after `streamed` (the concatenated texts of the `Token` events). A final incomplete UTF-8
+/// sequence is only decided when the generation ends, and then shows in `done.text` (as
+/// U+FFFD); a client printing a stream prints this last.
+pub fn stream_tail<'a>(streamed: &str, done: &'a CompletionJson) -> &'a str {
+    done.text.strip_prefix(streamed).unwrap_or("")
+}
+
 /// What a request would cost.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -267,6 +275,25 @@ pub trait InferenceApi {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_stream_tail_is_what_the_tokens_left_undecided() {
+        let done = CompletionJson {
+            run: 0,
+            request_id: 1,
+            payment: Hash::ZERO,
+            step: 3,
+            text: "ab\u{fffd}".into(),
+            tokens: vec![97, 98, 0xc3],
+            finish_reason: "length".into(),
+            prompt_tokens: 1,
+            route: vec![],
+            attempts: 1,
+        };
+        assert_eq!(stream_tail("ab", &done), "\u{fffd}");
+        assert_eq!(stream_tail("ab\u{fffd}", &done), "");
+        assert_eq!(stream_tail("xy", &done), "");
+    }
 
     #[test]
     fn params_make_a_canonical_body() {

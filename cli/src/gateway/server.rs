@@ -349,6 +349,7 @@ async fn pump(
     mut tx: mpsc::Sender<Bytes>,
 ) {
     let mut out = Vec::new();
+    let mut streamed = String::new();
     if let Some(s) = chunks.start() {
         out.push(frame(&s));
     }
@@ -363,10 +364,15 @@ async fn pump(
             Some(Ok(GenerateEvent::Token { text, .. })) => {
                 if !text.is_empty() {
                     out.push(frame(&chunks.text(&text)));
+                    streamed.push_str(&text);
                 }
                 continue;
             }
             Some(Ok(GenerateEvent::Done(c))) => {
+                let tail = weft_rpc_api::inference::stream_tail(&streamed, &c);
+                if !tail.is_empty() {
+                    out.push(frame(&chunks.text(tail)));
+                }
                 tracing::info!(
                     id = %chunks.id,
                     request = c.request_id,

@@ -25,6 +25,7 @@
 mod chain;
 mod protocol;
 mod protocol_json;
+mod screen;
 mod server;
 
 pub use server::{

@@ -9,7 +9,7 @@
 //!   [`DEFAULT_MAX_CONNECTIONS`] = 256): open connections of any kind, HTTP keep-alive and
 //!   WebSocket alike.
 //! * **Per-IP cap** ([`Limits::max_per_ip`], `--rpc-max-connections-per-ip`, default
-//!   [`DEFAULT_MAX_CONNECTIONS_PER_IP`] = 32): one address can take at most an eighth of
+//!   [`DEFAULT_MAX_CONNECTIONS_PER_IP`] = 64): one address can take at most a quarter of
 //!   the global cap, so one client cannot lock out the rest.
 //! * **Idle timeout** ([`Limits::idle_timeout`], `--rpc-idle-timeout`, default 60 s): a
 //!   connection from which no byte arrives for that long is closed, during the handshake,
@@ -17,11 +17,14 @@
 //!   clients every half timeout; their pongs are bytes, so a live client that only listens
 //!   to subscriptions stays connected, while a socket that never reads nor writes is closed.
 //!
+//! Each HTTP request is screened on its way in ([`super::screen`]).
+//!
 //! A connection over a cap is answered `429 Too Many Requests` and closed at once, without
 //! reading its request. The permits travel inside the socket wrapper ([`Guarded`]), which
 //! hyper hands on to the WebSocket task on upgrade, so a permit lives exactly as long as the
 //! TCP connection.
 
+use super::screen::Screen;
 use jsonrpsee::server::{
     serve_with_graceful_shutdown, stop_channel, Methods, Server, ServerConfig, ServerHandle,
 };
@@ -41,7 +44,7 @@ use tokio::time::{Instant, Sleep};
 /// Connections at once by default.
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 256;
 /// Connections at once from one IP address by default.
-pub const DEFAULT_MAX_CONNECTIONS_PER_IP: u32 = 32;
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: u32 = 64;
 /// Idle connections are closed after this by default.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long writing the 429 answer to a refused connection may take.
@@ -244,9 +247,11 @@ pub fn serve(
                 _global: global_permit,
                 _ip: ip_permit,
             };
-            let svc = svc_builder
-                .clone()
-                .build(methods.clone(), stop_handle.clone());
+            let svc = Screen::new(
+                svc_builder
+                    .clone()
+                    .build(methods.clone(), stop_handle.clone()),
+            );
             let stopped = stop_handle.clone().shutdown();
             tokio::spawn(async move {
                 if let Err(e) = serve_with_graceful_shutdown(io, svc, stopped).await {

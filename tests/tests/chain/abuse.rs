@@ -11,6 +11,14 @@
 //!   4 WebSocket handshakes and goes silent; its fifth connection gets 429 while a client at
 //!   127.0.0.3 is served. Attackers at four addresses then take all 16 places: a newcomer
 //!   gets 429 until the idle timeout closes them, within a bound, after which it is served.
+//! * `a_damaged_write_ahead_log_stops_the_node_instead_of_rolling_back`: SIGKILL at a
+//!   finalized block ≥ #6, cut the newest rocksdb `*.log` 2,000 bytes short (moved off a record
+//!   boundary, so the damage is visible in the log's framing), restart: the node refuses to
+//!   start, says the database is damaged and how to recover (`purge-chain`), and after
+//!   `purge-chain -y` it starts again from genesis.
+//! * `malformed_requests_get_errors`: a call whose id is an object or `1e400` gets -32600
+//!   (it got the body `null`), a chunked body past 2 MiB gets 413 (it got 500), and garbage
+//!   sent to the Prometheus port gets 400 (it got 200).
 //!
 //! Linux routes all of 127.0.0.0/8 to the loopback device, so a test can speak from several
 //! source addresses without leaving the machine.
@@ -378,4 +386,197 @@ async fn idle_websockets_do_not_lock_out_others() {
     // And the node still works for a normal client.
     let rpc = node.client().await.unwrap();
     wait_for_height(&rpc, 2).await;
+}
+
+/// Ends of the physical records of a rocksdb write-ahead log (32 KiB blocks, 7-byte record
+/// headers `crc:4 len:2 type:1`, zero padding at block ends).
+fn wal_record_ends(log: &[u8]) -> Vec<usize> {
+    const BLOCK: usize = 32 * 1024;
+    let mut ends = Vec::new();
+    let mut at = 0;
+    while at + 7 <= log.len() {
+        let left_in_block = BLOCK - at % BLOCK;
+        if left_in_block < 7 {
+            at += left_in_block;
+            continue;
+        }
+        let len = u16::from_le_bytes([log[at + 4], log[at + 5]]) as usize;
+        if len == 0 && log[at + 6] == 0 {
+            break;
+        }
+        at += 7 + len;
+        ends.push(at);
+    }
+    ends
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_write_ahead_log_stops_the_node_instead_of_rolling_back() {
+    let _serial = serial().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Node::start(dir.path(), &[]).await.unwrap();
+    let rpc = node.client().await.unwrap();
+    wait_until(CHAIN_TIMEOUT, "finalized #6", || async {
+        match rpc.finalized_head().await {
+            Ok(h) => rpc
+                .header(Some(h))
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|h| h.number >= 6),
+            Err(_) => false,
+        }
+    })
+    .await
+    .unwrap();
+    drop(rpc);
+    node.kill9().unwrap();
+
+    let db = std::fs::read_dir(dir.path().join("chains"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("db"))
+        .find(|p| p.is_dir())
+        .expect("the chain database directory");
+    let newest_log = std::fs::read_dir(&db)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .max_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .expect("a write-ahead log");
+    let log = std::fs::read(&newest_log).unwrap();
+    assert!(log.len() > 2_000, "{} bytes of log", log.len());
+    let ends = wal_record_ends(&log);
+    let mut cut = log.len() - 2_000;
+    while ends.contains(&cut) {
+        cut -= 1;
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&newest_log)
+        .unwrap()
+        .set_len(cut as u64)
+        .unwrap();
+
+    let err = node
+        .restart(&[])
+        .await
+        .expect_err("the node must not start on a damaged log");
+    let msg = format!("{err:#}");
+    assert!(msg.contains("damaged"), "{msg}");
+    assert!(msg.contains("purge-chain"), "{msg}");
+
+    // The way forward works: purge, then start from genesis.
+    let _ = node.kill9(); // reaps the exited process
+    let out = std::process::Command::new(weft_tests::bin("weft-node"))
+        .args(["purge-chain", "--chain", "dev", "-y", "--base-path"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    node.restart(&[]).await.unwrap();
+    let rpc = node.client().await.unwrap();
+    wait_for_height(&rpc, 1).await;
+}
+
+/// Sends a chunked POST of `total` bytes while reading the reply (the server may answer and
+/// close before the body is all sent).
+async fn chunked_post(port: u16, total: usize) -> HttpReply {
+    let s = connect_from(loopback(1), port).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let writer = tokio::spawn(async move {
+        let head = "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+        wr.write_all(head.as_bytes()).await?;
+        let chunk = vec![b' '; 64 * 1024];
+        let mut sent = 0;
+        while sent < total {
+            wr.write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+                .await?;
+            wr.write_all(&chunk).await?;
+            wr.write_all(b"\r\n").await?;
+            sent += chunk.len();
+        }
+        wr.write_all(b"0\r\n\r\n").await
+    });
+    let mut raw = Vec::new();
+    let _ = tokio::time::timeout(HTTP_TIMEOUT, async {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = rd.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            raw.extend_from_slice(&buf[..n]);
+            if parse_reply(&raw).status != 0 && raw.windows(4).any(|w| w == b"\r\n\r\n") {
+                let reply = parse_reply(&raw);
+                if !reply.body.is_empty() {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
+    writer.abort();
+    parse_reply(&raw)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_errors() {
+    let _serial = serial().await;
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &[]).await.unwrap();
+    let port = node.rpc_port;
+    for id in [r#"{"a":1}"#, "1e400", "[1]"] {
+        let body = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"system_health","params":[]}}"#);
+        let reply = http_post(loopback(1), port, &body).await.unwrap();
+        let v: serde_json::Value = serde_json::from_str(&reply.body)
+            .unwrap_or_else(|e| panic!("id {id}: {e}: {:?}", reply.body));
+        assert_eq!(v["error"]["code"], -32600, "id {id}: {}", reply.body);
+        assert!(v["id"].is_null(), "id {id}: {}", reply.body);
+    }
+    // In a batch, the good call is answered and the bad one gets -32600.
+    let batch = r#"[{"jsonrpc":"2.0","id":7,"method":"system_health","params":[]},{"jsonrpc":"2.0","id":{},"method":"system_health","params":[]}]"#;
+    let reply = http_post(loopback(1), port, batch).await.unwrap();
+    let v: Vec<serde_json::Value> = serde_json::from_str(&reply.body).unwrap();
+    assert_eq!(v.len(), 2, "{}", reply.body);
+    assert!(v.iter().any(|a| a["id"] == 7 && a.get("result").is_some()));
+    assert!(v.iter().any(|a| a["error"]["code"] == -32600));
+    // A normal call still works.
+    let ok = http_post(
+        loopback(1),
+        port,
+        r#"{"jsonrpc":"2.0","id":1,"method":"system_health","params":[]}"#,
+    )
+    .await
+    .unwrap();
+    assert!(ok.body.contains("\"result\""), "{}", ok.body);
+
+    // A chunked body past the 2 MiB limit: 413, not 500.
+    let reply = chunked_post(port, 3 * 1024 * 1024).await;
+    assert_eq!(reply.status, 413, "{}", reply.body);
+
+    // Garbage to Prometheus: 400; the real request still works.
+    let garbage = http_raw(
+        loopback(1),
+        node.prometheus_port,
+        b"\x16\x03\x01garbage\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(garbage.status, 400, "{}", garbage.body);
+    let metrics = http_raw(
+        loopback(1),
+        node.prometheus_port,
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(metrics.status, 200);
+    assert!(
+        metrics.body.contains("weft_block_height"),
+        "{}",
+        metrics.body
+    );
 }

@@ -25,6 +25,8 @@ use jsonrpsee::server::HttpBody;
 use serde_json::value::RawValue;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use tower::{Service, ServiceExt};
 
@@ -107,12 +109,30 @@ fn json(body: String) -> Response<HttpBody> {
 #[derive(Clone)]
 pub struct Screen<S> {
     inner: S,
+    busy: Arc<AtomicUsize>,
 }
 
 impl<S> Screen<S> {
-    /// Screens requests to `inner`.
-    pub fn new(inner: S) -> Self {
-        Screen { inner }
+    /// Screens requests to `inner`, counting those in flight in `busy` (the connection's
+    /// idle timer does not fire while one is).
+    pub fn new(inner: S, busy: Arc<AtomicUsize>) -> Self {
+        Screen { inner, busy }
+    }
+}
+
+/// Counts one request in flight until dropped.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn new(busy: &Arc<AtomicUsize>) -> Self {
+        busy.fetch_add(1, Ordering::Relaxed);
+        InFlight(busy.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -134,7 +154,9 @@ where
 
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
         let inner = self.inner.clone();
+        let in_flight = InFlight::new(&self.busy);
         Box::pin(async move {
+            let _in_flight = in_flight;
             let upgrade = req.headers().contains_key(hyper::header::UPGRADE);
             if upgrade || req.method() != hyper::Method::POST {
                 return inner.oneshot(req.map(HttpBody::new)).await;

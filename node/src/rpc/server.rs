@@ -16,6 +16,8 @@
 //!   between HTTP requests and on an upgraded WebSocket alike. The server pings WebSocket
 //!   clients every half timeout; their pongs are bytes, so a live client that only listens
 //!   to subscriptions stays connected, while a socket that never reads nor writes is closed.
+//!   An HTTP call being answered (e.g. an inference request waiting for its payment) is not
+//!   idleness: the timer waits while one is in flight on the connection.
 //!
 //! Each HTTP request is screened on its way in ([`super::screen`]).
 //!
@@ -33,6 +35,7 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -121,6 +124,8 @@ impl Drop for IpPermit {
 struct Guarded {
     inner: TcpStream,
     idle: Duration,
+    /// HTTP requests in flight on this connection (a long call is not idleness).
+    busy: Arc<AtomicUsize>,
     deadline: Pin<Box<Sleep>>,
     _global: OwnedSemaphorePermit,
     _ip: IpPermit,
@@ -144,6 +149,13 @@ impl AsyncRead for Guarded {
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => match this.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) if this.busy.load(Ordering::Relaxed) > 0 => {
+                    // A call is being answered: wait another period (and register the timer).
+                    let next = Instant::now() + this.idle;
+                    this.deadline.as_mut().reset(next);
+                    let _ = this.deadline.as_mut().poll(cx);
+                    Poll::Pending
+                }
                 Poll::Ready(()) => {
                     tracing::debug!(idle = ?this.idle, "closing an idle RPC connection");
                     Poll::Ready(Err(io::Error::new(
@@ -240,9 +252,11 @@ pub fn serve(
                 continue;
             };
             let _ = socket.set_nodelay(true);
+            let busy = Arc::new(AtomicUsize::new(0));
             let io = Guarded {
                 inner: socket,
                 idle: limits.idle_timeout,
+                busy: busy.clone(),
                 deadline: Box::pin(tokio::time::sleep(limits.idle_timeout)),
                 _global: global_permit,
                 _ip: ip_permit,
@@ -251,6 +265,7 @@ pub fn serve(
                 svc_builder
                     .clone()
                     .build(methods.clone(), stop_handle.clone()),
+                busy,
             );
             let stopped = stop_handle.clone().shutdown();
             tokio::spawn(async move {
@@ -261,4 +276,73 @@ pub fn serve(
         }
     });
     server_handle
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonrpsee::RpcModule;
+    use tokio::io::AsyncReadExt;
+
+    async fn start(limits: Limits) -> SocketAddr {
+        let mut module = RpcModule::new(());
+        module
+            .register_async_method("slow", |_, _, _| async {
+                tokio::time::sleep(Duration::from_millis(1_500)).await;
+                "done"
+            })
+            .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let handle = serve(listener, ServerConfig::builder().build(), module, limits);
+        // Keep the server running for the test's lifetime.
+        std::mem::forget(handle);
+        addr
+    }
+
+    #[tokio::test]
+    async fn silent_connections_close_but_long_calls_finish() {
+        let idle = Duration::from_millis(500);
+        let addr = start(Limits {
+            max_connections: 8,
+            max_per_ip: 2,
+            idle_timeout: idle,
+        })
+        .await;
+        // A connection that sends nothing is closed after the idle timeout.
+        let started = std::time::Instant::now();
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(10), silent.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+        assert!(started.elapsed() >= idle);
+        drop(silent);
+        // A call that takes three idle periods is answered.
+        let body = r#"{"jsonrpc":"2.0","id":1,"method":"slow","params":[]}"#;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let req = format!(
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut out))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(out.contains("\"done\""), "{out}");
+        // The per-IP cap: two held, the third refused with 429.
+        let _a = TcpStream::connect(addr).await.unwrap();
+        let _b = TcpStream::connect(addr).await.unwrap();
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        let mut out = String::new();
+        tokio::time::timeout(Duration::from_secs(10), c.read_to_string(&mut out))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(out.starts_with("HTTP/1.1 429 "), "{out}");
+    }
 }

@@ -160,7 +160,6 @@ pub async fn start(
         .max_subscriptions_per_connection(MAX_SUBSCRIPTIONS_PER_CONNECTION)
         .set_batch_request_config(BatchRequestConfig::Limit(MAX_BATCH_LEN))
         .max_connections(limits.max_connections)
-        .set_first_request_timeout(Some(limits.idle_timeout))
         .enable_ws_ping(ping)
         .build();
     let listener = tokio::net::TcpListener::bind(addr).await?;

@@ -11,6 +11,7 @@
 //!   4 WebSocket handshakes and goes silent; its fifth connection gets 429 while a client at
 //!   127.0.0.3 is served. Attackers at four addresses then take all 16 places: a newcomer
 //!   gets 429 until the idle timeout closes them, within a bound, after which it is served.
+//!   A jsonrpsee client that sends nothing but answers pings stays connected throughout.
 //! * `a_damaged_write_ahead_log_stops_the_node_instead_of_rolling_back`: SIGKILL at a
 //!   finalized block ≥ #6, cut the newest rocksdb `*.log` 2,000 bytes short (moved off a record
 //!   boundary, so the damage is visible in the log's framing), restart: the node refuses to
@@ -306,6 +307,9 @@ async fn idle_websockets_do_not_lock_out_others() {
     .unwrap();
     let port = node.rpc_port;
     let health = r#"{"jsonrpc":"2.0","id":1,"method":"system_health","params":[]}"#;
+    // A real client that sends nothing but answers the server's pings (jsonrpsee does).
+    let quiet = node.client().await.unwrap();
+    let quiet_since = Instant::now();
 
     // --- one attacker address: its 4 places, then 429; others are still served ----------
     let mut idle = Vec::new();
@@ -383,6 +387,12 @@ async fn idle_websockets_do_not_lock_out_others() {
     );
     eprintln!("newcomer served {waited:?} after the server was full (idle timeout 2 s)");
     drop(all);
+    // The quiet but live client outlived several idle timeouts.
+    assert!(quiet_since.elapsed() > Duration::from_secs(4));
+    quiet
+        .system_health()
+        .await
+        .expect("a client that answers pings stays connected");
     // And the node still works for a normal client.
     let rpc = node.client().await.unwrap();
     wait_for_height(&rpc, 2).await;

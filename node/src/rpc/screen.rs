@@ -25,7 +25,7 @@ use jsonrpsee::server::HttpBody;
 use serde_json::value::RawValue;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tower::{Service, ServiceExt};
@@ -110,13 +110,19 @@ fn json(body: String) -> Response<HttpBody> {
 pub struct Screen<S> {
     inner: S,
     busy: Arc<AtomicUsize>,
+    websocket: Arc<AtomicBool>,
 }
 
 impl<S> Screen<S> {
     /// Screens requests to `inner`, counting those in flight in `busy` (the connection's
-    /// idle timer does not fire while one is).
-    pub fn new(inner: S, busy: Arc<AtomicUsize>) -> Self {
-        Screen { inner, busy }
+    /// idle timer does not fire while one is) and raising `websocket` on an upgrade request
+    /// (from then on the connection's bytes are WebSocket frames, see [`super::frames`]).
+    pub fn new(inner: S, busy: Arc<AtomicUsize>, websocket: Arc<AtomicBool>) -> Self {
+        Screen {
+            inner,
+            busy,
+            websocket,
+        }
     }
 }
 
@@ -155,9 +161,14 @@ where
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
         let inner = self.inner.clone();
         let in_flight = InFlight::new(&self.busy);
+        let websocket = self.websocket.clone();
         Box::pin(async move {
             let _in_flight = in_flight;
             let upgrade = req.headers().contains_key(hyper::header::UPGRADE);
+            if upgrade {
+                // A client sends frames only after the 101 answer to this request.
+                websocket.store(true, Ordering::Relaxed);
+            }
             if upgrade || req.method() != hyper::Method::POST {
                 return inner.oneshot(req.map(HttpBody::new)).await;
             }

@@ -19,14 +19,18 @@
 //!   An HTTP call being answered (e.g. an inference request waiting for its payment) is not
 //!   idleness: the timer waits while one is in flight on the connection.
 //!
-//! Each HTTP request is screened on its way in ([`super::screen`]).
+//! Each HTTP request is screened on its way in ([`super::screen`]), and on an upgraded
+//! WebSocket the client's frame headers are followed ([`super::frames`]) so that a
+//! fragmented message past the request limit closes the connection at once.
 //!
 //! A connection over a cap is answered `429 Too Many Requests` and closed at once, without
 //! reading its request. The permits travel inside the socket wrapper ([`Guarded`]), which
 //! hyper hands on to the WebSocket task on upgrade, so a permit lives exactly as long as the
 //! TCP connection.
 
+use super::frames::FrameMeter;
 use super::screen::Screen;
+use super::MAX_REQUEST_BYTES;
 use jsonrpsee::server::{
     serve_with_graceful_shutdown, stop_channel, Methods, Server, ServerConfig, ServerHandle,
 };
@@ -35,7 +39,7 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -126,6 +130,9 @@ struct Guarded {
     idle: Duration,
     /// HTTP requests in flight on this connection (a long call is not idleness).
     busy: Arc<AtomicUsize>,
+    /// Raised once the connection is upgraded to a WebSocket; then `frames` follows it.
+    websocket: Arc<AtomicBool>,
+    frames: FrameMeter,
     deadline: Pin<Box<Sleep>>,
     _global: OwnedSemaphorePermit,
     _ip: IpPermit,
@@ -144,6 +151,12 @@ impl AsyncRead for Guarded {
                 if buf.filled().len() > before {
                     let next = Instant::now() + this.idle;
                     this.deadline.as_mut().reset(next);
+                    if this.websocket.load(Ordering::Relaxed) {
+                        if let Err(e) = this.frames.feed(&buf.filled()[before..]) {
+                            tracing::debug!(error = %e, "closing an RPC WebSocket");
+                            return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e)));
+                        }
+                    }
                 }
                 Poll::Ready(Ok(()))
             }
@@ -253,10 +266,13 @@ pub fn serve(
             };
             let _ = socket.set_nodelay(true);
             let busy = Arc::new(AtomicUsize::new(0));
+            let websocket = Arc::new(AtomicBool::new(false));
             let io = Guarded {
                 inner: socket,
                 idle: limits.idle_timeout,
                 busy: busy.clone(),
+                websocket: websocket.clone(),
+                frames: FrameMeter::new(u64::from(MAX_REQUEST_BYTES)),
                 deadline: Box::pin(tokio::time::sleep(limits.idle_timeout)),
                 _global: global_permit,
                 _ip: ip_permit,
@@ -266,6 +282,7 @@ pub fn serve(
                     .clone()
                     .build(methods.clone(), stop_handle.clone()),
                 busy,
+                websocket,
             );
             let stopped = stop_handle.clone().shutdown();
             tokio::spawn(async move {

@@ -18,8 +18,9 @@
 //!   start, says the database is damaged and how to recover (`purge-chain`), and after
 //!   `purge-chain -y` it starts again from genesis.
 //! * `malformed_requests_get_errors`: a call whose id is an object or `1e400` gets -32600
-//!   (it got the body `null`), a chunked body past 2 MiB gets 413 (it got 500), and garbage
-//!   sent to the Prometheus port gets 400 (it got 200).
+//!   (it got the body `null`), a chunked body past 2 MiB gets 413 (it got 500), a WebSocket
+//!   message in continuation frames past 2 MiB closes the connection (it hung, unanswered),
+//!   and garbage sent to the Prometheus port gets 400 (it got 200).
 //!
 //! Linux routes all of 127.0.0.0/8 to the loopback device, so a test can speak from several
 //! source addresses without leaving the machine.
@@ -566,6 +567,36 @@ async fn malformed_requests_get_errors() {
     // A chunked body past the 2 MiB limit: 413, not 500.
     let reply = chunked_post(port, 3 * 1024 * 1024).await;
     assert_eq!(reply.status, 413, "{}", reply.body);
+
+    // A WebSocket message in 16 KiB continuation frames past 2 MiB: the connection is closed
+    // at once (it was left hanging with no answer and no close).
+    let mut ws = ws_handshake(loopback(1), port).await.unwrap().unwrap();
+    let masked = |opcode: u8, fin: bool, payload: &[u8]| {
+        let mut f = vec![(if fin { 0x80 } else { 0 }) | opcode, 0x80 | 126];
+        f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+        f.extend_from_slice(&[0, 0, 0, 0]); // a zero mask leaves the payload as it is
+        f.extend_from_slice(payload);
+        f
+    };
+    let piece = vec![b' '; 16 * 1024];
+    let started = Instant::now();
+    let mut frames = masked(
+        1,
+        false,
+        br#"{"jsonrpc":"2.0","id":1,"method":"system_health","x":""#,
+    );
+    for _ in 0..200 {
+        frames.extend(masked(0, false, &piece));
+    }
+    let _ = ws.write_all(&frames).await; // may fail once the server has closed
+                                         // Well before the 60 s idle timeout, which would otherwise be what closes it.
+    let took = closed_within(ws, Duration::from_secs(10))
+        .await
+        .expect("the oversized fragmented message closes the connection within 10 s");
+    eprintln!(
+        "fragmented 3.2 MiB message: closed {took:?} after the last write, {:?} after the first",
+        started.elapsed()
+    );
 
     // Garbage to Prometheus: 400; the real request still works.
     let garbage = http_raw(

@@ -91,9 +91,26 @@ pub struct RunArgs {
     /// Time between blocks (dev engine), e.g. 1s or 200ms.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub block_time: Duration,
-    /// Most transactions kept in the pool.
+    /// Most transactions kept in the pool; when full, a newcomer that pays more per byte
+    /// evicts the cheapest.
     #[arg(long, default_value_t = 65_536)]
     pub pool_limit: usize,
+    /// Most transactions one sender may have queued in the pool.
+    #[arg(long, default_value_t = crate::pool::DEFAULT_MAX_PER_SENDER)]
+    pub pool_max_per_sender: usize,
+    /// Blocks after which a transaction still waiting for an earlier nonce is dropped.
+    #[arg(long, default_value_t = crate::pool::DEFAULT_FUTURE_TTL, value_name = "BLOCKS")]
+    pub pool_future_ttl: u64,
+    /// Most simultaneous JSON-RPC connections (HTTP and WebSocket).
+    #[arg(long, default_value_t = crate::rpc::DEFAULT_MAX_CONNECTIONS)]
+    pub rpc_max_connections: u32,
+    /// Most simultaneous JSON-RPC connections from one IP address (keeps room for others).
+    #[arg(long, default_value_t = crate::rpc::DEFAULT_MAX_CONNECTIONS_PER_IP)]
+    pub rpc_max_connections_per_ip: u32,
+    /// Close a JSON-RPC connection (handshake included) that sends nothing for this long;
+    /// WebSocket clients are pinged at half this interval, and a pong counts as activity.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub rpc_idle_timeout: Duration,
     /// Log filter, e.g. `info` or `weft_node=debug`.
     #[arg(long, short = 'l', default_value = "info")]
     pub log: String,

@@ -1,11 +1,29 @@
 //! The transaction pool.
 //!
 //! Admission: a submitted extrinsic is size-checked, decoded, and validated against the best
-//! state by the runtime (format, validity window, signature, nonce not stale, fee payable).
-//! Only then is it stored. Per sender, transactions are kept ordered by nonce; a transaction
-//! is *ready* when its nonce is the account's next nonce or directly follows a ready one, and
-//! *future* otherwise. A second transaction with the same sender and nonce replaces the first
-//! only if it tips more.
+//! state by the runtime (format, validity window, signature, nonce not stale and at most
+//! [`MAX_FUTURE_NONCES`](weft_runtime::limits::MAX_FUTURE_NONCES) ahead, fee payable now, for
+//! future nonces too). Only then is it stored. Per sender, transactions are kept ordered by
+//! nonce; a transaction is *ready* when its nonce is the account's next nonce or directly
+//! follows a ready one, and *future* otherwise. A second transaction with the same sender and
+//! nonce replaces the first only if it tips more.
+//!
+//! Nobody fills the pool for free (issue 10). Three bounds, checked in this order:
+//!
+//! * **Fees of the queue**: a sender's queued transactions (from its account nonce on) plus
+//!   the newcomer must together cost at most what the sender can pay in fees now
+//!   ([`weft_runtime::balances::fee_budget`]); each costs its length fee plus its tip. An
+//!   account without funds queues nothing; one with funds for `k` fees queues at most `k`.
+//! * **Per-sender quota**: at most [`PoolConfig::max_per_sender`] (default
+//!   [`DEFAULT_MAX_PER_SENDER`] = 64, the runtime's future-nonce window) queued per sender.
+//! * **Capacity with eviction**: when the pool holds [`PoolConfig::capacity`] transactions, a
+//!   newcomer evicts the *cheapest* transaction if it pays strictly more per byte. Only the
+//!   last (highest-nonce) transaction of each sender is evictable, so eviction never opens a
+//!   nonce gap; among those the cheapest is the lowest tip per byte (tip × 2²⁰ / length), and
+//!   among equals the newest (the one admitted last) goes first, so older transactions keep
+//!   their place. A newcomer that does not pay more than the cheapest is refused
+//!   ([`PoolError::Full`]). The evictable set is an ordered index, so an eviction costs
+//!   `O(log n)`. The newcomer's own sender is never its victim.
 //!
 //! Block candidates: for each sender, the ready run of consecutive nonces; runs are merged by
 //! the tip of their next transaction, so nonce order per sender is kept while higher tips go
@@ -13,11 +31,16 @@
 //!
 //! After each block: included transactions leave the pool (watchers hear `inBlock` and, when
 //! the block is final, `finalized`); the rest are rechecked cheaply (nonce, validity window):
-//! stale ones are `invalid`, expired ones `dropped`.
+//! stale ones are `invalid`, expired ones `dropped`. A *future* transaction (immortal ones
+//! included) that has waited [`PoolConfig::future_ttl`] blocks (default
+//! [`DEFAULT_FUTURE_TTL`] = 600, 10 minutes at one block a second) for its earlier nonces is
+//! `dropped` as well, so junk that can never become ready does not stay forever. Evicted
+//! transactions' watchers hear `dropped` too.
 
 use crate::chain::Candidate;
 use parity_scale_codec::Decode;
-use std::collections::{BTreeMap, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 use tokio::sync::mpsc;
 use weft_primitives::storage::StateReader;
@@ -44,12 +67,52 @@ pub enum PoolError {
     /// Same sender and nonce with an equal or higher tip already in the pool.
     #[error("a transaction with the same nonce and an equal or higher tip is in the pool")]
     TooLowPriority,
-    /// The pool is full.
-    #[error("transaction pool is full ({0} transactions)")]
+    /// The pool is full and the newcomer pays no more per byte than the cheapest transaction.
+    #[error("transaction pool is full ({0} transactions) and this one pays no more per byte than the cheapest")]
     Full(usize),
+    /// The sender's queued transactions and this one cost more than it can pay in fees.
+    #[error("the sender cannot pay the fees of its {queued} queued transactions and this one ({needed} needed, {available} available)")]
+    CannotPayQueued {
+        /// Transactions of the sender already queued.
+        queued: usize,
+        /// Their fees and tips plus this one's.
+        needed: Balance,
+        /// What the sender can pay in fees now.
+        available: Balance,
+    },
+    /// The sender already has as many queued transactions as one sender may.
+    #[error("the sender already has {0} transactions in the pool (the per-sender limit)")]
+    SenderQuota(usize),
     /// The state could not be read.
     #[error("state unavailable: {0}")]
     State(String),
+}
+
+/// Queued transactions per sender by default (the runtime's future-nonce window).
+pub const DEFAULT_MAX_PER_SENDER: usize = 64;
+/// Blocks a future transaction may wait for its earlier nonces by default.
+pub const DEFAULT_FUTURE_TTL: BlockNumber = 600;
+
+/// The pool's bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolConfig {
+    /// Most transactions in the pool.
+    pub capacity: usize,
+    /// Most queued transactions of one sender.
+    pub max_per_sender: usize,
+    /// Blocks after which a transaction that is still future is dropped.
+    pub future_ttl: BlockNumber,
+}
+
+impl PoolConfig {
+    /// `capacity` with the default per-sender quota and future lifetime.
+    pub fn with_capacity(capacity: usize) -> Self {
+        PoolConfig {
+            capacity,
+            max_per_sender: DEFAULT_MAX_PER_SENDER,
+            future_ttl: DEFAULT_FUTURE_TTL,
+        }
+    }
 }
 
 struct PoolTx {
@@ -59,6 +122,21 @@ struct PoolTx {
     nonce: Nonce,
     priority: Balance,
     valid_until: BlockNumber,
+    /// Length fee plus tip.
+    fee: Balance,
+    /// Tip × 2²⁰ / encoded length: the eviction order.
+    per_byte: Balance,
+    /// Admission order (larger is newer).
+    seq: u64,
+    /// Best block number when admitted.
+    admitted_at: BlockNumber,
+}
+
+/// Eviction order: cheapest per byte first, then newest first.
+type EvictKey = (Balance, Reverse<u64>, Hash);
+
+fn per_byte(tip: Balance, len: usize) -> Balance {
+    tip.saturating_mul(1 << 20) / (len.max(1) as Balance)
 }
 
 #[derive(Default)]
@@ -66,6 +144,12 @@ struct Inner {
     by_hash: HashMap<Hash, PoolTx>,
     by_sender: BTreeMap<AccountId, BTreeMap<Nonce, Hash>>,
     watchers: HashMap<Hash, Vec<mpsc::UnboundedSender<TransactionStatus>>>,
+    /// The last transaction of each sender, in eviction order.
+    tails: BTreeSet<EvictKey>,
+    /// Next admission sequence number.
+    seq: u64,
+    /// The best block number the pool last heard of.
+    best_number: BlockNumber,
 }
 
 impl Inner {
@@ -78,7 +162,32 @@ impl Inner {
         }
     }
 
+    fn tail_key(&self, sender: &AccountId) -> Option<EvictKey> {
+        let hash = self.by_sender.get(sender)?.values().next_back()?;
+        let tx = self.by_hash.get(hash)?;
+        Some((tx.per_byte, Reverse(tx.seq), *hash))
+    }
+
+    fn insert(&mut self, hash: Hash, tx: PoolTx) {
+        let sender = tx.sender;
+        if let Some(k) = self.tail_key(&sender) {
+            self.tails.remove(&k);
+        }
+        self.by_sender
+            .entry(sender)
+            .or_default()
+            .insert(tx.nonce, hash);
+        self.by_hash.insert(hash, tx);
+        if let Some(k) = self.tail_key(&sender) {
+            self.tails.insert(k);
+        }
+    }
+
     fn remove(&mut self, hash: &Hash) -> Option<PoolTx> {
+        let sender = self.by_hash.get(hash)?.sender;
+        if let Some(k) = self.tail_key(&sender) {
+            self.tails.remove(&k);
+        }
         let tx = self.by_hash.remove(hash)?;
         if let Some(m) = self.by_sender.get_mut(&tx.sender) {
             m.remove(&tx.nonce);
@@ -86,14 +195,25 @@ impl Inner {
                 self.by_sender.remove(&tx.sender);
             }
         }
+        if let Some(k) = self.tail_key(&sender) {
+            self.tails.insert(k);
+        }
         Some(tx)
+    }
+
+    /// The cheapest evictable transaction not sent by `sender`.
+    fn cheapest_other_than(&self, sender: &AccountId) -> Option<(Balance, Hash)> {
+        self.tails
+            .iter()
+            .find(|(_, _, h)| self.by_hash.get(h).is_some_and(|t| t.sender != *sender))
+            .map(|(per_byte, _, h)| (*per_byte, *h))
     }
 }
 
 /// The pool.
 pub struct Pool {
     inner: Mutex<Inner>,
-    capacity: usize,
+    config: PoolConfig,
 }
 
 /// What a successful submission returns.
@@ -106,11 +226,17 @@ pub struct Submitted {
 }
 
 impl Pool {
-    /// A pool holding at most `capacity` transactions.
+    /// A pool holding at most `capacity` transactions, with the default per-sender quota and
+    /// future lifetime.
     pub fn new(capacity: usize) -> Self {
+        Self::with_config(PoolConfig::with_capacity(capacity))
+    }
+
+    /// A pool with the given bounds.
+    pub fn with_config(config: PoolConfig) -> Self {
         Pool {
             inner: Mutex::new(Inner::default()),
-            capacity,
+            config,
         }
     }
 
@@ -156,12 +282,12 @@ impl Pool {
             ApplyError::Storage(s) => PoolError::State(s.to_string()),
         })?;
         let mut inner = self.lock();
-        if let Some(existing) = inner
+        let replaced = inner
             .by_sender
             .get(&valid.sender)
             .and_then(|m| m.get(&valid.nonce))
-            .copied()
-        {
+            .copied();
+        if let Some(existing) = replaced {
             let existing_priority = inner
                 .by_hash
                 .get(&existing)
@@ -170,11 +296,45 @@ impl Pool {
             if existing_priority >= valid.priority {
                 return Err(PoolError::TooLowPriority);
             }
+        }
+        // The sender's queue (without the one this replaces) must stay payable and in quota.
+        let (queued, queued_fees) = inner
+            .by_sender
+            .get(&valid.sender)
+            .map(|m| {
+                m.range(valid.account_nonce..)
+                    .filter(|(n, _)| **n != valid.nonce)
+                    .filter_map(|(_, h)| inner.by_hash.get(h))
+                    .fold((0usize, 0 as Balance), |(c, f), t| {
+                        (c + 1, f.saturating_add(t.fee))
+                    })
+            })
+            .unwrap_or((0, 0));
+        let needed = queued_fees.saturating_add(valid.fee);
+        if needed > valid.fee_budget {
+            return Err(PoolError::CannotPayQueued {
+                queued,
+                needed,
+                available: valid.fee_budget,
+            });
+        }
+        if queued >= self.config.max_per_sender {
+            return Err(PoolError::SenderQuota(queued));
+        }
+        let newcomer_per_byte = per_byte(valid.priority, bytes.len());
+        if replaced.is_none() && inner.by_hash.len() >= self.config.capacity {
+            match inner.cheapest_other_than(&valid.sender) {
+                Some((cheapest, victim)) if cheapest < newcomer_per_byte => {
+                    inner.remove(&victim);
+                    inner.notify(&victim, TransactionStatus::Dropped, true);
+                    tracing::debug!(%victim, "pool full: evicted the cheapest transaction");
+                }
+                _ => return Err(PoolError::Full(self.config.capacity)),
+            }
+        }
+        if let Some(existing) = replaced {
             inner.remove(&existing);
             inner.notify(&existing, TransactionStatus::Dropped, true);
-        }
-        if inner.by_hash.len() >= self.capacity {
-            return Err(PoolError::Full(self.capacity));
         }
         let ready = {
             let queued = inner.by_sender.get(&valid.sender);
@@ -184,12 +344,10 @@ impl Pool {
             }
             valid.nonce <= next
         };
-        inner
-            .by_sender
-            .entry(valid.sender)
-            .or_default()
-            .insert(valid.nonce, hash);
-        inner.by_hash.insert(
+        let seq = inner.seq;
+        inner.seq += 1;
+        let admitted_at = inner.best_number;
+        inner.insert(
             hash,
             PoolTx {
                 extrinsic,
@@ -198,6 +356,10 @@ impl Pool {
                 nonce: valid.nonce,
                 priority: valid.priority,
                 valid_until: valid.valid_until,
+                fee: valid.fee,
+                per_byte: newcomer_per_byte,
+                seq,
+                admitted_at,
             },
         );
         if let Some(w) = watcher {
@@ -293,19 +455,30 @@ impl Pool {
             inner.remove(h);
             inner.notify(h, TransactionStatus::Invalid, true);
         }
+        inner.best_number = number;
+        let ttl = self.config.future_ttl;
         let mut stale = Vec::new();
         let mut expired = Vec::new();
         for (sender, txs) in &inner.by_sender {
             let nonce = balances::account(state, sender)
                 .map(|a| a.nonce)
                 .unwrap_or(0);
+            // The ready run goes from the account's nonce through consecutive nonces.
+            let mut next_ready = nonce;
             for (n, h) in txs {
                 if *n < nonce {
                     stale.push(*h);
-                } else if inner
-                    .by_hash
-                    .get(h)
-                    .is_some_and(|t| t.valid_until <= number)
+                    continue;
+                }
+                let ready = *n == next_ready;
+                if ready {
+                    next_ready += 1;
+                }
+                let Some(t) = inner.by_hash.get(h) else {
+                    continue;
+                };
+                if t.valid_until <= number
+                    || (!ready && number.saturating_sub(t.admitted_at) >= ttl)
                 {
                     expired.push(*h);
                 }
@@ -440,5 +613,160 @@ mod tests {
             TransactionStatus::Finalized(Hash([1; 32]))
         );
         assert!(pool.is_empty());
+    }
+
+    /// A funded account with exactly `fees` fees' worth of budget above the existential
+    /// deposit (fees of remark transactions as [`xt`] builds them).
+    fn fund(state: &mut MemoryState, who: &Keypair, amount: Balance) {
+        let key = balances::ACCOUNTS.key(&who.account_id());
+        let mut info = balances::account(&*state, &who.account_id()).unwrap();
+        info.free = amount;
+        state.entries.insert(key, info.encode());
+    }
+
+    fn remark_fee(k: &Keypair, nonce: u64, tip: u128, genesis: Hash) -> Balance {
+        weft_runtime::fees::fee_for_length(xt(k, nonce, tip, genesis).len()) + tip
+    }
+
+    #[test]
+    fn an_unfunded_sender_queues_nothing_and_a_funded_one_only_what_it_can_pay() {
+        let (mut state, _alice, genesis) = setup();
+        let pool = Pool::new(1000);
+        // Never funded: not even a future nonce gets in (it did before: issue 10).
+        let nobody = Keypair::from_suri("//Nobody").unwrap();
+        for nonce in [0, 1, 5, 64] {
+            let v = |x: &Extrinsic, l: usize| validate_transaction(&state, 0, genesis, x, l);
+            assert_eq!(
+                pool.submit(&xt(&nobody, nonce, 0, genesis), v, None),
+                Err(PoolError::Invalid(InvalidTransaction::CannotPayFees)),
+                "nonce {nonce}"
+            );
+        }
+        assert!(pool.is_empty());
+        // Funded for three fees (plus the existential deposit of 1): three queue, the fourth
+        // is refused whatever its nonce.
+        let carol = Keypair::from_suri("//Carol").unwrap();
+        let fee = remark_fee(&carol, 1, 0, genesis);
+        fund(&mut state, &carol, 3 * fee + 1);
+        for nonce in [1, 2, 3] {
+            let v = |x: &Extrinsic, l: usize| validate_transaction(&state, 0, genesis, x, l);
+            pool.submit(&xt(&carol, nonce, 0, genesis), v, None)
+                .unwrap();
+        }
+        let v = |x: &Extrinsic, l: usize| validate_transaction(&state, 0, genesis, x, l);
+        assert!(matches!(
+            pool.submit(&xt(&carol, 4, 0, genesis), v, None),
+            Err(PoolError::CannotPayQueued { queued: 3, .. })
+        ));
+        assert_eq!(pool.len(), 3);
+    }
+
+    #[test]
+    fn one_sender_is_held_to_its_quota() {
+        let (state, alice, genesis) = setup();
+        let pool = Pool::with_config(PoolConfig {
+            capacity: 100,
+            max_per_sender: 4,
+            future_ttl: DEFAULT_FUTURE_TTL,
+        });
+        for nonce in 0..4 {
+            let v = |x: &Extrinsic, l: usize| validate_transaction(&state, 0, genesis, x, l);
+            pool.submit(&xt(&alice, nonce, 0, genesis), v, None)
+                .unwrap();
+        }
+        let v = |x: &Extrinsic, l: usize| validate_transaction(&state, 0, genesis, x, l);
+        assert_eq!(
+            pool.submit(&xt(&alice, 4, 0, genesis), v, None),
+            Err(PoolError::SenderQuota(4))
+        );
+        // Replacing a queued one with a higher tip is not one more.
+        let v = |x: &Extrinsic, l: usize| validate_transaction(&state, 0, genesis, x, l);
+        pool.submit(&xt(&alice, 3, 9, genesis), v, None).unwrap();
+        assert_eq!(pool.len(), 4);
+    }
+
+    #[test]
+    fn a_full_pool_evicts_the_cheapest_newest_tail_for_a_better_newcomer() {
+        let (mut state, alice, genesis) = setup();
+        let pool = Pool::new(3);
+        let (bob, carol, dave) = (
+            Keypair::from_suri("//Bob").unwrap(),
+            Keypair::from_suri("//Carol").unwrap(),
+            Keypair::from_suri("//Dave").unwrap(),
+        );
+        for k in [&bob, &carol, &dave] {
+            fund(&mut state, k, 1 << 70);
+        }
+        // Bob 0 (tip 5), Bob 1 (tip 0), Carol 0 (tip 0): the pool is full.
+        let mut watch = Vec::new();
+        for (k, nonce, tip) in [(&bob, 0, 5), (&bob, 1, 0), (&carol, 0, 0)] {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let v = |x: &Extrinsic, l: usize| validate_transaction(&state, 0, genesis, x, l);
+            pool.submit(&xt(k, nonce, tip, genesis), v, Some(tx))
+                .unwrap();
+            watch.push(rx);
+        }
+        // Not better than the cheapest (tip 0): refused.
+        let v = |x: &Extrinsic, l: usize| validate_transaction(&state, 0, genesis, x, l);
+        assert_eq!(
+            pool.submit(&xt(&dave, 0, 0, genesis), v, None),
+            Err(PoolError::Full(3))
+        );
+        // Better: evicts a tail with tip 0. Bob 1 and Carol 0 tie; Carol's is newer.
+        let v = |x: &Extrinsic, l: usize| validate_transaction(&state, 0, genesis, x, l);
+        pool.submit(&xt(&dave, 0, 1, genesis), v, None).unwrap();
+        assert_eq!(pool.len(), 3);
+        assert_eq!(watch[2].try_recv().unwrap(), TransactionStatus::Ready);
+        assert_eq!(watch[2].try_recv().unwrap(), TransactionStatus::Dropped);
+        // Next: Bob 1 (a tail, tip 0) goes, never Bob 0 in front of it.
+        let v = |x: &Extrinsic, l: usize| validate_transaction(&state, 0, genesis, x, l);
+        pool.submit(&xt(&alice, 0, 1_000, genesis), v, None)
+            .unwrap();
+        assert_eq!(watch[1].try_recv().unwrap(), TransactionStatus::Ready);
+        assert_eq!(watch[1].try_recv().unwrap(), TransactionStatus::Dropped);
+        assert_eq!(watch[0].try_recv().unwrap(), TransactionStatus::Ready);
+        assert!(watch[0].try_recv().is_err(), "Bob 0 stays");
+        let mut nonces: Vec<(AccountId, u64)> = pool
+            .candidates(&state, 10)
+            .iter()
+            .map(|c| (c.extrinsic.signer, c.extrinsic.nonce))
+            .collect();
+        nonces.sort();
+        let mut want = vec![
+            (bob.account_id(), 0),
+            (dave.account_id(), 0),
+            (alice.account_id(), 0),
+        ];
+        want.sort();
+        assert_eq!(nonces, want);
+    }
+
+    #[test]
+    fn future_transactions_expire_after_the_ttl_and_watchers_hear_dropped() {
+        let (state, alice, genesis) = setup();
+        let pool = Pool::with_config(PoolConfig {
+            capacity: 100,
+            max_per_sender: 64,
+            future_ttl: 10,
+        });
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let v = |x: &Extrinsic, l: usize| validate_transaction(&state, 0, genesis, x, l);
+        // Nonce 5 while the account is at 0: future, and immortal.
+        assert!(
+            !pool
+                .submit(&xt(&alice, 5, 0, genesis), v, Some(tx))
+                .unwrap()
+                .ready
+        );
+        // A ready one is not touched by the bound.
+        let v = |x: &Extrinsic, l: usize| validate_transaction(&state, 0, genesis, x, l);
+        pool.submit(&xt(&alice, 0, 0, genesis), v, None).unwrap();
+        assert_eq!(rx.try_recv().unwrap(), TransactionStatus::Future);
+        pool.on_block(Hash([1; 32]), 9, false, &[], &[], &state);
+        assert_eq!(pool.len(), 2, "not yet");
+        pool.on_block(Hash([2; 32]), 10, false, &[], &[], &state);
+        assert_eq!(rx.try_recv().unwrap(), TransactionStatus::Dropped);
+        assert_eq!(pool.len(), 1);
+        assert_eq!(pool.candidates(&state, 10)[0].extrinsic.nonce, 0);
     }
 }

@@ -8,7 +8,7 @@ use crate::cli::RunArgs;
 use crate::consensus::DevEngine;
 use crate::inference::InferenceRpc;
 use crate::metrics::{self, Metrics};
-use crate::pool::Pool;
+use crate::pool::{Pool, PoolConfig};
 use crate::rpc::{self, RpcImpl};
 use anyhow::{bail, Context};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -90,7 +90,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     metrics.set_height("best", heads.best.number);
     metrics.set_height("finalized", heads.finalized.number);
-    let pool = Arc::new(Pool::new(args.pool_limit));
+    let pool = Arc::new(Pool::with_config(PoolConfig {
+        capacity: args.pool_limit,
+        max_per_sender: args.pool_max_per_sender,
+        future_ttl: args.pool_future_ttl,
+    }));
 
     let host = if args.rpc_external {
         IpAddr::V4(Ipv4Addr::UNSPECIFIED)
@@ -119,10 +123,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     .context("starting the inference network client")?;
     tokio::spawn(async move { while inference_inbound.recv().await.is_some() {} });
     let inference = InferenceRpc::new(chain.clone(), pool.clone(), metrics.clone(), inference_net);
-    let (rpc_addr, rpc_handle) =
-        rpc::start(SocketAddr::new(host, args.rpc_port), handlers, inference)
-            .await
-            .with_context(|| format!("binding the RPC port {}", args.rpc_port))?;
+    let (rpc_addr, rpc_handle) = rpc::start(
+        SocketAddr::new(host, args.rpc_port),
+        handlers,
+        inference,
+        rpc::Limits {
+            max_connections: args.rpc_max_connections,
+            max_per_ip: args.rpc_max_connections_per_ip,
+            idle_timeout: args.rpc_idle_timeout,
+        },
+    )
+    .await
+    .with_context(|| format!("binding the RPC port {}", args.rpc_port))?;
     tracing::info!("🔌 JSON-RPC on ws://{rpc_addr} and http://{rpc_addr}");
 
     let authoring = author.map(|a| {

@@ -77,6 +77,11 @@ pub struct ValidTransaction {
     pub account_nonce: Nonce,
     /// The last block height it may be included at.
     pub valid_until: BlockNumber,
+    /// What it costs its sender before dispatch: the length fee plus the tip.
+    pub fee: Balance,
+    /// What the sender can pay in fees now ([`balances::fee_budget`]); the pool admits a
+    /// sender's queued transactions only while their fees together stay within it.
+    pub fee_budget: Balance,
 }
 
 /// Why a block cannot be executed.
@@ -393,12 +398,12 @@ impl<'a> BlockBuilder<'a> {
             if xt.nonce - account.nonce > limits::MAX_FUTURE_NONCES {
                 return Err(InvalidTransaction::TooFarInFuture.into());
             }
-        } else if !balances::can_pay_fee(
-            &self.overlay,
-            &xt.signer,
-            fees::fee_for_length(encoded_len),
-            xt.tip,
-        )? {
+        }
+        // A future transaction must be payable now too: otherwise an account that never had
+        // funds could queue transactions for free (the pool then also sums the fees of
+        // everything the sender has queued against `fee_budget`).
+        let length_fee = fees::fee_for_length(encoded_len);
+        if !balances::can_pay_fee(&self.overlay, &xt.signer, length_fee, xt.tip)? {
             return Err(InvalidTransaction::CannotPayFees.into());
         }
         Ok(ValidTransaction {
@@ -407,6 +412,8 @@ impl<'a> BlockBuilder<'a> {
             nonce: xt.nonce,
             account_nonce: account.nonce,
             valid_until,
+            fee: length_fee.saturating_add(xt.tip),
+            fee_budget: balances::fee_budget(&self.overlay, &xt.signer)?,
         })
     }
 

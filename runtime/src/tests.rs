@@ -197,6 +197,21 @@ fn pool_validation_checks_nonce_fee_and_era() {
             InvalidTransaction::CannotPayFees
         ))
     ));
+    // A future nonce from an account that cannot pay is refused too (issue 10: otherwise
+    // never-funded keys fill the pool for free).
+    let xt = c.transfer(&poor, bob().account_id(), 1, 5);
+    assert!(matches!(
+        validate_transaction(&c.state, c.number, best, &xt, xt.encoded_size()),
+        Err(executive::ApplyError::Invalid(
+            InvalidTransaction::CannotPayFees
+        ))
+    ));
+    // The fee and the sender's budget come with a valid one, for the pool's sum.
+    assert_eq!(
+        v.fee,
+        fees::fee_for_length(future.encoded_size()) + future.tip
+    );
+    assert!(v.fee_budget > v.fee);
     // Mortal: born at block 1, period 2 → valid in blocks 2 and 3 only.
     let era = Era::Mortal {
         birth: 1,

@@ -7,6 +7,9 @@
 //! * `survives_kill_9`: a node killed with SIGKILL restarts on its database with the same
 //!   chain, state root and balances, and keeps producing blocks and accepting transactions.
 //!
+//! * [`abuse`]: the node under abuse (issue 10): an unfunded pool flood, eviction in a full
+//!   pool, idle WebSocket connections against the connection limits.
+//!
 //! Needs the binaries: `cargo build --release --workspace --bins`, then
 //! `cargo test --release -p weft-tests -- --test-threads 1`.
 
@@ -395,3 +398,6 @@ async fn survives_kill_9() {
     let dave = rpc.account(accounts[2], None).await.unwrap();
     assert_eq!(free(&dave) - free(&recorded[2]), UNIT);
 }
+
+#[path = "chain/abuse.rs"]
+mod abuse;

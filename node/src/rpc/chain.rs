@@ -20,7 +20,10 @@ use weft_runtime::{balances, system, EventRecord, Phase, RuntimeEvent};
 
 fn pool_error(e: PoolError) -> ErrorObjectOwned {
     let code = match e {
-        PoolError::Full(_) | PoolError::AlreadyImported | PoolError::TooLowPriority => POOL_FULL,
+        PoolError::Full(_)
+        | PoolError::AlreadyImported
+        | PoolError::TooLowPriority
+        | PoolError::SenderQuota(_) => POOL_FULL,
         _ => INVALID_TRANSACTION,
     };
     ErrorObjectOwned::owned(code, e.to_string(), None::<()>)

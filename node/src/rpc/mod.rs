@@ -23,8 +23,15 @@
 //! a rejection is an error with code 1010 and the reason in the message, and nothing is stored.
 
 mod chain;
+mod frames;
 mod protocol;
 mod protocol_json;
+mod screen;
+mod server;
+
+pub use server::{
+    Limits, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP,
+};
 
 use crate::chain::{Chain, ChainError};
 use crate::chain_spec::Properties;
@@ -32,7 +39,7 @@ use crate::inference::InferenceRpc;
 use crate::metrics::Metrics;
 use crate::pool::Pool;
 use jsonrpsee::core::{RegisterMethodError, RpcResult};
-use jsonrpsee::server::{Server, ServerConfig, ServerHandle};
+use jsonrpsee::server::{BatchRequestConfig, PingConfig, ServerConfig, ServerHandle};
 use jsonrpsee::types::ErrorObjectOwned;
 use jsonrpsee::RpcModule;
 use std::net::SocketAddr;
@@ -42,8 +49,14 @@ use weft_rpc_api::inference::InferenceApiServer;
 use weft_rpc_api::{ChainApiServer, ProtocolApiServer, UNKNOWN_BLOCK};
 use weft_runtime::{system, EventRecord};
 
-/// Largest accepted request body.
+/// Largest accepted request body (HTTP body or WebSocket message).
 pub const MAX_REQUEST_BYTES: u32 = 2 * 1024 * 1024;
+/// Largest response.
+pub const MAX_RESPONSE_BYTES: u32 = 10 * 1024 * 1024;
+/// Subscriptions one WebSocket connection may hold.
+pub const MAX_SUBSCRIPTIONS_PER_CONNECTION: u32 = 1024;
+/// Calls in one batch request.
+pub const MAX_BATCH_LEN: u32 = 1024;
 
 /// The RPC handlers: the node's parts every interface reads (cheap to clone, so each
 /// interface's server gets its own handle).
@@ -130,19 +143,29 @@ pub fn rpc_module(
     Ok(module)
 }
 
-/// Starts the server on `addr`.
+/// Starts the server on `addr`, with connections admitted within `limits` (see
+/// [`server`]).
 pub async fn start(
     addr: SocketAddr,
     handlers: RpcImpl,
     inference: InferenceRpc,
+    limits: Limits,
 ) -> std::io::Result<(SocketAddr, ServerHandle)> {
+    // WebSocket pings at half the idle timeout: a live client's pongs keep it connected.
+    let ping = PingConfig::new()
+        .ping_interval(limits.idle_timeout / 2)
+        .inactive_limit(limits.idle_timeout);
     let config = ServerConfig::builder()
         .max_request_body_size(MAX_REQUEST_BYTES)
-        .max_connections(256)
+        .max_response_body_size(MAX_RESPONSE_BYTES)
+        .max_subscriptions_per_connection(MAX_SUBSCRIPTIONS_PER_CONNECTION)
+        .set_batch_request_config(BatchRequestConfig::Limit(MAX_BATCH_LEN))
+        .max_connections(limits.max_connections)
+        .enable_ws_ping(ping)
         .build();
-    let server = Server::builder().set_config(config).build(addr).await?;
-    let local = server.local_addr()?;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
     let module = rpc_module(handlers, inference).map_err(std::io::Error::other)?;
-    let handle = server.start(module);
+    let handle = server::serve(listener, config, module, limits);
     Ok((local, handle))
 }

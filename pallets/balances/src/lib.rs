@@ -285,6 +285,20 @@ pub fn inc_nonce(s: &mut (impl Storage + ?Sized), who: &AccountId) -> Result<(),
     Ok(())
 }
 
+/// The most `who` can pay in fees and tips now while keeping the existential deposit:
+/// `min(free, free + reserved - ed)`. [`can_pay_fee`] holds exactly when `fee + tip` is at
+/// most this; the pool sums a sender's queued fees against it.
+pub fn fee_budget(
+    s: &(impl StateReader + ?Sized),
+    who: &AccountId,
+) -> Result<Balance, StorageError> {
+    let ed = existential_deposit(s)?;
+    let info = account(s, who)?;
+    Ok(info
+        .free
+        .min(info.free.saturating_add(info.reserved).saturating_sub(ed)))
+}
+
 /// Whether `who` can pay `fee + tip` and keep at least the existential deposit.
 pub fn can_pay_fee(
     s: &(impl StateReader + ?Sized),

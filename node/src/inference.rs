@@ -176,6 +176,15 @@ pub struct InferenceRpc {
     slots: Arc<Semaphore>,
 }
 
+/// A request checked against its run: the body, the price, the escrow it needs and whether
+/// the run can serve it now.
+struct Quote {
+    body: RequestBody,
+    cfg: inference::Config,
+    cost: u128,
+    plan: Result<ServingPlan, Unavailable>,
+}
+
 /// A request checked and ready to pay for.
 struct Prepared {
     body: RequestBody,
@@ -207,8 +216,8 @@ impl InferenceRpc {
             .ok_or_else(|| err(UNKNOWN_RUN, format!("run {run} does not exist")))
     }
 
-    /// Steps 1 and 2 of the module docs at the best block.
-    fn prepare(&self, params: &InferenceParams) -> RpcResult<(Prepared, u128)> {
+    /// Step 1 of the module docs, and where the run stands for step 2, at the best block.
+    fn quote(&self, params: &InferenceParams) -> RpcResult<Quote> {
         let s = self.chain.state_at(self.chain.heads().best.number);
         let info = self.run_info(&s, params.run)?;
         let body = params.body().map_err(|e| err(INFERENCE_BAD_PARAMS, e))?;
@@ -218,9 +227,20 @@ impl InferenceRpc {
         let cost = inference::estimate(&cfg, body.total_tokens())
             .map_err(|e| err(INFERENCE_BAD_PARAMS, format!("{e:?}")))?;
         let plan = serving_plan(&s, params.run, &info)
-            .map_err(|e| err(jsonrpsee::types::error::INTERNAL_ERROR_CODE, e))?
-            .map_err(|e| err(INFERENCE_UNAVAILABLE, e))?;
-        Ok((Prepared { body, plan }, cost))
+            .map_err(|e| err(jsonrpsee::types::error::INTERNAL_ERROR_CODE, e))?;
+        Ok(Quote {
+            body,
+            cfg,
+            cost,
+            plan,
+        })
+    }
+
+    /// Steps 1 and 2 of the module docs: a request the run can serve now.
+    fn prepare(&self, params: &InferenceParams) -> RpcResult<Prepared> {
+        let q = self.quote(params)?;
+        let plan = q.plan.map_err(|e| err(INFERENCE_UNAVAILABLE, e))?;
+        Ok(Prepared { body: q.body, plan })
     }
 
     /// Step 3: checks, submits and waits for the payment; its hash and the request id.
@@ -439,16 +459,12 @@ impl TextStream {
 impl InferenceApiServer for InferenceRpc {
     async fn estimate(&self, params: InferenceParams) -> RpcResult<EstimateJson> {
         self.metrics.rpc("inference_estimate");
-        let s = self.chain.state_at(self.chain.heads().best.number);
-        let info = self.run_info(&s, params.run)?;
-        let body = params.body().map_err(|e| err(INFERENCE_BAD_PARAMS, e))?;
-        body.validate(info.model_config.vocab_size, info.model_config.seq_len)
-            .map_err(|e| err(INFERENCE_BAD_PARAMS, e))?;
-        let cfg = inference::config(&s).map_err(|e| err(INFERENCE_UNAVAILABLE, e))?;
-        let cost = inference::estimate(&cfg, body.total_tokens())
-            .map_err(|e| err(INFERENCE_BAD_PARAMS, format!("{e:?}")))?;
-        let plan = serving_plan(&s, params.run, &info)
-            .map_err(|e| err(jsonrpsee::types::error::INTERNAL_ERROR_CODE, e))?;
+        let Quote {
+            body,
+            cfg,
+            cost,
+            plan,
+        } = self.quote(&params)?;
         Ok(EstimateJson {
             run: params.run,
             prompt_tokens: body.prompt.len() as u32,
@@ -464,7 +480,7 @@ impl InferenceApiServer for InferenceRpc {
     async fn generate(&self, params: InferenceParams) -> RpcResult<CompletionJson> {
         self.metrics.rpc("inference_generate");
         let _permit = self.busy()?;
-        let (prepared, _) = self.prepare(&params)?;
+        let prepared = self.prepare(&params)?;
         let (payment, request) = self.pay(&prepared.body, &params.payment).await?;
         let plan = self.route(request, &prepared);
         let c = self
@@ -484,7 +500,7 @@ impl InferenceApiServer for InferenceRpc {
         let started = self
             .busy()
             .and_then(|permit| Ok((permit, self.prepare(&params)?)));
-        let (permit, (prepared, _)) = match started {
+        let (permit, prepared) = match started {
             Ok(v) => v,
             Err(e) => {
                 pending.reject(e).await;

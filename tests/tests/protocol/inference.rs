@@ -306,57 +306,33 @@ async fn a_credential_holder_buys_completions_from_the_trained_model() {
             .unwrap()
         }
     };
+    // `params("the ", 8, 2)` paid with `payment`.
+    let generate = |payment: Vec<u8>| {
+        let rpc = &rpc;
+        async move {
+            rpc.generate(InferenceParams {
+                payment: Some(weft_primitives::Bytes(payment)),
+                ..params("the ", 8, 2)
+            })
+            .await
+        }
+    };
+    let unpaid = Some(weft_rpc_api::inference::INFERENCE_UNPAID);
     // A payment for another request.
     let other = params("a dog ", 8, 2).body().unwrap();
     let forged = pay(other.hash(), other.total_tokens()).await;
-    let e = rpc
-        .generate(InferenceParams {
-            payment: Some(weft_primitives::Bytes(forged)),
-            ..params("the ", 8, 2)
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(
-        rpc_code(&e),
-        Some(weft_rpc_api::inference::INFERENCE_UNPAID),
-        "{e}"
-    );
+    let e = generate(forged).await.unwrap_err();
+    assert_eq!(rpc_code(&e), unpaid, "{e}");
     // A payment that covers too few tokens.
     let short = pay(body.hash(), body.total_tokens() - 1).await;
-    let e = rpc
-        .generate(InferenceParams {
-            payment: Some(weft_primitives::Bytes(short)),
-            ..params("the ", 8, 2)
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(
-        rpc_code(&e),
-        Some(weft_rpc_api::inference::INFERENCE_UNPAID),
-        "{e}"
-    );
+    let e = generate(short).await.unwrap_err();
+    assert_eq!(rpc_code(&e), unpaid, "{e}");
     // A good payment serves once; replayed, it is refused.
     let good = pay(body.hash(), body.total_tokens()).await;
-    let done = rpc
-        .generate(InferenceParams {
-            payment: Some(weft_primitives::Bytes(good.clone())),
-            ..params("the ", 8, 2)
-        })
-        .await
-        .unwrap();
+    let done = generate(good.clone()).await.unwrap();
     assert_eq!(done.tokens.len(), 8);
-    let e = rpc
-        .generate(InferenceParams {
-            payment: Some(weft_primitives::Bytes(good)),
-            ..params("the ", 8, 2)
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(
-        rpc_code(&e),
-        Some(weft_rpc_api::inference::INFERENCE_UNPAID),
-        "{e}"
-    );
+    let e = generate(good).await.unwrap_err();
+    assert_eq!(rpc_code(&e), unpaid, "{e}");
     // An unknown run, and a prompt the context cannot hold.
     let e = rpc
         .estimate(InferenceParams {

@@ -15,6 +15,7 @@
 
 use anyhow::{bail, Context, Result};
 use jsonrpsee::ws_client::{WsClient, WsClientBuilder};
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -58,11 +59,20 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 /// A free TCP port on 127.0.0.1 (bound, read and released; another process could take it
-/// in between, which is unlikely on loopback).
+/// in between, which is unlikely on loopback), never one this test process handed out
+/// before: the kernel may offer a released port again, and two trainers told the same port
+/// would share it (libp2p listens with address reuse), each losing the other's requests.
 pub fn pick_free_port() -> u16 {
-    match TcpListener::bind(("127.0.0.1", 0)).and_then(|l| l.local_addr()) {
-        Ok(addr) => addr.port(),
-        Err(e) => panic!("cannot bind a loopback port: {e}"),
+    static HANDED_OUT: std::sync::Mutex<BTreeSet<u16>> = std::sync::Mutex::new(BTreeSet::new());
+    loop {
+        let port = match TcpListener::bind(("127.0.0.1", 0)).and_then(|l| l.local_addr()) {
+            Ok(addr) => addr.port(),
+            Err(e) => panic!("cannot bind a loopback port: {e}"),
+        };
+        let mut taken = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        if taken.insert(port) {
+            return port;
+        }
     }
 }
 

@@ -23,8 +23,9 @@
 use crate::chain::Chain;
 use crate::metrics::Metrics;
 use crate::pool::Pool;
+use crate::rpc::{internal, to_message};
 use jsonrpsee::core::{async_trait, RpcResult, SubscriptionResult};
-use jsonrpsee::server::{PendingSubscriptionSink, SubscriptionMessage};
+use jsonrpsee::server::PendingSubscriptionSink;
 use jsonrpsee::types::ErrorObjectOwned;
 use parity_scale_codec::Decode;
 use std::sync::Arc;
@@ -212,7 +213,7 @@ impl InferenceRpc {
     fn run_info(&self, s: &impl StateReader, run: RunId) -> RpcResult<runs::RunInfo> {
         runs::RUNS
             .get(s, &run)
-            .map_err(|e| err(jsonrpsee::types::error::INTERNAL_ERROR_CODE, e))?
+            .map_err(internal)?
             .ok_or_else(|| err(UNKNOWN_RUN, format!("run {run} does not exist")))
     }
 
@@ -226,8 +227,7 @@ impl InferenceRpc {
         let cfg = inference::config(&s).map_err(|e| err(INFERENCE_UNAVAILABLE, e))?;
         let cost = inference::estimate(&cfg, body.total_tokens())
             .map_err(|e| err(INFERENCE_BAD_PARAMS, format!("{e:?}")))?;
-        let plan = serving_plan(&s, params.run, &info)
-            .map_err(|e| err(jsonrpsee::types::error::INTERNAL_ERROR_CODE, e))?;
+        let plan = serving_plan(&s, params.run, &info).map_err(internal)?;
         Ok(Quote {
             body,
             cfg,
@@ -322,21 +322,19 @@ impl InferenceRpc {
 
     /// The request id the payment `hash` opened.
     fn opened_request(&self, hash: &Hash) -> RpcResult<RequestId> {
-        let internal =
-            |e: &dyn std::fmt::Display| err(jsonrpsee::types::error::INTERNAL_ERROR_CODE, e);
         let (block, index) = self
             .chain
             .extrinsic_location(hash)
-            .map_err(|e| internal(&e))?
+            .map_err(internal)?
             .ok_or_else(|| lost("the payment's block is not known"))?;
         let header = self
             .chain
             .header(&block)
-            .map_err(|e| internal(&e))?
+            .map_err(internal)?
             .ok_or_else(|| lost("the payment's block is not known"))?;
         let events = system::EVENTS
             .get(&self.chain.state_at(header.number))
-            .map_err(|e| internal(&e))?
+            .map_err(internal)?
             .unwrap_or_default();
         let mut failure = None;
         for e in events
@@ -415,12 +413,6 @@ impl InferenceRpc {
             )
         })
     }
-}
-
-fn to_message(value: &impl serde::Serialize) -> Result<SubscriptionMessage, serde_json::Error> {
-    Ok(SubscriptionMessage::from(serde_json::value::to_raw_value(
-        value,
-    )?))
 }
 
 /// Splits byte-level tokens into text at UTF-8 boundaries as they arrive.
@@ -560,9 +552,6 @@ impl InferenceApiServer for InferenceRpc {
         self.metrics.rpc("inference_status");
         let s = self.chain.state_at(self.chain.heads().best.number);
         let info = self.run_info(&s, run)?;
-        let internal = |e: weft_primitives::storage::StorageError| {
-            err(jsonrpsee::types::error::INTERNAL_ERROR_CODE, e)
-        };
         let plan = serving_plan(&s, run, &info).map_err(internal)?;
         let stats = self.router.stats();
         let mut out = Vec::with_capacity(info.stages as usize);

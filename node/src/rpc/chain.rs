@@ -3,11 +3,11 @@
 //! node's `system_*` identity, and an account's balances, a block's events and an
 //! extrinsic's receipt.
 
-use super::{chain_error, internal, RpcImpl};
+use super::{chain_error, internal, to_message, RpcImpl};
 use crate::chain::{Chain, ChainEvent};
 use crate::pool::PoolError;
 use jsonrpsee::core::{async_trait, RpcResult, SubscriptionResult};
-use jsonrpsee::server::{PendingSubscriptionSink, SubscriptionMessage};
+use jsonrpsee::server::PendingSubscriptionSink;
 use jsonrpsee::types::ErrorObjectOwned;
 use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc};
@@ -265,12 +265,6 @@ impl ChainApiServer for RpcImpl {
             events,
         }))
     }
-}
-
-fn to_message(value: &impl serde::Serialize) -> Result<SubscriptionMessage, serde_json::Error> {
-    Ok(SubscriptionMessage::from(serde_json::value::to_raw_value(
-        value,
-    )?))
 }
 
 async fn forward_heads(

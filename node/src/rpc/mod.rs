@@ -69,7 +69,17 @@ pub struct RpcImpl {
     is_dev: bool,
 }
 
-fn internal(e: impl std::fmt::Display) -> ErrorObjectOwned {
+/// A subscription message carrying `value` as JSON.
+pub(crate) fn to_message(
+    value: &impl serde::Serialize,
+) -> Result<jsonrpsee::SubscriptionMessage, serde_json::Error> {
+    Ok(jsonrpsee::SubscriptionMessage::from(
+        serde_json::value::to_raw_value(value)?,
+    ))
+}
+
+/// An internal failure as a JSON-RPC error.
+pub(crate) fn internal(e: impl std::fmt::Display) -> ErrorObjectOwned {
     ErrorObjectOwned::owned(
         jsonrpsee::types::error::INTERNAL_ERROR_CODE,
         e.to_string(),

@@ -61,6 +61,19 @@ pub fn finished_pooled_runs(s: &(impl StateReader + ?Sized)) -> Result<Vec<RunId
     Ok(out)
 }
 
+/// What stays in `who`'s escrow in `run` once `amount` leaves it (`Insufficient` if less is
+/// held); nothing is written.
+fn escrow_less(
+    s: &(impl StateReader + ?Sized),
+    run: RunId,
+    who: &AccountId,
+    amount: u128,
+) -> Result<u128, Failure> {
+    Ok(escrowed(s, run, who)?
+        .checked_sub(amount)
+        .ok_or(Error::Insufficient)?)
+}
+
 fn set_escrowed(s: &mut (impl Storage + ?Sized), run: RunId, who: &AccountId, v: u128) {
     if v == 0 {
         ESCROWED.remove(s, &(run, *who));
@@ -137,9 +150,7 @@ pub fn release_escrow(
     if amount == 0 {
         return Ok(());
     }
-    let held = escrowed(s, run, who)?
-        .checked_sub(amount)
-        .ok_or(Error::Insufficient)?;
+    let held = escrow_less(s, run, who, amount)?;
     let back = credentials(s, run, who)?
         .checked_add(amount)
         .ok_or(Error::Overflow)?;
@@ -160,9 +171,7 @@ pub fn charge_escrow(
     if amount == 0 {
         return Ok(());
     }
-    let held = escrowed(s, run, who)?
-        .checked_sub(amount)
-        .ok_or(Error::Insufficient)?;
+    let held = escrow_less(s, run, who, amount)?;
     add_to_pool(s, run, amount)?;
     set_escrowed(s, run, who, held);
     Ok(())

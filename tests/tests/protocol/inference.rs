@@ -29,24 +29,21 @@ const MODEL: &str = r#"{"vocab_size":256,"d_model":16,"n_layers":4,"n_heads":2,"
 /// Longest wait for training and serving (4 trainer processes on 2 cores).
 const TRAIN_WAIT: Duration = Duration::from_secs(300);
 
-fn credentials_of(c: &weft_rpc_api::protocol::CredentialsJson) -> u128 {
-    c.runs
-        .iter()
-        .find(|r| r.run_id == 0)
-        .map_or(0, |r| r.credentials.parse().unwrap())
+/// `(credentials, escrowed)` of `who` in run 0.
+async fn holdings(c: &Client, who: &str) -> (u128, u128) {
+    let all = c.credentials(account(who), Some(0), None).await.unwrap();
+    all.runs.iter().find(|r| r.run_id == 0).map_or((0, 0), |r| {
+        (r.credentials.parse().unwrap(), r.escrowed.parse().unwrap())
+    })
 }
 
 async fn holder_credentials(c: &Client, who: &str) -> u128 {
-    credentials_of(&c.credentials(account(who), Some(0), None).await.unwrap())
+    holdings(c, who).await.0
 }
 
 /// Credentials of run 0 that `who` has in escrow.
 async fn escrowed(c: &Client, who: &str) -> u128 {
-    let all = c.credentials(account(who), Some(0), None).await.unwrap();
-    all.runs
-        .iter()
-        .find(|r| r.run_id == 0)
-        .map_or(0, |r| r.escrowed.parse().unwrap())
+    holdings(c, who).await.1
 }
 
 fn rpc_code(e: &RpcError) -> Option<i32> {

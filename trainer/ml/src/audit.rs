@@ -60,6 +60,7 @@ use crate::error::{Error, Result};
 use crate::model::{param_shapes, Stage, StageSpec};
 use crate::optim::Moments;
 use crate::schedule::{run_step, Coupling, StepIo};
+use crate::tensor::f32_tensors;
 use crate::worker::{StageWorker, WorkerOptions};
 use std::collections::BTreeMap;
 use tch::{Kind, Tensor};
@@ -233,24 +234,6 @@ fn tensor_f32s(t: &Tensor) -> Result<Vec<f32>> {
     Ok(Vec::try_from(&flat)?)
 }
 
-/// Cuts `bytes` (f32 LE) into tensors of `shapes`; `None` when the length does not match.
-fn split(bytes: &[u8], shapes: &[Vec<i64>], device: tch::Device) -> Result<Option<Vec<Tensor>>> {
-    let total: i64 = shapes.iter().map(|s| s.iter().product::<i64>()).sum();
-    if bytes.len() as i64 != total * 4 {
-        return Ok(None);
-    }
-    let mut out = Vec::with_capacity(shapes.len());
-    let mut off = 0usize;
-    for s in shapes {
-        let n = s.iter().product::<i64>() as usize * 4;
-        out.push(
-            Tensor::f_from_data_size(&bytes[off..off + n], s, Kind::Float)?.f_to_device(device)?,
-        );
-        off += n;
-    }
-    Ok(Some(out))
-}
-
 /// Everything [`recompute`] needs besides the reveal.
 #[derive(Debug, Clone)]
 pub struct AuditJob<'a> {
@@ -335,13 +318,13 @@ pub fn recompute(job: &AuditJob<'_>, reveal: &Revealed) -> Result<AuditOutcome> 
     }
     let names: Vec<(String, Vec<i64>)> = param_shapes(model, spec);
     let shapes: Vec<Vec<i64>> = names.iter().map(|(_, s)| s.clone()).collect();
-    let Some(before) = split(reveal.get(StepItem::WeightsBefore)?, &shapes, device)? else {
+    let Some(before) = f32_tensors(reveal.get(StepItem::WeightsBefore)?, &shapes, device)? else {
         return Ok(AuditOutcome::fail(
             "weights_before has the wrong size".into(),
         ));
     };
     let moment_shapes: Vec<Vec<i64>> = shapes.iter().flat_map(|s| [s.clone(), s.clone()]).collect();
-    let Some(mom) = split(
+    let Some(mom) = f32_tensors(
         reveal.get(StepItem::OptimizerBefore)?,
         &moment_shapes,
         device,
@@ -399,7 +382,7 @@ pub fn recompute(job: &AuditJob<'_>, reveal: &Revealed) -> Result<AuditOutcome> 
         }
         None
     } else {
-        match split(reveal.get(StepItem::Inputs)?, &per_micro, device)? {
+        match f32_tensors(reveal.get(StepItem::Inputs)?, &per_micro, device)? {
             Some(t) => Some(t),
             None => return Ok(AuditOutcome::fail("inputs have the wrong size".into())),
         }
@@ -407,7 +390,7 @@ pub fn recompute(job: &AuditJob<'_>, reveal: &Revealed) -> Result<AuditOutcome> 
     let out_grads = if spec.is_last() {
         None
     } else {
-        match split(reveal.get(StepItem::OutputGrads)?, &per_micro, device)? {
+        match f32_tensors(reveal.get(StepItem::OutputGrads)?, &per_micro, device)? {
             Some(t) => Some(t),
             None => {
                 return Ok(AuditOutcome::fail(

@@ -76,9 +76,10 @@ pub fn save(worker: &StageWorker, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Loads a checkpoint written by [`save`] into `worker` (which must hold the same stage of
-/// the same model). Returns the step to continue from.
-pub fn load(worker: &mut StageWorker, path: &Path) -> Result<u64> {
+/// The tensors of the checkpoint at `path` written by [`save`] for `stage`, after checking
+/// that it is of this stage of this model, with the step it was taken at; the `meta.*`
+/// entries are removed.
+fn read_checked(path: &Path, stage: &Stage) -> Result<(HashMap<String, Tensor>, u64)> {
     if !path.exists() {
         return Err(Error::io(
             path,
@@ -90,16 +91,16 @@ pub fn load(worker: &mut StageWorker, path: &Path) -> Result<u64> {
         map.remove(name)
             .ok_or_else(|| Error::Checkpoint(format!("{} lacks tensor {name}", path.display())))
     };
-    let spec = worker.stage().spec();
-    let stage: Vec<i64> = Vec::try_from(&take("meta.stage")?)?;
-    if stage != [spec.stage as i64, spec.n_stages as i64] {
+    let spec = stage.spec();
+    let meta: Vec<i64> = Vec::try_from(&take("meta.stage")?)?;
+    if meta != [spec.stage as i64, spec.n_stages as i64] {
         return Err(Error::Checkpoint(format!(
-            "checkpoint is of stage {stage:?}, this worker runs stage {} of {}",
+            "checkpoint is of stage {meta:?}, this is stage {} of {}",
             spec.stage, spec.n_stages
         )));
     }
     let hash: Vec<u8> = Vec::try_from(&take("meta.config")?)?;
-    if hash != config_hash(worker)? {
+    if hash != config_hash_of(stage.config())? {
         return Err(Error::Checkpoint(
             "checkpoint was made for another model config".into(),
         ));
@@ -108,6 +109,17 @@ pub fn load(worker: &mut StageWorker, path: &Path) -> Result<u64> {
     let t = match t.as_slice() {
         [t] if *t >= 0 => *t as u64,
         _ => return Err(Error::Checkpoint(format!("bad meta.t {t:?}"))),
+    };
+    Ok((map, t))
+}
+
+/// Loads a checkpoint written by [`save`] into `worker` (which must hold the same stage of
+/// the same model). Returns the step to continue from.
+pub fn load(worker: &mut StageWorker, path: &Path) -> Result<u64> {
+    let (mut map, t) = read_checked(path, worker.stage())?;
+    let mut take = |name: &str| -> Result<Tensor> {
+        map.remove(name)
+            .ok_or_else(|| Error::Checkpoint(format!("{} lacks tensor {name}", path.display())))
     };
     let mut weights = Vec::new();
     let mut moments = Vec::new();
@@ -146,36 +158,7 @@ pub fn load(worker: &mut StageWorker, path: &Path) -> Result<u64> {
 /// no optimiser), after checking that it is of this stage of this model. Returns the step
 /// the checkpoint was taken at (completed updates).
 pub fn load_weights(stage: &mut Stage, path: &Path) -> Result<u64> {
-    if !path.exists() {
-        return Err(Error::io(
-            path,
-            std::io::Error::from(std::io::ErrorKind::NotFound),
-        ));
-    }
-    let mut map: HashMap<String, Tensor> = Tensor::read_safetensors(path)?.into_iter().collect();
-    let mut take = |name: &str| -> Result<Tensor> {
-        map.remove(name)
-            .ok_or_else(|| Error::Checkpoint(format!("{} lacks tensor {name}", path.display())))
-    };
-    let spec = stage.spec();
-    let meta: Vec<i64> = Vec::try_from(&take("meta.stage")?)?;
-    if meta != [spec.stage as i64, spec.n_stages as i64] {
-        return Err(Error::Checkpoint(format!(
-            "checkpoint is of stage {meta:?}, this is stage {} of {}",
-            spec.stage, spec.n_stages
-        )));
-    }
-    let hash: Vec<u8> = Vec::try_from(&take("meta.config")?)?;
-    if hash != config_hash_of(stage.config())? {
-        return Err(Error::Checkpoint(
-            "checkpoint was made for another model config".into(),
-        ));
-    }
-    let t: Vec<i64> = Vec::try_from(&take("meta.t")?)?;
-    let t = match t.as_slice() {
-        [t] if *t >= 0 => *t as u64,
-        _ => return Err(Error::Checkpoint(format!("bad meta.t {t:?}"))),
-    };
+    let (map, t) = read_checked(path, stage)?;
     let weights: Vec<(String, Tensor)> = map
         .into_iter()
         .filter_map(|(k, v)| k.strip_prefix("param.").map(|n| (n.to_string(), v)))

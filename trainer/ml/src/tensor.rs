@@ -92,6 +92,29 @@ pub fn f32_slice(bytes: &[u8], index: usize, shape: &[i64]) -> Result<Tensor> {
     Ok(Tensor::f_from_data_size(part, shape, Kind::Float)?)
 }
 
+/// Cuts a stream of f32 little-endian tensors (canonical bytes: one tensor after another)
+/// into tensors of `shapes` on `device`; `None` when the stream is not exactly that long.
+pub fn f32_tensors(
+    bytes: &[u8],
+    shapes: &[Vec<i64>],
+    device: Device,
+) -> Result<Option<Vec<Tensor>>> {
+    let total: i64 = shapes.iter().map(|s| s.iter().product::<i64>()).sum();
+    if bytes.len() as i64 != total * 4 {
+        return Ok(None);
+    }
+    let mut out = Vec::with_capacity(shapes.len());
+    let mut off = 0usize;
+    for s in shapes {
+        let n = s.iter().product::<i64>() as usize * 4;
+        out.push(
+            Tensor::f_from_data_size(&bytes[off..off + n], s, Kind::Float)?.f_to_device(device)?,
+        );
+        off += n;
+    }
+    Ok(Some(out))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

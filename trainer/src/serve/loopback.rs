@@ -115,6 +115,8 @@ pub fn store_weights(stage: &Stage, dir: &std::path::Path) -> Result<TensorStore
 pub struct LoopbackHolder {
     /// How the router reaches it.
     pub holder: Holder,
+    /// Its inference desk (when it serves one).
+    pub desk: Option<Arc<InferenceDesk>>,
     /// Its serving task; aborting it takes the holder down.
     pub task: tokio::task::JoinHandle<()>,
 }
@@ -148,7 +150,11 @@ pub async fn serve_on_loopback(desks: Desks, replica: u16) -> Result<LoopbackHol
         )
         .await;
     });
-    Ok(LoopbackHolder { holder, task })
+    Ok(LoopbackHolder {
+        holder,
+        desk: None,
+        task,
+    })
 }
 
 /// A whole model cut in stages and served on loopback.
@@ -181,15 +187,17 @@ impl LoopbackPipeline {
                 let dir = tempfile::tempdir().map_err(|e| Error::Config(e.to_string()))?;
                 let store = store_weights(stage, dir.path())?;
                 dirs.push(dir);
-                let desk = InferenceDesk::new(
+                let desk = Arc::new(InferenceDesk::new(
                     0,
                     StageSpec::new(k, n)?,
                     cfg.clone(),
                     store,
                     escrows.clone(),
                     limits,
-                );
-                of_stage.push(serve_on_loopback(vec![Arc::new(desk)], r).await?);
+                ));
+                let mut holder = serve_on_loopback(vec![desk.clone()], r).await?;
+                holder.desk = Some(desk);
+                of_stage.push(holder);
             }
             holders.push(of_stage);
         }

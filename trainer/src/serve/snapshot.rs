@@ -2,9 +2,10 @@
 //! its own: the `weights_after` bytes (canonical order: parameters sorted by name, f32
 //! little-endian), checked against the root the stage committed for that step.
 
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 use weft_ml::config::ModelConfig;
 use weft_ml::model::{param_shapes, Stage, StageSpec};
+use weft_ml::tensor::f32_tensors;
 use weft_primitives::step::StepItem;
 use weft_primitives::tensor::root_of_bytes;
 use weft_stage_net::store::TensorStore;
@@ -30,9 +31,6 @@ pub enum SnapshotError {
     /// Building the model failed.
     #[error(transparent)]
     Model(#[from] weft_ml::Error),
-    /// libtorch failed.
-    #[error(transparent)]
-    Torch(#[from] tch::TchError),
 }
 
 /// The stage `spec` of `cfg` with the weights it committed at `step`, on the CPU.
@@ -47,24 +45,15 @@ pub fn load(
     if root_of_bytes(&bytes) != committed.roots.weights_after {
         return Err(SnapshotError::RootMismatch);
     }
-    let shapes = param_shapes(cfg, spec);
-    let expected: usize = shapes
-        .iter()
-        .map(|(_, s)| s.iter().product::<i64>() as usize * 4)
-        .sum();
-    if bytes.len() != expected {
-        return Err(SnapshotError::Size {
+    let (names, shapes): (Vec<String>, Vec<Vec<i64>>) = param_shapes(cfg, spec).into_iter().unzip();
+    let tensors =
+        f32_tensors(&bytes, &shapes, Device::Cpu)?.ok_or_else(|| SnapshotError::Size {
             got: bytes.len(),
-            expected,
-        });
-    }
-    let mut named = Vec::with_capacity(shapes.len());
-    let mut off = 0usize;
-    for (name, shape) in shapes {
-        let n = shape.iter().product::<i64>() as usize * 4;
-        let t = Tensor::f_from_data_size(&bytes[off..off + n], &shape, Kind::Float)?;
-        named.push((name, t));
-        off += n;
-    }
+            expected: shapes
+                .iter()
+                .map(|s| s.iter().product::<i64>() as usize * 4)
+                .sum(),
+        })?;
+    let named: Vec<(String, Tensor)> = names.into_iter().zip(tensors).collect();
     Ok(Stage::from_params(cfg, spec, Device::Cpu, &named)?)
 }

@@ -132,20 +132,31 @@ pub(super) async fn serve_finished(
     .await
 }
 
-/// The auditors of `stage` of `run` as chain state has them, for a [`RevealAccess`].
+/// A [`RevealAccess`] for the auditors of `stage` of `run` as chain state has them.
 pub(super) async fn auditor_access(
     client: &Client,
     run: RunId,
     stage: StageIndex,
 ) -> anyhow::Result<Arc<RevealAccess>> {
+    let access = Arc::new(RevealAccess::default());
     let view = ChainView::new(NodeState { client, at: None });
+    refresh_auditors(&view, &access, run, stage).await?;
+    Ok(access)
+}
+
+/// Sets `access` to the auditors of `stage` of `run` in `view`.
+pub(super) async fn refresh_auditors<S: crate::chain::StateSource>(
+    view: &ChainView<S>,
+    access: &RevealAccess,
+    run: RunId,
+    stage: StageIndex,
+) -> crate::Result<()> {
     let keys: Vec<([u8; 32], weft_bls::PublicKeyBytes)> = view
         .auditor_keys(run, stage)
         .await?
         .into_iter()
         .map(|(a, k)| (a.0, k))
         .collect();
-    let access = Arc::new(RevealAccess::default());
     access.set_auditors(&keys);
-    Ok(access)
+    Ok(())
 }

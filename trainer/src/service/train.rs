@@ -3,7 +3,8 @@
 //! windows close.
 
 use super::after_training::{
-    auditor_access, serve_after_training, serve_finished, stage_net, AfterTraining,
+    auditor_access, refresh_auditors, serve_after_training, serve_finished, stage_net,
+    AfterTraining,
 };
 use super::{derive_p2p_seed, listen_with_retry, open_data, parse_seed, AbortOnDrop, Heads};
 use crate::chain::{self, ChainView, NodeState, RunSetup, TrainerState};
@@ -628,10 +629,7 @@ async fn run_assigned(
                 if withhold {
                     continue;
                 }
-                if let Ok(keys) = view.auditor_keys(run, stage).await {
-                    let keys: Vec<_> = keys.into_iter().map(|(a, k)| (a.0, k)).collect();
-                    access.set_auditors(&keys);
-                }
+                let _ = refresh_auditors(&view, &access, run, stage).await;
             }
         })
     };

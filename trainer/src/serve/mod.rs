@@ -187,7 +187,9 @@ impl InferenceDesk {
             let mut sessions = lock(&self.sessions);
             if sessions.len() >= self.limits.max_sessions {
                 let idle = self.limits.idle;
-                sessions.retain(|_, s| lock(s).last_used.elapsed() < idle);
+                // A session that is computing (its lock taken) is in use, not idle: never wait
+                // for it here, with the whole table locked.
+                sessions.retain(|_, s| s.try_lock().map_or(true, |s| s.last_used.elapsed() < idle));
             }
             if sessions.len() >= self.limits.max_sessions {
                 return Err(Response::Busy {

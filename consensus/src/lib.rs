@@ -9,16 +9,15 @@
 //! event with a list of [`Output`]s that the node carries out **in order**:
 //!
 //! ```text
-//!   node event                          engine call                   typical outputs
-//!   ───────────────────────────────     ─────────────────────────     ───────────────────────
-//!   new height (block committed)        start_height(h, set)          NewRound, ScheduleTimeout,
-//!                                                                     BuildBlock (if proposer)
-//!   after a restart                     replay(WAL entries of h)      Broadcast (recorded votes)
-//!   gossip message                      on_message(msg)               WalAppend, Broadcast, …
-//!   block body validated                on_block(h, r, hash, who, ok) WalAppend, Broadcast(vote)
-//!   block built (answer to BuildBlock)  propose(h, r, hash)           WalAppend, Broadcast(proposal)
-//!   timer fired                         on_timeout(id)                WalAppend, Broadcast, NewRound
-//!                                                                     Decided { certificate, evidence }
+//!   node event                 engine call                    typical outputs
+//!   ─────────────────────────  ─────────────────────────────  ─────────────────────────────
+//!   height starts              start_height(h, set)           NewRound, ScheduleTimeout,
+//!                                                             BuildBlock (if proposer)
+//!   after a restart            replay(WAL entries of h)       Broadcast (recorded messages)
+//!   gossip message             on_message(msg)                WalAppend, Broadcast, Decided
+//!   block body validated       on_block(h, r, hash, who, ok)  WalAppend, Broadcast (vote)
+//!   block built                propose(h, r, hash)            WalAppend, Broadcast
+//!   timer fired                on_timeout(id)                 WalAppend, Broadcast, NewRound
 //! ```
 //!
 //! **Tendermint in numbers.** A set of validators with total power `P` tolerates faulty

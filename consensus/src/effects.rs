@@ -4,20 +4,20 @@
 //! engine resumes every effect immediately, so one engine call is one deterministic,
 //! IO-free computation whose side effects are collected as [`Output`]s in yield order:
 //!
-//! | effect                                   | done here                                      |
-//! |------------------------------------------|------------------------------------------------|
-//! | `SignVote`, `SignProposal`               | BLS-sign `signing_bytes(genesis)` of the `weft_finality` form |
-//! | `VerifySignature`                        | BLS-verify with the set's parsed key           |
-//! | `Verify{Commit,Polka,Round}Certificate`  | membership, no duplicates, each signature, threshold |
-//! | `WalAppend`                              | [`Output::WalAppend`] (suppressed for entries being replayed) |
-//! | `PublishConsensusMsg`, `PublishLivenessMsg`, `Republish*` | [`Output::Broadcast`]     |
-//! | `ScheduleTimeout`, `CancelTimeout`, `CancelAllTimeouts` | the timer outputs              |
-//! | `StartRound`                             | [`Output::NewRound`]                           |
-//! | `GetValue`                               | [`Output::BuildBlock`]                         |
-//! | `RestreamProposal`                       | [`Output::RestreamBlock`]                      |
-//! | `Decide`                                 | logged only                                    |
-//! | `Finalize`                               | aggregate + verify the certificate, [`Output::Decided`] |
-//! | `ExtendVote`, `VerifyVoteExtension`      | never asked (extensions disabled): no extension |
+//! | effect                              | done here                                          |
+//! |-------------------------------------|----------------------------------------------------|
+//! | `SignVote`, `SignProposal`          | BLS-sign the `weft_finality` form's signing bytes  |
+//! | `VerifySignature`                   | BLS-verify with the set's parsed key               |
+//! | `Verify{Commit,Polka,Round}Cert…`   | members, no duplicates, signatures, threshold      |
+//! | `WalAppend`                         | [`Output::WalAppend`] (not for replayed entries)   |
+//! | `Publish…`, `Republish…`            | [`Output::Broadcast`]                              |
+//! | `ScheduleTimeout`, `Cancel…`        | the timer outputs                                  |
+//! | `StartRound`                        | [`Output::NewRound`]                               |
+//! | `GetValue`                          | [`Output::BuildBlock`]                             |
+//! | `RestreamProposal`                  | [`Output::RestreamBlock`]                          |
+//! | `Decide`                            | logged only                                        |
+//! | `Finalize`                          | aggregate, verify, [`Output::Decided`]             |
+//! | `ExtendVote`, `VerifyVoteExtension` | never asked (extensions disabled)                  |
 //!
 //! **Verification cache.** A signature that verified once at this height, for this exact
 //! message and signer, is not checked again (`(blake3(message), signer, signature)`). The
@@ -31,8 +31,7 @@
 //! decision the full list goes into [`Output::Decided`].
 
 use crate::context::{
-    round_u32, signed_proposal_out, signed_vote_out, Address, WeftContext, WeftValidatorSet,
-    WeftVote,
+    round_u32, signed_proposal_out, signed_vote_out, WeftContext, WeftValidatorSet,
 };
 use crate::timeouts::{TimeoutId, Timeouts};
 use crate::wal::WalEntry;
@@ -42,14 +41,12 @@ use arc_malachitebft_core_consensus::{
     ConsensusMsg, Effect, LivenessMsg, MisbehaviorEvidence, Resumable, Resume, SignedConsensusMsg,
     VoteExtensionError,
 };
-use arc_malachitebft_core_types::{
-    self as mt, CertificateError, CommitCertificate, NilOrVal, PolkaCertificate, RoundCertificate,
-    RoundCertificateType, SignedMessage, ThresholdParam, ThresholdParams, ValidatorSet as _,
-    VoteType,
-};
+use arc_malachitebft_core_types::{self as mt, CertificateError, CommitCertificate, SignedMessage};
 use std::collections::BTreeSet;
+
+mod verify;
 use tracing::{debug, error, info, warn};
-use weft_bls::{PublicKey, PublicKeyBytes, SecretKey, Signature, SignatureBytes};
+use weft_bls::{SecretKey, SignatureBytes};
 use weft_finality::{Certificate, Equivocation};
 use weft_primitives::{AccountId, Hash};
 
@@ -220,7 +217,12 @@ impl Effects {
                 Ok(r.resume_with(()))
             }
             Effect::Decide(cert, _extensions, r) => {
-                info!(height = cert.height.0, round = %cert.round, block = %cert.value_id, "decided");
+                info!(
+                    height = cert.height.0,
+                    round = %cert.round,
+                    block = %cert.value_id,
+                    "decided"
+                );
                 Ok(r.resume_with(()))
             }
             Effect::SignVote(vote, r) => {
@@ -317,12 +319,12 @@ impl Effects {
     /// Test-only: signs a vote like `vote` but for another block, to be broadcast after the
     /// call's other outputs.
     #[cfg(feature = "equivocate")]
-    fn sign_conflict(&mut self, vote: &WeftVote) -> Result<(), EngineError> {
+    fn sign_conflict(&mut self, vote: &crate::context::WeftVote) -> Result<(), EngineError> {
         if !self.equivocate {
             return Ok(());
         }
         let mut seed = b"weft/equivocate/".to_vec();
-        if let NilOrVal::Val(b) = vote.value {
+        if let arc_malachitebft_core_types::NilOrVal::Val(b) = vote.value {
             seed.extend_from_slice(b.0.as_bytes());
         }
         seed.extend_from_slice(&vote.height.0.to_le_bytes());
@@ -343,199 +345,6 @@ impl Effects {
                 },
             )));
         Ok(())
-    }
-
-    /// Verifies one signature, with the set's parsed key when `account` is a member with
-    /// that key, and remembers it for the rest of the height.
-    fn verify(
-        &mut self,
-        account: &AccountId,
-        key: &PublicKeyBytes,
-        msg: &[u8],
-        sig: &SignatureBytes,
-    ) -> bool {
-        let entry = (*blake3::hash(msg).as_bytes(), *account, *sig);
-        if self.verified.contains(&entry) {
-            return true;
-        }
-        let parsed = self.set.as_ref().and_then(|set| {
-            let set = set.inner();
-            let i = set.index_of(account)?;
-            (set.validators().get(i)?.bls_key == *key)
-                .then(|| set.key_at(i).copied())
-                .flatten()
-        });
-        let Some(pk) = parsed.or_else(|| PublicKey::from_bytes(key).ok()) else {
-            return false;
-        };
-        let ok = Signature::from_bytes(sig).is_ok_and(|s| pk.verify(msg, &s));
-        if ok {
-            self.verified.insert(entry);
-        }
-        ok
-    }
-
-    fn note_cert_result(&mut self, result: &Result<(), CertificateError<Ctx>>) {
-        match result {
-            Ok(()) => {}
-            Err(
-                CertificateError::InvalidCommitSignature(_)
-                | CertificateError::InvalidPolkaSignature(_)
-                | CertificateError::InvalidRoundSignature(_),
-            ) => self.bad_signature = true,
-            Err(e) => {
-                warn!(error = %e, "certificate refused");
-                self.cert_error = Some(e.to_string());
-            }
-        }
-    }
-
-    /// Checks `(signer, message, signature)` triples: members, no duplicates, valid
-    /// signatures (`invalid(i)` names the first bad one), and power meeting `threshold`.
-    fn verify_signers(
-        &mut self,
-        set: &WeftValidatorSet,
-        threshold: ThresholdParam,
-        signers: &[(Address, Vec<u8>, SignatureBytes)],
-        invalid: impl Fn(usize) -> CertificateError<Ctx>,
-    ) -> Result<(), CertificateError<Ctx>> {
-        let mut seen = BTreeSet::new();
-        let mut signed: u64 = 0;
-        for (i, (address, msg, sig)) in signers.iter().enumerate() {
-            let Some(v) = set.get_by_address(address) else {
-                return Err(CertificateError::UnknownValidator(*address));
-            };
-            if !seen.insert(*address) {
-                return Err(CertificateError::DuplicateVote(*address));
-            }
-            if !self.verify(&address.0, &v.public_key, msg, sig) {
-                return Err(invalid(i));
-            }
-            signed = signed
-                .checked_add(v.power)
-                .ok_or(CertificateError::VotingPowerOverflow {
-                    signed,
-                    added: v.power,
-                })?;
-        }
-        let total = set.total_voting_power();
-        if !threshold.is_met(signed, total) {
-            return Err(CertificateError::NotEnoughVotingPower {
-                signed,
-                total,
-                expected: threshold.min_expected(total),
-            });
-        }
-        Ok(())
-    }
-
-    fn vote_bytes(
-        &self,
-        kind: VoteType,
-        cert_height: u64,
-        round: mt::Round,
-        value: NilOrVal<crate::context::BlockHash>,
-        who: Address,
-    ) -> Vec<u8> {
-        WeftVote {
-            kind,
-            height: crate::context::Height(cert_height),
-            round,
-            value,
-            validator: who,
-        }
-        .to_finality()
-        .signing_bytes(&self.genesis)
-    }
-
-    fn verify_commit(
-        &mut self,
-        cert: &CommitCertificate<Ctx>,
-        set: &WeftValidatorSet,
-        thresholds: ThresholdParams,
-    ) -> Result<(), CertificateError<Ctx>> {
-        let signers: Vec<_> = cert
-            .commit_signatures
-            .iter()
-            .map(|s| {
-                let msg = self.vote_bytes(
-                    VoteType::Precommit,
-                    cert.height.0,
-                    cert.round,
-                    NilOrVal::Val(cert.value_id),
-                    s.address,
-                );
-                (s.address, msg, s.signature)
-            })
-            .collect();
-        self.verify_signers(set, thresholds.quorum, &signers, |i| {
-            CertificateError::InvalidCommitSignature(cert.commit_signatures[i].clone())
-        })
-    }
-
-    fn verify_polka(
-        &mut self,
-        cert: &PolkaCertificate<Ctx>,
-        set: &WeftValidatorSet,
-        thresholds: ThresholdParams,
-    ) -> Result<(), CertificateError<Ctx>> {
-        let signers: Vec<_> = cert
-            .polka_signatures
-            .iter()
-            .map(|s| {
-                let msg = self.vote_bytes(
-                    VoteType::Prevote,
-                    cert.height.0,
-                    cert.round,
-                    NilOrVal::Val(cert.value_id),
-                    s.address,
-                );
-                (s.address, msg, s.signature)
-            })
-            .collect();
-        self.verify_signers(set, thresholds.quorum, &signers, |i| {
-            CertificateError::InvalidPolkaSignature(cert.polka_signatures[i].clone())
-        })
-    }
-
-    /// A skip certificate needs votes of its round from more than 1/3 of the power; a
-    /// precommit certificate needs precommits (for anything) from more than 2/3.
-    fn verify_round(
-        &mut self,
-        cert: &RoundCertificate<Ctx>,
-        set: &WeftValidatorSet,
-        thresholds: ThresholdParams,
-    ) -> Result<(), CertificateError<Ctx>> {
-        let threshold = match cert.cert_type {
-            RoundCertificateType::Skip => thresholds.honest,
-            RoundCertificateType::Precommit => {
-                if let Some(s) = cert
-                    .round_signatures
-                    .iter()
-                    .find(|s| s.vote_type == VoteType::Prevote)
-                {
-                    return Err(CertificateError::InvalidVoteType(s.address));
-                }
-                thresholds.quorum
-            }
-        };
-        let signers: Vec<_> = cert
-            .round_signatures
-            .iter()
-            .map(|s| {
-                let msg = self.vote_bytes(
-                    s.vote_type,
-                    cert.height.0,
-                    cert.round,
-                    s.value_id,
-                    s.address,
-                );
-                (s.address, msg, s.signature)
-            })
-            .collect();
-        self.verify_signers(set, threshold, &signers, |i| {
-            CertificateError::InvalidRoundSignature(cert.round_signatures[i].clone())
-        })
     }
 
     /// Emits the decision: the commit certificate aggregated into a
@@ -568,7 +377,14 @@ impl Effects {
         for e in &all {
             self.report(e);
         }
-        info!(height, round, %cert.value_id, signers = signatures.len(), evidence = all.len(), "finalized");
+        info!(
+            height,
+            round,
+            block = %cert.value_id,
+            signers = signatures.len(),
+            evidence = all.len(),
+            "finalized"
+        );
         self.out.push(Output::Decided {
             certificate,
             evidence: all,

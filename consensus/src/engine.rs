@@ -30,7 +30,7 @@ use crate::wal::WalEntry;
 use crate::wire::{to_input, ConsensusMessage};
 use crate::{EngineConfig, EngineError, Output};
 use arc_malachitebft_core_consensus::{
-    Error as ConsensusError, Input, LocallyProposedValue, Params, ProposedValue, State,
+    process, Error as ConsensusError, Input, LocallyProposedValue, Params, ProposedValue, State,
     ThresholdParams, ValuePayload,
 };
 use arc_malachitebft_core_types::{Round, Validity, ValueOrigin, VoteExtensionPolicy};
@@ -97,7 +97,7 @@ impl Engine {
         let state = self.state.as_mut().ok_or(EngineError::NotStarted)?;
         let fx = &mut self.fx;
         fx.begin();
-        let result: Result<(), ConsensusError<WeftContext>> = arc_malachitebft_core_consensus::process!(
+        let result: Result<(), ConsensusError<WeftContext>> = process!(
             input: input,
             state: state,
             metrics: &(),
@@ -260,7 +260,10 @@ impl Engine {
         if let Some(block) = recorded {
             info!(height, round = %round, "re-proposing the block recorded in the WAL");
             let r = round_u32(round);
-            out.retain(|o| !matches!(o, Output::BuildBlock { height: h, round: rr, .. } if *h == height && *rr == r));
+            out.retain(|o| {
+                !matches!(o, Output::BuildBlock { height: h, round: rr, .. }
+                    if *h == height && *rr == r)
+            });
             out.extend(self.process(Input::Propose(LocallyProposedValue::new(
                 Height(height),
                 round,

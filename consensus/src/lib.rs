@@ -9,16 +9,15 @@
 //! event with a list of [`Output`]s that the node carries out **in order**:
 //!
 //! ```text
-//!   node event                          engine call                   typical outputs
-//!   ───────────────────────────────     ─────────────────────────     ───────────────────────
-//!   new height (block committed)        start_height(h, set)          NewRound, ScheduleTimeout,
-//!                                                                     BuildBlock (if proposer)
-//!   after a restart                     replay(WAL entries of h)      Broadcast (recorded votes)
-//!   gossip message                      on_message(msg)               WalAppend, Broadcast, …
-//!   block body validated                on_block(h, r, hash, who, ok) WalAppend, Broadcast(vote)
-//!   block built (answer to BuildBlock)  propose(h, r, hash)           WalAppend, Broadcast(proposal)
-//!   timer fired                         on_timeout(id)                WalAppend, Broadcast, NewRound
-//!                                                                     Decided { certificate, evidence }
+//!   node event                 engine call                    typical outputs
+//!   ─────────────────────────  ─────────────────────────────  ─────────────────────────────
+//!   height starts              start_height(h, set)           NewRound, ScheduleTimeout,
+//!                                                             BuildBlock (if proposer)
+//!   after a restart            replay(WAL entries of h)       Broadcast (recorded messages)
+//!   gossip message             on_message(msg)                WalAppend, Broadcast, Decided
+//!   block body validated       on_block(h, r, hash, who, ok)  WalAppend, Broadcast (vote)
+//!   block built                propose(h, r, hash)            WalAppend, Broadcast
+//!   timer fired                on_timeout(id)                 WalAppend, Broadcast, NewRound
 //! ```
 //!
 //! **Tendermint in numbers.** A set of validators with total power `P` tolerates faulty
@@ -32,6 +31,35 @@
 //! once messages arrive within them a round with an honest proposer decides (liveness,
 //! after the network stabilises). On the happy path a height takes one block build plus three
 //! message delays (proposal, prevotes, precommits) and no timeout fires.
+//!
+//! **Integrating it (the node's side of the contract).**
+//!
+//! 1. Carry out the outputs of a call in order. Append and fsync each `WalAppend` before
+//!    acting on any later output of the same batch (see [`wal`]); `Broadcast` may carry other
+//!    validators' messages too (certificates, a re-published proposal), relay them as they are.
+//! 2. Keep one timer per [`TimeoutId`]; `ScheduleTimeout` replaces a running one with the
+//!    same id. The id carries the height and the round the timer was started in; the engine
+//!    ignores a timer of another height or round, so a late or duplicate firing is harmless.
+//! 3. On `BuildBlock { height, round, timeout }` build a block, gossip its body with
+//!    `(height, round, hash, proposer)`, and call `propose(height, round, hash)` within
+//!    `timeout`. A late answer (the round moved on) is ignored; nothing else is needed.
+//! 4. For every block body received (or fetched after a proposal named a hash you lack),
+//!    execute it and call `on_block(height, round, hash, proposer, valid)`. The engine pairs
+//!    bodies with signed proposals by `(height, hash)` (the round is informational), in any
+//!    order. It never prevotes, so never decides, a block the node did not report valid; your
+//!    own proposed block needs no `on_block`. On `RestreamBlock` gossip that body again.
+//! 5. On `Decided` store the block with its certificate, then call `start_height(h + 1, set)`
+//!    with the next height's set. Messages for `h + 1` that arrived early are kept and
+//!    processed then; `AheadOfUs` means a peer claims a later height (unverified): sync if it
+//!    persists, verify the synced certificates, then `start_height` the next height.
+//! 6. After a crash: `start_height(h, set)` then `replay(WAL entries of h)` before any other
+//!    call (`ReplayTooLate` otherwise), and only then feed network input.
+//! 7. Errors: `BadSignature`, `UnknownValidator`, `NotProposer`, `InvalidCertificate` mean
+//!    the peer sent something invalid; `CorruptWal` is for the operator; `Signing`,
+//!    `Certificate` and `Consensus` are local faults (stop the validator rather than carry on).
+//!
+//! Malachite's state notes `Instant::now()` when a height starts; it only reads it back with
+//! a finalization target time, which this engine never sets, so decisions never depend on it.
 //!
 //! Modules: [`context`] (the Malachite `Context`: heights, addresses, votes, proposals, BLS
 //! signing, the validator set), [`engine`] (the wrapper), `effects` (how each Malachite

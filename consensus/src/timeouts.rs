@@ -2,12 +2,12 @@
 //!
 //! Tendermint waits a bounded time at each step before giving up on the round:
 //!
-//! | kind        | base  | started when                                   | on expiry                 |
-//! |-------------|-------|------------------------------------------------|---------------------------|
-//! | `Propose`   | 3 s   | a round starts and we are not yet in prevote   | prevote nil               |
-//! | `Prevote`   | 1 s   | prevotes from > 2/3 for *anything* (no polka)  | precommit nil             |
-//! | `Precommit` | 1 s   | precommits from > 2/3 for *anything*           | move to the next round    |
-//! | `Rebroadcast` | 5 s | a round starts, and after each of our votes    | re-send our last votes    |
+//! | kind          | base | started when                                  | on expiry          |
+//! |---------------|------|-----------------------------------------------|--------------------|
+//! | `Propose`     | 3 s  | a round starts                                | prevote nil        |
+//! | `Prevote`     | 1 s  | prevotes from > 2/3 for *anything* (no polka) | precommit nil      |
+//! | `Precommit`   | 1 s  | precommits from > 2/3 for *anything*          | next round         |
+//! | `Rebroadcast` | 5 s  | a round starts, and after each of our votes   | re-send our votes  |
 //!
 //! Each grows by `delta` (500 ms) per round, so after the network stabilises the timeouts
 //! eventually exceed the real message delay and a round succeeds (partial synchrony). The

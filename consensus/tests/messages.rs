@@ -86,7 +86,8 @@ fn refuses_what_it_cannot_verify() {
     let f = fixture();
     let (me, mut e) = f.follower();
     let other = (me + 2) % 4;
-    let block = Some(Hash([1; 32]));
+    let hash = Hash([1; 32]);
+    let block = Some(hash);
 
     let forged = f.vote(me, other, 1, block);
     assert_eq!(
@@ -126,7 +127,7 @@ fn refuses_what_it_cannot_verify() {
     let weak = ConsensusMessage::PolkaCertificate {
         height: 1,
         round: 0,
-        block: block.unwrap(),
+        block: hash,
         signatures: vec![(good.vote.validator, good.signature)],
     };
     assert!(matches!(
@@ -136,7 +137,7 @@ fn refuses_what_it_cannot_verify() {
     let forged = ConsensusMessage::PolkaCertificate {
         height: 1,
         round: 0,
-        block: block.unwrap(),
+        block: hash,
         signatures: (0..3)
             .map(|i| (f.keys[i].0, SignatureBytes([7; 32])))
             .collect(),
@@ -339,4 +340,84 @@ fn a_node_without_a_key_follows_but_never_votes() {
     let out2 = e.on_block(1, 0, block, f.keys[proposer].0, true).unwrap();
     assert!(own_broadcasts(&out).is_empty() && own_broadcasts(&out2).is_empty());
     assert_eq!(e.account(), None);
+}
+
+fn own_prevotes(me: AccountId, out: &[Output]) -> Vec<Option<Hash>> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Broadcast(ConsensusMessage::Vote(v))
+                if v.vote.validator == me && v.vote.kind == VoteKind::Prevote =>
+            {
+                Some(v.vote.block)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Why the WAL matters: a follower prevoted a block; restarted *without* its WAL, the
+/// propose timeout makes it prevote nil at the same round (an equivocation); restarted with
+/// its WAL, it re-sends its recorded prevote and the timeout changes nothing.
+#[test]
+fn without_the_wal_a_restart_would_equivocate() {
+    let f = fixture();
+    let (me_i, mut e) = f.follower();
+    let me = f.keys[me_i].0;
+    let proposer = f.proposer_index(1, 0);
+    let block = Hash([8; 32]);
+    let mut out = e
+        .on_message(ConsensusMessage::Proposal(
+            f.proposal(proposer, proposer, block),
+        ))
+        .unwrap();
+    out.extend(e.on_block(1, 0, block, f.keys[proposer].0, true).unwrap());
+    assert_eq!(own_prevotes(me, &out), vec![Some(block)]);
+    let wal = wal_of(&out);
+    let propose_timeout = weft_consensus::TimeoutId {
+        height: 1,
+        round: 0,
+        kind: weft_consensus::TimeoutKind::Propose,
+    };
+
+    let mut amnesiac = f.engine(me_i);
+    amnesiac.start_height(1, f.set.clone()).unwrap();
+    let out = amnesiac.on_timeout(propose_timeout).unwrap();
+    assert_eq!(own_prevotes(me, &out), vec![None], "the negative control");
+
+    let mut recovered = f.engine(me_i);
+    recovered.start_height(1, f.set.clone()).unwrap();
+    let out = recovered.replay(&wal).unwrap();
+    assert_eq!(own_prevotes(me, &out), vec![Some(block)]);
+    let out = recovered.on_timeout(propose_timeout).unwrap();
+    assert!(own_prevotes(me, &out).is_empty());
+}
+
+/// Two proposals of one proposer for one (height, round) are reported as evidence at once.
+#[test]
+fn double_proposals_are_evidence() {
+    let f = fixture();
+    let (_, mut e) = f.follower();
+    let proposer = f.proposer_index(1, 0);
+    let first = f.proposal(proposer, proposer, Hash([1; 32]));
+    let second = f.proposal(proposer, proposer, Hash([2; 32]));
+    assert!(!e
+        .on_message(ConsensusMessage::Proposal(first))
+        .unwrap()
+        .iter()
+        .any(|o| matches!(o, Output::Evidence(_))));
+    let out = e.on_message(ConsensusMessage::Proposal(second)).unwrap();
+    let evidence: Vec<_> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Evidence(ev) => Some(ev.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(evidence.len(), 1, "{out:?}");
+    let key = f.set.validators()[f.set.index_of(&f.keys[proposer].0).unwrap()].bls_key;
+    assert_eq!(evidence[0].verify(&GENESIS, &key), Ok(()));
+    assert!(matches!(
+        evidence[0],
+        weft_finality::Equivocation::Proposals { .. }
+    ));
 }

@@ -15,7 +15,7 @@
 //! certificate, records the decision and starts the next height. A node that falls behind
 //! (it missed a decision) syncs: every second it looks for a certificate of its current height
 //! decided by someone else, verifies it and starts the next height, as a real node's block
-//! sync would.
+//! sync would (fetching every missing height at once).
 //!
 //! Faults: message drops, a partition (messages across groups are dropped at delivery time),
 //! crashes (a crash can cut a batch of outputs in the middle, losing the outputs after the
@@ -133,6 +133,10 @@ pub struct Sim {
     pub builds: Vec<(usize, u64, u32)>,
     /// Every timer that fired: (node, id).
     pub fired: Vec<(usize, TimeoutId)>,
+    /// Every round started: (node, height, round, at).
+    pub rounds: Vec<(usize, u64, u32, u64)>,
+    /// Every restart: (node, height, WAL entries replayed, at).
+    pub restarts: Vec<(usize, u64, usize, u64)>,
 }
 
 pub fn block_hash(height: u64, round: u32, proposer: &AccountId) -> Hash {
@@ -204,6 +208,8 @@ impl Sim {
             certificates: BTreeMap::new(),
             builds: Vec::new(),
             fired: Vec::new(),
+            rounds: Vec::new(),
+            restarts: Vec::new(),
         }
     }
 
@@ -329,7 +335,9 @@ impl Sim {
                 );
             }
             Output::RestreamBlock { block, .. } => self.gossip_body(i, block),
-            Output::NewRound { .. } => {}
+            Output::NewRound { height, round, .. } => {
+                self.rounds.push((i, height, round, self.now));
+            }
             Output::WalAppend { height, entry } => {
                 self.nodes[i].wal.entry(height).or_default().push(entry);
             }
@@ -466,13 +474,18 @@ impl Sim {
                 if !self.nodes[node].up {
                     return;
                 }
-                let h = self.nodes[node].engine.height();
-                if let Some(c) = self.certificates.get(&h).cloned() {
-                    if !self.nodes[node].decided.contains_key(&h)
-                        && !self.nodes[node].engine.is_decided()
+                // Catch up on every height someone else decided (one block sync request).
+                loop {
+                    let h = self.nodes[node].engine.height();
+                    let Some(c) = self.certificates.get(&h).cloned() else {
+                        break;
+                    };
+                    if self.nodes[node].decided.contains_key(&h)
+                        || self.nodes[node].engine.is_decided()
                     {
-                        self.decided(node, c, Vec::new(), true);
+                        break;
                     }
+                    self.decided(node, c, Vec::new(), true);
                 }
             }
         }
@@ -523,6 +536,7 @@ impl Sim {
         let entries = n.wal.get(&height).cloned().unwrap_or_default();
         let mut out = n.engine.start_height(height, self.set.clone()).unwrap();
         out.extend(n.engine.replay(&entries).expect("replay"));
+        self.restarts.push((i, height, entries.len(), self.now));
         self.apply(i, out);
     }
 
@@ -559,6 +573,15 @@ impl Sim {
         for (i, n) in self.nodes.iter().enumerate() {
             assert!(n.errors.is_empty(), "node {i}: {:?}", n.errors);
         }
+    }
+
+    /// The highest height any node decided.
+    pub fn max_height(&self) -> u64 {
+        self.nodes
+            .iter()
+            .filter_map(|n| n.decided.keys().next_back().copied())
+            .max()
+            .unwrap_or(0)
     }
 
     /// The highest height every live node decided.

@@ -17,8 +17,38 @@
 //! Consumers that need more (audit selection) use randomness of a block at least one block
 //! old, so the beacon value is fixed before the audited work is revealed.
 
+use parity_scale_codec::{Decode, Encode};
 use weft_bls::{PublicKey, SecretKey, Signature, SignatureBytes};
-use weft_primitives::Hash;
+use weft_primitives::{DigestItem, Hash, Header};
+
+/// What a BFT proposer puts in its header's digest, as `PreRuntime { engine: BFT_ENGINE }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub struct PreDigest {
+    /// The round the block was proposed in.
+    pub round: u32,
+    /// The proposer's beacon signature ([`sign`]).
+    pub beacon: SignatureBytes,
+}
+
+impl PreDigest {
+    /// As a digest item.
+    pub fn to_item(&self) -> DigestItem {
+        DigestItem::PreRuntime {
+            engine: crate::BFT_ENGINE,
+            data: self.encode(),
+        }
+    }
+
+    /// The BFT pre-digest of `header`, if it has one that decodes.
+    pub fn of(header: &Header) -> Option<PreDigest> {
+        header.digest.logs.iter().find_map(|item| match item {
+            DigestItem::PreRuntime { engine, data } if *engine == crate::BFT_ENGINE => {
+                PreDigest::decode(&mut &data[..]).ok()
+            }
+            _ => None,
+        })
+    }
+}
 
 /// The bytes a proposer signs for the beacon of block `height`.
 pub fn message(genesis: &Hash, height: u64, previous: &Hash) -> Vec<u8> {

@@ -9,11 +9,13 @@
 
 use crate::vote::{SignedProposal, SignedVote};
 use parity_scale_codec::{Decode, Encode};
+use serde::{Deserialize, Serialize};
 use weft_bls::{PublicKey, PublicKeyBytes};
 use weft_primitives::{AccountId, Hash};
 
 /// Two conflicting signed messages of one validator. Indices are stable.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub enum Equivocation {
     /// Two votes of one kind at one (height, round) for different blocks (or a block and nil).
     #[codec(index = 0)]

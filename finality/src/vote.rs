@@ -12,11 +12,15 @@
 //! for a fresh value.
 
 use parity_scale_codec::{Decode, Encode};
+use serde::{Deserialize, Serialize};
 use weft_bls::{PublicKey, SecretKey, Signature, SignatureBytes};
 use weft_primitives::{AccountId, Hash};
 
 /// Prevote or precommit. Indices are stable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode, Serialize, Deserialize,
+)]
+#[serde(rename_all = "camelCase")]
 pub enum VoteKind {
     /// First voting step.
     #[codec(index = 0)]
@@ -27,7 +31,10 @@ pub enum VoteKind {
 }
 
 /// A vote: for a block, or for nil (`block: None`).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode, Serialize, Deserialize,
+)]
+#[serde(rename_all = "camelCase")]
 pub struct Vote {
     /// Prevote or precommit.
     pub kind: VoteKind,
@@ -42,7 +49,10 @@ pub struct Vote {
 }
 
 /// A proposal of a block for (height, round).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode, Serialize, Deserialize,
+)]
+#[serde(rename_all = "camelCase")]
 pub struct Proposal {
     /// The height.
     pub height: u64,
@@ -86,7 +96,10 @@ impl Proposal {
 }
 
 /// A vote with its signature.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode, Serialize, Deserialize,
+)]
+#[serde(rename_all = "camelCase")]
 pub struct SignedVote {
     /// The vote.
     pub vote: Vote,
@@ -95,7 +108,10 @@ pub struct SignedVote {
 }
 
 /// A proposal with its signature.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode, Serialize, Deserialize,
+)]
+#[serde(rename_all = "camelCase")]
 pub struct SignedProposal {
     /// The proposal.
     pub proposal: Proposal,

@@ -17,12 +17,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 use tokio::sync::broadcast;
 use weft_primitives::header::extrinsics_root;
-use weft_primitives::storage::StateReader;
-use weft_primitives::{AccountId, BlockNumber, Digest, Hash, Header, Moment, MAX_BLOCK_SIZE};
+use weft_primitives::{
+    AccountId, BlockNumber, Digest, DigestItem, Hash, Header, Moment, MAX_BLOCK_SIZE,
+};
 use weft_runtime::executive::{execute_block, ApplyError, BlockContext};
 use weft_runtime::{
     build_genesis, validate_transaction, Block, BlockBuilder, BlockError, Extrinsic,
-    GenesisValidator, InvalidTransaction, ValidTransaction,
+    InvalidTransaction, ValidTransaction,
 };
 
 /// Why the chain could not do what was asked.
@@ -128,6 +129,24 @@ pub struct BuiltBlock {
     /// Candidates that turned out invalid, with why.
     pub rejected: Vec<(Hash, InvalidTransaction)>,
     /// Time spent building and writing.
+    pub elapsed: std::time::Duration,
+}
+
+/// A block executed on the best block but not yet written.
+pub struct ExecutedBlock {
+    /// Its hash.
+    pub hash: Hash,
+    /// The block.
+    pub block: Block,
+    /// Its encoded extrinsics.
+    bodies: Vec<Vec<u8>>,
+    /// Its state changes.
+    update: StateUpdate,
+    /// Hashes of its extrinsics.
+    pub included: Vec<Hash>,
+    /// Candidates that turned out invalid while building, with why.
+    pub rejected: Vec<(Hash, InvalidTransaction)>,
+    /// Time spent executing.
     pub elapsed: std::time::Duration,
 }
 
@@ -246,6 +265,11 @@ impl Chain {
         })
     }
 
+    /// The database, for records kept beside the chain (the consensus write-ahead log).
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
     /// The chain's name.
     pub fn name(&self) -> &str {
         &self.chain_name
@@ -345,21 +369,38 @@ impl Chain {
         )
     }
 
-    fn validators(&self, state: &dyn StateReader) -> Result<Vec<GenesisValidator>, ChainError> {
-        weft_runtime::genesis::VALIDATORS
-            .get(state)
-            .map_err(|e| ChainError::Missing(format!("validator set: {e}")))?
-            .ok_or_else(|| ChainError::Missing("validator set".into()))
-    }
-
     /// Builds a block on the best block from `candidates` (in order), finalizes it through the
-    /// engine and writes it. Invalid candidates are skipped and reported.
+    /// engine and writes it: what the dev engine's single validator does every block time.
+    /// Invalid candidates are skipped and reported.
     pub fn build_block(
         &self,
         candidates: &[Candidate],
         author: AccountId,
         now: Moment,
     ) -> Result<BuiltBlock, ChainError> {
+        let number = self.heads().best.number + 1;
+        let executed =
+            self.prepare_block(candidates, author, now, self.engine.pre_digest(number))?;
+        let justification = self.engine.justify(&executed.block.header);
+        self.commit_block(&executed, justification.as_ref())?;
+        Ok(BuiltBlock {
+            hash: executed.hash,
+            header: executed.block.header,
+            included: executed.included,
+            rejected: executed.rejected,
+            elapsed: executed.elapsed,
+        })
+    }
+
+    /// Executes a new block on the best block from `candidates` (in order) without writing
+    /// it: a BFT proposer's candidate. Invalid candidates are skipped and reported.
+    pub fn prepare_block(
+        &self,
+        candidates: &[Candidate],
+        author: AccountId,
+        now: Moment,
+        logs: Vec<DigestItem>,
+    ) -> Result<ExecutedBlock, ChainError> {
         let started = Instant::now();
         let _guard = self
             .import_lock
@@ -369,14 +410,18 @@ impl Chain {
         let parent = &heads.best;
         let number = parent.number + 1;
         let parent_state = self.state_at(parent.number);
-        let ctx = BlockContext {
-            number,
+        let mut header = Header {
             parent_hash: heads.best_hash,
+            number,
+            state_root: Hash::ZERO,
+            extrinsics_root: Hash::ZERO,
             timestamp: now.max(parent.timestamp),
             author,
+            digest: Digest { logs },
         };
-        let mut builder = BlockBuilder::new(&parent_state, ctx)?;
+        let mut builder = BlockBuilder::new(&parent_state, BlockContext::of(&header))?;
         let mut included = Vec::new();
+        let mut extrinsics = Vec::new();
         let mut bodies = Vec::new();
         let mut rejected = Vec::new();
         let mut size = 0usize;
@@ -388,6 +433,7 @@ impl Chain {
                 Ok(_) => {
                     size += c.encoded.len();
                     included.push(c.hash);
+                    extrinsics.push(c.extrinsic.clone());
                     bodies.push(c.encoded.clone());
                 }
                 Err(ApplyError::Invalid(InvalidTransaction::ExhaustsResources)) => break,
@@ -401,46 +447,35 @@ impl Chain {
         }
         let outcome = builder.finish();
         let update = state::compute_update(&self.db, &outcome.changes, number)?;
-        let header = Header {
-            parent_hash: heads.best_hash,
-            number,
-            state_root: update.root,
-            extrinsics_root: extrinsics_root(&bodies),
-            timestamp: ctx.timestamp,
-            author,
-            digest: Digest {
-                logs: self.engine.pre_digest(number),
-            },
-        };
-        let justification = self.engine.justify(&header);
-        let hash = header.hash();
-        self.write_block(
-            &header,
-            hash,
-            &bodies,
-            &update,
-            justification.as_ref(),
-            &included,
-        )?;
-        Ok(BuiltBlock {
-            hash,
-            header,
+        header.state_root = update.root;
+        header.extrinsics_root = extrinsics_root(&bodies);
+        Ok(ExecutedBlock {
+            hash: header.hash(),
+            block: Block { header, extrinsics },
+            bodies,
+            update,
             included,
             rejected,
             elapsed: started.elapsed(),
         })
     }
 
-    /// Imports a block from outside (file, network): full verification, then one atomic write.
-    pub fn import_block(
-        &self,
-        block: &Block,
-        justification: Option<&Justification>,
-    ) -> Result<Hash, ChainError> {
+    /// Checks a block that extends the best block, everything but its finality proof:
+    /// extrinsics root, size, execution and state root. Writes nothing.
+    pub fn check_block(&self, block: &Block) -> Result<ExecutedBlock, ChainError> {
+        let started = Instant::now();
         let _guard = self
             .import_lock
             .lock()
             .map_err(|_| ChainError::Missing("import lock".into()))?;
+        self.check_block_locked(block, started)
+    }
+
+    fn check_block_locked(
+        &self,
+        block: &Block,
+        started: Instant,
+    ) -> Result<ExecutedBlock, ChainError> {
         let hash = block.header.hash();
         if self.header(&hash)?.is_some() {
             return Err(ChainError::AlreadyKnown(hash));
@@ -461,10 +496,6 @@ impl Chain {
             return Err(ChainError::BadExtrinsicsRoot);
         }
         let parent_state = self.state_at(heads.best.number);
-        let justification = justification.ok_or(ChainError::MissingJustification)?;
-        let validators = self.validators(&parent_state)?;
-        self.engine
-            .verify(&block.header, justification, &validators)?;
         let outcome = execute_block(&parent_state, block)?;
         let update = state::compute_update(&self.db, &outcome.changes, block.header.number)?;
         if update.root != block.header.state_root {
@@ -473,16 +504,91 @@ impl Chain {
                 computed: update.root,
             });
         }
-        let included: Vec<Hash> = block.extrinsics.iter().map(|x| x.hash()).collect();
+        Ok(ExecutedBlock {
+            hash,
+            block: block.clone(),
+            included: block.extrinsics.iter().map(|x| x.hash()).collect(),
+            bodies,
+            update,
+            rejected: Vec::new(),
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// Checks the finality proof of a block on the best block against the parent state.
+    pub fn verify_justification(
+        &self,
+        header: &Header,
+        justification: &Justification,
+    ) -> Result<(), ChainError> {
+        let heads = self.heads();
+        let parent_state = self.state_at(header.number.saturating_sub(1).min(heads.best.number));
+        self.engine
+            .verify(&self.genesis_hash, header, justification, &parent_state)?;
+        Ok(())
+    }
+
+    /// Writes a block executed by [`Chain::prepare_block`] or [`Chain::check_block`], if it
+    /// still extends the best block. With a justification it is final.
+    pub fn commit_block(
+        &self,
+        executed: &ExecutedBlock,
+        justification: Option<&Justification>,
+    ) -> Result<(), ChainError> {
+        let _guard = self
+            .import_lock
+            .lock()
+            .map_err(|_| ChainError::Missing("import lock".into()))?;
+        let header = &executed.block.header;
+        let best = self.heads().best_hash;
+        if header.parent_hash != best {
+            return Err(ChainError::NotOnBest {
+                parent: header.parent_hash,
+                best,
+            });
+        }
+        self.write_block(
+            header,
+            executed.hash,
+            &executed.bodies,
+            &executed.update,
+            justification,
+            &executed.included,
+        )
+    }
+
+    /// Imports a block from outside (file, network): full verification, then one atomic write.
+    pub fn import_block(
+        &self,
+        block: &Block,
+        justification: Option<&Justification>,
+    ) -> Result<Hash, ChainError> {
+        let started = Instant::now();
+        let _guard = self
+            .import_lock
+            .lock()
+            .map_err(|_| ChainError::Missing("import lock".into()))?;
+        let justification = justification.ok_or(ChainError::MissingJustification)?;
+        let heads = self.heads();
+        if block.header.parent_hash == heads.best_hash {
+            let parent_state = self.state_at(heads.best.number);
+            self.engine.verify(
+                &self.genesis_hash,
+                &block.header,
+                justification,
+                &parent_state,
+            )?;
+        }
+        let executed = self.check_block_locked(block, started)?;
         self.write_block(
             &block.header,
-            hash,
-            &bodies,
-            &update,
+            executed.hash,
+            &executed.bodies,
+            &executed.update,
             Some(justification),
-            &included,
+            &executed.included,
         )?;
-        Ok(hash)
+        Ok(executed.hash)
     }
 
     fn write_block(

@@ -25,6 +25,9 @@ pub struct ChainSpec {
     pub boot_nodes: Vec<String>,
     /// Token symbol and decimals, SS58 format.
     pub properties: Properties,
+    /// How blocks are agreed on: `dev` (one validator, instant finality) or `tendermint`.
+    #[serde(default, skip_serializing_if = "Consensus::is_dev")]
+    pub consensus: Consensus,
     /// The genesis state.
     pub genesis: GenesisConfig,
 }
@@ -38,6 +41,23 @@ pub enum ChainType {
     Local,
     /// A public network.
     Live,
+}
+
+/// The consensus engine of a chain.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Consensus {
+    /// One validator authors and finalizes every block (`DevEngine`).
+    #[default]
+    Dev,
+    /// Tendermint among the staking pallet's active set (`bft`).
+    Tendermint,
+}
+
+impl Consensus {
+    fn is_dev(&self) -> bool {
+        *self == Consensus::Dev
+    }
 }
 
 /// `system_properties`.
@@ -74,6 +94,9 @@ pub enum ChainSpecError {
     /// A built-in key could not be derived.
     #[error("dev key: {0}")]
     Key(#[from] weft_primitives::KeyError),
+    /// A built-in BLS key could not be derived.
+    #[error("dev BLS key: {0}")]
+    Bls(#[from] weft_runtime::bls::BlsError),
 }
 
 fn account(suri: &str) -> Result<weft_primitives::AccountId, ChainSpecError> {
@@ -117,6 +140,7 @@ pub fn dev() -> Result<ChainSpec, ChainSpecError> {
         chain_type: ChainType::Development,
         boot_nodes: vec![],
         properties: properties(),
+        consensus: Consensus::Dev,
         genesis: GenesisConfig {
             existential_deposit: UNIT / 100,
             balances: endowed()?,
@@ -129,28 +153,50 @@ pub fn dev() -> Result<ChainSpec, ChainSpecError> {
     })
 }
 
-/// The local testnet: validators //Alice and //Bob.
+/// The validators of the local testnet, in the order `scripts/testnet.sh` starts them.
+pub const LOCAL_VALIDATORS: [&str; 4] = ["//Alice", "//Bob", "//Charlie", "//Dave"];
+
+/// Stake of each local validator at genesis.
+pub const LOCAL_STAKE: weft_primitives::Balance = 100_000 * UNIT;
+
+/// The local testnet: Tendermint among //Alice, //Bob, //Charlie and //Dave, equally staked,
+/// each with the BLS key the CLI derives from its secret URI (`weft stake validate` and
+/// `weft-node --key` agree on it).
 pub fn local() -> Result<ChainSpec, ChainSpecError> {
+    let mut validators = Vec::new();
+    let mut stakers = Vec::new();
+    for suri in LOCAL_VALIDATORS {
+        let account = account(suri)?;
+        let bls = weft_runtime::bls::secret_from_suri(suri, None)?;
+        validators.push(GenesisValidator {
+            account,
+            stake: LOCAL_STAKE,
+        });
+        stakers.push(weft_runtime::staking::GenesisStaker {
+            account,
+            bond: LOCAL_STAKE,
+            validator: Some((
+                bls.public_key().to_bytes(),
+                bls.proof_of_possession()?.to_bytes(),
+            )),
+            trainer: None,
+        });
+    }
     Ok(ChainSpec {
         name: "Local Testnet".into(),
         id: "local_testnet".into(),
         chain_type: ChainType::Local,
         boot_nodes: vec![],
         properties: properties(),
+        consensus: Consensus::Tendermint,
         genesis: GenesisConfig {
             existential_deposit: UNIT / 100,
             balances: endowed()?,
-            validators: vec![
-                GenesisValidator {
-                    account: account("//Alice")?,
-                    stake: 100_000 * UNIT,
-                },
-                GenesisValidator {
-                    account: account("//Bob")?,
-                    stake: 100_000 * UNIT,
-                },
-            ],
-            ..Default::default()
+            validators,
+            protocol: weft_runtime::ProtocolGenesis {
+                stakers,
+                ..Default::default()
+            },
         },
     })
 }

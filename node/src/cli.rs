@@ -114,6 +114,56 @@ pub struct RunArgs {
     /// Log filter, e.g. `info` or `weft_node=debug`.
     #[arg(long, short = 'l', default_value = "info")]
     pub log: String,
+    /// The validator's BLS seed (`0x…` hex or text); default: derived from `--key` the way
+    /// `weft stake validate` derives it.
+    #[arg(
+        long,
+        env = "WEFT_BLS_SEED",
+        value_name = "SEED",
+        hide_env_values = true
+    )]
+    pub bls_seed: Option<String>,
+    /// Peer-to-peer TCP port (Tendermint chains), on all interfaces unless --listen-addr.
+    #[arg(long, default_value_t = 30333)]
+    pub port: u16,
+    /// Peer-to-peer listen multiaddress (repeatable), e.g. /ip4/127.0.0.1/tcp/30333.
+    #[arg(long = "listen-addr", value_name = "MULTIADDR")]
+    pub listen_addr: Vec<String>,
+    /// Multiaddress other nodes should dial to reach this one (repeatable).
+    #[arg(long = "public-addr", value_name = "MULTIADDR")]
+    pub public_addr: Vec<String>,
+    /// Nodes to connect to first: multiaddresses ending in /p2p/<peer id> (repeatable, or
+    /// comma-separated). The chain spec's bootNodes are added.
+    #[arg(long, value_name = "MULTIADDR", value_delimiter = ',')]
+    pub bootnodes: Vec<String>,
+    /// The node's libp2p key file (hex ed25519 secret); created if missing. Default:
+    /// `<base-path>/chains/<id>/network/secret_ed25519`.
+    #[arg(long, value_name = "PATH")]
+    pub node_key_file: Option<PathBuf>,
+    /// Most peer connections.
+    #[arg(long, default_value_t = 50)]
+    pub max_peers: u32,
+    /// Most peer connections from one IP address.
+    #[arg(long, default_value_t = 8)]
+    pub max_peers_per_ip: u32,
+    /// How long a misbehaving peer stays banned.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub peer_ban_time: Duration,
+    /// Which RPC methods to serve: `safe` (reads and submissions) or `unsafe` (also methods
+    /// that change the node itself). `auto`: unsafe on loopback, safe with --rpc-external.
+    #[arg(long, value_enum, default_value_t = RpcMethods::Auto)]
+    pub rpc_methods: RpcMethods,
+}
+
+/// `--rpc-methods`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RpcMethods {
+    /// Unsafe on loopback, safe when listening externally.
+    Auto,
+    /// Reads, subscriptions and transaction submission only.
+    Safe,
+    /// Also node-changing methods (`system_addReservedPeer`).
+    Unsafe,
 }
 
 /// Chain selection and data location, shared by subcommands.
@@ -183,6 +233,12 @@ pub enum KeyCommand {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Generate a libp2p node key and write it to a file; print the peer id.
+    GenerateNodeKey {
+        /// The file to write (refused if it exists).
+        #[arg(long)]
+        file: PathBuf,
     },
     /// Show the public key and address of a secret URI.
     Inspect {

@@ -29,6 +29,12 @@ pub fn key(cmd: KeyCommand) -> anyhow::Result<()> {
             let pair = Keypair::from_suri(&suri)?;
             (KeyInfo::of(&pair, None), json)
         }
+        KeyCommand::GenerateNodeKey { file } => {
+            let peer = weft_node_net::key::generate_to_file(&file)
+                .with_context(|| format!("writing the node key to {}", file.display()))?;
+            println!("{peer}");
+            return Ok(());
+        }
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&info)?);
@@ -56,7 +62,7 @@ fn open(spec: &ChainSpec, db: &Path) -> anyhow::Result<Chain> {
         db,
         &spec.name,
         &spec.genesis,
-        Arc::new(DevEngine::new(None)),
+        crate::service::verifier(spec, None),
     )
     .with_context(|| format!("opening {}", db.display()))
 }

@@ -10,8 +10,8 @@
 
 use parity_scale_codec::{Decode, Encode};
 use weft_primitives::header::EngineId;
-use weft_primitives::{crypto, AccountId, DigestItem, Header, Keypair, Signature};
-use weft_runtime::GenesisValidator;
+use weft_primitives::storage::StateReader;
+use weft_primitives::{crypto, AccountId, DigestItem, Hash, Header, Keypair, Signature};
 
 /// A finality proof, stored with its block and served with `chain_getBlock`.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
@@ -37,6 +37,15 @@ pub enum ConsensusError {
     /// The signature does not verify.
     #[error("bad finality signature")]
     BadSignature,
+    /// The commit certificate does not verify.
+    #[error("commit certificate: {0}")]
+    Certificate(#[from] weft_finality::CertificateError),
+    /// A BFT header without the proposer's round and beacon.
+    #[error("the header has no BFT pre-digest")]
+    MissingPreDigest,
+    /// The validator set could not be read from state.
+    #[error("validator set: {0}")]
+    State(String),
     /// The header's author is not the signer.
     #[error("header author {author} did not sign it ({signer} did)")]
     AuthorMismatch {
@@ -57,12 +66,14 @@ pub trait ConsensusEngine: Send + Sync {
     fn pre_digest(&self, number: u64) -> Vec<DigestItem>;
     /// The finality proof for a header this node built, if it can finalize alone.
     fn justify(&self, header: &Header) -> Option<Justification>;
-    /// Checks the finality proof of an imported header against the validator set.
+    /// Checks the finality proof of an imported header against the validator set in the state
+    /// of its parent, on the chain with `genesis`.
     fn verify(
         &self,
+        genesis: &Hash,
         header: &Header,
         justification: &Justification,
-        validators: &[GenesisValidator],
+        parent_state: &dyn StateReader,
     ) -> Result<(), ConsensusError>;
 }
 
@@ -117,10 +128,15 @@ impl ConsensusEngine for DevEngine {
 
     fn verify(
         &self,
+        _genesis: &Hash,
         header: &Header,
         justification: &Justification,
-        validators: &[GenesisValidator],
+        parent_state: &dyn StateReader,
     ) -> Result<(), ConsensusError> {
+        let validators = weft_runtime::genesis::VALIDATORS
+            .get(parent_state)
+            .map_err(|e| ConsensusError::State(e.to_string()))?
+            .unwrap_or_default();
         if justification.engine != DEV_ENGINE {
             return Err(ConsensusError::WrongEngine(
                 justification.engine,

@@ -10,6 +10,7 @@
 //! | `tx_index` | extrinsic hash | SCALE `(block hash, index)` |
 //! | `jmt_nodes` | borsh `NodeKey` | borsh `Node` of the Jellyfish Merkle state tree |
 //! | `jmt_values` | key hash ‖ version (u64 big-endian) | SCALE `Option<Vec<u8>>` |
+//! | `consensus_wal` | height (u64 BE) ‖ sequence (u32 BE) | a Tendermint write-ahead-log entry |
 //!
 //! Every imported block is written as **one** rocksdb `WriteBatch` (header, body, index, tree
 //! nodes, values and the new best/finalized pointers together), with the write-ahead log on,
@@ -46,8 +47,10 @@ pub mod col {
     pub const JMT_NODES: &str = "jmt_nodes";
     /// State values by key hash and version.
     pub const JMT_VALUES: &str = "jmt_values";
+    /// The Tendermint engine's write-ahead log of the current height.
+    pub const CONSENSUS_WAL: &str = "consensus_wal";
     /// All of them.
-    pub const ALL: [&str; 8] = [
+    pub const ALL: [&str; 9] = [
         META,
         HEADERS,
         BODIES,
@@ -56,6 +59,7 @@ pub mod col {
         TX_INDEX,
         JMT_NODES,
         JMT_VALUES,
+        CONSENSUS_WAL,
     ];
 }
 
@@ -177,6 +181,42 @@ impl Db {
         }
         it.status()?;
         Ok(None)
+    }
+
+    /// All records of `column` whose key starts with `prefix`, in key order.
+    pub fn scan_prefix(
+        &self,
+        column: &'static str,
+        prefix: &[u8],
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, DbError> {
+        let mut it = self.inner.raw_iterator_cf(self.cf(column)?);
+        it.seek(prefix);
+        let mut out = Vec::new();
+        while it.valid() {
+            match (it.key(), it.value()) {
+                (Some(k), Some(v)) if k.starts_with(prefix) => out.push((k.to_vec(), v.to_vec())),
+                _ => break,
+            }
+            it.next();
+        }
+        it.status()?;
+        Ok(out)
+    }
+
+    /// All keys of `column` before `end`, in key order.
+    pub fn keys_before(&self, column: &'static str, end: &[u8]) -> Result<Vec<Vec<u8>>, DbError> {
+        let mut it = self.inner.raw_iterator_cf(self.cf(column)?);
+        it.seek_to_first();
+        let mut out = Vec::new();
+        while it.valid() {
+            match it.key() {
+                Some(k) if k < end => out.push(k.to_vec()),
+                _ => break,
+            }
+            it.next();
+        }
+        it.status()?;
+        Ok(out)
     }
 
     /// Starts a batch of writes.

@@ -18,12 +18,14 @@
 //!   `import-blocks`, `benchmark`).
 
 pub mod authorship;
+pub mod bft;
 pub mod chain;
 pub mod chain_spec;
 pub mod cli;
 pub mod commands;
 pub mod consensus;
 pub mod db;
+pub mod entry;
 pub mod inference;
 pub mod metrics;
 pub mod pool;

@@ -214,6 +214,8 @@ impl Inner {
 pub struct Pool {
     inner: Mutex<Inner>,
     config: PoolConfig,
+    /// Where transactions submitted locally (RPC) are announced, for gossip.
+    announce: Mutex<Option<mpsc::UnboundedSender<Vec<u8>>>>,
 }
 
 /// What a successful submission returns.
@@ -237,6 +239,7 @@ impl Pool {
         Pool {
             inner: Mutex::new(Inner::default()),
             config,
+            announce: Mutex::new(None),
         }
     }
 
@@ -245,6 +248,19 @@ impl Pool {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         }
+    }
+
+    /// The nonce a new transaction of `sender` should use: after its queued ones that follow
+    /// `account_nonce` (its nonce in the best state) without a gap.
+    pub fn next_nonce(&self, sender: &AccountId, account_nonce: Nonce) -> Nonce {
+        let inner = self.lock();
+        let mut next = account_nonce;
+        if let Some(queued) = inner.by_sender.get(sender) {
+            while queued.contains_key(&next) {
+                next += 1;
+            }
+        }
+        next
     }
 
     /// Number of transactions.
@@ -257,8 +273,43 @@ impl Pool {
         self.len() == 0
     }
 
-    /// Decodes and validates `bytes` with `validate`, then admits the transaction.
+    /// Sends every transaction submitted locally from now on to `to` (the network gossips
+    /// them); transactions that arrived by gossip are not announced again.
+    pub fn announce_to(&self, to: mpsc::UnboundedSender<Vec<u8>>) {
+        match self.announce.lock() {
+            Ok(mut a) => *a = Some(to),
+            Err(poisoned) => *poisoned.into_inner() = Some(to),
+        }
+    }
+
+    /// Decodes and validates `bytes` with `validate`, then admits the transaction and
+    /// announces it for gossip.
     pub fn submit(
+        &self,
+        bytes: &[u8],
+        validate: impl FnOnce(&Extrinsic, usize) -> Result<ValidTransaction, ApplyError>,
+        watcher: Option<mpsc::UnboundedSender<TransactionStatus>>,
+    ) -> Result<Submitted, PoolError> {
+        let submitted = self.admit(bytes, validate, watcher)?;
+        if let Ok(announce) = self.announce.lock() {
+            if let Some(to) = announce.as_ref() {
+                let _ = to.send(bytes.to_vec());
+            }
+        }
+        Ok(submitted)
+    }
+
+    /// Admits a transaction that arrived by gossip (not announced again: the gossip layer
+    /// forwards it once the node accepts it).
+    pub fn submit_from_network(
+        &self,
+        bytes: &[u8],
+        validate: impl FnOnce(&Extrinsic, usize) -> Result<ValidTransaction, ApplyError>,
+    ) -> Result<Submitted, PoolError> {
+        self.admit(bytes, validate, None)
+    }
+
+    fn admit(
         &self,
         bytes: &[u8],
         validate: impl FnOnce(&Extrinsic, usize) -> Result<ValidTransaction, ApplyError>,

@@ -2,10 +2,11 @@
 //! and shuts down cleanly on Ctrl-C or SIGTERM. A `kill -9` is safe too: every block is one
 //! atomic write.
 
+use crate::bft::{self, BftConfig, BftService, NetworkStatus, TendermintVerifier};
 use crate::chain::Chain;
-use crate::chain_spec::{self, ChainSpec};
+use crate::chain_spec::{self, ChainSpec, Consensus};
 use crate::cli::RunArgs;
-use crate::consensus::DevEngine;
+use crate::consensus::{ConsensusEngine, DevEngine};
 use crate::inference::InferenceRpc;
 use crate::metrics::{self, Metrics};
 use crate::pool::{Pool, PoolConfig};
@@ -27,6 +28,64 @@ pub fn default_base_path() -> PathBuf {
 /// The database directory of `spec` under `base`.
 pub fn database_path(base: &Path, spec: &ChainSpec) -> PathBuf {
     base.join("chains").join(&spec.id).join("db")
+}
+
+/// The block-import engine of `spec`'s chain; `key` authors (dev) or is the validator.
+pub fn verifier(spec: &ChainSpec, key: Option<Keypair>) -> Arc<dyn ConsensusEngine> {
+    match spec.consensus {
+        Consensus::Dev => Arc::new(DevEngine::new(key)),
+        Consensus::Tendermint => Arc::new(TendermintVerifier::new(key.map(|k| k.account_id()))),
+    }
+}
+
+/// The libp2p settings of a Tendermint node.
+fn network_config(
+    args: &RunArgs,
+    spec: &ChainSpec,
+    base: &Path,
+    genesis: &weft_primitives::Hash,
+) -> anyhow::Result<weft_node_net::NetworkConfig> {
+    let key_file = args.node_key_file.clone().unwrap_or_else(|| {
+        base.join("chains")
+            .join(&spec.id)
+            .join("network")
+            .join("secret_ed25519")
+    });
+    if let Some(dir) = key_file.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let key = weft_node_net::key::load_or_generate(&key_file)
+        .with_context(|| format!("node key {}", key_file.display()))?;
+    let protocol_id = format!("weft/{}", &hex::encode(genesis.as_bytes())[..8]);
+    let mut config = weft_node_net::NetworkConfig::new(key, protocol_id);
+    let parse = |s: &String, what: &str| -> anyhow::Result<weft_node_net::Multiaddr> {
+        s.parse()
+            .with_context(|| format!("{what} {s:?} is not a multiaddress"))
+    };
+    config.listen = if args.listen_addr.is_empty() {
+        vec![parse(&format!("/ip4/0.0.0.0/tcp/{}", args.port), "--port")?]
+    } else {
+        args.listen_addr
+            .iter()
+            .map(|a| parse(a, "--listen-addr"))
+            .collect::<Result<_, _>>()?
+    };
+    config.public = args
+        .public_addr
+        .iter()
+        .map(|a| parse(a, "--public-addr"))
+        .collect::<Result<_, _>>()?;
+    config.bootnodes = args
+        .bootnodes
+        .iter()
+        .chain(spec.boot_nodes.iter())
+        .filter(|a| !a.is_empty())
+        .map(|a| parse(a, "bootnode"))
+        .collect::<Result<_, _>>()?;
+    config.max_peers = args.max_peers;
+    config.max_peers_per_ip = args.max_peers_per_ip;
+    config.ban_duration = args.peer_ban_time;
+    Ok(config)
 }
 
 /// Runs the node until it is told to stop.
@@ -66,13 +125,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let engine = Arc::new(DevEngine::new(if validator { key.clone() } else { None }));
+    let engine = verifier(&spec, if validator { key.clone() } else { None });
     let chain = Arc::new(
         Chain::open(&db_path, &spec.name, &spec.genesis, engine)
             .with_context(|| format!("opening the chain database at {}", db_path.display()))?,
     );
     if let Some(a) = author {
-        if !spec.genesis.validators.iter().any(|v| v.account == a) {
+        if spec.consensus == Consensus::Dev
+            && !spec.genesis.validators.iter().any(|v| v.account == a)
+        {
             bail!("--key {a} is not a validator of chain {:?}", spec.id);
         }
     }
@@ -107,12 +168,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             .with_context(|| format!("binding the Prometheus port {}", args.prometheus_port))?;
         tracing::info!("📈 Prometheus metrics on http://{addr}/metrics");
     }
+    let network_status = Arc::new(NetworkStatus::default());
     let handlers = RpcImpl::new(
         chain.clone(),
         pool.clone(),
         metrics.clone(),
         spec.properties.clone(),
         args.dev,
+        network_status.clone(),
     );
     // The node routes inference over its own libp2p client; it serves nothing over libp2p.
     let (inference_net, mut inference_inbound) = weft_p2p::spawn(
@@ -137,16 +200,57 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     .with_context(|| format!("binding the RPC port {}", args.rpc_port))?;
     tracing::info!("🔌 JSON-RPC on ws://{rpc_addr} and http://{rpc_addr}");
 
-    let authoring = author.map(|a| {
-        tracing::info!("🧑‍🏭 authoring as {a}, a block every {:?}", args.block_time);
-        tokio::spawn(crate::authorship::run(
-            chain.clone(),
-            pool.clone(),
-            metrics.clone(),
-            a,
-            args.block_time,
-        ))
-    });
+    let authoring = match spec.consensus {
+        Consensus::Dev => author.map(|a| {
+            tracing::info!("🧑‍🏭 authoring as {a}, a block every {:?}", args.block_time);
+            tokio::spawn(crate::authorship::run(
+                chain.clone(),
+                pool.clone(),
+                metrics.clone(),
+                a,
+                args.block_time,
+            ))
+        }),
+        Consensus::Tendermint => {
+            let config = network_config(&args, &spec, &base, &chain.genesis_hash())?;
+            let (net, events) = weft_node_net::spawn(config)
+                .await
+                .context("starting the peer-to-peer network")?;
+            let addrs = net.listen_addrs().await.unwrap_or_default();
+            for a in &addrs {
+                tracing::info!("🏷  peer-to-peer on {a}/p2p/{}", net.local_peer_id());
+            }
+            let keys = match (author, key_suri.as_deref(), key.clone()) {
+                (Some(account), Some(suri), Some(signer)) => Some(bft::service::ValidatorKeys {
+                    signer,
+                    account,
+                    bls: weft_runtime::bls::secret_from_suri(suri, args.bls_seed.as_deref())
+                        .context("--bls-seed")?,
+                }),
+                _ => None,
+            };
+            if let Some(k) = &keys {
+                tracing::info!(
+                    "🧑‍🏭 validating as {} (BLS {})",
+                    k.account,
+                    k.bls.public_key().to_bytes()
+                );
+            }
+            let service = BftService::new(
+                chain.clone(),
+                pool.clone(),
+                metrics.clone(),
+                net,
+                network_status.clone(),
+                keys,
+                BftConfig {
+                    block_time: args.block_time,
+                    timeouts: weft_consensus::Timeouts::default(),
+                },
+            );
+            Some(tokio::spawn(service.run(events)))
+        }
+    };
 
     shutdown_signal().await;
     tracing::info!("shutting down");

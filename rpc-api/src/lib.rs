@@ -69,6 +69,31 @@ pub struct BlockJson {
     pub extrinsics: Vec<Bytes>,
 }
 
+/// `chain_getFinalityProof`: why a block is final, checked by the node that serves it and
+/// checkable by anyone (the `encoded` justification with the validator set of the parent
+/// state, see `weft_finality::certificate`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct FinalityProof {
+    /// The block.
+    pub block: Hash,
+    /// Its number.
+    pub number: BlockNumber,
+    /// The engine: `tmbf` (Tendermint commit certificate) or `dev0` (the dev author's
+    /// signature).
+    pub engine: String,
+    /// The round the block was decided at (Tendermint).
+    pub round: Option<u32>,
+    /// The validators whose precommits are aggregated, in set order.
+    pub signers: Vec<AccountId>,
+    /// Their share of the set's voting power, in parts per billion.
+    pub signed_power_ppb: u64,
+    /// The BN254 aggregate signature (Tendermint) or the author's signature (dev).
+    pub signature: Bytes,
+    /// The SCALE-encoded justification as stored with the block.
+    pub encoded: Bytes,
+}
+
 /// `system_health`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -170,6 +195,11 @@ pub trait ChainApi {
     /// The block `hash`, or the best block.
     #[method(name = "chain_getBlock")]
     async fn block(&self, hash: Option<Hash>) -> RpcResult<Option<SignedBlock>>;
+
+    /// The finality proof of block `hash` (default: the finalized head), verified by this
+    /// node against the validator set of its parent state; `null` for an unknown block.
+    #[method(name = "chain_getFinalityProof")]
+    async fn finality_proof(&self, hash: Option<Hash>) -> RpcResult<Option<FinalityProof>>;
 
     /// The hash of block `number`, or of the best block.
     #[method(name = "chain_getBlockHash")]

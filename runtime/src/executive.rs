@@ -111,6 +111,9 @@ pub enum BlockError {
         /// Why.
         reason: InvalidTransaction,
     },
+    /// The header's beacon signature is not its author's (or the author is not a validator).
+    #[error("the block's randomness beacon is not a valid signature of its author {0}")]
+    BadBeacon(AccountId),
     /// The state could not be read.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -147,6 +150,8 @@ pub struct BlockContext {
     pub timestamp: Moment,
     /// Its author (receives tips).
     pub author: AccountId,
+    /// The author's randomness-beacon signature, on BFT chains (see `weft_finality::beacon`).
+    pub beacon: Option<weft_bls::SignatureBytes>,
 }
 
 impl BlockContext {
@@ -157,6 +162,7 @@ impl BlockContext {
             parent_hash: header.parent_hash,
             timestamp: header.timestamp,
             author: header.author,
+            beacon: weft_finality::beacon::PreDigest::of(header).map(|d| d.beacon),
         }
     }
 }
@@ -244,6 +250,7 @@ impl<'a> BlockBuilder<'a> {
             parent_hash,
             timestamp: 0,
             author: AccountId::default(),
+            beacon: None,
         };
         Self::start(parent_state, ctx, true)
     }
@@ -315,10 +322,26 @@ impl<'a> BlockBuilder<'a> {
     }
 
     /// Block-start hooks (see the crate docs for the order).
-    fn on_initialize(&mut self) -> Result<(), StorageError> {
+    fn on_initialize(&mut self) -> Result<(), BlockError> {
         let n = self.ctx.number;
         let prev = randomness::at(&self.overlay, n.saturating_sub(1))?;
-        let r = randomness::next(&prev, &self.ctx.parent_hash);
+        let r = match self.ctx.beacon {
+            // BFT chains: the hash chain of the authors' unique signatures.
+            Some(sig) => {
+                let author = self.ctx.author;
+                let key = staking::active_set(&self.overlay)?
+                    .into_iter()
+                    .find(|v| v.account == author)
+                    .and_then(|v| weft_bls::PublicKey::from_bytes(&v.bls_key).ok())
+                    .ok_or(BlockError::BadBeacon(author))?;
+                if !weft_finality::beacon::verify(&key, &self.genesis_hash, n, &prev, &sig) {
+                    return Err(BlockError::BadBeacon(author));
+                }
+                weft_finality::beacon::next(&prev, &sig)
+            }
+            // The dev engine: the parent hash (grindable by its one author).
+            None => randomness::next(&prev, &self.ctx.parent_hash),
+        };
         randomness::RANDOMNESS.insert(&mut self.overlay, &n, &r);
         let author = self.ctx.author;
         self.hook(|o, ev| staking::on_initialize(o, ev, n, &author).map(|_| ()))?;

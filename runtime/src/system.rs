@@ -3,7 +3,7 @@
 use crate::EventRecord;
 use parity_scale_codec::{Decode, Encode};
 use serde::{Deserialize, Serialize};
-use weft_primitives::storage::{StorageMap, StorageValue};
+use weft_primitives::storage::StorageValue;
 use weft_primitives::{AccountId, BlockNumber, Hash, Moment};
 
 /// The pallet's name in storage keys.
@@ -14,7 +14,7 @@ pub const NUMBER: StorageValue<BlockNumber> = StorageValue::new(PALLET, "Number"
 /// Timestamp of the last executed block.
 pub const TIMESTAMP: StorageValue<Moment> = StorageValue::new(PALLET, "Timestamp");
 /// Hashes of recent blocks (the last [`crate::limits::BLOCK_HASH_COUNT`]), and of genesis.
-pub const BLOCK_HASH: StorageMap<BlockNumber, Hash> = StorageMap::new(PALLET, "BlockHash");
+pub use weft_pallet_support::blocks::BLOCK_HASH;
 /// Author of the last executed block.
 pub const AUTHOR: StorageValue<AccountId> = StorageValue::new(PALLET, "Author");
 /// Events of the last executed block.

@@ -24,6 +24,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 use weft_rpc_api::ChainApiClient;
 
+pub mod testnet;
+
 /// How long a node may take to answer its first RPC call.
 pub const NODE_START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often conditions are polled.
@@ -126,6 +128,11 @@ pub struct Node {
     pub base_path: PathBuf,
     /// Where the node's stdout and stderr go.
     pub log_path: PathBuf,
+    /// The arguments that select the chain: `--dev`, or `--chain local` with the node's
+    /// peer-to-peer settings.
+    chain_args: Vec<String>,
+    /// The binary: `weft-node`, or the test-only `weft-equivocator`.
+    binary: &'static str,
 }
 
 impl Node {
@@ -144,8 +151,42 @@ impl Node {
             prometheus_port,
             base_path: base_path.to_path_buf(),
             log_path: base_path.join("node.log"),
+            chain_args: vec!["--dev".into()],
+            binary: "weft-node",
         };
         node.spawn(extra_args).await?;
+        Ok(node)
+    }
+
+    /// Starts a node of the local Tendermint testnet (`--chain local`) listening for peers
+    /// on 127.0.0.1:`p2p_port`, without waiting for it (several must start before any
+    /// finalizes); call [`Node::wait_ready`] next. `extra_args` carry `--validator --key …`,
+    /// `--bootnodes …`.
+    pub fn spawn_local(
+        binary: &'static str,
+        base_path: &Path,
+        p2p_port: u16,
+        extra_args: &[&str],
+    ) -> Result<Node> {
+        let rpc_port = pick_free_port();
+        let prometheus_port = pick_free_port();
+        let mut node = Node {
+            child: None,
+            rpc_port,
+            prometheus_port,
+            base_path: base_path.to_path_buf(),
+            log_path: base_path.join("node.log"),
+            chain_args: vec![
+                "--chain".into(),
+                "local".into(),
+                "--listen-addr".into(),
+                format!("/ip4/127.0.0.1/tcp/{p2p_port}"),
+                "--node-key-file".into(),
+                base_path.join("node-key").display().to_string(),
+            ],
+            binary,
+        };
+        node.spawn_process(extra_args)?;
         Ok(node)
     }
 
@@ -159,6 +200,11 @@ impl Node {
     }
 
     async fn spawn(&mut self, extra_args: &[&str]) -> Result<()> {
+        self.spawn_process(extra_args)?;
+        self.wait_ready().await
+    }
+
+    fn spawn_process(&mut self, extra_args: &[&str]) -> Result<()> {
         let base_path = self.base_path.clone();
         std::fs::create_dir_all(&base_path)
             .with_context(|| format!("creating {}", base_path.display()))?;
@@ -168,8 +214,8 @@ impl Node {
             .open(&self.log_path)
             .with_context(|| format!("opening {}", self.log_path.display()))?;
         let log_err = log.try_clone().context("duplicating the log handle")?;
-        let child = Command::new(bin("weft-node"))
-            .arg("--dev")
+        let child = Command::new(bin(self.binary))
+            .args(&self.chain_args)
             .arg("--base-path")
             .arg(&base_path)
             .args(["--rpc-port", &self.rpc_port.to_string()])
@@ -186,10 +232,19 @@ impl Node {
             .spawn()
             .context("spawning weft-node")?;
         self.child = Some(child);
-        self.wait_ready().await
+        Ok(())
     }
 
-    async fn wait_ready(&mut self) -> Result<()> {
+    /// Starts the node again without waiting (see [`Node::spawn_local`]).
+    pub fn respawn(&mut self, extra_args: &[&str]) -> Result<()> {
+        if self.child.is_some() {
+            bail!("the node is still running");
+        }
+        self.spawn_process(extra_args)
+    }
+
+    /// Waits until the node answers `system_health`.
+    pub async fn wait_ready(&mut self) -> Result<()> {
         let deadline = Instant::now() + NODE_START_TIMEOUT;
         let url = self.ws_url();
         loop {

@@ -7,6 +7,8 @@
 //! * `survives_kill_9`: a node killed with SIGKILL restarts on its database with the same
 //!   chain, state root and balances, and keeps producing blocks and accepting transactions.
 //!
+//! * [`testnet`]: four Tendermint validators on loopback (issue 11): finality, a kill -9 and a
+//!   restart, two of four down, a full node syncing from genesis.
 //! * [`abuse`]: the node under abuse (issue 10): an unfunded pool flood, eviction in a full
 //!   pool, idle WebSocket connections against the connection limits.
 //!
@@ -401,3 +403,6 @@ async fn survives_kill_9() {
 
 #[path = "chain/abuse.rs"]
 mod abuse;
+
+#[path = "chain/testnet.rs"]
+mod testnet;

@@ -12,6 +12,7 @@ use jsonrpsee::types::ErrorObjectOwned;
 use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc};
 use weft_primitives::{AccountId, BlockNumber, Bytes, Hash, Header};
+use weft_rpc_api::FinalityProof;
 use weft_rpc_api::{
     AccountJson, BlockJson, ChainApiServer, ExtrinsicReceipt, Health, ReadProof, SignedBlock,
     StorageProof, TransactionStatus, BAD_REQUEST, INVALID_TRANSACTION, POOL_FULL,
@@ -80,6 +81,20 @@ impl ChainApiServer for RpcImpl {
             },
             justification: justification.map(|j| Bytes(parity_scale_codec::Encode::encode(&j))),
         }))
+    }
+
+    async fn finality_proof(&self, hash: Option<Hash>) -> RpcResult<Option<FinalityProof>> {
+        self.metrics.rpc("chain_getFinalityProof");
+        let hash = hash.unwrap_or_else(|| self.chain.heads().finalized_hash);
+        let Some((header, _, justification)) = self.chain.block(&hash).map_err(chain_error)? else {
+            return Ok(None);
+        };
+        let Some(justification) = justification else {
+            return Ok(None);
+        };
+        crate::bft::proof::describe(&self.chain, &header, &justification)
+            .map(Some)
+            .map_err(chain_error)
     }
 
     async fn block_hash(&self, number: Option<BlockNumber>) -> RpcResult<Option<Hash>> {
@@ -187,9 +202,10 @@ impl ChainApiServer for RpcImpl {
 
     async fn system_health(&self) -> RpcResult<Health> {
         self.metrics.rpc("system_health");
+        let net = self.network.snapshot();
         Ok(Health {
-            peers: 0,
-            is_syncing: false,
+            peers: net.peers.len(),
+            is_syncing: net.is_syncing,
             should_have_peers: !self.is_dev,
         })
     }
@@ -216,7 +232,12 @@ impl ChainApiServer for RpcImpl {
 
     async fn system_peers(&self) -> RpcResult<Vec<serde_json::Value>> {
         self.metrics.rpc("system_peers");
-        Ok(vec![])
+        self.network
+            .snapshot()
+            .peers
+            .iter()
+            .map(|p| serde_json::to_value(p).map_err(internal))
+            .collect()
     }
 
     async fn account(&self, account: AccountId, at: Option<Hash>) -> RpcResult<AccountJson> {

@@ -67,6 +67,7 @@ pub struct RpcImpl {
     metrics: Arc<Metrics>,
     properties: Properties,
     is_dev: bool,
+    network: Arc<crate::bft::NetworkStatus>,
 }
 
 /// A subscription message carrying `value` as JSON.
@@ -99,6 +100,7 @@ impl RpcImpl {
         metrics: Arc<Metrics>,
         properties: Properties,
         is_dev: bool,
+        network: Arc<crate::bft::NetworkStatus>,
     ) -> Self {
         RpcImpl {
             chain,
@@ -106,6 +108,7 @@ impl RpcImpl {
             metrics,
             properties,
             is_dev,
+            network,
         }
     }
 

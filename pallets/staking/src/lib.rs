@@ -41,6 +41,7 @@ use weft_primitives::units::UNIT;
 use weft_primitives::{AccountId, Balance, BlockNumber, DispatchError};
 
 mod epochs;
+pub mod equivocation;
 mod ledger;
 mod roles;
 mod slashing;
@@ -98,6 +99,9 @@ pub struct Config {
     pub epoch_reward: Balance,
     /// Epochs of validator snapshots kept.
     pub history_depth: EpochIndex,
+    /// Share of its whole ledger a validator loses for signing two conflicting votes or
+    /// proposals at one height and round.
+    pub equivocation_slash: Perbill,
 }
 
 impl Default for Config {
@@ -116,6 +120,7 @@ impl Default for Config {
             max_candidates: 1_000,
             epoch_reward: 10 * UNIT,
             history_depth: 28,
+            equivocation_slash: Perbill::from_percent(10),
         }
     }
 }
@@ -181,6 +186,13 @@ pub enum Call {
         addrs: Vec<Vec<u8>>,
         /// Stage slots it can serve.
         capacity: u32,
+    },
+    /// Reports a validator that signed two conflicting votes or proposals; anyone may report,
+    /// and the reporter gets `reporter_share` of the slash.
+    #[codec(index = 8)]
+    ReportEquivocation {
+        /// The two signed messages.
+        evidence: weft_finality::Equivocation,
     },
 }
 
@@ -360,6 +372,18 @@ pub enum Error {
     #[codec(index = 12)]
     #[error("UnknownSlash: no such deferred slash")]
     UnknownSlash,
+    /// The equivocation evidence does not verify.
+    #[codec(index = 13)]
+    #[error("InvalidEvidence: the two messages do not prove an equivocation by that validator")]
+    InvalidEvidence,
+    /// The evidence is older than the kept validator-set snapshots (or from the future).
+    #[codec(index = 14)]
+    #[error("EvidenceOutOfRange: no validator-set snapshot for that height")]
+    EvidenceOutOfRange,
+    /// This equivocation was already reported.
+    #[codec(index = 15)]
+    #[error("AlreadyReported: this equivocation was already reported")]
+    AlreadyReported,
 }
 
 weft_pallet_support::pallet_error!(Error, INDEX);
@@ -448,6 +472,9 @@ pub fn dispatch(
                 capacity: *capacity,
             },
         ),
+        Call::ReportEquivocation { evidence } => {
+            equivocation::report(s, ev, now, origin, evidence).map(|_| ())
+        }
     }
 }
 

@@ -20,6 +20,7 @@ fn cfg() -> Config {
         max_candidates: 10,
         epoch_reward: 1_000,
         history_depth: 3,
+        equivocation_slash: Perbill::from_percent(10),
     }
 }
 
@@ -443,4 +444,68 @@ fn a_failing_slash_does_not_block_the_rest_of_the_slash_queue() {
         .any(|e| matches!(e, Event::Slashed { slash, amount: 50, .. } if *slash == good)));
     // The queue entry is gone.
     assert_eq!(SLASH_QUEUE.get(&o, &31).unwrap(), None);
+}
+
+#[test]
+fn equivocation_evidence_is_verified_and_slashed_once() {
+    use weft_finality::{Equivocation, SignedVote, Vote, VoteKind};
+    use weft_primitives::Hash;
+    let state = genesis(&[(acc(1), 10_000), (acc(9), 100)]);
+    let mut o = Overlay::new(&state);
+    let mut ev = Recorder::default();
+    let genesis_hash = Hash([42; 32]);
+    weft_pallet_support::blocks::BLOCK_HASH.insert(&mut o, &0, &genesis_hash);
+    let sk = weft_bls::SecretKey::from_seed(b"validator-1").unwrap();
+    bond(&mut o, &mut ev, &acc(1), 5_000).unwrap();
+    validate(
+        &mut o,
+        &mut ev,
+        &acc(1),
+        sk.public_key().to_bytes(),
+        sk.proof_of_possession().unwrap().to_bytes(),
+    )
+    .unwrap();
+    new_epoch(&mut o, &mut ev).unwrap();
+    assert_eq!(current_epoch(&o).unwrap(), 1);
+    let vote = |block: u8| Vote {
+        kind: VoteKind::Precommit,
+        height: 12,
+        round: 0,
+        block: Some(Hash([block; 32])),
+        validator: acc(1),
+    };
+    let signed = |block: u8, key: &weft_bls::SecretKey| {
+        SignedVote::sign(vote(block), &genesis_hash, key).unwrap()
+    };
+    let evidence = Equivocation::Votes {
+        first: signed(1, &sk),
+        second: signed(2, &sk),
+    };
+    // Signed by someone else: refused, nothing changes.
+    let forger = weft_bls::SecretKey::from_seed(b"forger").unwrap();
+    let forged = Equivocation::Votes {
+        first: signed(1, &forger),
+        second: signed(2, &forger),
+    };
+    assert_eq!(
+        equivocation::report(&mut o, &mut ev, 15, &acc(9), &forged),
+        Err(Error::InvalidEvidence.into())
+    );
+    assert_eq!(
+        equivocation::report(&mut o, &mut ev, 5, &acc(9), &evidence),
+        Err(Error::EvidenceOutOfRange.into()),
+        "a height not reached yet"
+    );
+    let slash = equivocation::report(&mut o, &mut ev, 15, &acc(9), &evidence)
+        .unwrap()
+        .unwrap();
+    let pending = pending_slash(&o, slash).unwrap().unwrap();
+    assert_eq!(pending.offender, acc(1));
+    assert_eq!(pending.kind, OffenceKind::Equivocation);
+    assert_eq!(pending.amount, 500);
+    assert_eq!(pending.reporter, Some(acc(9)));
+    assert_eq!(
+        equivocation::report(&mut o, &mut ev, 16, &acc(9), &evidence),
+        Err(Error::AlreadyReported.into())
+    );
 }

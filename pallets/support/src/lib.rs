@@ -430,6 +430,22 @@ where
     result
 }
 
+/// Hashes of recent blocks and of genesis, recorded by the runtime at the start of each block
+/// (`System::BlockHash`). Pallets read the genesis hash from here to check signatures that
+/// bind the chain.
+pub mod blocks {
+    use weft_primitives::storage::{StateReader, StorageError, StorageMap};
+    use weft_primitives::{BlockNumber, Hash};
+
+    /// Hashes by block number: the last `BLOCK_HASH_COUNT` blocks, and genesis.
+    pub const BLOCK_HASH: StorageMap<BlockNumber, Hash> = StorageMap::new("System", "BlockHash");
+
+    /// The genesis hash, once block 1 has started (the zero hash before).
+    pub fn genesis_hash(s: &(impl StateReader + ?Sized)) -> Result<Hash, StorageError> {
+        Ok(BLOCK_HASH.get(s, &0)?.unwrap_or_default())
+    }
+}
+
 /// The per-block randomness.
 ///
 /// At the start of block `n` the runtime records
@@ -442,8 +458,10 @@ where
 /// block (timestamp, transaction order) it can try many candidate values of `R(n)` and publish
 /// the one it likes, so it controls which of the commitments selected at `n` are audited (at
 /// most it can turn an audit of its own accomplice into no audit, or vice versa). The bias is
-/// limited to blocks that author produces; the BFT engine's fixed-committee BLS signature over
-/// the height (unique, so not grindable) replaces `parent_hash` as the input once it is in place.
+/// limited to blocks that author produces. This is the rule of `--dev` chains only: on
+/// Tendermint chains `R(n) = blake3("weft/beacon/next" ‖ R(n−1) ‖ σ(n))` where `σ(n)` is the
+/// proposer's unique BLS signature over `(genesis, n, R(n−1))`, verified by the runtime
+/// (`weft_finality::beacon`; the bias left is withholding, see docs/consensus.md).
 pub mod randomness {
     use weft_primitives::storage::{StateReader, StorageError, StorageMap};
     use weft_primitives::{BlockNumber, Hash};

@@ -163,7 +163,7 @@ impl Certificate {
         if self.signers.len() != n.div_ceil(8) {
             return Err(CertificateError::BadBitmap(n));
         }
-        if n % 8 != 0 {
+        if !n.is_multiple_of(8) {
             let last = self.signers[n / 8];
             if last >> (n % 8) != 0 {
                 return Err(CertificateError::BadBitmap(n));

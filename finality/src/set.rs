@@ -86,7 +86,7 @@ impl ValidatorSet {
         if validators.is_empty() {
             return Err(SetError::Empty);
         }
-        validators.sort_by(|a, b| a.account.cmp(&b.account));
+        validators.sort_by_key(|v| v.account);
         for w in validators.windows(2) {
             if w[0].account == w[1].account {
                 return Err(SetError::Duplicate(w[0].account));

@@ -105,6 +105,9 @@ const MEMTABLE_BUDGET: usize = 32 * 1024 * 1024;
 /// The shared block cache.
 const BLOCK_CACHE: usize = 32 * 1024 * 1024;
 
+/// A key and its value.
+pub type Record = (Vec<u8>, Vec<u8>);
+
 /// The opened database.
 pub struct Db {
     inner: DB,
@@ -184,11 +187,7 @@ impl Db {
     }
 
     /// All records of `column` whose key starts with `prefix`, in key order.
-    pub fn scan_prefix(
-        &self,
-        column: &'static str,
-        prefix: &[u8],
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, DbError> {
+    pub fn scan_prefix(&self, column: &'static str, prefix: &[u8]) -> Result<Vec<Record>, DbError> {
         let mut it = self.inner.raw_iterator_cf(self.cf(column)?);
         it.seek(prefix);
         let mut out = Vec::new();

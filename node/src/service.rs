@@ -5,7 +5,7 @@
 use crate::bft::{self, BftConfig, BftService, NetworkStatus, TendermintVerifier};
 use crate::chain::Chain;
 use crate::chain_spec::{self, ChainSpec, Consensus};
-use crate::cli::RunArgs;
+use crate::cli::{RpcMethods, RunArgs};
 use crate::consensus::{ConsensusEngine, DevEngine};
 use crate::inference::InferenceRpc;
 use crate::metrics::{self, Metrics};
@@ -194,6 +194,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             max_connections: args.rpc_max_connections,
             max_per_ip: args.rpc_max_connections_per_ip,
             idle_timeout: args.rpc_idle_timeout,
+            unsafe_methods: match args.rpc_methods {
+                RpcMethods::Unsafe => true,
+                RpcMethods::Safe => false,
+                RpcMethods::Auto => !args.rpc_external,
+            },
         },
     )
     .await

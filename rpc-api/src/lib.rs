@@ -264,6 +264,15 @@ pub trait ChainApi {
     #[method(name = "system_peers")]
     async fn system_peers(&self) -> RpcResult<Vec<serde_json::Value>>;
 
+    /// This node's libp2p peer id (Tendermint chains; empty on `--dev`).
+    #[method(name = "system_localPeerId")]
+    async fn system_local_peer_id(&self) -> RpcResult<String>;
+
+    /// Dials a peer now (a multiaddress ending in `/p2p/<peer id>`). Unsafe: only served
+    /// with `--rpc-methods unsafe` (the default on loopback).
+    #[method(name = "system_addReservedPeer")]
+    async fn system_add_reserved_peer(&self, addr: String) -> RpcResult<()>;
+
     /// An account's nonce and balances at `at` (default: best).
     #[method(name = "weft_account")]
     async fn account(&self, account: AccountId, at: Option<Hash>) -> RpcResult<AccountJson>;

@@ -135,7 +135,7 @@ impl BftService {
         let engine = new_engine(EngineConfig {
             genesis: chain.genesis_hash(),
             key: keys.as_ref().map(|k| (k.account, k.bls.clone())),
-            timeouts: config.timeouts.clone(),
+            timeouts: config.timeouts,
         });
         BftService {
             chain,
@@ -165,6 +165,7 @@ impl BftService {
         self.pool.announce_to(announce_tx);
         let local = self.net.local_peer_id().to_string();
         self.status.update(|s| s.local_peer_id = local);
+        self.status.set_handle(self.net.clone());
         if let Err(e) = self.start_height(true) {
             tracing::error!(error = %e, "consensus could not start");
             return;
@@ -429,7 +430,6 @@ impl BftService {
         let account_nonce = weft_runtime::balances::account(&state, &keys.account)
             .map(|a| a.nonce)
             .unwrap_or(0);
-        drop(state);
         let nonce = self.pool.next_nonce(&keys.account, account_nonce);
         let genesis = self.chain.genesis_hash();
         let call =
@@ -482,7 +482,6 @@ impl BftService {
             }
         };
         let candidates = self.pool.candidates(&state, MAX_EXTRINSICS_PER_BLOCK);
-        drop(state);
         let digest = vec![PreDigest { round, beacon }.to_item()];
         let chain = self.chain.clone();
         let author = keys.account;

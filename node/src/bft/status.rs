@@ -1,7 +1,8 @@
 //! What the network service tells the RPC: peers and whether the node is catching up.
 
 use serde::Serialize;
-use std::sync::RwLock;
+use std::sync::{OnceLock, RwLock};
+use weft_node_net::NetworkHandle;
 
 /// One connected peer, as `system_peers` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -14,9 +15,10 @@ pub struct PeerJson {
 }
 
 /// Shared, updated by the service.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct NetworkStatus {
     inner: RwLock<Snapshot>,
+    handle: OnceLock<NetworkHandle>,
 }
 
 /// A consistent view.
@@ -37,6 +39,16 @@ impl NetworkStatus {
             Ok(s) => s.clone(),
             Err(p) => p.into_inner().clone(),
         }
+    }
+
+    /// The network, once it runs (never on `--dev`).
+    pub fn handle(&self) -> Option<&NetworkHandle> {
+        self.handle.get()
+    }
+
+    /// Records the running network.
+    pub fn set_handle(&self, handle: NetworkHandle) {
+        let _ = self.handle.set(handle);
     }
 
     /// Changes the view.

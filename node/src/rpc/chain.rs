@@ -240,6 +240,25 @@ impl ChainApiServer for RpcImpl {
             .collect()
     }
 
+    async fn system_local_peer_id(&self) -> RpcResult<String> {
+        self.metrics.rpc("system_localPeerId");
+        Ok(self.network.snapshot().local_peer_id)
+    }
+
+    async fn system_add_reserved_peer(&self, addr: String) -> RpcResult<()> {
+        self.metrics.rpc("system_addReservedPeer");
+        let bad = |m: String| ErrorObjectOwned::owned(weft_rpc_api::BAD_REQUEST, m, None::<()>);
+        let multiaddr: weft_node_net::Multiaddr = addr
+            .parse()
+            .map_err(|e| bad(format!("{addr:?} is not a multiaddress: {e}")))?;
+        let Some(net) = self.network.handle() else {
+            return Err(bad("this node has no peer-to-peer network (--dev)".into()));
+        };
+        net.add_peer(multiaddr)
+            .await
+            .map_err(|e| bad(e.to_string()))
+    }
+
     async fn account(&self, account: AccountId, at: Option<Hash>) -> RpcResult<AccountJson> {
         self.metrics.rpc("weft_account");
         let (_, header) = self.resolve(at)?;

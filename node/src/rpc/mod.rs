@@ -144,15 +144,26 @@ impl RpcImpl {
     }
 }
 
-/// Every interface's methods in one module, ready to serve.
+/// Methods that change the node itself: served only with `--rpc-methods unsafe` (the
+/// default on loopback); with `safe` they answer "method not found".
+pub const UNSAFE_METHODS: [&str; 1] = ["system_addReservedPeer"];
+
+/// Every interface's methods in one module, ready to serve; without `unsafe_methods`, the
+/// [`UNSAFE_METHODS`] are left out.
 pub fn rpc_module(
     handlers: RpcImpl,
     inference: InferenceRpc,
+    unsafe_methods: bool,
 ) -> Result<RpcModule<()>, RegisterMethodError> {
     let mut module = RpcModule::new(());
     module.merge(ChainApiServer::into_rpc(handlers.clone()))?;
     module.merge(ProtocolApiServer::into_rpc(handlers))?;
     module.merge(InferenceApiServer::into_rpc(inference))?;
+    if !unsafe_methods {
+        for name in UNSAFE_METHODS {
+            module.remove_method(name);
+        }
+    }
     Ok(module)
 }
 
@@ -178,7 +189,8 @@ pub async fn start(
         .build();
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    let module = rpc_module(handlers, inference).map_err(std::io::Error::other)?;
+    let module =
+        rpc_module(handlers, inference, limits.unsafe_methods).map_err(std::io::Error::other)?;
     let handle = server::serve(listener, config, module, limits);
     Ok((local, handle))
 }

@@ -66,6 +66,8 @@ pub struct Limits {
     pub max_per_ip: u32,
     /// A connection that sends nothing for this long is closed.
     pub idle_timeout: Duration,
+    /// Whether node-changing methods are served (`--rpc-methods`).
+    pub unsafe_methods: bool,
 }
 
 impl Default for Limits {
@@ -74,6 +76,7 @@ impl Default for Limits {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            unsafe_methods: false,
         }
     }
 }
@@ -324,6 +327,7 @@ mod tests {
             max_connections: 8,
             max_per_ip: 2,
             idle_timeout: idle,
+            unsafe_methods: false,
         })
         .await;
         // A connection that sends nothing is closed after the idle timeout.

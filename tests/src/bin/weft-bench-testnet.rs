@@ -19,7 +19,7 @@ use anyhow::{bail, Context, Result};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
-use weft_cli::{Client, SubmitOptions, WaitFor};
+use weft_cli::{SubmitOptions, WaitFor};
 use weft_primitives::units::UNIT;
 use weft_primitives::Keypair;
 use weft_rpc_api::ChainApiClient;

@@ -621,3 +621,44 @@ async fn malformed_requests_get_errors() {
         metrics.body
     );
 }
+
+/// `--rpc-methods safe` leaves out the methods that change the node (`system_addReservedPeer`
+/// answers "method not found"); on loopback they are served by default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsafe_rpc_methods_need_rpc_methods_unsafe() {
+    use jsonrpsee::core::client::ClientT;
+    let _serial = weft_tests::serial().await;
+    let dir = tempfile::tempdir().unwrap();
+    let addr = "/ip4/127.0.0.1/tcp/1/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN";
+    let safe = weft_tests::Node::start(&dir.path().join("safe"), &["--rpc-methods", "safe"])
+        .await
+        .unwrap();
+    let err = safe
+        .client()
+        .await
+        .unwrap()
+        .request::<(), _>("system_addReservedPeer", jsonrpsee::rpc_params![addr])
+        .await
+        .unwrap_err();
+    match err {
+        jsonrpsee::core::ClientError::Call(e) => assert_eq!(e.code(), -32601, "{e:?}"),
+        other => panic!("unexpected {other:?}"),
+    }
+    let default = weft_tests::Node::start(&dir.path().join("default"), &[])
+        .await
+        .unwrap();
+    let err = default
+        .client()
+        .await
+        .unwrap()
+        .request::<(), _>("system_addReservedPeer", jsonrpsee::rpc_params![addr])
+        .await
+        .unwrap_err();
+    match err {
+        // Served, and refused for what it is: a dev node has no peer-to-peer network.
+        jsonrpsee::core::ClientError::Call(e) => {
+            assert_eq!(e.code(), weft_rpc_api::BAD_REQUEST, "{e:?}")
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}

@@ -96,7 +96,7 @@ peer_of() {
   local key="$dir/node$1/node-key"
   mkdir -p "$dir/node$1"
   if [ ! -e "$key" ]; then
-    "$node_bin" key generate-node-key --file "$key" >"$dir/node$1/peer-id"
+    "$node_bin" key generate-node-key --file "$key" >"$dir/node$1/peer-id" 2>/dev/null
   fi
   cat "$dir/node$1/peer-id"
 }

@@ -2,7 +2,8 @@
 # `scripts/testnet.sh --with-run`: the demo run on a running local testnet, its participants
 # spread over the nodes. Usage: scripts/testnet-run.sh DIR N
 #   * //Ferdie registers the 4-stage fortunes run through node 0;
-#   * the genesis validators //Alice and //Bob audit, through nodes 0 and 1;
+#   * the four genesis validators audit (each is drawn as an auditor, and one that does not
+#     attest is slashed), //Alice through node 0 … //Dave through node 3;
 #   * four funded trainers //Trainer0..3 train, trainer k through node k mod N;
 #   * every process logs to DIR/<name>.log and writes DIR/<name>.pid, so
 #     `scripts/testnet.sh stop` stops them with the nodes.
@@ -37,8 +38,9 @@ run=0
 for k in 0 1 2 3; do
   weft transfer --from //Alice --to "//Trainer$k" --amount 20000 --wait finalized | grep -E 'Result'
 done
-for k in 0 1; do
-  who=$([ "$k" = 0 ] && echo Alice || echo Bob)
+validators=(Alice Bob Charlie Dave)
+for k in 0 1 2 3; do
+  who="${validators[$k]}"
   start "auditor-$who" "$WEFT_BIN/weft-trainer" audit --url "$(url "$k")" --key "//$who" \
     --data "$corpus" --run "$run" --data-dir "$dir/auditor-$who" --listen /ip4/127.0.0.1/tcp/0
 done

@@ -10,8 +10,8 @@
 #         JSON-RPC   ws://127.0.0.1:$((9944 + i))
 #         metrics    http://127.0.0.1:$((9615 + i))/metrics
 #       Every node bootstraps from node 0 and finds the others through Kademlia.
-#       --with-run also registers the demo run (4 stages) and starts two auditors and four
-#       trainers, each against a different node.
+#       --with-run also registers the demo run (4 stages) and starts four auditors (the
+#       validators) and four trainers, each against a different node.
 #   scripts/testnet.sh stop [--dir DIR]     stops every process started here (SIGTERM, then
 #                                           SIGKILL after 15 s)
 #   scripts/testnet.sh status [--dir DIR]   best/finalized height and peers of each node

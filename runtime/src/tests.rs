@@ -437,3 +437,80 @@ fn genesis_json_without_protocol_still_parses_and_round_trips() {
     assert!(text.contains(r#""protocol":{"staking":{"epochLength":5"#));
     assert_eq!(serde_json::from_str::<GenesisConfig>(&text).unwrap(), with);
 }
+
+/// On Tendermint chains a block's randomness is the hash chain of its proposer's unique BLS
+/// signatures: a signature of the right key over the right (genesis, height, previous
+/// randomness) is required, and it alone decides `R(n)`.
+#[test]
+fn bft_blocks_take_their_randomness_from_the_proposer_beacon() {
+    use weft_finality::beacon::{self, PreDigest};
+    let (sk, pk, pop) = bls::dev_keypair("alice").unwrap();
+    let cfg = GenesisConfig {
+        existential_deposit: UNIT / 100,
+        balances: vec![
+            GenesisBalance {
+                account: alice().account_id(),
+                free: 1_000_000 * UNIT,
+            },
+            GenesisBalance {
+                account: bob().account_id(),
+                free: 10 * UNIT,
+            },
+        ],
+        validators: vec![GenesisValidator {
+            account: alice().account_id(),
+            stake: UNIT,
+        }],
+        protocol: ProtocolGenesis {
+            stakers: vec![staking::GenesisStaker {
+                account: alice().account_id(),
+                bond: 10_000 * UNIT,
+                validator: Some((pk, pop)),
+                trainer: None,
+            }],
+            ..Default::default()
+        },
+    };
+    let mut state = MemoryState::default();
+    state.apply(&build_genesis("test", &cfg).unwrap());
+    // Block 1's parent is genesis, so its hash is the genesis hash the beacon binds.
+    let genesis = Hash([0xAA; 32]);
+    let previous = support::randomness::at(&state, 0).unwrap();
+    let header = |author: AccountId, signature| Header {
+        parent_hash: genesis,
+        number: 1,
+        state_root: Hash::ZERO,
+        extrinsics_root: extrinsics_root::<Vec<u8>>(&[]),
+        timestamp: 1_000,
+        author,
+        digest: Digest {
+            logs: vec![PreDigest {
+                round: 0,
+                beacon: signature,
+            }
+            .to_item()],
+        },
+    };
+    let alice_id = alice().account_id();
+    let wrong_height = beacon::sign(&sk, &genesis, 2, &previous).unwrap();
+    assert!(matches!(
+        BlockBuilder::new(&state, BlockContext::of(&header(alice_id, wrong_height))),
+        Err(BlockError::BadBeacon(a)) if a == alice_id
+    ));
+    let good = beacon::sign(&sk, &genesis, 1, &previous).unwrap();
+    // The same signature under an author who is not a validator: refused.
+    assert!(matches!(
+        BlockBuilder::new(&state, BlockContext::of(&header(bob().account_id(), good))),
+        Err(BlockError::BadBeacon(_))
+    ));
+    let builder = BlockBuilder::new(&state, BlockContext::of(&header(alice_id, good))).unwrap();
+    let outcome = builder.finish();
+    state.apply(&outcome.changes);
+    let r1 = support::randomness::at(&state, 1).unwrap();
+    assert_eq!(r1, beacon::next(&previous, &good));
+    assert_ne!(
+        r1,
+        support::randomness::next(&previous, &genesis),
+        "not the parent-hash rule"
+    );
+}

@@ -6,7 +6,7 @@
 //!
 //! | effect                              | done here                                          |
 //! |-------------------------------------|----------------------------------------------------|
-//! | `SignVote`, `SignProposal`          | BLS-sign the `weft_finality` form's signing bytes  |
+//! | `SignVote`, `SignProposal`          | ask the [`crate::guard`], then BLS-sign the `weft_finality` form's signing bytes |
 //! | `VerifySignature`                   | BLS-verify with the set's parsed key               |
 //! | `Verify{Commit,Polka,Round}Cert…`   | members, no duplicates, signatures, threshold      |
 //! | `WalAppend`                         | [`Output::WalAppend`] (not for replayed entries)   |
@@ -33,6 +33,7 @@
 use crate::context::{
     round_u32, signed_proposal_out, signed_vote_out, WeftContext, WeftValidatorSet,
 };
+use crate::guard::{SignGuard, SignKind, SignRequest};
 use crate::timeouts::{TimeoutId, Timeouts};
 use crate::wal::WalEntry;
 use crate::wire::{polka_out, proposal_msg, round_cert_out, vote_msg};
@@ -47,7 +48,7 @@ use std::collections::BTreeSet;
 mod verify;
 use tracing::{debug, error, info, warn};
 use weft_bls::{SecretKey, SignatureBytes};
-use weft_finality::{Certificate, Equivocation};
+use weft_finality::{Certificate, Equivocation, VoteKind};
 use weft_primitives::{AccountId, Hash};
 
 /// What the effect handler needs, and what it collects during one engine call.
@@ -73,6 +74,8 @@ pub(crate) struct Effects {
     /// The last height an `Output::Decided` was emitted for.
     pub decided: Option<u64>,
     verified: BTreeSet<([u8; 32], AccountId, SignatureBytes)>,
+    /// Consulted before every signature (see [`crate::guard`]); none: sign freely.
+    pub guard: Option<Box<dyn SignGuard>>,
     /// Test-only: sign a conflicting vote next to each of ours.
     #[cfg(feature = "equivocate")]
     pub equivocate: bool,
@@ -98,6 +101,7 @@ impl Effects {
             reported: BTreeSet::new(),
             decided: None,
             verified: BTreeSet::new(),
+            guard: None,
             #[cfg(feature = "equivocate")]
             equivocate: false,
             #[cfg(feature = "equivocate")]
@@ -135,7 +139,9 @@ impl Effects {
     pub fn handle(&mut self, effect: Effect<Ctx>) -> Result<Resume<Ctx>, EngineError> {
         let result = self.handle_inner(effect);
         if let Err(e) = &result {
-            error!(error = %e, "consensus effect failed");
+            if !matches!(e, EngineError::SigningRefused(_)) {
+                error!(error = %e, "consensus effect failed");
+            }
             self.fatal.get_or_insert_with(|| e.clone());
         }
         result
@@ -226,13 +232,30 @@ impl Effects {
                 Ok(r.resume_with(()))
             }
             Effect::SignVote(vote, r) => {
-                let signature = self.sign(&vote.to_finality().signing_bytes(&self.genesis))?;
+                let v = vote.to_finality();
+                self.approve(SignRequest {
+                    height: v.height,
+                    round: v.round,
+                    kind: match v.kind {
+                        VoteKind::Prevote => SignKind::Prevote,
+                        VoteKind::Precommit => SignKind::Precommit,
+                    },
+                    block: v.block,
+                })?;
+                let signature = self.sign(&v.signing_bytes(&self.genesis))?;
                 #[cfg(feature = "equivocate")]
                 self.sign_conflict(&vote)?;
                 Ok(r.resume_with(SignedMessage::new(vote, signature)))
             }
             Effect::SignProposal(proposal, r) => {
-                let signature = self.sign(&proposal.to_finality().signing_bytes(&self.genesis))?;
+                let p = proposal.to_finality();
+                self.approve(SignRequest {
+                    height: p.height,
+                    round: p.round,
+                    kind: SignKind::Proposal,
+                    block: Some(p.block),
+                })?;
+                let signature = self.sign(&p.signing_bytes(&self.genesis))?;
                 Ok(r.resume_with(SignedMessage::new(proposal, signature)))
             }
             Effect::VerifySignature(msg, public_key, r) => {
@@ -303,6 +326,17 @@ impl Effects {
                 self.finalize(&cert, &evidence)?;
                 Ok(r.resume_with(()))
             }
+        }
+    }
+
+    /// Asks the guard, if any, whether `request` may be signed.
+    fn approve(&mut self, request: SignRequest) -> Result<(), EngineError> {
+        match &mut self.guard {
+            Some(guard) => guard.approve(&request).map_err(|e| {
+                warn!(?request, error = %e, "the double-sign guard refused a signature");
+                EngineError::SigningRefused(e)
+            }),
+            None => Ok(()),
         }
     }
 

@@ -74,6 +74,11 @@ impl Engine {
         }
     }
 
+    /// Makes every later signature of this engine ask `guard` first (see [`crate::guard`]).
+    pub fn set_sign_guard(&mut self, guard: Box<dyn crate::SignGuard>) {
+        self.fx.guard = Some(guard);
+    }
+
     /// Test-only: an engine that, at every vote it casts, also signs and broadcasts a
     /// conflicting vote for a different block (to exercise evidence and slashing).
     #[cfg(feature = "equivocate")]

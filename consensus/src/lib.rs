@@ -71,11 +71,13 @@
 pub mod context;
 mod effects;
 pub mod engine;
+pub mod guard;
 pub mod timeouts;
 pub mod wal;
 pub mod wire;
 
 pub use engine::Engine;
+pub use guard::{GuardError, SignGuard, SignKind, SignRequest, SignedRecord};
 pub use timeouts::{TimeoutId, TimeoutKind, Timeouts};
 pub use wal::{WalDecodeError, WalEntry};
 pub use wire::{ConsensusMessage, DecodeError, RoundCertificateKind, RoundVote};
@@ -208,6 +210,10 @@ pub enum EngineError {
     /// Signing failed (no key, or a BLS error).
     #[error("cannot sign: {0}")]
     Signing(String),
+    /// The double-sign guard refused the signature (see [`guard`]): nothing of this call
+    /// was carried out.
+    #[error("signature refused: {0}")]
+    SigningRefused(#[from] GuardError),
     /// Building or checking the commit certificate failed (a bug: it was built from verified
     /// precommits).
     #[error("commit certificate: {0}")]

@@ -11,6 +11,7 @@
 use crate::consensus::{ConsensusEngine, ConsensusError, Justification};
 use crate::db::{col, meta, Db, DbError};
 use crate::state::{self, StateError, StateUpdate, StateView};
+use crate::watermark::{Watermark, WatermarkError};
 use parity_scale_codec::{Decode, Encode};
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
@@ -32,6 +33,9 @@ pub enum ChainError {
     /// Database failure.
     #[error(transparent)]
     Db(#[from] DbError),
+    /// The database lost acknowledged writes, or its watermark is unusable.
+    #[error(transparent)]
+    Watermark(#[from] WatermarkError),
     /// State tree failure.
     #[error(transparent)]
     State(#[from] StateError),
@@ -170,6 +174,8 @@ pub struct Chain {
     import_lock: Mutex<()>,
     events: broadcast::Sender<ChainEvent>,
     engine: Arc<dyn ConsensusEngine>,
+    /// The newest finalized block acknowledged, recorded outside the database.
+    watermark: Watermark,
 }
 
 fn decode<T: Decode>(column: &'static str, bytes: &[u8]) -> Result<T, DbError> {
@@ -188,16 +194,34 @@ fn hash_from(column: &'static str, bytes: &[u8]) -> Result<Hash, DbError> {
 }
 
 impl Chain {
-    /// Opens the chain at `path`, writing genesis if the database is new.
+    /// Opens the chain at `path`, writing genesis if the database is new; refuses a damaged
+    /// database or one that lost acknowledged writes.
     pub fn open(
         path: &Path,
         chain_name: &str,
         genesis: &weft_runtime::GenesisConfig,
         engine: Arc<dyn ConsensusEngine>,
     ) -> Result<Self, ChainError> {
+        Self::open_with(path, chain_name, genesis, engine, false)
+    }
+
+    /// [`Chain::open`]; with `recover` (`--db-recover`) a damaged write-ahead log is replayed
+    /// up to its first damaged record and a database behind its finalized watermark is
+    /// accepted (see [`crate::watermark`]), both with a warning saying what was lost.
+    pub fn open_with(
+        path: &Path,
+        chain_name: &str,
+        genesis: &weft_runtime::GenesisConfig,
+        engine: Arc<dyn ConsensusEngine>,
+        recover: bool,
+    ) -> Result<Self, ChainError> {
         std::fs::create_dir_all(path)
             .map_err(|e| ChainError::Missing(format!("database directory: {e}")))?;
-        let db = Db::open(path)?;
+        let db = if recover {
+            Db::open_recovering(path)?
+        } else {
+            Db::open(path)?
+        };
         let changes = build_genesis(chain_name, genesis)?;
         let update = state::compute_update(&db, &changes, 0)?;
         let genesis_header = Header {
@@ -253,6 +277,22 @@ impl Chain {
             finalized: read_header(&finalized_hash)?,
             finalized_hash,
         };
+        let watermark = Watermark::of(path);
+        match watermark.check(path, heads.finalized.number, finalized_hash) {
+            Ok(()) => {}
+            Err(e) if recover => {
+                tracing::warn!(
+                    error = %e,
+                    "--db-recover: accepting the database as it is, at finalized #{}; blocks after it are re-synced (Tendermint) or authored anew (dev)",
+                    heads.finalized.number
+                );
+                watermark.write(heads.finalized.number, &finalized_hash)?;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the database lost acknowledged writes");
+                return Err(e.into());
+            }
+        }
         let (events, _) = broadcast::channel(1024);
         Ok(Chain {
             db,
@@ -262,6 +302,7 @@ impl Chain {
             import_lock: Mutex::new(()),
             events,
             engine,
+            watermark,
         })
     }
 
@@ -612,6 +653,12 @@ impl Chain {
             batch.put(col::META, meta::FINALIZED, hash.as_bytes());
         }
         batch.commit()?;
+        if finalized {
+            if let Err(e) = self.watermark.write(header.number, &hash) {
+                // The block is written; only the detection of its later loss is weaker.
+                tracing::warn!(error = %e, "cannot move the finalized watermark");
+            }
+        }
         {
             let mut heads = match self.heads.write() {
                 Ok(h) => h,

@@ -103,15 +103,6 @@ fn account(suri: &str) -> Result<weft_primitives::AccountId, ChainSpecError> {
     Ok(Keypair::from_suri(suri)?.account_id())
 }
 
-const DEV_ACCOUNTS: [&str; 6] = [
-    "//Alice",
-    "//Bob",
-    "//Charlie",
-    "//Dave",
-    "//Eve",
-    "//Ferdie",
-];
-
 fn properties() -> Properties {
     Properties {
         token_symbol: TOKEN_SYMBOL.into(),
@@ -121,7 +112,7 @@ fn properties() -> Properties {
 }
 
 fn endowed() -> Result<Vec<GenesisBalance>, ChainSpecError> {
-    DEV_ACCOUNTS
+    weft_runtime::genesis::DEV_ACCOUNTS
         .iter()
         .map(|s| {
             Ok(GenesisBalance {

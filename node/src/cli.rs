@@ -62,6 +62,11 @@ pub struct RunArgs {
     /// Keep data in a temporary directory, deleted on exit.
     #[arg(long)]
     pub tmp: bool,
+    /// Open a database that was damaged or lost acknowledged writes anyway: replay its
+    /// write-ahead log up to the damage and accept its finalized block as it is (a Tendermint
+    /// node re-syncs the rest from peers; a dev chain authors it anew).
+    #[arg(long)]
+    pub db_recover: bool,
     /// Author blocks (requires --key of a validator in the chain's set).
     #[arg(long)]
     pub validator: bool,
@@ -123,6 +128,11 @@ pub struct RunArgs {
         hide_env_values = true
     )]
     pub bls_seed: Option<String>,
+    /// The validator's record of what it has signed (JSON), kept outside the database so
+    /// that a wiped database never lets it sign twice at a height. Default:
+    /// `<base-path>/chains/<id>/signing-state.json`; keep it with the keys.
+    #[arg(long, value_name = "PATH")]
+    pub signing_state_file: Option<PathBuf>,
     /// Peer-to-peer TCP port (Tendermint chains), on all interfaces unless --listen-addr.
     #[arg(long, default_value_t = 30333)]
     pub port: u16,

@@ -24,10 +24,28 @@
 //! acknowledged (a truncated or damaged `*.log`) makes [`Db::open`] fail with
 //! [`DbError::Damaged`] instead of silently opening at an older block, which for a validator
 //! would mean signing a second block at a height it had signed. The way forward is in the
-//! error: `weft-node purge-chain` and re-sync or `import-blocks`.
+//! error: `weft-node purge-chain` and re-sync or `import-blocks`, or `--db-recover`
+//! ([`Db::open_recovering`]). A log cut exactly at a record boundary looks whole to rocksdb;
+//! the chain's finalized watermark outside the database catches that ([`crate::watermark`]).
 
+//!
+//! **Write failures** (issue 10). rocksdb stops accepting writes after an I/O error in its log
+//! or a flush (a full disk, a file-size limit, descriptors exhausted) until the database is
+//! opened again. So when a commit fails with an I/O error, [`Db`] records the failure
+//! ([`Db::write_error`], the `weft_storage_writable` gauge and
+//! `weft_storage_write_failures_total` counter) and reopens itself in place before returning
+//! the error; the caller retries (block production at its next slot). The reopen replays the
+//! log with `TolerateCorruptedTailRecords`: the only torn record can be the write that just
+//! failed, which was never acknowledged, while every acknowledged write is still checked by
+//! the chain's finalized watermark. The first commit that succeeds clears the failure. If the
+//! reopen itself fails (the disk is still full), every read fails too until a later commit
+//! reopens it.
+
+use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, DB};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock, RwLock};
+use std::time::{Duration, Instant};
 
 /// Column family names.
 pub mod col {
@@ -83,13 +101,17 @@ pub enum DbError {
     #[error("missing column family {0}")]
     MissingColumn(&'static str),
     /// The database cannot be opened consistently: its write-ahead log or tables are damaged.
-    #[error("the database at {path} is damaged and may have lost acknowledged writes ({reason}); refusing to start rather than roll back finalized blocks. Recover with `weft-node purge-chain --base-path <BASE> -y` and re-sync, or re-import exported blocks with `weft-node import-blocks`")]
+    #[error("the database at {path} is damaged and may have lost acknowledged writes ({reason}); refusing to start rather than roll back finalized blocks. Recover with `weft-node --db-recover …` (keep what the log holds up to the damage; a Tendermint node re-syncs the rest), or `weft-node purge-chain --base-path <BASE> -y` and re-sync, or re-import exported blocks with `weft-node import-blocks`")]
     Damaged {
         /// The database directory.
         path: String,
         /// What rocksdb reported.
         reason: String,
     },
+    /// The database could not be reopened after a failed write; it is closed until a later
+    /// write reopens it.
+    #[error("the database is closed after a failed write and could not be reopened yet")]
+    Closed,
     /// A stored record does not decode.
     #[error("corrupt record in {column}: {reason}")]
     Corrupt {
@@ -110,60 +132,181 @@ pub type Record = (Vec<u8>, Vec<u8>);
 
 /// The opened database.
 pub struct Db {
-    inner: DB,
+    path: PathBuf,
+    /// `None` only while a reopen after a failed write has not succeeded.
+    inner: RwLock<Option<DB>>,
+    /// Why the last commit failed; `None` once one succeeds.
+    write_error: Mutex<Option<String>>,
+    /// The gauge and counter that report write failures (see [`Db::report_to`]).
+    gauges: OnceLock<(Gauge, Counter)>,
+    /// When the last reopen after a failed write was tried.
+    last_reopen: Mutex<Option<Instant>>,
+}
+
+/// Least time between two reopens after failed writes.
+const REOPEN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How [`open_rocks`] opens the database.
+#[derive(Clone, Copy)]
+enum Access {
+    ReadWrite,
+    /// Reads only, nothing written (not even recovery): the fallback while writes fail.
+    ReadOnly,
+}
+
+fn open_rocks(
+    path: &Path,
+    recovery: rocksdb::DBRecoveryMode,
+    access: Access,
+) -> Result<DB, DbError> {
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    opts.set_max_open_files(512);
+    opts.set_wal_recovery_mode(recovery);
+    // Keep memory bounded and flat: all memtables of all column families share one
+    // 32 MiB budget (flushed when it fills), and one 32 MiB block cache holds data,
+    // index and filter blocks.
+    opts.set_db_write_buffer_size(MEMTABLE_BUDGET);
+    opts.set_max_write_buffer_number(2);
+    opts.set_max_background_jobs(2);
+    let mut block_opts = rocksdb::BlockBasedOptions::default();
+    let cache = rocksdb::Cache::new_lru_cache(BLOCK_CACHE);
+    block_opts.set_block_cache(&cache);
+    block_opts.set_cache_index_and_filter_blocks(true);
+    block_opts.set_pin_l0_filter_and_index_blocks_in_cache(true);
+    block_opts.set_bloom_filter(10.0, false);
+    let cfs = col::ALL.iter().map(|name| {
+        let mut cf_opts = Options::default();
+        cf_opts.set_block_based_table_factory(&block_opts);
+        cf_opts.set_write_buffer_size(MEMTABLE_BUDGET / 4);
+        cf_opts.set_max_write_buffer_number(2);
+        ColumnFamilyDescriptor::new(*name, cf_opts)
+    });
+    let opened = match access {
+        Access::ReadWrite => DB::open_cf_descriptors(&opts, path, cfs),
+        Access::ReadOnly => DB::open_cf_descriptors_read_only(&opts, path, cfs, false),
+    };
+    opened.map_err(|e| {
+        if e.kind() == rocksdb::ErrorKind::Corruption {
+            tracing::error!(path = %path.display(), error = %e, "the database is damaged");
+            DbError::Damaged {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            }
+        } else {
+            DbError::Rocks(e)
+        }
+    })
+}
+
+fn cf<'a>(db: &'a DB, name: &'static str) -> Result<&'a rocksdb::ColumnFamily, DbError> {
+    db.cf_handle(name).ok_or(DbError::MissingColumn(name))
 }
 
 impl Db {
-    /// Opens (creating if needed) the database at `path`.
+    /// Opens (creating if needed) the database at `path`; a damaged write-ahead log is
+    /// refused ([`DbError::Damaged`]).
     pub fn open(path: &Path) -> Result<Self, DbError> {
-        let mut opts = Options::default();
-        opts.create_if_missing(true);
-        opts.create_missing_column_families(true);
-        opts.set_max_open_files(512);
         // Refuse a log that lost acknowledged (synced) records rather than open an older chain.
-        opts.set_wal_recovery_mode(rocksdb::DBRecoveryMode::AbsoluteConsistency);
-        // Keep memory bounded and flat: all memtables of all column families share one
-        // 32 MiB budget (flushed when it fills), and one 32 MiB block cache holds data,
-        // index and filter blocks.
-        opts.set_db_write_buffer_size(MEMTABLE_BUDGET);
-        opts.set_max_write_buffer_number(2);
-        opts.set_max_background_jobs(2);
-        let mut block_opts = rocksdb::BlockBasedOptions::default();
-        let cache = rocksdb::Cache::new_lru_cache(BLOCK_CACHE);
-        block_opts.set_block_cache(&cache);
-        block_opts.set_cache_index_and_filter_blocks(true);
-        block_opts.set_pin_l0_filter_and_index_blocks_in_cache(true);
-        block_opts.set_bloom_filter(10.0, false);
-        let cfs = col::ALL.iter().map(|name| {
-            let mut cf_opts = Options::default();
-            cf_opts.set_block_based_table_factory(&block_opts);
-            cf_opts.set_write_buffer_size(MEMTABLE_BUDGET / 4);
-            cf_opts.set_max_write_buffer_number(2);
-            ColumnFamilyDescriptor::new(*name, cf_opts)
-        });
-        let inner = DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| {
-            if e.kind() == rocksdb::ErrorKind::Corruption {
-                tracing::error!(path = %path.display(), error = %e, "the database is damaged");
-                DbError::Damaged {
-                    path: path.display().to_string(),
-                    reason: e.to_string(),
-                }
-            } else {
-                DbError::Rocks(e)
-            }
-        })?;
-        Ok(Db { inner })
+        Self::open_with(path, rocksdb::DBRecoveryMode::AbsoluteConsistency)
     }
 
-    fn cf(&self, name: &'static str) -> Result<&rocksdb::ColumnFamily, DbError> {
-        self.inner
-            .cf_handle(name)
-            .ok_or(DbError::MissingColumn(name))
+    /// Opens the database at `path`, replaying its write-ahead log up to the first damaged
+    /// record and dropping the rest (`--db-recover`; the chain then checks what was lost
+    /// against its watermark).
+    pub fn open_recovering(path: &Path) -> Result<Self, DbError> {
+        tracing::warn!(path = %path.display(), "--db-recover: a damaged write-ahead log is replayed up to its first damaged record");
+        Self::open_with(path, rocksdb::DBRecoveryMode::PointInTime)
+    }
+
+    fn open_with(path: &Path, recovery: rocksdb::DBRecoveryMode) -> Result<Self, DbError> {
+        Ok(Db {
+            path: path.to_path_buf(),
+            inner: RwLock::new(Some(open_rocks(path, recovery, Access::ReadWrite)?)),
+            write_error: Mutex::new(None),
+            gauges: OnceLock::new(),
+            last_reopen: Mutex::new(None),
+        })
+    }
+
+    /// Runs `f` on the open database.
+    fn with<R>(&self, f: impl FnOnce(&DB) -> Result<R, DbError>) -> Result<R, DbError> {
+        let guard = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        f(guard.as_ref().ok_or(DbError::Closed)?)
+    }
+
+    /// Reports write failures on `writable` (1 or 0) and `failures` from now on.
+    pub fn report_to(&self, writable: Gauge, failures: Counter) {
+        writable.set(i64::from(self.write_error().is_none()));
+        let _ = self.gauges.set((writable, failures));
+    }
+
+    /// Why the last write failed, while writes fail; `None` when the last one succeeded.
+    pub fn write_error(&self) -> Option<String> {
+        self.write_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn note_write(&self, result: &Result<(), DbError>) {
+        let mut error = self.write_error.lock().unwrap_or_else(|e| e.into_inner());
+        match result {
+            Ok(()) => {
+                if error.take().is_some() {
+                    tracing::info!("💾 database writes succeed again");
+                }
+            }
+            Err(e) => {
+                if error.is_none() {
+                    tracing::error!(error = %e, "💾 cannot write the database: no blocks and no transactions until writes succeed");
+                }
+                *error = Some(e.to_string());
+                if let Some((_, failures)) = self.gauges.get() {
+                    failures.inc();
+                }
+            }
+        }
+        if let Some((writable, _)) = self.gauges.get() {
+            writable.set(i64::from(error.is_none()));
+        }
+    }
+
+    /// Closes and reopens rocksdb after a failed write (see the module docs), at most once
+    /// per [`REOPEN_INTERVAL`]. If it cannot be opened for writing, it is opened read-only,
+    /// so reads (RPC, pool validation) go on while writes keep failing and retrying.
+    fn reopen(&self) {
+        {
+            let mut last = self.last_reopen.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|t| t.elapsed() < REOPEN_INTERVAL) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let mut guard = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        *guard = None; // closes the old instance first: one process, one lock on the files
+        let tolerate = rocksdb::DBRecoveryMode::TolerateCorruptedTailRecords;
+        match open_rocks(&self.path, tolerate, Access::ReadWrite) {
+            Ok(db) => {
+                tracing::info!(path = %self.path.display(), "💾 reopened the database after a failed write");
+                *guard = Some(db);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "💾 reopening the database for writing failed; serving reads only, retrying at the next write");
+                match open_rocks(&self.path, tolerate, Access::ReadOnly) {
+                    Ok(db) => *guard = Some(db),
+                    Err(e) => {
+                        tracing::error!(error = %e, "💾 the database cannot be opened at all")
+                    }
+                }
+            }
+        }
     }
 
     /// Reads a record.
     pub fn get(&self, column: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, DbError> {
-        Ok(self.inner.get_cf(self.cf(column)?, key)?)
+        self.with(|db| Ok(db.get_cf(cf(db, column)?, key)?))
     }
 
     /// The last record in `column` whose key is ≤ `key` and starts with `prefix`.
@@ -173,49 +316,57 @@ impl Db {
         key: &[u8],
         prefix: &[u8],
     ) -> Result<Option<Vec<u8>>, DbError> {
-        let mut it = self.inner.raw_iterator_cf(self.cf(column)?);
-        it.seek_for_prev(key);
-        if it.valid() {
-            if let (Some(k), Some(v)) = (it.key(), it.value()) {
-                if k.starts_with(prefix) {
-                    return Ok(Some(v.to_vec()));
+        self.with(|db| {
+            let mut it = db.raw_iterator_cf(cf(db, column)?);
+            it.seek_for_prev(key);
+            if it.valid() {
+                if let (Some(k), Some(v)) = (it.key(), it.value()) {
+                    if k.starts_with(prefix) {
+                        return Ok(Some(v.to_vec()));
+                    }
                 }
             }
-        }
-        it.status()?;
-        Ok(None)
+            it.status()?;
+            Ok(None)
+        })
     }
 
     /// All records of `column` whose key starts with `prefix`, in key order.
     pub fn scan_prefix(&self, column: &'static str, prefix: &[u8]) -> Result<Vec<Record>, DbError> {
-        let mut it = self.inner.raw_iterator_cf(self.cf(column)?);
-        it.seek(prefix);
-        let mut out = Vec::new();
-        while it.valid() {
-            match (it.key(), it.value()) {
-                (Some(k), Some(v)) if k.starts_with(prefix) => out.push((k.to_vec(), v.to_vec())),
-                _ => break,
+        self.with(|db| {
+            let mut it = db.raw_iterator_cf(cf(db, column)?);
+            it.seek(prefix);
+            let mut out = Vec::new();
+            while it.valid() {
+                match (it.key(), it.value()) {
+                    (Some(k), Some(v)) if k.starts_with(prefix) => {
+                        out.push((k.to_vec(), v.to_vec()))
+                    }
+                    _ => break,
+                }
+                it.next();
             }
-            it.next();
-        }
-        it.status()?;
-        Ok(out)
+            it.status()?;
+            Ok(out)
+        })
     }
 
     /// All keys of `column` before `end`, in key order.
     pub fn keys_before(&self, column: &'static str, end: &[u8]) -> Result<Vec<Vec<u8>>, DbError> {
-        let mut it = self.inner.raw_iterator_cf(self.cf(column)?);
-        it.seek_to_first();
-        let mut out = Vec::new();
-        while it.valid() {
-            match it.key() {
-                Some(k) if k < end => out.push(k.to_vec()),
-                _ => break,
+        self.with(|db| {
+            let mut it = db.raw_iterator_cf(cf(db, column)?);
+            it.seek_to_first();
+            let mut out = Vec::new();
+            while it.valid() {
+                match it.key() {
+                    Some(k) if k < end => out.push(k.to_vec()),
+                    _ => break,
+                }
+                it.next();
             }
-            it.next();
-        }
-        it.status()?;
-        Ok(out)
+            it.status()?;
+            Ok(out)
+        })
     }
 
     /// Starts a batch of writes.
@@ -229,10 +380,12 @@ impl Db {
 
     /// Flushes memtables to disk (used before a clean shutdown).
     pub fn flush(&self) -> Result<(), DbError> {
-        for name in col::ALL {
-            self.inner.flush_cf(self.cf(name)?)?;
-        }
-        Ok(())
+        self.with(|db| {
+            for name in col::ALL {
+                db.flush_cf(cf(db, name)?)?;
+            }
+            Ok(())
+        })
     }
 }
 
@@ -246,22 +399,31 @@ pub struct Batch<'a> {
 impl Batch<'_> {
     /// Adds a put.
     pub fn put(&mut self, column: &'static str, key: &[u8], value: &[u8]) {
-        match self.db.cf(column) {
-            Ok(cf) => self.inner.put_cf(cf, key, value),
-            Err(e) => self.error = Some(e),
+        let batch = &mut self.inner;
+        let added = self.db.with(|db| {
+            batch.put_cf(cf(db, column)?, key, value);
+            Ok(())
+        });
+        if let Err(e) = added {
+            self.error = Some(e);
         }
     }
 
     /// Adds a delete.
     pub fn delete(&mut self, column: &'static str, key: &[u8]) {
-        match self.db.cf(column) {
-            Ok(cf) => self.inner.delete_cf(cf, key),
-            Err(e) => self.error = Some(e),
+        let batch = &mut self.inner;
+        let added = self.db.with(|db| {
+            batch.delete_cf(cf(db, column)?, key);
+            Ok(())
+        });
+        if let Err(e) = added {
+            self.error = Some(e);
         }
     }
 
     /// Writes everything atomically through the write-ahead log, synced to disk before it
-    /// returns.
+    /// returns. A failure is recorded, and after an I/O error the database is reopened
+    /// (see the module docs).
     pub fn commit(self) -> Result<(), DbError> {
         if let Some(e) = self.error {
             return Err(e);
@@ -269,7 +431,12 @@ impl Batch<'_> {
         let mut opts = rocksdb::WriteOptions::default();
         opts.set_sync(true);
         opts.disable_wal(false);
-        self.db.inner.write_opt(self.inner, &opts)?;
-        Ok(())
+        let batch = self.inner;
+        let result = self.db.with(|db| Ok(db.write_opt(batch, &opts)?));
+        self.db.note_write(&result);
+        if matches!(result, Err(DbError::Rocks(_)) | Err(DbError::Closed)) {
+            self.db.reopen();
+        }
+        result
     }
 }

@@ -4,6 +4,7 @@
 //! pool, serves JSON-RPC and Prometheus metrics. The pieces:
 //!
 //! * [`db`]: rocksdb with column families; one atomic write batch per block.
+//! * [`watermark`]: the finalized watermark outside the database (lost writes are caught).
 //! * [`state`]: the Jellyfish Merkle state tree (blake3) over rocksdb; state roots and proofs.
 //! * [`chain`]: genesis, block building and import, reads of blocks and state.
 //! * [`consensus`]: the seam between block import and a consensus engine, and the dev engine.
@@ -32,3 +33,4 @@ pub mod pool;
 pub mod rpc;
 pub mod service;
 pub mod state;
+pub mod watermark;

@@ -7,6 +7,9 @@
 //! | `weft_block_extrinsics` | histogram of extrinsics per block |
 //! | `weft_txpool_size` | gauge |
 //! | `weft_rpc_requests_total{method}` | counter |
+//! | `weft_consensus_signatures_refused_total` | counter of signatures the double-sign guard refused |
+//! | `weft_storage_writable` | gauge: 1 while database writes succeed, 0 after one failed |
+//! | `weft_storage_write_failures_total` | counter of failed database writes |
 //!
 //! The server is a minimal HTTP/1 responder, bounded against abuse (issue 10): see
 //! [`serve`] for its connection limit, timeout and error answers.
@@ -52,6 +55,12 @@ pub struct Metrics {
     pub txpool_size: Gauge,
     /// RPC calls.
     pub rpc_requests: Family<MethodLabel, Counter>,
+    /// Signatures the double-sign guard refused (`bft::signing_state`).
+    pub signatures_refused: Counter,
+    /// 1 while database writes succeed ([`crate::db::Db::report_to`]).
+    pub storage_writable: Gauge,
+    /// Failed database writes.
+    pub storage_write_failures: Counter,
 }
 
 impl Metrics {
@@ -84,8 +93,30 @@ impl Metrics {
             "JSON-RPC requests by method",
             rpc_requests.clone(),
         );
+        let signatures_refused = Counter::default();
+        registry.register(
+            "consensus_signatures_refused",
+            "Votes and proposals the double-sign guard refused to sign",
+            signatures_refused.clone(),
+        );
+        let storage_writable = Gauge::default();
+        storage_writable.set(1);
+        registry.register(
+            "storage_writable",
+            "1 while database writes succeed, 0 after a write failed",
+            storage_writable.clone(),
+        );
+        let storage_write_failures = Counter::default();
+        registry.register(
+            "storage_write_failures",
+            "Database writes that failed",
+            storage_write_failures.clone(),
+        );
         Arc::new(Metrics {
             registry,
+            signatures_refused,
+            storage_writable,
+            storage_write_failures,
             height,
             block_import_seconds,
             block_extrinsics,

@@ -25,9 +25,15 @@ pub fn default_base_path() -> PathBuf {
     home.join(".local/share/weft-node")
 }
 
+/// The directory of `spec`'s chain under `base`: its database, network key and signing
+/// state.
+pub fn chain_dir(base: &Path, spec: &ChainSpec) -> PathBuf {
+    base.join("chains").join(&spec.id)
+}
+
 /// The database directory of `spec` under `base`.
 pub fn database_path(base: &Path, spec: &ChainSpec) -> PathBuf {
-    base.join("chains").join(&spec.id).join("db")
+    chain_dir(base, spec).join("db")
 }
 
 /// The block-import engine of `spec`'s chain; `key` authors (dev) or is the validator.
@@ -45,12 +51,10 @@ fn network_config(
     base: &Path,
     genesis: &weft_primitives::Hash,
 ) -> anyhow::Result<weft_node_net::NetworkConfig> {
-    let key_file = args.node_key_file.clone().unwrap_or_else(|| {
-        base.join("chains")
-            .join(&spec.id)
-            .join("network")
-            .join("secret_ed25519")
-    });
+    let key_file = args
+        .node_key_file
+        .clone()
+        .unwrap_or_else(|| chain_dir(base, spec).join("network").join("secret_ed25519"));
     if let Some(dir) = key_file.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -127,7 +131,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let engine = verifier(&spec, if validator { key.clone() } else { None });
     let chain = Arc::new(
-        Chain::open(&db_path, &spec.name, &spec.genesis, engine)
+        Chain::open_with(&db_path, &spec.name, &spec.genesis, engine, args.db_recover)
             .with_context(|| format!("opening the chain database at {}", db_path.display()))?,
     );
     if let Some(a) = author {
@@ -148,7 +152,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     tracing::info!("💾 database: {}", db_path.display());
     tracing::info!("📦 best block #{} {}", heads.best.number, heads.best_hash);
 
+    #[cfg(unix)]
+    catch_file_size_signal();
     let metrics = Metrics::new();
+    chain.db().report_to(
+        metrics.storage_writable.clone(),
+        metrics.storage_write_failures.clone(),
+    );
     metrics.set_height("best", heads.best.number);
     metrics.set_height("finalized", heads.finalized.number);
     let pool = Arc::new(Pool::with_config(PoolConfig {
@@ -226,12 +236,27 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 tracing::info!("🏷  peer-to-peer on {a}/p2p/{}", net.local_peer_id());
             }
             let keys = match (author, key_suri.as_deref(), key.clone()) {
-                (Some(account), Some(suri), Some(signer)) => Some(bft::service::ValidatorKeys {
-                    signer,
-                    account,
-                    bls: weft_runtime::bls::secret_from_suri(suri, args.bls_seed.as_deref())
-                        .context("--bls-seed")?,
-                }),
+                (Some(account), Some(suri), Some(signer)) => {
+                    let path = args.signing_state_file.clone().unwrap_or_else(|| {
+                        chain_dir(&base, &spec).join(bft::signing_state::FILE_NAME)
+                    });
+                    if let Some(dir) = path.parent() {
+                        std::fs::create_dir_all(dir)?;
+                    }
+                    let state = bft::signing_state::SigningStateFile::load(&path)?;
+                    tracing::info!(
+                        "🔏 signing state {}: signed up to height {}",
+                        path.display(),
+                        state.record().height
+                    );
+                    Some(bft::service::ValidatorKeys {
+                        signer,
+                        account,
+                        bls: weft_runtime::bls::secret_from_suri(suri, args.bls_seed.as_deref())
+                            .context("--bls-seed")?,
+                        signing_state: Some(state),
+                    })
+                }
                 _ => None,
             };
             if let Some(k) = &keys {
@@ -267,6 +292,28 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     chain.flush()?;
     drop(tmp);
     Ok(())
+}
+
+/// A write past the process's file-size limit (`RLIMIT_FSIZE`) raises `SIGXFSZ`, whose
+/// default action kills the process. For the node it is an I/O error like a full disk, which
+/// it reports and recovers from (see [`crate::db`]), so the signal is caught; the first one is
+/// logged (logging more would write, and signal, again).
+#[cfg(unix)]
+fn catch_file_size_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::from_raw(libc::SIGXFSZ)) {
+        Ok(mut s) => {
+            tokio::spawn(async move {
+                let mut first = true;
+                while s.recv().await.is_some() {
+                    if std::mem::take(&mut first) {
+                        tracing::warn!("a write passed the file size limit (SIGXFSZ); it fails like a full disk");
+                    }
+                }
+            });
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot catch SIGXFSZ"),
+    }
 }
 
 async fn shutdown_signal() {

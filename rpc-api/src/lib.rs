@@ -7,7 +7,8 @@
 //!
 //! Error codes: the JSON-RPC 2.0 codes for parse errors (-32700), unknown methods (-32601) and
 //! bad params (-32602); [`INVALID_TRANSACTION`] (1010) with the reason when a submitted
-//! extrinsic is rejected; [`POOL_FULL`] (1011); [`UNKNOWN_BLOCK`] (4003) for an `at` hash
+//! extrinsic is rejected; [`POOL_FULL`] (1011); [`STORAGE_FAILING`] (1016) while the node
+//! cannot write its database; [`UNKNOWN_BLOCK`] (4003) for an `at` hash
 //! the node does not have; [`UNKNOWN_RUN`] (4004) for a run id that was never registered and
 //! [`UNKNOWN_AUDIT`] (4005) for an audit id that was never opened.
 //!
@@ -40,6 +41,9 @@ use weft_runtime::EventRecord;
 pub const INVALID_TRANSACTION: i32 = 1010;
 /// Error code: the transaction pool is full or already has the transaction.
 pub const POOL_FULL: i32 = 1011;
+/// `author_submit*`: the node cannot write its database, so it admits no transactions
+/// until it can (`system_health.storageError` says why); send them to another node.
+pub const STORAGE_FAILING: i32 = 1016;
 /// Error code: the requested block is unknown.
 pub const UNKNOWN_BLOCK: i32 = 4003;
 /// Error code: the request is well-formed but cannot be served (e.g. bad storage key).
@@ -104,6 +108,10 @@ pub struct Health {
     pub is_syncing: bool,
     /// Whether the node expects peers (false for `--dev`).
     pub should_have_peers: bool,
+    /// Why the node's last database write failed, while writes fail (disk full, I/O
+    /// errors): it then produces no blocks and admits no transactions. `null` when healthy.
+    #[serde(default)]
+    pub storage_error: Option<String>,
 }
 
 /// `state_getReadProof`: the values at a block and a Merkle proof of each against the

@@ -8,6 +8,16 @@ use weft_pallet_support::{randomness, Failure};
 use weft_primitives::storage::{Changes, MemoryState, Overlay, StorageValue};
 use weft_primitives::{blake3_256, AccountId, Balance};
 
+/// The secret URIs of the six accounts the dev and local chain specs endow.
+pub const DEV_ACCOUNTS: [&str; 6] = [
+    "//Alice",
+    "//Bob",
+    "//Charlie",
+    "//Dave",
+    "//Eve",
+    "//Ferdie",
+];
+
 /// A validator of the genesis set.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

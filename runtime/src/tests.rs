@@ -24,26 +24,31 @@ fn bob() -> Keypair {
     Keypair::from_suri("//Bob").unwrap()
 }
 
+/// The test chain's genesis: //Alice (1,000 UNIT, the validator) and //Bob (10 UNIT).
+fn genesis_config() -> GenesisConfig {
+    GenesisConfig {
+        existential_deposit: UNIT / 100,
+        balances: vec![
+            GenesisBalance {
+                account: alice().account_id(),
+                free: 1_000 * UNIT,
+            },
+            GenesisBalance {
+                account: bob().account_id(),
+                free: 10 * UNIT,
+            },
+        ],
+        validators: vec![GenesisValidator {
+            account: alice().account_id(),
+            stake: UNIT,
+        }],
+        ..Default::default()
+    }
+}
+
 impl Chain {
     fn new() -> Self {
-        let cfg = GenesisConfig {
-            existential_deposit: UNIT / 100,
-            balances: vec![
-                GenesisBalance {
-                    account: alice().account_id(),
-                    free: 1_000 * UNIT,
-                },
-                GenesisBalance {
-                    account: bob().account_id(),
-                    free: 10 * UNIT,
-                },
-            ],
-            validators: vec![GenesisValidator {
-                account: alice().account_id(),
-                stake: UNIT,
-            }],
-            ..Default::default()
-        };
+        let cfg = genesis_config();
         let mut state = MemoryState::default();
         state.apply(&build_genesis("test", &cfg).unwrap());
         Chain {
@@ -445,31 +450,16 @@ fn genesis_json_without_protocol_still_parses_and_round_trips() {
 fn bft_blocks_take_their_randomness_from_the_proposer_beacon() {
     use weft_finality::beacon::{self, PreDigest};
     let (sk, pk, pop) = bls::dev_keypair("alice").unwrap();
-    let cfg = GenesisConfig {
-        existential_deposit: UNIT / 100,
-        balances: vec![
-            GenesisBalance {
-                account: alice().account_id(),
-                free: 1_000_000 * UNIT,
-            },
-            GenesisBalance {
-                account: bob().account_id(),
-                free: 10 * UNIT,
-            },
-        ],
-        validators: vec![GenesisValidator {
+    let mut cfg = genesis_config();
+    cfg.balances[0].free = 1_000_000 * UNIT;
+    cfg.protocol = ProtocolGenesis {
+        stakers: vec![staking::GenesisStaker {
             account: alice().account_id(),
-            stake: UNIT,
+            bond: 10_000 * UNIT,
+            validator: Some((pk, pop)),
+            trainer: None,
         }],
-        protocol: ProtocolGenesis {
-            stakers: vec![staking::GenesisStaker {
-                account: alice().account_id(),
-                bond: 10_000 * UNIT,
-                validator: Some((pk, pop)),
-                trainer: None,
-            }],
-            ..Default::default()
-        },
+        ..Default::default()
     };
     let mut state = MemoryState::default();
     state.apply(&build_genesis("test", &cfg).unwrap());

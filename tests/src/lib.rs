@@ -24,6 +24,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use weft_rpc_api::ChainApiClient;
 
+pub mod raw;
 pub mod testnet;
 
 /// How long a node may take to answer its first RPC call.
@@ -32,6 +33,41 @@ pub const NODE_START_TIMEOUT: Duration = Duration::from_secs(60);
 pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// The block time the test nodes run with.
 pub const BLOCK_TIME: &str = "200ms";
+
+pub use weft_runtime::genesis::DEV_ACCOUNTS;
+
+/// The key pairs of [`DEV_ACCOUNTS`], the accounts the dev and local chain specs endow.
+pub fn dev_keypairs() -> Result<Vec<weft_primitives::Keypair>> {
+    DEV_ACCOUNTS
+        .iter()
+        .map(|s| weft_primitives::Keypair::from_suri(s).map_err(anyhow::Error::from))
+        .collect()
+}
+
+/// The `p`-quantile (0 ≤ p ≤ 1) of `sorted` (ascending), nearest rank; NaN when empty.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Runs `weft-node purge-chain --chain <chain> -y --base-path <base>`.
+pub fn purge_chain(chain: &str, base: &Path) -> Result<()> {
+    let out = Command::new(bin("weft-node"))
+        .args(["purge-chain", "--chain", chain, "-y", "--base-path"])
+        .arg(base)
+        .output()
+        .context("running weft-node purge-chain")?;
+    if !out.status.success() {
+        bail!(
+            "purge-chain failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
 
 /// The path of the built binary `name` (`weft-node`, `weft`): the test executable lives in
 /// `<target>/<profile>/deps/`, the binaries in `<target>/<profile>/`.
@@ -288,6 +324,23 @@ impl Node {
     /// The last lines of the node's log (for failure messages).
     pub fn log_tail(&self) -> String {
         log_tail(&self.log_path, 40)
+    }
+
+    /// The value of the Prometheus sample `name` (without labels), read from the node's
+    /// metrics endpoint; `None` if the node does not report it.
+    pub async fn metric(&self, name: &str) -> Result<Option<f64>> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.prometheus_port)).await?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut body = String::new();
+        tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut body))
+            .await
+            .context("reading the metrics")??;
+        Ok(body.lines().find_map(|line| {
+            let (sample, value) = line.rsplit_once(' ')?;
+            (sample == name).then(|| value.parse().ok()).flatten()
+        }))
     }
 
     /// `ws://127.0.0.1:<rpc_port>`.

@@ -13,11 +13,14 @@
 //!   and re-executed to the same state root; it answers the same requests from others.
 //! * [`verify`]: the [`crate::consensus::ConsensusEngine`] of Tendermint chains: certificate
 //!   checks for block import, `import-blocks` and RPC.
+//! * [`signing_state`]: the double-sign guard's record beside the keys, outside the
+//!   database, so that a validator whose database is lost never signs twice at a height.
 //! * [`wal`]: the write-ahead log in rocksdb. [`wire`]: gossip and sync encodings.
 //!   [`status`]: peers and sync state for `system_health` / `system_peers`.
 
 pub mod proof;
 pub mod service;
+pub mod signing_state;
 pub mod status;
 pub mod sync;
 pub mod verify;

@@ -8,7 +8,8 @@
 //! * gossip on `proposal`: a block body → executed on the best block
 //!   ([`Chain::check_block`]), then `Engine::on_block(valid)`. Bodies of the next heights are
 //!   kept (bounded) until the node gets there.
-//! * gossip on `tx`: into the pool (accepted → forwarded by gossipsub).
+//! * gossip on `tx`: into the pool (accepted → forwarded by gossipsub), at most
+//!   [`TX_GOSSIP_PER_PEER`] a second from one peer; a badly signed one bans its sender.
 //! * a timer the engine scheduled fired → `Engine::on_timeout`.
 //! * this node proposes: when the engine asks (`BuildBlock`), the block is built no sooner
 //!   than `block_time` after its parent's timestamp, carrying the proposer's round and
@@ -23,6 +24,7 @@
 //! the parent's; a body more than [`MAX_FUTURE_DRIFT_MS`] ahead of this node's clock is
 //! judged invalid (node-side only: the runtime has no clock).
 
+use super::signing_state::SigningStateFile;
 use super::status::NetworkStatus;
 use super::sync::{self, SyncOutcome};
 use super::verify::{justification, validator_set};
@@ -38,8 +40,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use weft_consensus::{ConsensusMessage, Engine, EngineConfig, EngineError, Output, TimeoutId};
 use weft_finality::beacon::{self, PreDigest};
+use weft_node_net::scoring::RateLimiter;
 use weft_node_net::{NetworkEvent, NetworkHandle, Offence, PeerId, Topic, Verdict};
 use weft_primitives::{AccountId, Hash};
+use weft_runtime::executive::InvalidTransaction;
 use weft_runtime::limits::MAX_EXTRINSICS_PER_BLOCK;
 
 /// How far ahead of this node's clock a proposed block's timestamp may be.
@@ -64,6 +68,9 @@ pub struct ValidatorKeys {
     pub account: AccountId,
     /// Its BLS key (votes, proposals, beacon).
     pub bls: weft_bls::SecretKey,
+    /// What it has signed, consulted before every vote and proposal
+    /// ([`super::signing_state`]); `None` only in tests of the engine glue.
+    pub signing_state: Option<SigningStateFile>,
 }
 
 #[cfg(feature = "equivocate")]
@@ -75,6 +82,11 @@ static EQUIVOCATE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool
 pub fn equivocate_from_now_on() {
     EQUIVOCATE.store(true, std::sync::atomic::Ordering::SeqCst);
 }
+
+/// Gossiped transactions a peer may hand this node per second (a token bucket with bursts of
+/// the same size); beyond it they are ignored and the peer's score pays `Spam`. Four times
+/// the throughput the benchmark reaches on one machine, so honest relays never meet it.
+pub const TX_GOSSIP_PER_PEER: u32 = 4_000;
 
 fn new_engine(config: EngineConfig) -> Engine {
     #[cfg(feature = "equivocate")]
@@ -119,6 +131,8 @@ pub struct BftService {
     queue: VecDeque<Output>,
     /// Equivocations this node reported, by (offender, height, round, kind).
     reported: std::collections::HashSet<(AccountId, u64, u32, u8)>,
+    /// Gossiped transactions each peer may hand this node ([`TX_GOSSIP_PER_PEER`] a second).
+    tx_quota: RateLimiter,
 }
 
 impl BftService {
@@ -129,14 +143,17 @@ impl BftService {
         metrics: Arc<Metrics>,
         net: NetworkHandle,
         status: Arc<NetworkStatus>,
-        keys: Option<ValidatorKeys>,
+        mut keys: Option<ValidatorKeys>,
         config: BftConfig,
     ) -> Self {
-        let engine = new_engine(EngineConfig {
+        let mut engine = new_engine(EngineConfig {
             genesis: chain.genesis_hash(),
             key: keys.as_ref().map(|k| (k.account, k.bls.clone())),
             timeouts: config.timeouts,
         });
+        if let Some(state) = keys.as_mut().and_then(|k| k.signing_state.take()) {
+            engine.set_sign_guard(Box::new(state));
+        }
         BftService {
             chain,
             pool,
@@ -154,6 +171,7 @@ impl BftService {
             ahead: None,
             peer_heights: HashMap::new(),
             reported: std::collections::HashSet::new(),
+            tx_quota: RateLimiter::new(TX_GOSSIP_PER_PEER),
             queue: VecDeque::new(),
             sent: HashMap::new(),
         }
@@ -233,6 +251,7 @@ impl BftService {
         let set = validator_set(&self.chain.state_at(heads.finalized.number))?;
         let wal = Wal::new(self.chain.db());
         wal.prune_below(height)?;
+        self.tx_quota.prune(Instant::now());
         self.timers.clear();
         self.build = None;
         self.bodies.clear();
@@ -256,6 +275,7 @@ impl BftService {
             );
             match self.engine.replay(&entries) {
                 Ok(more) => outputs.extend(more),
+                Err(e) if self.refused_signature(&e) => {}
                 Err(e) => tracing::error!(height, error = %e, "write-ahead log replay failed"),
             }
         }
@@ -274,8 +294,18 @@ impl BftService {
     fn enqueue(&mut self, result: Result<Vec<Output>, EngineError>) {
         match result {
             Ok(outputs) => self.queue.extend(outputs),
+            Err(e) if self.refused_signature(&e) => {}
             Err(e) => tracing::debug!(error = %e, "engine input refused"),
         }
+    }
+
+    /// Counts a signature the double-sign guard refused; true if `e` is one.
+    fn refused_signature(&self, e: &EngineError) -> bool {
+        let refused = matches!(e, EngineError::SigningRefused(_));
+        if refused {
+            self.metrics.signatures_refused.inc();
+        }
+        refused
     }
 
     /// Carries out the queued outputs in order.
@@ -521,7 +551,7 @@ impl BftService {
                 let verdict = match topic {
                     Topic::Consensus => self.on_consensus_message(from, &data).await,
                     Topic::Proposals => self.on_body(from, &data).await,
-                    Topic::Transactions => self.on_transaction(&data),
+                    Topic::Transactions => self.on_transaction(from, &data),
                 };
                 if verdict == Verdict::Reject {
                     self.net.punish(from, Offence::InvalidData);
@@ -590,6 +620,8 @@ impl BftService {
                 self.net.punish(from, Offence::BadSignature);
                 Verdict::Reject
             }
+            // The peer's message was good and is recorded; only our own vote was withheld.
+            Err(e) if self.refused_signature(&e) => Verdict::Accept,
             Err(e) => {
                 tracing::debug!(error = %e, %from, "consensus message refused");
                 Verdict::Ignore
@@ -670,7 +702,16 @@ impl BftService {
         }
     }
 
-    fn on_transaction(&self, data: &[u8]) -> Verdict {
+    fn on_transaction(&mut self, from: PeerId, data: &[u8]) -> Verdict {
+        // A node that cannot write admits nothing (its peers keep the gossip going).
+        if self.chain.db().write_error().is_some() {
+            return Verdict::Ignore;
+        }
+        // Each peer's share of the pool's work is bounded, whatever it relays.
+        if !self.tx_quota.allow(from, Instant::now()) {
+            self.net.punish(from, Offence::Spam);
+            return Verdict::Ignore;
+        }
         let chain = self.chain.clone();
         match self
             .pool
@@ -681,6 +722,11 @@ impl BftService {
                 Verdict::Accept
             }
             Err(PoolError::Decode(_)) | Err(PoolError::TooLarge(_)) => Verdict::Reject,
+            // Honest peers check signatures before they relay: this one made it up.
+            Err(PoolError::Invalid(InvalidTransaction::BadSignature)) => {
+                self.net.punish(from, Offence::BadSignature);
+                Verdict::Reject
+            }
             // Known, stale, or not payable here and now: not the sender's fault to punish.
             Err(_) => Verdict::Ignore,
         }

@@ -15,7 +15,7 @@ use weft_primitives::{AccountId, BlockNumber, Bytes, Hash, Header};
 use weft_rpc_api::FinalityProof;
 use weft_rpc_api::{
     AccountJson, BlockJson, ChainApiServer, ExtrinsicReceipt, Health, ReadProof, SignedBlock,
-    StorageProof, TransactionStatus, BAD_REQUEST, INVALID_TRANSACTION, POOL_FULL,
+    StorageProof, TransactionStatus, BAD_REQUEST, INVALID_TRANSACTION, POOL_FULL, STORAGE_FAILING,
 };
 use weft_runtime::{balances, system, EventRecord, Phase, RuntimeEvent};
 
@@ -37,6 +37,13 @@ impl RpcImpl {
         bytes: &Bytes,
         watcher: Option<mpsc::UnboundedSender<TransactionStatus>>,
     ) -> RpcResult<Hash> {
+        if let Some(error) = self.chain.db().write_error() {
+            return Err(ErrorObjectOwned::owned(
+                STORAGE_FAILING,
+                format!("this node cannot write its database ({error}); it admits no transactions until it can: send them to another node"),
+                None::<()>,
+            ));
+        }
         let chain = self.chain.clone();
         let result = self.pool.submit(
             &bytes.0,
@@ -207,6 +214,7 @@ impl ChainApiServer for RpcImpl {
             peers: net.peers.len(),
             is_syncing: net.is_syncing,
             should_have_peers: !self.is_dev,
+            storage_error: self.chain.db().write_error(),
         })
     }
 

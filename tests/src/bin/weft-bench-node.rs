@@ -13,7 +13,6 @@ use anyhow::{bail, Context, Result};
 use std::time::{Duration, Instant};
 use weft_cli::{SubmitOptions, WaitFor};
 use weft_primitives::units::UNIT;
-use weft_primitives::Keypair;
 use weft_rpc_api::ChainApiClient;
 use weft_runtime::{balances, RuntimeCall};
 use weft_tests::Node;
@@ -50,17 +49,7 @@ async fn main() -> Result<()> {
     let node = Node::start(dir.path(), &["--block-time", &args.block_time]).await?;
     let client = node.cli_client().await?;
     let rpc = node.client().await?;
-    let senders: Vec<Keypair> = [
-        "//Alice",
-        "//Bob",
-        "//Charlie",
-        "//Dave",
-        "//Eve",
-        "//Ferdie",
-    ]
-    .iter()
-    .map(|s| Keypair::from_suri(s))
-    .collect::<Result<_, _>>()?;
+    let senders = weft_tests::dev_keypairs()?;
     let mut nonces = Vec::new();
     for k in &senders {
         nonces.push(client.account(k.account_id(), None).await?.nonce);

@@ -25,6 +25,7 @@ use weft_primitives::Keypair;
 use weft_rpc_api::ChainApiClient;
 use weft_runtime::{balances, Extrinsic, RuntimeCall};
 use weft_tests::bin;
+use weft_tests::percentile;
 use weft_tests::testnet::Testnet;
 
 /// The testnet's `--block-time` (`weft_tests::testnet`).
@@ -82,14 +83,6 @@ fn baseline() -> Result<(f64, f64)> {
     ))
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
 fn transfer(
     client_nonce: u64,
     from: &Keypair,
@@ -129,17 +122,7 @@ async fn main() -> Result<()> {
     let genesis = clients[0].genesis_hash().await?;
 
     // Fund the senders from the six dev accounts, nonces chained per funder.
-    let funders: Vec<Keypair> = [
-        "//Alice",
-        "//Bob",
-        "//Charlie",
-        "//Dave",
-        "//Eve",
-        "//Ferdie",
-    ]
-    .iter()
-    .map(|s| Keypair::from_suri(s))
-    .collect::<Result<_, _>>()?;
+    let funders = weft_tests::dev_keypairs()?;
     let senders: Vec<Keypair> = (0..args.senders)
         .map(|i| Keypair::from_suri(&format!("//bench//{i}")))
         .collect::<Result<_, _>>()?;

@@ -17,6 +17,11 @@
 //!   boundary, so the damage is visible in the log's framing), restart: the node refuses to
 //!   start, says the database is damaged and how to recover (`purge-chain`), and after
 //!   `purge-chain -y` it starts again from genesis.
+//! * `a_log_cut_at_a_record_boundary_is_caught_by_the_watermark_and_db_recover_goes_on`: the
+//!   same, but the log loses exactly its last whole write (rocksdb sees a clean, shorter log):
+//!   the finalized watermark outside the database catches it, the node refuses to start and
+//!   names `--db-recover`, which opens at the older block; the chain goes on, and a plain
+//!   restart afterwards opens normally.
 //! * `malformed_requests_get_errors`: a call whose id is an object or `1e400` gets -32600
 //!   (it got the body `null`), a chunked body past 2 MiB gets 413 (it got 500), a WebSocket
 //!   message in continuation frames past 2 MiB closes the connection (it hung, unanswered),
@@ -26,128 +31,16 @@
 //! source addresses without leaving the machine.
 
 use super::*;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
 use weft_primitives::extrinsic::SigningContext;
 use weft_primitives::{Era, Hash};
 use weft_runtime::{balances, Extrinsic};
-
-/// Longest wait for one raw HTTP exchange.
-const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
-
-fn loopback(last: u8) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
-}
-
-async fn connect_from(src: IpAddr, port: u16) -> std::io::Result<TcpStream> {
-    let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::new(src, 0))?;
-    socket.connect(SocketAddr::new(loopback(1), port)).await
-}
-
-/// A raw HTTP response: status and body (de-chunked).
-struct HttpReply {
-    status: u16,
-    body: String,
-}
-
-fn parse_reply(raw: &[u8]) -> HttpReply {
-    let text = String::from_utf8_lossy(raw);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        let mut out = String::new();
-        let mut rest = body;
-        while let Some((size, tail)) = rest.split_once("\r\n") {
-            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-            if n == 0 || tail.len() < n {
-                break;
-            }
-            out.push_str(&tail[..n]);
-            rest = tail[n..].trim_start_matches("\r\n");
-        }
-        out
-    } else {
-        body.to_string()
-    };
-    HttpReply { status, body }
-}
-
-/// Sends raw `request` bytes from `src` and reads the reply until the server closes.
-async fn http_raw(src: IpAddr, port: u16, request: &[u8]) -> std::io::Result<HttpReply> {
-    tokio::time::timeout(HTTP_TIMEOUT, async {
-        let mut s = connect_from(src, port).await?;
-        s.write_all(request).await?;
-        let mut raw = Vec::new();
-        // The server may close before reading all of a refused request: keep what came.
-        let _ = s.read_to_end(&mut raw).await;
-        Ok(parse_reply(&raw))
-    })
-    .await
-    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "HTTP exchange"))?
-}
-
-/// POSTs a JSON body from `src` with `Connection: close`.
-async fn http_post(src: IpAddr, port: u16, body: &str) -> std::io::Result<HttpReply> {
-    let request = format!(
-        "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    http_raw(src, port, request.as_bytes()).await
-}
-
-/// Completes a WebSocket handshake from `src`; `Ok(None)` when refused with `429`.
-async fn ws_handshake(src: IpAddr, port: u16) -> std::io::Result<Option<TcpStream>> {
-    let mut s = connect_from(src, port).await?;
-    let request = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
-    s.write_all(request.as_bytes()).await?;
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    tokio::time::timeout(HTTP_TIMEOUT, async {
-        while !head.ends_with(b"\r\n\r\n") {
-            if s.read(&mut byte).await? == 0 {
-                break;
-            }
-            head.push(byte[0]);
-        }
-        Ok::<_, std::io::Error>(())
-    })
-    .await
-    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "WS handshake"))??;
-    match parse_reply(&head).status {
-        101 => Ok(Some(s)),
-        429 => Ok(None),
-        other => Err(std::io::Error::other(format!(
-            "unexpected handshake answer {other}: {}",
-            String::from_utf8_lossy(&head)
-        ))),
-    }
-}
-
-/// Waits until the server closes `s` (EOF or reset), discarding pings; the time it took.
-async fn closed_within(mut s: TcpStream, bound: Duration) -> Option<Duration> {
-    let start = Instant::now();
-    tokio::time::timeout(bound, async {
-        let mut buf = [0u8; 256];
-        while let Ok(n) = s.read(&mut buf).await {
-            if n == 0 {
-                break;
-            }
-        }
-    })
-    .await
-    .ok()
-    .map(|()| start.elapsed())
-}
+use weft_tests::raw::{
+    closed_within, connect_from, http_post, http_raw, loopback, parse_reply, submit_batches,
+    ws_handshake, HttpReply, HTTP_TIMEOUT,
+};
 
 fn transfer(k: &Keypair, dest: AccountId, nonce: u64, tip: Balance, genesis: Hash) -> Extrinsic {
     let call = RuntimeCall::Balances(balances::Call::Transfer { dest, value: 1 });
@@ -156,39 +49,6 @@ fn transfer(k: &Keypair, dest: AccountId, nonce: u64, tip: Balance, genesis: Has
         birth_hash: genesis,
     };
     Extrinsic::new_signed(call, k, nonce, tip, Era::Immortal, ctx)
-}
-
-/// Submits `xts` over HTTP in batches of `batch`; the error code of each (0 = admitted).
-async fn submit_batches(port: u16, xts: &[Extrinsic], batch: usize) -> Vec<i64> {
-    let mut codes = Vec::with_capacity(xts.len());
-    for chunk in xts.chunks(batch) {
-        let calls: Vec<serde_json::Value> = chunk
-            .iter()
-            .enumerate()
-            .map(|(i, xt)| {
-                serde_json::json!({
-                    "jsonrpc": "2.0", "id": i, "method": "author_submitExtrinsic",
-                    "params": [Bytes(xt.encode())],
-                })
-            })
-            .collect();
-        let reply = http_post(
-            loopback(1),
-            port,
-            &serde_json::Value::from(calls).to_string(),
-        )
-        .await
-        .unwrap();
-        assert_eq!(reply.status, 200, "{}", reply.body);
-        let answers: Vec<serde_json::Value> = serde_json::from_str(&reply.body).unwrap();
-        assert_eq!(answers.len(), chunk.len());
-        codes.extend(
-            answers
-                .iter()
-                .map(|a| a["error"]["code"].as_i64().unwrap_or(0)),
-        );
-    }
-    codes
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,7 +72,9 @@ async fn unfunded_flood_leaves_the_pool_empty_and_eviction_lets_honest_transfers
             (1..=8).map(move |n| transfer(&k, bob, n, 0, genesis))
         })
         .collect();
-    let codes = submit_batches(node.rpc_port, &junk, 200).await;
+    let codes = submit_batches(loopback(1), node.rpc_port, &junk, 200)
+        .await
+        .unwrap();
     let flood_time = started.elapsed();
     let admitted = codes.iter().filter(|c| **c == 0).count();
     assert_eq!(
@@ -256,7 +118,9 @@ async fn unfunded_flood_leaves_the_pool_empty_and_eviction_lets_honest_transfers
         .iter()
         .flat_map(|k| (1..=64).map(move |n| transfer(k, bob, n, 0, genesis)))
         .collect();
-    let codes = submit_batches(node.rpc_port, &fill, 256).await;
+    let codes = submit_batches(loopback(1), node.rpc_port, &fill, 256)
+        .await
+        .unwrap();
     let admitted = codes.iter().filter(|c| **c == 0).count();
     assert_eq!(admitted, 1000, "the pool takes exactly its limit");
     assert!(codes
@@ -399,11 +263,12 @@ async fn idle_websockets_do_not_lock_out_others() {
     wait_for_height(&rpc, 2).await;
 }
 
-/// Ends of the physical records of a rocksdb write-ahead log (32 KiB blocks, 7-byte record
-/// headers `crc:4 len:2 type:1`, zero padding at block ends).
-fn wal_record_ends(log: &[u8]) -> Vec<usize> {
+/// The physical records of a rocksdb write-ahead log (32 KiB blocks, 7-byte record headers
+/// `crc:4 len:2 type:1`, zero padding at block ends): `(start, end, type)`, type 1 a whole
+/// write, 2/3/4 the first/middle/last fragment of one.
+fn wal_records(log: &[u8]) -> Vec<(usize, usize, u8)> {
     const BLOCK: usize = 32 * 1024;
-    let mut ends = Vec::new();
+    let mut records = Vec::new();
     let mut at = 0;
     while at + 7 <= log.len() {
         let left_in_block = BLOCK - at % BLOCK;
@@ -415,35 +280,27 @@ fn wal_record_ends(log: &[u8]) -> Vec<usize> {
         if len == 0 && log[at + 6] == 0 {
             break;
         }
+        records.push((at, at + 7 + len, log[at + 6]));
         at += 7 + len;
-        ends.push(at);
     }
-    ends
+    records
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_damaged_write_ahead_log_stops_the_node_instead_of_rolling_back() {
-    let _serial = serial().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut node = Node::start(dir.path(), &[]).await.unwrap();
+/// Starts a dev node in `dir`, waits for finalized #6, SIGKILLs it, and returns the node
+/// (stopped), the finalized number it reported last, and its newest `*.log`.
+async fn killed_at_finalized_six(dir: &Path) -> (Node, BlockNumber, PathBuf) {
+    let mut node = Node::start(dir, &[]).await.unwrap();
     let rpc = node.client().await.unwrap();
-    wait_until(CHAIN_TIMEOUT, "finalized #6", || async {
-        match rpc.finalized_head().await {
-            Ok(h) => rpc
-                .header(Some(h))
-                .await
-                .ok()
-                .flatten()
-                .is_some_and(|h| h.number >= 6),
-            Err(_) => false,
-        }
+    let last = wait_for(CHAIN_TIMEOUT, "finalized #6", || async {
+        let h = rpc.finalized_head().await.ok()?;
+        let header = rpc.header(Some(h)).await.ok().flatten()?;
+        (header.number >= 6).then_some(header.number)
     })
     .await
     .unwrap();
     drop(rpc);
     node.kill9().unwrap();
-
-    let db = std::fs::read_dir(dir.path().join("chains"))
+    let db = std::fs::read_dir(dir.join("chains"))
         .unwrap()
         .map(|e| e.unwrap().path().join("db"))
         .find(|p| p.is_dir())
@@ -454,19 +311,31 @@ async fn a_damaged_write_ahead_log_stops_the_node_instead_of_rolling_back() {
         .filter(|p| p.extension().is_some_and(|x| x == "log"))
         .max_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
         .expect("a write-ahead log");
+    (node, last, newest_log)
+}
+
+fn truncate(file: &Path, len: usize) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(file)
+        .unwrap()
+        .set_len(len as u64)
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_write_ahead_log_stops_the_node_instead_of_rolling_back() {
+    let _serial = serial().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut node, _, newest_log) = killed_at_finalized_six(dir.path()).await;
     let log = std::fs::read(&newest_log).unwrap();
     assert!(log.len() > 2_000, "{} bytes of log", log.len());
-    let ends = wal_record_ends(&log);
+    let ends: Vec<usize> = wal_records(&log).iter().map(|r| r.1).collect();
     let mut cut = log.len() - 2_000;
     while ends.contains(&cut) {
         cut -= 1;
     }
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&newest_log)
-        .unwrap()
-        .set_len(cut as u64)
-        .unwrap();
+    truncate(&newest_log, cut);
 
     let err = node
         .restart(&[])
@@ -475,22 +344,52 @@ async fn a_damaged_write_ahead_log_stops_the_node_instead_of_rolling_back() {
     let msg = format!("{err:#}");
     assert!(msg.contains("damaged"), "{msg}");
     assert!(msg.contains("purge-chain"), "{msg}");
+    assert!(msg.contains("--db-recover"), "{msg}");
 
     // The way forward works: purge, then start from genesis.
     let _ = node.kill9(); // reaps the exited process
-    let out = std::process::Command::new(weft_tests::bin("weft-node"))
-        .args(["purge-chain", "--chain", "dev", "-y", "--base-path"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    weft_tests::purge_chain("dev", dir.path()).unwrap();
     node.restart(&[]).await.unwrap();
     let rpc = node.client().await.unwrap();
     wait_for_height(&rpc, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_cut_at_a_record_boundary_is_caught_by_the_watermark_and_db_recover_goes_on() {
+    let _serial = serial().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut node, finalized, newest_log) = killed_at_finalized_six(dir.path()).await;
+    // Drop the last whole write (the newest block) by cutting the log where that write's
+    // first record starts: the framing of what remains is intact.
+    let log = std::fs::read(&newest_log).unwrap();
+    let records = wal_records(&log);
+    let (start, _, _) = *records
+        .iter()
+        .rev()
+        .find(|r| r.2 == 1 || r.2 == 2)
+        .expect("a write in the log");
+    truncate(&newest_log, start);
+
+    let err = node
+        .restart(&[])
+        .await
+        .expect_err("a database that lost its newest block must not open");
+    let msg = format!("{err:#}");
+    assert!(msg.contains("lost acknowledged writes"), "{msg}");
+    assert!(msg.contains(&format!("finalized #{finalized}")), "{msg}");
+    assert!(msg.contains("--db-recover"), "{msg}");
+
+    // --db-recover accepts the loss, opens at the older block and the dev chain goes on.
+    let _ = node.kill9();
+    node.restart(&["--db-recover"]).await.unwrap();
+    let rpc = node.client().await.unwrap();
+    wait_for_height(&rpc, finalized + 2).await;
+    // A plain restart after that opens normally (the watermark was moved down, then up).
+    drop(rpc);
+    node.kill9().unwrap();
+    node.restart(&[]).await.unwrap();
+    let rpc = node.client().await.unwrap();
+    wait_for_height(&rpc, finalized + 3).await;
 }
 
 /// Sends a chunked POST of `total` bytes while reading the reply (the server may answer and
@@ -661,4 +560,124 @@ async fn unsafe_rpc_methods_need_rpc_methods_unsafe() {
         }
         other => panic!("unexpected {other:?}"),
     }
+}
+
+/// Sets the soft file-size limit (`RLIMIT_FSIZE`) of process `pid`; `None`: unlimited.
+fn set_file_size_limit(pid: u32, limit: Option<u64>) {
+    let value = match limit {
+        Some(n) => format!("--fsize={n}:"),
+        None => "--fsize=unlimited:".to_string(),
+    };
+    let out = std::process::Command::new("prlimit")
+        .args(["--pid", &pid.to_string(), &value])
+        .output()
+        .expect("prlimit (util-linux)");
+    assert!(
+        out.status.success(),
+        "prlimit {value}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_cannot_write_says_so_refuses_transactions_and_recovers() {
+    let _serial = serial().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Node::start(dir.path(), &[]).await.unwrap();
+    let rpc = node.client().await.unwrap();
+    wait_for_height(&rpc, 3).await;
+    assert_eq!(rpc.system_health().await.unwrap().storage_error, None);
+    assert_eq!(
+        node.metric("weft_storage_writable").await.unwrap(),
+        Some(1.0)
+    );
+
+    // A real I/O error: the process may not grow any file past the size of its newest
+    // write-ahead log, so the next block's write fails (EFBIG, like a full disk).
+    let db = std::fs::read_dir(dir.path().join("chains"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("db"))
+        .find(|p| p.is_dir())
+        .unwrap();
+    let log_size = std::fs::read_dir(&db)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .filter_map(|p| std::fs::metadata(p).ok().map(|m| m.len()))
+        .max()
+        .expect("a write-ahead log");
+    let pid = node.pid().expect("the node runs");
+    set_file_size_limit(pid, Some(log_size + 1));
+
+    // It says so: system_health and the metric.
+    let error = wait_for(
+        CHAIN_TIMEOUT,
+        "system_health to report the failure",
+        || async { rpc.system_health().await.ok()?.storage_error },
+    )
+    .await
+    .unwrap();
+    assert!(!error.is_empty());
+    assert_eq!(
+        node.metric("weft_storage_writable").await.unwrap(),
+        Some(0.0)
+    );
+    // It admits no transactions meanwhile, with an error that says why.
+    let genesis = rpc.block_hash(Some(0)).await.unwrap().unwrap();
+    let alice = Keypair::from_suri("//Alice").unwrap();
+    let bob = account("//Bob");
+    let nonce = rpc.account(alice.account_id(), None).await.unwrap().nonce;
+    let xt = transfer(&alice, bob, nonce, 0, genesis);
+    let err = rpc
+        .submit_extrinsic(Bytes(xt.encode()))
+        .await
+        .expect_err("a node that cannot write must not admit transactions");
+    let (code, message) = call_error(err);
+    assert_eq!(code, weft_rpc_api::STORAGE_FAILING, "{message}");
+    // And it produces no blocks: two more failed writes, the head has not moved.
+    let stuck = best_number(&rpc).await.unwrap();
+    let failures = node
+        .metric("weft_storage_write_failures_total")
+        .await
+        .unwrap()
+        .unwrap();
+    wait_until(CHAIN_TIMEOUT, "two more failed block writes", || async {
+        node.metric("weft_storage_write_failures_total")
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|f| f >= failures + 2.0)
+    })
+    .await
+    .unwrap();
+    assert_eq!(best_number(&rpc).await, Some(stuck), "a block was written");
+
+    // The fault goes away: the node recovers by itself, without a restart.
+    set_file_size_limit(pid, None);
+    wait_for_height(&rpc, stuck + 3).await;
+    assert_eq!(rpc.system_health().await.unwrap().storage_error, None);
+    assert_eq!(
+        node.metric("weft_storage_writable").await.unwrap(),
+        Some(1.0)
+    );
+    let bob_before = free(&rpc.account(bob, None).await.unwrap());
+    rpc.submit_extrinsic(Bytes(xt.encode()))
+        .await
+        .expect("admitted once the node can write");
+    wait_until(CHAIN_TIMEOUT, "the transfer to land", || async {
+        rpc.account(bob, None)
+            .await
+            .is_ok_and(|a| free(&a) == bob_before + 1)
+    })
+    .await
+    .unwrap();
+
+    // Nothing written is lost: SIGKILL, restart, the same state.
+    let head = best_number(&rpc).await.unwrap();
+    drop(rpc);
+    node.kill9().unwrap();
+    node.restart(&[]).await.unwrap();
+    let rpc = node.client().await.unwrap();
+    assert!(best_number(&rpc).await.unwrap() >= head);
+    assert_eq!(free(&rpc.account(bob, None).await.unwrap()), bob_before + 1);
 }

@@ -19,9 +19,15 @@
 //! elected at an epoch boundary, its node's precommits appear in certificates; //Dave chills
 //! and unbonds and certificates stop counting it after the next boundary.
 //!
+//! `a_wiped_validator_never_signs_below_its_signing_record`: //Dave's database is purged
+//! while its signing state (beside its keys, outside the database) says it signed up to a
+//! height the chain has not reached; it re-syncs, refuses every vote up to that height (the
+//! guard's counter rises, no certificate up to it carries //Dave) and votes again after it.
+//!
 //! `peers_sending_garbage_are_banned_and_finality_goes_on` speaks libp2p to the validators
-//! directly: undecodable gossip, a forged vote and oversized sync requests each get their
-//! sender disconnected and refused for the ban, while finality goes on.
+//! directly: undecodable gossip, a forged vote, oversized sync requests and a badly signed
+//! transaction each get their sender disconnected and refused for the ban, while finality
+//! goes on.
 
 use std::time::Duration;
 use weft_primitives::{Hash, Keypair};
@@ -356,6 +362,43 @@ async fn peers_sending_garbage_are_banned_and_finality_goes_on() {
     }
     assert_banned(&net, 2, &flooder, "oversized requests").await;
 
+    // A transaction whose signature does not cover it: no honest relay forwards one.
+    let (relay, _ev4, _) = raw_peer(&net, 3).await;
+    wait_until(
+        FINALITY_TIMEOUT,
+        "the relay to join the transaction mesh",
+        || {
+            let r = relay.clone();
+            async move {
+                r.mesh_peers(weft_node_net::Topic::Transactions)
+                    .await
+                    .is_ok_and(|m| !m.is_empty())
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let genesis = hash_at(&net, 0, 0).await.unwrap();
+    let mut xt = weft_runtime::Extrinsic::new_signed(
+        weft_runtime::RuntimeCall::Balances(weft_runtime::balances::Call::Transfer {
+            dest: account_of("//Bob"),
+            value: 1,
+        }),
+        &Keypair::from_suri("//Alice").unwrap(),
+        0,
+        0,
+        weft_primitives::Era::Immortal,
+        weft_primitives::SigningContext {
+            genesis_hash: genesis,
+            birth_hash: genesis,
+        },
+    );
+    xt.tip = 1; // after signing
+    let _ = relay
+        .publish(weft_node_net::Topic::Transactions, xt.encode())
+        .await;
+    assert_banned(&net, 3, &relay, "a badly signed transaction").await;
+
     // The validators never stopped.
     let (now, _) = net.finalized(0).await.unwrap();
     for i in 0..4 {
@@ -507,4 +550,94 @@ async fn validators_join_and_leave_at_epoch_boundaries() {
         let signers = signers_of(&net, 0, n).await;
         assert!(!signers.contains(&dave), "#{n} counts //Dave: {signers:?}");
     }
+}
+
+/// The signing-state file of node `i` (`<base>/chains/<id>/signing-state.json`).
+fn signing_state_file(net: &Testnet, i: usize) -> std::path::PathBuf {
+    std::fs::read_dir(net.nodes[i].base_path.join("chains"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("signing-state.json"))
+        .find(|p| p.is_file())
+        .expect("a signing-state.json beside the validator's keys")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_validator_never_signs_below_its_signing_record() {
+    let _serial = serial().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Testnet::start(dir.path()).await.unwrap();
+    for i in 0..4 {
+        net.wait_finalized(i, 3, FINALITY_TIMEOUT).await.unwrap();
+    }
+    let dave = Keypair::from_suri("//Dave").unwrap().account_id();
+    net.nodes[3].kill9().unwrap();
+    // The record is real: //Dave signed up to about the head.
+    let file = signing_state_file(&net, 3);
+    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert!(record["height"].as_u64().unwrap() >= 3, "{record}");
+    assert!(!record["signed"].as_array().unwrap().is_empty(), "{record}");
+
+    // Its database is wiped; its record says it signed a precommit at a height ahead.
+    weft_tests::purge_chain("local", &net.nodes[3].base_path).unwrap();
+    assert!(file.is_file(), "purge-chain must keep the signing state");
+    let (head, _) = net.finalized(0).await.unwrap();
+    let recorded = head.number + 20;
+    let forged = serde_json::json!({
+        "height": recorded,
+        "signed": [{"round": 0, "kind": "precommit", "block": Hash([7; 32])}],
+    });
+    std::fs::write(&file, forged.to_string()).unwrap();
+
+    net.restart(3).await.unwrap();
+    let back = wait_for(FINALITY_TIMEOUT, "//Dave to sync back", || async {
+        let c = net.nodes[3].client().await.ok()?;
+        let h = c.finalized_head().await.ok()?;
+        let n = c.header(Some(h)).await.ok()??.number;
+        (n > head.number).then_some(n)
+    })
+    .await
+    .unwrap();
+    wait_until(
+        FINALITY_TIMEOUT,
+        "the guard to refuse a signature",
+        || async {
+            net.nodes[3]
+                .metric("weft_consensus_signatures_refused_total")
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|v| v > 0.0)
+        },
+    )
+    .await
+    .unwrap();
+    // It votes again after the recorded height...
+    let voted = wait_for(
+        FINALITY_TIMEOUT,
+        "//Dave's precommit above its record",
+        || async {
+            let (now, _) = net.finalized(0).await.ok()?;
+            for n in recorded + 1..=now.number {
+                if signers_of(&net, 0, n).await.contains(&dave) {
+                    return Some(n);
+                }
+            }
+            None
+        },
+    )
+    .await
+    .unwrap();
+    // ...and never at or below it.
+    for n in back..=recorded {
+        let signers = signers_of(&net, 0, n).await;
+        assert!(
+            !signers.contains(&dave),
+            "#{n} (recorded {recorded}) carries //Dave's precommit: {signers:?}"
+        );
+    }
+    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert!(
+        record["height"].as_u64().unwrap() > recorded,
+        "the record moves on once //Dave signs again (precommit at #{voted}): {record}"
+    );
 }

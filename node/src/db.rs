@@ -32,7 +32,7 @@
 //! **Write failures** (issue 10). rocksdb stops accepting writes after an I/O error in its log
 //! or a flush (a full disk, a file-size limit, descriptors exhausted) until the database is
 //! opened again. So when a commit fails with an I/O error, [`Db`] records the failure
-//! ([`Db::write_error`], the `weft_storage_writable` gauge and
+//! ([`Db::storage_error`], the `weft_storage_writable` gauge and
 //! `weft_storage_write_failures_total` counter) and reopens itself in place before returning
 //! the error; the caller retries (block production at its next slot). The reopen replays the
 //! log with `TolerateCorruptedTailRecords`: the only torn record can be the write that just
@@ -40,6 +40,11 @@
 //! the chain's finalized watermark. The first commit that succeeds clears the failure. If the
 //! reopen itself fails (the disk is still full), every read fails too until a later commit
 //! reopens it.
+//!
+//! **Damage found while running** (a table whose checksum fails on read: a corrupted or
+//! truncated SST) is reported the same way, but kept until a restart: nothing heals it short
+//! of `purge-chain` and a re-sync (at the next start rocksdb may refuse the database
+//! outright, [`DbError::Damaged`]).
 
 use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, DB};
@@ -137,6 +142,8 @@ pub struct Db {
     inner: RwLock<Option<DB>>,
     /// Why the last commit failed; `None` once one succeeds.
     write_error: Mutex<Option<String>>,
+    /// Why a read found the database damaged; kept until a restart.
+    damaged: Mutex<Option<String>>,
     /// The gauge and counter that report write failures (see [`Db::report_to`]).
     gauges: OnceLock<(Gauge, Counter)>,
     /// When the last reopen after a failed write was tried.
@@ -225,6 +232,7 @@ impl Db {
             path: path.to_path_buf(),
             inner: RwLock::new(Some(open_rocks(path, recovery, Access::ReadWrite)?)),
             write_error: Mutex::new(None),
+            damaged: Mutex::new(None),
             gauges: OnceLock::new(),
             last_reopen: Mutex::new(None),
         })
@@ -233,21 +241,48 @@ impl Db {
     /// Runs `f` on the open database.
     fn with<R>(&self, f: impl FnOnce(&DB) -> Result<R, DbError>) -> Result<R, DbError> {
         let guard = self.inner.read().unwrap_or_else(|e| e.into_inner());
-        f(guard.as_ref().ok_or(DbError::Closed)?)
+        let result = f(guard.as_ref().ok_or(DbError::Closed)?);
+        if let Err(e) = &result {
+            self.note_read(e);
+        }
+        result
     }
 
     /// Reports write failures on `writable` (1 or 0) and `failures` from now on.
     pub fn report_to(&self, writable: Gauge, failures: Counter) {
-        writable.set(i64::from(self.write_error().is_none()));
+        writable.set(i64::from(self.storage_error().is_none()));
         let _ = self.gauges.set((writable, failures));
     }
 
-    /// Why the last write failed, while writes fail; `None` when the last one succeeded.
-    pub fn write_error(&self) -> Option<String> {
-        self.write_error
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    /// Why the database cannot be relied on now: found damaged (kept until a restart), or
+    /// the last write failed (cleared by the next that succeeds); `None` when healthy.
+    pub fn storage_error(&self) -> Option<String> {
+        let damaged = self.damaged.lock().unwrap_or_else(|e| e.into_inner());
+        damaged.clone().or_else(|| {
+            self.write_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+        })
+    }
+
+    /// Notes a read that found the database damaged (a table whose checksum fails): blocks
+    /// cannot be built or checked any more, and nothing heals that short of `purge-chain`
+    /// and a re-sync, so the node says so until it is restarted.
+    fn note_read(&self, error: &DbError) {
+        let DbError::Rocks(e) = error else { return };
+        if e.kind() != rocksdb::ErrorKind::Corruption {
+            return;
+        }
+        let mut damaged = self.damaged.lock().unwrap_or_else(|e| e.into_inner());
+        if damaged.is_none() {
+            tracing::error!(error = %e, "💾 the database is damaged: no blocks and no transactions; stop the node, `weft-node purge-chain` and re-sync");
+            *damaged = Some(format!("the database is damaged: {e}"));
+            if let Some((writable, failures)) = self.gauges.get() {
+                writable.set(0);
+                failures.inc();
+            }
+        }
     }
 
     fn note_write(&self, result: &Result<(), DbError>) {
@@ -268,8 +303,13 @@ impl Db {
                 }
             }
         }
+        let damaged = self
+            .damaged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some();
         if let Some((writable, _)) = self.gauges.get() {
-            writable.set(i64::from(error.is_none()));
+            writable.set(i64::from(error.is_none() && !damaged));
         }
     }
 
@@ -438,5 +478,58 @@ impl Batch<'_> {
             self.db.reopen();
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Flips bytes in the middle of every table file under `dir`.
+    fn corrupt_tables(dir: &Path) -> usize {
+        let mut n = 0;
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "sst") {
+                let mut bytes = std::fs::read(&p).unwrap();
+                for b in bytes.iter_mut().skip(16).take(64) {
+                    *b ^= 0x5a;
+                }
+                std::fs::write(&p, bytes).unwrap();
+                n += 1;
+            }
+        }
+        n
+    }
+
+    #[test]
+    fn a_damaged_table_found_by_a_read_is_reported_and_stays_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = Db::open(dir.path()).unwrap();
+            let mut batch = db.batch();
+            for i in 0u32..2_000 {
+                batch.put(col::HEADERS, &i.to_be_bytes(), &[7u8; 100]);
+            }
+            batch.commit().unwrap();
+            db.flush().unwrap();
+        }
+        assert!(corrupt_tables(dir.path()) > 0, "the flush wrote tables");
+        // Opening reads the tables' footers and indexes, not the damaged data block.
+        let db = Db::open(dir.path()).expect("the damage is found only when it is read");
+        let (writable, failures) = (Gauge::default(), Counter::default());
+        db.report_to(writable.clone(), failures.clone());
+        assert_eq!(db.storage_error(), None);
+        assert!(db.get(col::HEADERS, &5u32.to_be_bytes()).is_err());
+        let why = db.storage_error().expect("the damage is reported");
+        assert!(why.contains("damaged"), "{why}");
+        assert_eq!(writable.get(), 0);
+        assert_eq!(failures.get(), 1);
+        // A write that succeeds does not hide it.
+        let mut batch = db.batch();
+        batch.put(col::META, b"probe", b"1");
+        batch.commit().unwrap();
+        assert!(db.storage_error().is_some());
+        assert_eq!(writable.get(), 0);
     }
 }

@@ -8,7 +8,7 @@
 //! | `weft_txpool_size` | gauge |
 //! | `weft_rpc_requests_total{method}` | counter |
 //! | `weft_consensus_signatures_refused_total` | counter of signatures the double-sign guard refused |
-//! | `weft_storage_writable` | gauge: 1 while database writes succeed, 0 after one failed |
+//! | `weft_storage_writable` | gauge: 1 while database writes succeed, 0 after one failed or a read found damage |
 //! | `weft_storage_write_failures_total` | counter of failed database writes |
 //!
 //! The server is a minimal HTTP/1 responder, bounded against abuse (issue 10): see

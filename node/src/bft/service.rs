@@ -704,7 +704,7 @@ impl BftService {
 
     fn on_transaction(&mut self, from: PeerId, data: &[u8]) -> Verdict {
         // A node that cannot write admits nothing (its peers keep the gossip going).
-        if self.chain.db().write_error().is_some() {
+        if self.chain.db().storage_error().is_some() {
             return Verdict::Ignore;
         }
         // Each peer's share of the pool's work is bounded, whatever it relays.

@@ -37,10 +37,10 @@ impl RpcImpl {
         bytes: &Bytes,
         watcher: Option<mpsc::UnboundedSender<TransactionStatus>>,
     ) -> RpcResult<Hash> {
-        if let Some(error) = self.chain.db().write_error() {
+        if let Some(error) = self.chain.db().storage_error() {
             return Err(ErrorObjectOwned::owned(
                 STORAGE_FAILING,
-                format!("this node cannot write its database ({error}); it admits no transactions until it can: send them to another node"),
+                format!("this node cannot use its database ({error}); it admits no transactions until it can: send them to another node"),
                 None::<()>,
             ));
         }
@@ -214,7 +214,7 @@ impl ChainApiServer for RpcImpl {
             peers: net.peers.len(),
             is_syncing: net.is_syncing,
             should_have_peers: !self.is_dev,
-            storage_error: self.chain.db().write_error(),
+            storage_error: self.chain.db().storage_error(),
         })
     }
 

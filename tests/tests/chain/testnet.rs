@@ -253,6 +253,16 @@ async fn raw_peer(
     (handle, keep_rx, target)
 }
 
+/// Waits until the raw peer `handle` has a mesh peer on `topic`.
+async fn in_mesh(handle: &weft_node_net::NetworkHandle, topic: weft_node_net::Topic, what: &str) {
+    wait_until(FINALITY_TIMEOUT, what, || {
+        let h = handle.clone();
+        async move { h.mesh_peers(topic).await.is_ok_and(|m| !m.is_empty()) }
+    })
+    .await
+    .unwrap();
+}
+
 async fn node_lists_peer(net: &Testnet, i: usize, peer: &str) -> bool {
     let peers = net.nodes[i]
         .client()
@@ -304,20 +314,12 @@ async fn peers_sending_garbage_are_banned_and_finality_goes_on() {
 
     // Garbage on the consensus topic.
     let (garbage, _ev1, _) = raw_peer(&net, 0).await;
-    wait_until(
-        FINALITY_TIMEOUT,
+    in_mesh(
+        &garbage,
+        weft_node_net::Topic::Consensus,
         "the raw peer to join the consensus mesh",
-        || {
-            let g = garbage.clone();
-            async move {
-                g.mesh_peers(weft_node_net::Topic::Consensus)
-                    .await
-                    .is_ok_and(|m| !m.is_empty())
-            }
-        },
     )
-    .await
-    .unwrap();
+    .await;
     for k in 0u8..4 {
         let _ = garbage
             .publish(weft_node_net::Topic::Consensus, vec![0xff, k, 0x13, 0x37])
@@ -327,20 +329,12 @@ async fn peers_sending_garbage_are_banned_and_finality_goes_on() {
 
     // A well-formed vote with a forged signature.
     let (forger, _ev2, _) = raw_peer(&net, 1).await;
-    wait_until(
-        FINALITY_TIMEOUT,
+    in_mesh(
+        &forger,
+        weft_node_net::Topic::Consensus,
         "the forger to join the consensus mesh",
-        || {
-            let f = forger.clone();
-            async move {
-                f.mesh_peers(weft_node_net::Topic::Consensus)
-                    .await
-                    .is_ok_and(|m| !m.is_empty())
-            }
-        },
     )
-    .await
-    .unwrap();
+    .await;
     let (head, _) = net.finalized(1).await.unwrap();
     let forged = weft_consensus::ConsensusMessage::Vote(weft_finality::SignedVote {
         vote: weft_finality::Vote {
@@ -370,20 +364,12 @@ async fn peers_sending_garbage_are_banned_and_finality_goes_on() {
 
     // A transaction whose signature does not cover it: no honest relay forwards one.
     let (relay, _ev4, _) = raw_peer(&net, 3).await;
-    wait_until(
-        FINALITY_TIMEOUT,
+    in_mesh(
+        &relay,
+        weft_node_net::Topic::Transactions,
         "the relay to join the transaction mesh",
-        || {
-            let r = relay.clone();
-            async move {
-                r.mesh_peers(weft_node_net::Topic::Transactions)
-                    .await
-                    .is_ok_and(|m| !m.is_empty())
-            }
-        },
     )
-    .await
-    .unwrap();
+    .await;
     let genesis = hash_at(&net, 0, 0).await.unwrap();
     let mut xt = weft_runtime::Extrinsic::new_signed(
         weft_runtime::RuntimeCall::Balances(weft_runtime::balances::Call::Transfer {

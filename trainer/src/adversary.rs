@@ -11,7 +11,7 @@
 //! | `zero-gradients`   | skips the backward pass's effect: zero gradients into AdamW     | weights, moments     |
 //! | `stale-weights`    | skips the update (weights and moments unchanged)                | weight update        |
 //! | `tampered-weight`  | adds 0.05 to one element of one weight after the update         | largest element      |
-//! | `replay`           | commits and reveals step `t − 1` again as step `t`              | the chain, at commit (continuity) |
+//! | `replay`           | commits and reveals step `t − 1` again as step `t`              | continuity, data     |
 //! | `bad-reveal`       | commits honestly, reveals other bytes                           | Merkle proofs        |
 //! | `no-reveal`        | admits no auditor to its reveals (from the start)              | reveal deadline      |
 //! | `copy-replica`     | trains on the other replica's shard (`r xor 1`), not its own    | data assignment      |

@@ -396,11 +396,6 @@ impl<'a> Submitter<'a> {
                         "the chain no longer assigns {:?} to this account ({msg})",
                         self.slot
                     )))
-                } else if let Some(WorkError::Discontinuous) = typed {
-                    Err(Error::Stopped(format!(
-                        "the chain refuses step {step} of {:?}: it does not start from the slot's last committed state ({msg})",
-                        self.slot
-                    )))
                 } else if let Some(WorkError::AlreadyCommitted | WorkError::OutOfOrder) = typed {
                     Ok(None)
                 } else {

@@ -455,12 +455,6 @@ pub enum Error {
     #[codec(index = 14)]
     #[error("Overflow: arithmetic overflow")]
     Overflow,
-    /// The step does not start from the state the slot's previous step ended in: its
-    /// `weights_before` / `optimizer_before` roots differ from the `weights_after` /
-    /// `optimizer_after` roots committed for `step − 1` (by whoever held the slot).
-    #[codec(index = 15)]
-    #[error("Discontinuous: the step does not start from the slot's last committed state")]
-    Discontinuous,
 }
 
 weft_pallet_support::pallet_error!(Error, INDEX);

@@ -81,56 +81,11 @@ fn sign(v: u8, audit: CommitmentId, verdict: Verdict) -> SignatureBytes {
         .to_bytes()
 }
 
-/// The roots of a slot's step `n − 1` (0-based): it starts from state `n` and ends in state
-/// `n + 1`, so `roots(1)`, `roots(2)`, … are a continuous chain of steps.
 fn roots(n: u8) -> StepRoots {
     StepRoots {
         weights_before: Hash([n; 32]),
-        weights_after: Hash([n + 1; 32]),
         ..StepRoots::default()
     }
-}
-
-/// The roots of `step` in a continuous chain: from state `step` to state `step + 1`.
-fn step_roots(step: Step) -> StepRoots {
-    let state = |n: Step| weft_primitives::blake3_256(&n.to_le_bytes());
-    StepRoots {
-        weights_before: state(step),
-        weights_after: state(step + 1),
-        optimizer_before: state(step + 1_000_000),
-        optimizer_after: state(step + 1_000_001),
-        ..StepRoots::default()
-    }
-}
-
-#[test]
-fn every_step_must_start_from_the_slots_last_committed_state() {
-    let st = world(Perbill::ZERO);
-    let mut o = Overlay::new(&st);
-    let mut ev = Recorder::default();
-    let t0 = trainer_of(&o, 0);
-    commit_step(&mut o, &mut ev, 1, &t0, 0, 0, 0, 0, step_roots(0), None).unwrap();
-    // Other weights, or other optimizer moments, than step 0 ended with: refused, and the
-    // slot still waits for step 1.
-    let mut weights = step_roots(1);
-    weights.weights_before = Hash([0xee; 32]);
-    let mut moments = step_roots(1);
-    moments.optimizer_before = Hash([0xee; 32]);
-    // A replay of step 0 as step 1 (genuine arithmetic, the wrong starting state).
-    let replay = step_roots(0);
-    for bad in [weights, moments, replay] {
-        assert_eq!(
-            commit_step(&mut o, &mut ev, 2, &t0, 0, 0, 0, 1, bad, None),
-            Err(Error::Discontinuous.into())
-        );
-    }
-    assert_eq!(next_step(&o, 0, 0, 0).unwrap(), 1);
-    assert!(STEP_COMMITMENT.get(&o, &(0, 0, 0, 1)).unwrap().is_none());
-    commit_step(&mut o, &mut ev, 2, &t0, 0, 0, 0, 1, step_roots(1), None).unwrap();
-    commit_step(&mut o, &mut ev, 3, &t0, 0, 0, 0, 2, step_roots(2), None).unwrap();
-    // Each slot has its own chain: stage 1 starts wherever its own step 0 starts.
-    let t1 = trainer_of(&o, 1);
-    commit_step(&mut o, &mut ev, 3, &t1, 0, 1, 0, 0, roots(9), Some(1)).unwrap();
 }
 
 #[test]
@@ -231,19 +186,7 @@ fn selection_through_the_hooks_matches_the_rate() {
     let n = 800u64;
     for step in 0..n {
         let now = step + 1;
-        commit_step(
-            &mut o,
-            &mut ev,
-            now,
-            &t0,
-            0,
-            0,
-            0,
-            step,
-            step_roots(step),
-            None,
-        )
-        .unwrap();
+        commit_step(&mut o, &mut ev, now, &t0, 0, 0, 0, step, roots(1), None).unwrap();
         // Keep the trainer free of pending slashes: only selection is under test here.
         randomness::RANDOMNESS.insert(
             &mut o,
@@ -705,20 +648,8 @@ fn commit_both(
     step: Step,
 ) -> [CommitmentId; 2] {
     let (t0, t1) = (trainer_of(o, 0), trainer_of(o, 1));
-    let a = commit_step(o, ev, now, &t0, 0, 0, 0, step, step_roots(step), None).unwrap();
-    let b = commit_step(
-        o,
-        ev,
-        now,
-        &t1,
-        0,
-        1,
-        0,
-        step,
-        step_roots(step),
-        Some(1_000_000),
-    )
-    .unwrap();
+    let a = commit_step(o, ev, now, &t0, 0, 0, 0, step, roots(1), None).unwrap();
+    let b = commit_step(o, ev, now, &t1, 0, 1, 0, step, roots(1), Some(1_000_000)).unwrap();
     [a, b]
 }
 

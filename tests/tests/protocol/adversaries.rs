@@ -1,12 +1,10 @@
 //! Every kind of cheating trainer is caught and slashed on a real dev chain, and honest
 //! trainers never are.
 //!
-//! Eight runs of a tiny 2-stage model, every step audited (`p = 1`). Runs 0–6 each pair one
-//! `weft-adversary` (a different cheat each) with an honest `weft-trainer train`; run 7 has two
+//! Nine runs of a tiny 2-stage model, every step audited (`p = 1`). Runs 0–7 each pair one
+//! `weft-adversary` (a different cheat each) with an honest `weft-trainer train`; run 8 has two
 //! replicas, three honest trainers and a trainer that trains on the other replica's data
-//! shard. (The `replay` cheat is not among them: the chain refuses its commitment outright,
-//! since a replayed step does not start from the slot's last committed state; the work
-//! pallet's `every_step_must_start_from_the_slots_last_committed_state` covers it.) Two validators run `weft-trainer audit`. Each adversary cheats on every step from
+//! shard. Two validators run `weft-trainer audit`. Each adversary cheats on every step from
 //! `cheat_from` on, so its expected number of audits until caught is `1/p = 1`: the test
 //! checks that its first failed audit is exactly its first cheated step, that its honest
 //! steps before passed, that it is reported, chilled, removed from its stage, forfeits its
@@ -37,12 +35,13 @@ const CLEAN: [&str; 2] = ["//Clean0", "//Clean1"];
 const CATCH_WAIT: Duration = Duration::from_secs(300);
 
 /// `(cheat, first cheated step)`; `no-reveal` withholds from the start.
-const CHEATS: [(&str, u64); 8] = [
+const CHEATS: [(&str, u64); 9] = [
     ("random-outputs", 1),
     ("scaled-gradients", 1),
     ("zero-gradients", 1),
     ("stale-weights", 1),
     ("tampered-weight", 1),
+    ("replay", 1),
     ("bad-reveal", 1),
     ("no-reveal", 0),
     ("copy-replica", 1),

@@ -172,6 +172,16 @@ impl SignedRecord {
         }
     }
 
+    /// [`SignedRecord::check`], then records a new signature: what a guard does, less
+    /// making it durable.
+    pub fn approve(&mut self, request: &SignRequest) -> Result<Allowed, Refusal> {
+        let allowed = self.check(request)?;
+        if allowed == Allowed::New {
+            self.record(request);
+        }
+        Ok(allowed)
+    }
+
     /// Records `request` (after [`SignedRecord::check`] answered [`Allowed::New`]).
     pub fn record(&mut self, request: &SignRequest) {
         if request.height > self.height {
@@ -204,25 +214,23 @@ pub trait SignGuard: Send {
     fn approve(&mut self, request: &SignRequest) -> Result<(), GuardError>;
 }
 
-/// A guard kept in memory only (tests, simulations): the rule without the file.
-#[derive(Debug, Default)]
-pub struct MemoryGuard {
-    /// What has been signed.
-    pub record: SignedRecord,
-}
-
-impl SignGuard for MemoryGuard {
-    fn approve(&mut self, request: &SignRequest) -> Result<(), GuardError> {
-        if self.record.check(request)? == Allowed::New {
-            self.record.record(request);
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A guard kept in memory only: the rule without the file.
+    #[derive(Debug, Default)]
+    pub struct MemoryGuard {
+        /// What has been signed.
+        pub record: SignedRecord,
+    }
+
+    impl SignGuard for MemoryGuard {
+        fn approve(&mut self, request: &SignRequest) -> Result<(), GuardError> {
+            self.record.approve(request)?;
+            Ok(())
+        }
+    }
 
     fn req(height: u64, round: u32, kind: SignKind, block: u8) -> SignRequest {
         SignRequest {

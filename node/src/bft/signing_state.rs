@@ -107,11 +107,10 @@ impl SigningStateFile {
 
 impl SignGuard for SigningStateFile {
     fn approve(&mut self, request: &SignRequest) -> Result<(), GuardError> {
-        if self.record.check(request)? == Allowed::Again {
+        let mut next = self.record.clone();
+        if next.approve(request)? == Allowed::Again {
             return Ok(());
         }
-        let mut next = self.record.clone();
-        next.record(request);
         self.persist(&next)
             .map_err(|e| GuardError::Storage(format!("{}: {e}", self.path.display())))?;
         self.record = next;

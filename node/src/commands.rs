@@ -487,16 +487,20 @@ fn benchmark_commitments(trainers: usize, blocks: usize, json: bool) -> anyhow::
         for (i, k) in keys.iter().enumerate() {
             let (run, stage, replica) = slots[i].context("unassigned trainer")?;
             let step = work::next_step(&state, run, stage, replica)?;
-            let seed = weft_primitives::blake3_256(&(i as u64, step).encode());
+            // Trainer `i`'s state before step `s` (each step continues the last, as the
+            // chain requires).
+            let state =
+                |s: u64, part: u8| weft_primitives::blake3_256(&(i as u64, s, part).encode());
+            let seed = state(step, 2);
             let roots = work::StepRoots {
-                weights_before: seed,
+                weights_before: state(step, 0),
                 inputs: seed,
                 outputs: seed,
                 output_grads: seed,
                 input_grads: seed,
-                weights_after: seed,
-                optimizer_before: seed,
-                optimizer_after: seed,
+                weights_after: state(step + 1, 0),
+                optimizer_before: state(step, 1),
+                optimizer_after: state(step + 1, 1),
             };
             let loss = (stage as usize + 1 == n_stages).then_some(2_000_000);
             let call = RuntimeCall::Work(work::Call::CommitStep {
@@ -506,6 +510,7 @@ fn benchmark_commitments(trainers: usize, blocks: usize, json: bool) -> anyhow::
                 step,
                 roots,
                 loss,
+                compute: weft_primitives::compute::ComputeClass::UNDECLARED,
             });
             candidates.push(candidate(call, k, 1 + b as u64, ctx));
         }

@@ -48,6 +48,7 @@ macro_rules! string_encoded {
 }
 
 pub mod account;
+pub mod compute;
 pub mod crypto;
 pub mod extrinsic;
 pub mod hash;

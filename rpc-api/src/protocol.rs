@@ -233,6 +233,8 @@ pub struct CommitmentJson {
     pub roots: work::StepRoots,
     /// The loss × 10⁶ (last stage only).
     pub loss: Option<u64>,
+    /// The settings the step was computed under (`weft_primitives::compute`).
+    pub compute: work::ComputeClass,
     /// Block of the commitment.
     pub block: BlockNumber,
     /// Committed, audited, credited, voided or inconclusive.

@@ -158,9 +158,12 @@ fn holder(c: &Chain, stage: u16) -> &'static str {
 
 fn commit(c: &mut Chain, stage: u16, step: u64, honest: bool) -> Extrinsic {
     let t = holder(c, stage);
-    let fill = if honest { step as u8 } else { 0xEE };
+    // A continuous chain of states (the chain checks it at commit); a cheater's outputs
+    // differ, which only an audit sees.
     let roots = work::StepRoots {
-        weights_before: Hash([fill; 32]),
+        weights_before: Hash([step as u8; 32]),
+        weights_after: Hash([step as u8 + 1; 32]),
+        outputs: Hash([if honest { 0 } else { 0xEE }; 32]),
         ..Default::default()
     };
     let loss = (stage == 3).then_some(3_000_000 - step * 100_000);
@@ -173,6 +176,7 @@ fn commit(c: &mut Chain, stage: u16, step: u64, honest: bool) -> Extrinsic {
             step,
             roots,
             loss,
+            compute: weft_primitives::compute::ComputeClass::UNDECLARED,
         }),
     )
 }
@@ -308,6 +312,7 @@ fn the_protocol_end_to_end() {
             step: 0,
             roots,
             loss: None,
+            compute: weft_primitives::compute::ComputeClass::UNDECLARED,
         }),
     ));
     let out = c.block(xts);
@@ -344,6 +349,7 @@ fn the_protocol_end_to_end() {
             step: 0,
             roots,
             loss: None,
+            compute: weft_primitives::compute::ComputeClass::UNDECLARED,
         }),
     ));
     let out = c.block(xts);

@@ -316,15 +316,18 @@ fn layouts_are_stable() {
         step: 4,
         roots: work::StepRoots::default(),
         loss: Some(5),
+        compute: weft_primitives::compute::ComputeClass::UNDECLARED,
     });
     let enc = commit.encode();
     assert_eq!(
         &enc[..18],
         &[5, 0, 1, 0, 0, 0, 2, 0, 3, 0, 4, 0, 0, 0, 0, 0, 0, 0]
     );
-    // Eight 32-byte roots (weights, activations, gradients, optimizer state), then the loss.
-    assert_eq!(enc.len(), 18 + 8 * 32 + 9);
-    assert_eq!(&enc[18 + 256..], &[1, 5, 0, 0, 0, 0, 0, 0, 0]);
+    // Eight 32-byte roots (weights, activations, gradients, optimizer state), the loss, then
+    // the 10-byte compute class.
+    assert_eq!(enc.len(), 18 + 8 * 32 + 9 + 10);
+    assert_eq!(&enc[18 + 256..18 + 256 + 9], &[1, 5, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(&enc[18 + 256 + 9..], &[0; 10]);
     let attest = RuntimeCall::Work(work::Call::Attest {
         audit: 1,
         verdict: work::Verdict::Fail,

@@ -445,6 +445,21 @@ impl Spawned {
     pub fn log_tail(&self) -> String {
         format!("--- {} ---\n{}", self.name, log_tail(&self.log_path, 30))
     }
+
+    /// Its whole log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Sends it SIGTERM (what `systemctl stop` sends), through procps' `kill`.
+    pub fn terminate(&self) -> Result<()> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .context("running kill -TERM")?;
+        anyhow::ensure!(status.success(), "kill -TERM {} failed", self.name);
+        Ok(())
+    }
 }
 
 impl Drop for Spawned {

@@ -788,3 +788,7 @@ mod adversaries;
 mod auditor;
 #[path = "protocol/inference.rs"]
 mod inference;
+#[path = "protocol/leave.rs"]
+mod leave;
+#[path = "protocol/processes.rs"]
+mod processes;

@@ -11,10 +11,11 @@
 //! | `zero-gradients`   | skips the backward pass's effect: zero gradients into AdamW     | weights, moments     |
 //! | `stale-weights`    | skips the update (weights and moments unchanged)                | weight update        |
 //! | `tampered-weight`  | adds 0.05 to one element of one weight after the update         | largest element      |
-//! | `replay`           | commits and reveals step `t − 1` again as step `t`              | continuity, data     |
+//! | `replay`           | commits and reveals step `t − 1` again as step `t`              | the chain, at commit (continuity) |
 //! | `bad-reveal`       | commits honestly, reveals other bytes                           | Merkle proofs        |
 //! | `no-reveal`        | admits no auditor to its reveals (from the start)              | reveal deadline      |
 //! | `copy-replica`     | trains on the other replica's shard (`r xor 1`), not its own    | data assignment      |
+//! | `nudge`            | after each update moves every weight tensor half the default tolerance along a fixed direction of its choosing | exact audits only (same compute class) |
 
 use crate::net::store::StepBytes;
 use crate::stage::CommitHook;
@@ -47,6 +48,35 @@ pub enum Cheat {
     NoReveal,
     /// Trains on the other replica's shard.
     CopyReplica,
+    /// Steers every weight tensor along a fixed direction by half of what the default
+    /// tolerance admits ([`nudge_budget`]).
+    Nudge,
+}
+
+/// The largest L2 displacement of one weight tensor that the default tolerance
+/// (`weft_ml::audit::Tolerance::default()`) admits after an update `update` to weights
+/// `after`: the update bound (`1e-2 · ‖Δ‖`), the relative L2 bound (`1e-4 · ‖w‖`) and, spread
+/// evenly over `n` elements, the element bound (`1e-3 · max |w|`), whichever is least.
+pub fn nudge_budget(update_norm: f64, weights_norm: f64, weights_max: f64, n: usize) -> f64 {
+    let t = weft_ml::audit::Tolerance::default();
+    (t.update_rel_l2 * update_norm)
+        .min(t.rel_l2 * weights_norm)
+        .min(t.max_abs_rel * weights_max * (n as f64).sqrt())
+}
+
+/// The fixed direction the `nudge` cheat steers a tensor of `n` elements along: ±1 per
+/// element from a seeded generator, of unit L2 norm.
+pub fn nudge_direction(name: &str, like: &Tensor) -> MlResult<Tensor> {
+    let seed = blake3::hash(name.as_bytes());
+    let mut rng = rand::rngs::StdRng::from_seed(*seed.as_bytes());
+    let n = like.numel();
+    let signs: Vec<f32> = (0..n)
+        .map(|_| if rng.gen_bool(0.5) { 1.0 } else { -1.0 })
+        .collect();
+    Ok(Tensor::f_from_slice(&signs)?
+        .f_reshape(like.size())?
+        .f_to(like.device())?
+        .f_div_scalar((n as f64).sqrt())?)
 }
 
 /// The worker-level cheats (a [`StepHook`]).
@@ -54,6 +84,8 @@ pub struct Cheater {
     cheat: Cheat,
     from: u64,
     rng: rand::rngs::StdRng,
+    /// `nudge`: the weights before the update.
+    before: Vec<Tensor>,
 }
 
 impl StepHook for Cheater {
@@ -86,6 +118,12 @@ impl StepHook for Cheater {
         }
         match self.cheat {
             Cheat::StaleWeights => return Ok(false),
+            Cheat::Nudge => {
+                self.before = params
+                    .iter()
+                    .map(|(_, p)| p.f_detach_copy())
+                    .collect::<Result<_, _>>()?;
+            }
             Cheat::ScaledGradients | Cheat::ZeroGradients => {
                 let factor = if self.cheat == Cheat::ZeroGradients {
                     0.0
@@ -108,6 +146,21 @@ impl StepHook for Cheater {
     }
 
     fn after_update(&mut self, step: u64, params: &[(String, Tensor)]) -> MlResult<()> {
+        if self.cheat == Cheat::Nudge && step >= self.from {
+            let before = std::mem::take(&mut self.before);
+            return tch::no_grad(|| -> MlResult<()> {
+                for ((name, p), b) in params.iter().zip(&before) {
+                    let update = p.f_sub(b)?.f_norm()?.f_double_value(&[])?;
+                    let norm = p.f_norm()?.f_double_value(&[])?;
+                    let max = p.f_abs()?.f_max()?.f_double_value(&[])?;
+                    let budget = 0.5 * nudge_budget(update, norm, max, p.numel());
+                    let d = nudge_direction(name, p)?.f_mul_scalar(budget)?;
+                    let mut p = p.shallow_clone();
+                    let _ = p.f_add_(&d)?;
+                }
+                Ok(())
+            });
+        }
         if self.cheat != Cheat::TamperedWeight || step < self.from {
             return Ok(());
         }
@@ -205,6 +258,7 @@ impl Cheater {
             cheat,
             from,
             rng: rand::rngs::StdRng::seed_from_u64(from),
+            before: Vec::new(),
         }
     }
 }

@@ -521,9 +521,7 @@ impl<S: StateSource> ChainView<S> {
             why,
         };
         match info.status {
-            RunStatus::Pending => {
-                return Ok(waiting("the run is pending (stages unfilled)".into()))
-            }
+            RunStatus::Pending => return Ok(waiting("the run is pending (slots unfilled)".into())),
             RunStatus::Halted => return Ok(waiting("the run is halted by governance".into())),
             RunStatus::Training if info.paused => {
                 return Ok(waiting(

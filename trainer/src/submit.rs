@@ -30,6 +30,7 @@ use std::time::Duration;
 use weft_ml::commit::StepCommitment;
 use weft_pallet_support::{Replica, RunId, StageIndex};
 use weft_pallet_work::Error as WorkError;
+use weft_primitives::compute::ComputeClass;
 use weft_primitives::{Era, Keypair};
 use weft_rpc_client::{Client, ClientError, SubmitOptions, WaitFor};
 use weft_runtime::{Extrinsic, RuntimeCall};
@@ -163,8 +164,8 @@ pub fn plan(
     }
 }
 
-/// The `commit_step` call of `c` for `slot`.
-pub fn commit_call(slot: SlotId, c: &StepCommitment) -> RuntimeCall {
+/// The `commit_step` call of `c` for `slot`, computed under `compute`.
+pub fn commit_call(slot: SlotId, c: &StepCommitment, compute: ComputeClass) -> RuntimeCall {
     RuntimeCall::Work(weft_pallet_work::Call::CommitStep {
         run: slot.run,
         stage: slot.stage,
@@ -172,6 +173,7 @@ pub fn commit_call(slot: SlotId, c: &StepCommitment) -> RuntimeCall {
         step: c.step,
         roots: c.roots,
         loss: c.loss,
+        compute,
     })
 }
 
@@ -198,6 +200,9 @@ pub struct Submitter<'a> {
     pub attempts: u32,
     /// Where the latency of each landed commitment is recorded.
     pub metrics: Option<std::sync::Arc<crate::metrics::TrainerMetrics>>,
+    /// The compute class declared with each commitment (what the steps were computed
+    /// under).
+    pub compute: ComputeClass,
 }
 
 impl std::fmt::Debug for Submitter<'_> {
@@ -233,6 +238,7 @@ impl<'a> Submitter<'a> {
             mortality: 64,
             attempts: 8,
             metrics: None,
+            compute: ComputeClass::UNDECLARED,
         })
     }
 
@@ -328,7 +334,7 @@ impl<'a> Submitter<'a> {
                         wait: WaitFor::InBlock,
                         ..SubmitOptions::default()
                     };
-                    let call = commit_call(self.slot, &c);
+                    let call = commit_call(self.slot, &c, self.compute);
                     let xt = self
                         .with_retry("signing", || async {
                             self.client
@@ -394,6 +400,11 @@ impl<'a> Submitter<'a> {
                 if let Some(WorkError::NotAssigned | WorkError::BadSlot) = typed {
                     Err(Error::Stopped(format!(
                         "the chain no longer assigns {:?} to this account ({msg})",
+                        self.slot
+                    )))
+                } else if let Some(WorkError::Discontinuous) = typed {
+                    Err(Error::Stopped(format!(
+                        "the chain refuses step {step} of {:?}: it does not start from the slot's last committed state ({msg})",
                         self.slot
                     )))
                 } else if let Some(WorkError::AlreadyCommitted | WorkError::OutOfOrder) = typed {

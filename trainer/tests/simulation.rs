@@ -145,6 +145,7 @@ fn simulate_with(
         commit: cheater
             .filter(|c| c.0 == k)
             .map(|(_, cheat, from)| Box::new(Recommitter::new(cheat, from)) as Box<dyn CommitHook>),
+        stop: None,
     });
     let (summaries, report) = sim::run(configs.clone(), peers, make, hooks, plan).unwrap();
     assert_eq!(summaries.len(), STAGES);
@@ -198,7 +199,9 @@ fn coupled_stages_survive_faults_and_restarts_at_either_end() {
     // Tied embeddings (stages 0 and 3 exchange gradients) and global clipping (every stage
     // sends every other its sum of squares), under other seeds, restarting an end stage.
     let expected = reference(true);
-    for (seed, restart) in [(1, (0, 1)), (2, (3, 2)), (3, (1, 0))] {
+    // Stage 0 restarted after step 2 (checkpointed after step 1) replays step 2 from its
+    // store, output gradients included.
+    for (seed, restart) in [(1, (0, 2)), (2, (3, 2)), (3, (1, 0))] {
         let plan = SimPlan {
             seed,
             drop: 0.15,
@@ -211,6 +214,44 @@ fn coupled_stages_survive_faults_and_restarts_at_either_end() {
         assert!(report.dropped > 0, "seed {seed}: {report:?}");
         assert_eq!(stored, expected, "seed {seed}");
     }
+}
+
+/// The audit of `stage`'s step `step` from its own store in `dir`, under `tolerance`.
+fn audit_stored(
+    dir: &tempfile::TempDir,
+    stored: &[Vec<StepCommitment>],
+    stage: usize,
+    step: u64,
+    tolerance: Tolerance,
+) -> weft_trainer::ml::audit::AuditOutcome {
+    let (model, train, data) = setup_with(false);
+    let spec = StageSpec::new(stage, STAGES).unwrap();
+    let store = TensorStore::open(&dir.path().join(format!("stage-{stage}")), 8).unwrap();
+    let revealed = Revealed {
+        items: needed_items(spec)
+            .into_iter()
+            .map(|i| (i, store.item(step, i).unwrap()))
+            .collect(),
+    };
+    let previous = step.checked_sub(1).map(|p| {
+        let prev = &stored[p as usize][stage];
+        Continuity {
+            weights_after: prev.roots.weights_after,
+            optimizer_after: prev.roots.optimizer_after,
+        }
+    });
+    let job = AuditJob {
+        model: &model,
+        train: &train,
+        spec,
+        data: (spec.is_first() || spec.is_last()).then(|| data.clone()),
+        commitment: &stored[step as usize][stage],
+        replica: 0,
+        previous,
+        tolerance,
+        device: Device::Cpu,
+    };
+    recompute(&job, &revealed).unwrap()
 }
 
 #[test]
@@ -227,38 +268,50 @@ fn a_cheating_stage_in_the_simulation_is_caught_by_recomputation() {
     let (stored, _, dir) = simulate_with(&plan, false, Some((1, Cheat::ScaledGradients, 1)));
     let honest = reference(false);
     assert_eq!(stored[0], honest[0], "step 0 is honest everywhere");
-    let (model, train, data) = setup_with(false);
-    let step = 2u64;
-    let (now, before) = (&stored[step as usize], &stored[step as usize - 1]);
-    for (stage, (commitment, previous)) in now.iter().zip(before).enumerate() {
-        let spec = StageSpec::new(stage, STAGES).unwrap();
-        let store = TensorStore::open(&dir.path().join(format!("stage-{stage}")), 8).unwrap();
-        let revealed = Revealed {
-            items: needed_items(spec)
-                .into_iter()
-                .map(|i| (i, store.item(step, i).unwrap()))
-                .collect(),
-        };
-        let job = AuditJob {
-            model: &model,
-            train: &train,
-            spec,
-            data: (spec.is_first() || spec.is_last()).then(|| data.clone()),
-            commitment,
-            replica: 0,
-            previous: Some(Continuity {
-                weights_after: previous.roots.weights_after,
-                optimizer_after: previous.roots.optimizer_after,
-            }),
-            tolerance: Tolerance::default(),
-            device: Device::Cpu,
-        };
-        let outcome = recompute(&job, &revealed).unwrap();
+    for stage in 0..STAGES {
+        let outcome = audit_stored(&dir, &stored, stage, 2, Tolerance::default());
         assert_eq!(
             outcome.pass,
             stage != 1,
             "stage {stage}: {:?}",
             outcome.failure
         );
+    }
+}
+
+#[test]
+fn a_nudge_inside_the_tolerance_passes_it_and_fails_the_exact_audit() {
+    // Stage 1 steers its weights along a fixed direction by half of what the default
+    // tolerance admits, every step from step 1 on. Audited in the same process (the same
+    // compute class): under the tolerance every stage passes, the nudger too; under the
+    // exact rule every honest stage still passes (honest recomputation is bit-exact, also
+    // downstream of the nudger, whose activations the next stage recomputes from) and the
+    // nudger fails every nudged step.
+    let plan = SimPlan {
+        seed: 5,
+        drop: 0.1,
+        duplicate: 0.0,
+        restart: None,
+        max_events: 200_000,
+    };
+    let (stored, _, dir) = simulate_with(&plan, false, Some((1, Cheat::Nudge, 1)));
+    let honest = reference(false);
+    assert_eq!(stored[0], honest[0], "step 0 is honest everywhere");
+    assert_ne!(stored[1][1], honest[1][1], "step 1 of stage 1 is nudged");
+    for step in 0..STEPS {
+        for stage in 0..STAGES {
+            let loose = audit_stored(&dir, &stored, stage, step, Tolerance::default());
+            assert!(loose.pass, "stage {stage} step {step}: {:?}", loose.failure);
+            let exact = audit_stored(&dir, &stored, stage, step, Tolerance::EXACT);
+            let nudged = stage == 1 && step >= 1;
+            assert_eq!(
+                exact.pass, !nudged,
+                "stage {stage} step {step}: {:?}",
+                exact.failure
+            );
+            if !nudged {
+                assert_eq!(exact.worst_rel_l2(), 0.0, "stage {stage} step {step}");
+            }
+        }
     }
 }

@@ -108,7 +108,10 @@ pub enum WorkCommand {
 }
 
 /// Roots derived from `text` and the slot and step: `blake3("weft-cli/roots/v1" ‖ text ‖
-/// run ‖ stage ‖ replica ‖ step ‖ name)` per root.
+/// run ‖ stage ‖ replica ‖ step ‖ name)` per root. The weights and optimizer states are a
+/// chain the chain accepts (it requires each step to start where the slot's last one
+/// ended): the state before step `s` is derived from `s` and the slot alone, whatever the
+/// text, `before = state(s)`, `after = state(s + 1)`.
 pub fn derived_roots(
     text: &str,
     run: RunId,
@@ -116,7 +119,7 @@ pub fn derived_roots(
     replica: Replica,
     step: Step,
 ) -> work::StepRoots {
-    let root = |name: &str| {
+    let derive = |text: &str, step: Step, name: &str| {
         let mut b = b"weft-cli/roots/v1".to_vec();
         b.extend_from_slice(text.as_bytes());
         b.extend_from_slice(&run.to_le_bytes());
@@ -126,15 +129,17 @@ pub fn derived_roots(
         b.extend_from_slice(name.as_bytes());
         blake3_256(&b)
     };
+    let root = |name: &str| derive(text, step, name);
+    let state = |step: Step, name: &str| derive("", step, name);
     work::StepRoots {
-        weights_before: root("weightsBefore"),
+        weights_before: state(step, "weights"),
         inputs: root("inputs"),
         outputs: root("outputs"),
         output_grads: root("outputGrads"),
         input_grads: root("inputGrads"),
-        weights_after: root("weightsAfter"),
-        optimizer_before: root("optimizerBefore"),
-        optimizer_after: root("optimizerAfter"),
+        weights_after: state(step.saturating_add(1), "weights"),
+        optimizer_before: state(step, "optimizer"),
+        optimizer_after: state(step.saturating_add(1), "optimizer"),
     }
 }
 
@@ -230,6 +235,7 @@ pub async fn work(url: &str, json: bool, command: WorkCommand) -> Result<()> {
                 step,
                 roots,
                 loss: a.loss,
+                compute: weft_primitives::compute::ComputeClass::UNDECLARED,
             });
             drop(client);
             submit_then(url, json, &a.tx, call, &what, |r| {
@@ -367,6 +373,7 @@ pub async fn work(url: &str, json: bool, command: WorkCommand) -> Result<()> {
                             .unwrap_or_else(|| "-".into())
                     )
                 );
+                println!("{}", field("Computed on", c.compute.describe()));
                 println!("{}", field("Weights before", c.roots.weights_before));
                 println!("{}", field("Weights after", c.roots.weights_after));
             })
@@ -386,5 +393,9 @@ mod tests {
         assert_ne!(a, derived_roots("honest", 0, 1, 0, 1));
         assert_ne!(a, derived_roots("cheat", 0, 1, 0, 0));
         assert_ne!(a.inputs, a.outputs);
+        // Consecutive steps chain, whatever the text.
+        let b = derived_roots("cheat", 0, 1, 0, 1);
+        assert_eq!(a.weights_after, b.weights_before);
+        assert_eq!(a.optimizer_after, b.optimizer_before);
     }
 }

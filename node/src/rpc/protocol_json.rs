@@ -102,6 +102,7 @@ pub(super) fn commitment_json(id: CommitmentId, c: work::Commitment) -> Commitme
         trainer: c.trainer,
         roots: c.roots,
         loss: c.loss,
+        compute: c.compute,
         block: c.block,
         status: c.status,
     }

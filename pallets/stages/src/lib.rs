@@ -25,8 +25,11 @@
 //!    capacity, (c) does not already hold another replica of that stage and (d) does not audit
 //!    that stage. A stage no candidate can take is skipped. At most `stages × replicas`
 //!    iterations, each scanning at most `max_candidates_per_run` candidates.
-//! 4. The run is **paused** iff some stage has no trainer; a `Pending` run whose every stage is
-//!    filled starts `Training`.
+//! 4. The run is **paused** iff some stage has no trainer. A `Pending` run starts `Training`
+//!    only once **every slot** (each replica of each stage) is filled: replicas of a stage
+//!    start together from the public initialisation, and no trainer is left holding a
+//!    replica whose pipeline partners never came (a replica that starts without them could
+//!    only wait). Once training, a stage that keeps at least one replica keeps the run going.
 //!
 //! ## Auditor assignment
 //!
@@ -395,7 +398,7 @@ fn stage_filled(
 }
 
 /// Pauses the run if some stage has no trainer, unpauses it otherwise, and starts a pending
-/// run whose stages are all filled.
+/// run whose every slot is filled.
 pub fn refresh_pause(
     s: &mut (impl Storage + ?Sized),
     ev: &mut impl Sink,
@@ -403,14 +406,14 @@ pub fn refresh_pause(
 ) -> Result<(), Failure> {
     let r = runs::get(s, run)?;
     let mut empty = false;
+    let mut full = true;
     for st in 0..r.stages {
-        if stage_filled(s, run, st, r.replicas)? == 0 {
-            empty = true;
-            break;
-        }
+        let n = stage_filled(s, run, st, r.replicas)?;
+        empty |= n == 0;
+        full &= n == r.replicas;
     }
     runs::set_paused(s, ev, run, empty)?;
-    if !empty && r.status == runs::RunStatus::Pending {
+    if full && r.status == runs::RunStatus::Pending {
         runs::set_status(s, ev, run, runs::RunStatus::Training)?;
     }
     Ok(())

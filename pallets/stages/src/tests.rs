@@ -113,11 +113,43 @@ fn four_trainers_fill_four_stages_and_start_the_run() {
     assert!(!candidates(&o, run).unwrap().contains(&acc(13)));
 }
 
+#[test]
+fn a_run_with_replicas_starts_only_when_every_slot_is_filled() {
+    let st = genesis(14, &[5, 6, 7, 8, 9, 10]);
+    let mut o = Overlay::new(&st);
+    let mut ev = Recorder::default();
+    let run = runs::register_run(&mut o, &mut ev, 1, &acc(0), spec(2, 2, 1)).unwrap();
+    for t in 1..=3 {
+        make_trainer(&mut o, &mut ev, t, 100 * t as Balance, 1);
+        join_run(&mut o, &mut ev, &acc(t), run).unwrap();
+    }
+    assign_run(&mut o, &mut ev, run, &Hash::ZERO).unwrap();
+    // Three of four slots: both stages have a trainer, yet replica 1 has no partner.
+    assert!(slot(&o, run, 0, 0).unwrap().is_some() && slot(&o, run, 1, 0).unwrap().is_some());
+    assert_eq!(slot(&o, run, 1, 1).unwrap(), None);
+    let r = runs::run(&o, run).unwrap().unwrap();
+    assert_eq!((r.status, r.paused), (runs::RunStatus::Pending, false));
+    make_trainer(&mut o, &mut ev, 4, 100, 1);
+    join_run(&mut o, &mut ev, &acc(4), run).unwrap();
+    assign_run(&mut o, &mut ev, run, &Hash::ZERO).unwrap();
+    assert_eq!(slot(&o, run, 1, 1).unwrap(), Some(acc(4)));
+    let r = runs::run(&o, run).unwrap().unwrap();
+    assert_eq!(r.status, runs::RunStatus::Training);
+    // Once training, losing one replica of a stage does not pause it; losing the stage does.
+    remove_account(&mut o, &mut ev, &acc(4)).unwrap();
+    let r = runs::run(&o, run).unwrap().unwrap();
+    assert_eq!((r.status, r.paused), (runs::RunStatus::Training, false));
+    let last = slot(&o, run, 1, 0).unwrap().unwrap();
+    remove_account(&mut o, &mut ev, &last).unwrap();
+    assert!(runs::run(&o, run).unwrap().unwrap().paused);
+}
+
 fn check_assignment(o: &Overlay<'_>, run: RunId) -> Result<(), TestCaseError> {
     let r = runs::run(o, run).unwrap().unwrap();
     let cap = r.params.max_stages_per_account as usize;
     let mut per_account: BTreeMap<AccountId, Vec<StageIndex>> = BTreeMap::new();
     let mut some_empty = false;
+    let mut all_full = true;
     for st in 0..r.stages {
         let mut n = 0;
         for rep in 0..r.replicas {
@@ -128,6 +160,7 @@ fn check_assignment(o: &Overlay<'_>, run: RunId) -> Result<(), TestCaseError> {
             }
         }
         some_empty |= n == 0;
+        all_full &= n == r.replicas;
         for a in auditors(o, run, st).unwrap() {
             // No one audits a stage it trains.
             prop_assert!(!held(o, run, &a).unwrap().iter().any(|(s2, _)| *s2 == st));
@@ -153,6 +186,8 @@ fn check_assignment(o: &Overlay<'_>, run: RunId) -> Result<(), TestCaseError> {
         prop_assert!(LOAD.get(o, who).unwrap().unwrap_or(0) <= capacity);
     }
     prop_assert_eq!(r.paused, some_empty);
+    // A run still pending has an empty slot: it starts once all are filled.
+    prop_assert!(!(all_full && r.status == runs::RunStatus::Pending));
     let mut audit_counts: BTreeMap<AccountId, usize> = BTreeMap::new();
     for st in 0..r.stages {
         for a in auditors(o, run, st).unwrap() {

@@ -3,8 +3,8 @@
 //! (credited, voided, inconclusive). See the crate docs, "Commitments".
 
 use crate::{
-    next_step, CommitStatus, Commitment, CommittedLoss, Error, Event, Sink, StepRoots, COMMITMENTS,
-    NEXT_ID, NEXT_STEP, SELECTION_QUEUE, STEP_COMMITMENT,
+    next_step, CommitStatus, Commitment, CommittedLoss, ComputeClass, Error, Event, Sink,
+    StepRoots, COMMITMENTS, NEXT_ID, NEXT_STEP, SELECTION_QUEUE, STEP_COMMITMENT,
 };
 use weft_pallet_ownership as ownership;
 use weft_pallet_runs as runs;
@@ -38,6 +38,7 @@ pub fn commit_step(
     step: Step,
     roots: StepRoots,
     loss: Option<CommittedLoss>,
+    compute: ComputeClass,
 ) -> Result<CommitmentId, Failure> {
     let r = runs::get(s, run)?;
     if !r.is_training() {
@@ -63,6 +64,21 @@ pub fn commit_step(
     if last != loss.is_some() {
         return Err(Error::LossMismatch.into());
     }
+    // Continuity, for every step and whoever commits it: the slot's state is handed on,
+    // never invented (a root comparison, not a sampled audit).
+    if let Some(before) = step.checked_sub(1) {
+        let previous = match STEP_COMMITMENT.get(s, &(run, stage, replica, before))? {
+            Some(id) => COMMITMENTS.get(s, &id)?,
+            None => None,
+        };
+        if let Some(p) = previous {
+            if p.roots.weights_after != roots.weights_before
+                || p.roots.optimizer_after != roots.optimizer_before
+            {
+                return Err(Error::Discontinuous.into());
+            }
+        }
+    }
     let id = NEXT_ID.get(s)?.unwrap_or(0);
     NEXT_ID.put(s, &id.checked_add(1).ok_or(Error::Overflow)?);
     NEXT_STEP.insert(
@@ -78,6 +94,7 @@ pub fn commit_step(
         trainer: *who,
         roots,
         loss,
+        compute,
         block: now,
         status: CommitStatus::Committed,
     };

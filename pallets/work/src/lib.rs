@@ -111,6 +111,7 @@ pub const INDEX: u8 = index::WORK;
 /// Domain tag of attestation messages.
 pub const ATTESTATION_DOMAIN: &[u8; 13] = b"weft/audit/v1";
 
+pub use weft_primitives::compute::ComputeClass;
 pub use weft_primitives::step::{CommittedLoss, StepRoots};
 
 /// Where a commitment is.
@@ -152,6 +153,9 @@ pub struct Commitment {
     pub roots: StepRoots,
     /// The loss × 10⁶ (last stage only).
     pub loss: Option<CommittedLoss>,
+    /// The settings the step was computed under (an auditor of the same class requires
+    /// bit-exact equality).
+    pub compute: ComputeClass,
     /// Block of the commitment.
     pub block: BlockNumber,
     /// Status.
@@ -289,6 +293,8 @@ pub enum Call {
         roots: StepRoots,
         /// Loss × 10⁶ (last stage only).
         loss: Option<CommittedLoss>,
+        /// The settings the step was computed under.
+        compute: ComputeClass,
     },
     /// An auditor's signed verdict.
     #[codec(index = 1)]
@@ -455,6 +461,12 @@ pub enum Error {
     #[codec(index = 14)]
     #[error("Overflow: arithmetic overflow")]
     Overflow,
+    /// The step does not start from the state the slot's previous step ended in: its
+    /// `weights_before` / `optimizer_before` roots differ from the `weights_after` /
+    /// `optimizer_after` roots committed for `step − 1` (by whoever held the slot).
+    #[codec(index = 15)]
+    #[error("Discontinuous: the step does not start from the slot's last committed state")]
+    Discontinuous,
 }
 
 weft_pallet_support::pallet_error!(Error, INDEX);
@@ -515,8 +527,9 @@ pub fn dispatch(
             step,
             roots,
             loss,
+            compute,
         } => commit_step(
-            s, ev, now, origin, *run, *stage, *replica, *step, *roots, *loss,
+            s, ev, now, origin, *run, *stage, *replica, *step, *roots, *loss, *compute,
         )
         .map(|_| ()),
         Call::Attest {

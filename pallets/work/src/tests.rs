@@ -9,6 +9,15 @@ use weft_pallet_testkit::{
 };
 use weft_primitives::storage::{MemoryState, Overlay};
 
+/// The compute class the tests' trainers declare.
+const CPU: ComputeClass = ComputeClass {
+    device: weft_primitives::compute::DeviceKind::Cpu,
+    arch: weft_primitives::compute::cpu_arch::X86_AVX2,
+    threads: 1,
+    precision: weft_primitives::compute::Precision::Fp32,
+    libtorch: 21_100,
+};
+
 const VALIDATORS: [(u8, Balance); 4] = [(10, 10_000), (11, 20_000), (12, 30_000), (13, 40_000)];
 
 fn sk(v: u8) -> weft_bls::SecretKey {
@@ -81,11 +90,95 @@ fn sign(v: u8, audit: CommitmentId, verdict: Verdict) -> SignatureBytes {
         .to_bytes()
 }
 
+/// The roots of a slot's step `n − 1` (0-based): it starts from state `n` and ends in state
+/// `n + 1`, so `roots(1)`, `roots(2)`, … are a continuous chain of steps.
 fn roots(n: u8) -> StepRoots {
     StepRoots {
         weights_before: Hash([n; 32]),
+        weights_after: Hash([n + 1; 32]),
         ..StepRoots::default()
     }
+}
+
+/// The roots of `step` in a continuous chain: from state `step` to state `step + 1`.
+fn step_roots(step: Step) -> StepRoots {
+    let state = |n: Step| weft_primitives::blake3_256(&n.to_le_bytes());
+    StepRoots {
+        weights_before: state(step),
+        weights_after: state(step + 1),
+        optimizer_before: state(step + 1_000_000),
+        optimizer_after: state(step + 1_000_001),
+        ..StepRoots::default()
+    }
+}
+
+#[test]
+fn every_step_must_start_from_the_slots_last_committed_state() {
+    let st = world(Perbill::ZERO);
+    let mut o = Overlay::new(&st);
+    let mut ev = Recorder::default();
+    let t0 = trainer_of(&o, 0);
+    commit_step(
+        &mut o,
+        &mut ev,
+        1,
+        &t0,
+        0,
+        0,
+        0,
+        0,
+        step_roots(0),
+        None,
+        CPU,
+    )
+    .unwrap();
+    // Other weights, or other optimizer moments, than step 0 ended with: refused, and the
+    // slot still waits for step 1.
+    let mut weights = step_roots(1);
+    weights.weights_before = Hash([0xee; 32]);
+    let mut moments = step_roots(1);
+    moments.optimizer_before = Hash([0xee; 32]);
+    // A replay of step 0 as step 1 (genuine arithmetic, the wrong starting state).
+    let replay = step_roots(0);
+    for bad in [weights, moments, replay] {
+        assert_eq!(
+            commit_step(&mut o, &mut ev, 2, &t0, 0, 0, 0, 1, bad, None, CPU),
+            Err(Error::Discontinuous.into())
+        );
+    }
+    assert_eq!(next_step(&o, 0, 0, 0).unwrap(), 1);
+    assert!(STEP_COMMITMENT.get(&o, &(0, 0, 0, 1)).unwrap().is_none());
+    commit_step(
+        &mut o,
+        &mut ev,
+        2,
+        &t0,
+        0,
+        0,
+        0,
+        1,
+        step_roots(1),
+        None,
+        CPU,
+    )
+    .unwrap();
+    commit_step(
+        &mut o,
+        &mut ev,
+        3,
+        &t0,
+        0,
+        0,
+        0,
+        2,
+        step_roots(2),
+        None,
+        CPU,
+    )
+    .unwrap();
+    // Each slot has its own chain: stage 1 starts wherever its own step 0 starts.
+    let t1 = trainer_of(&o, 1);
+    commit_step(&mut o, &mut ev, 3, &t1, 0, 1, 0, 0, roots(9), Some(1), CPU).unwrap();
 }
 
 #[test]
@@ -96,30 +189,42 @@ fn only_the_assigned_trainer_commits_steps_in_order() {
     let t0 = trainer_of(&o, 0);
     let t1 = trainer_of(&o, 1);
     assert_eq!(
-        commit_step(&mut o, &mut ev, 1, &acc(20), 0, 0, 0, 0, roots(1), None),
+        commit_step(
+            &mut o,
+            &mut ev,
+            1,
+            &acc(20),
+            0,
+            0,
+            0,
+            0,
+            roots(1),
+            None,
+            CPU
+        ),
         Err(Error::NotAssigned.into())
     );
     assert_eq!(
-        commit_step(&mut o, &mut ev, 1, &t1, 0, 0, 0, 0, roots(1), None),
+        commit_step(&mut o, &mut ev, 1, &t1, 0, 0, 0, 0, roots(1), None, CPU),
         Err(Error::NotAssigned.into())
     );
     assert_eq!(
-        commit_step(&mut o, &mut ev, 1, &t0, 0, 0, 1, 0, roots(1), None),
+        commit_step(&mut o, &mut ev, 1, &t0, 0, 0, 1, 0, roots(1), None, CPU),
         Err(Error::BadSlot.into())
     );
     assert_eq!(
-        commit_step(&mut o, &mut ev, 1, &t0, 0, 0, 0, 1, roots(1), None),
+        commit_step(&mut o, &mut ev, 1, &t0, 0, 0, 0, 1, roots(1), None, CPU),
         Err(Error::OutOfOrder.into())
     );
     assert_eq!(
-        commit_step(&mut o, &mut ev, 1, &t0, 0, 0, 0, 0, roots(1), Some(5)),
+        commit_step(&mut o, &mut ev, 1, &t0, 0, 0, 0, 0, roots(1), Some(5), CPU),
         Err(Error::LossMismatch.into())
     );
     assert_eq!(
-        commit_step(&mut o, &mut ev, 1, &t1, 0, 1, 0, 0, roots(1), None),
+        commit_step(&mut o, &mut ev, 1, &t1, 0, 1, 0, 0, roots(1), None, CPU),
         Err(Error::LossMismatch.into())
     );
-    commit_step(&mut o, &mut ev, 1, &t0, 0, 0, 0, 0, roots(1), None).unwrap();
+    commit_step(&mut o, &mut ev, 1, &t0, 0, 0, 0, 0, roots(1), None, CPU).unwrap();
     commit_step(
         &mut o,
         &mut ev,
@@ -131,14 +236,15 @@ fn only_the_assigned_trainer_commits_steps_in_order() {
         0,
         roots(1),
         Some(2_000_000),
+        CPU,
     )
     .unwrap();
     // Replays are rejected.
     assert_eq!(
-        commit_step(&mut o, &mut ev, 2, &t0, 0, 0, 0, 0, roots(1), None),
+        commit_step(&mut o, &mut ev, 2, &t0, 0, 0, 0, 0, roots(1), None, CPU),
         Err(Error::AlreadyCommitted.into())
     );
-    commit_step(&mut o, &mut ev, 2, &t0, 0, 0, 0, 1, roots(2), None).unwrap();
+    commit_step(&mut o, &mut ev, 2, &t0, 0, 0, 0, 1, roots(2), None, CPU).unwrap();
     // Not selected (p = 0): credited in the selection block.
     block(&mut o, &mut ev, 2);
     assert_eq!(ownership::units(&o, 0, &t0).unwrap(), 0);
@@ -152,7 +258,7 @@ fn only_the_assigned_trainer_commits_steps_in_order() {
     // A halted run accepts no work.
     runs::set_status(&mut o, &mut ev, 0, runs::RunStatus::Halted).unwrap();
     assert_eq!(
-        commit_step(&mut o, &mut ev, 5, &t0, 0, 0, 0, 2, roots(3), None),
+        commit_step(&mut o, &mut ev, 5, &t0, 0, 0, 0, 2, roots(3), None, CPU),
         Err(Error::RunNotTraining.into())
     );
 }
@@ -186,7 +292,20 @@ fn selection_through_the_hooks_matches_the_rate() {
     let n = 800u64;
     for step in 0..n {
         let now = step + 1;
-        commit_step(&mut o, &mut ev, now, &t0, 0, 0, 0, step, roots(1), None).unwrap();
+        commit_step(
+            &mut o,
+            &mut ev,
+            now,
+            &t0,
+            0,
+            0,
+            0,
+            step,
+            step_roots(step),
+            None,
+            CPU,
+        )
+        .unwrap();
         // Keep the trainer free of pending slashes: only selection is under test here.
         randomness::RANDOMNESS.insert(
             &mut o,
@@ -206,7 +325,7 @@ fn selection_through_the_hooks_matches_the_rate() {
 
 fn open_one_audit(o: &mut Overlay<'_>, ev: &mut Recorder) -> (CommitmentId, Audit, AccountId) {
     let t0 = trainer_of(o, 0);
-    let id = commit_step(o, ev, 1, &t0, 0, 0, 0, 0, roots(1), None).unwrap();
+    let id = commit_step(o, ev, 1, &t0, 0, 0, 0, 0, roots(1), None, CPU).unwrap();
     block(o, ev, 2);
     block(o, ev, 3);
     let a = audit(o, id).unwrap().expect("selected with p = 1");
@@ -547,8 +666,8 @@ fn a_failing_selection_does_not_block_the_rest_of_the_queue() {
     let mut o = Overlay::new(&st);
     let mut ev = Recorder::default();
     let t0 = trainer_of(&o, 0);
-    let bad = commit_step(&mut o, &mut ev, 1, &t0, 0, 0, 0, 0, roots(1), None).unwrap();
-    let good = commit_step(&mut o, &mut ev, 1, &t0, 0, 0, 0, 1, roots(2), None).unwrap();
+    let bad = commit_step(&mut o, &mut ev, 1, &t0, 0, 0, 0, 0, roots(1), None, CPU).unwrap();
+    let good = commit_step(&mut o, &mut ev, 1, &t0, 0, 0, 0, 1, roots(2), None, CPU).unwrap();
     assert_eq!(SELECTION_QUEUE.get(&o, &3).unwrap(), Some(vec![bad, good]));
     break_commitment(&mut o, bad);
     randomness::RANDOMNESS.insert(&mut o, &3, &Hash([3; 32]));
@@ -588,8 +707,8 @@ fn a_failing_audit_close_does_not_block_the_rest_of_the_deadline_queue() {
     let mut o = Overlay::new(&st);
     let mut ev = Recorder::default();
     let t0 = trainer_of(&o, 0);
-    let bad = commit_step(&mut o, &mut ev, 1, &t0, 0, 0, 0, 0, roots(1), None).unwrap();
-    let good = commit_step(&mut o, &mut ev, 1, &t0, 0, 0, 0, 1, roots(2), None).unwrap();
+    let bad = commit_step(&mut o, &mut ev, 1, &t0, 0, 0, 0, 0, roots(1), None, CPU).unwrap();
+    let good = commit_step(&mut o, &mut ev, 1, &t0, 0, 0, 0, 1, roots(2), None, CPU).unwrap();
     for n in 2..=3 {
         block(&mut o, &mut ev, n);
     }
@@ -648,8 +767,21 @@ fn commit_both(
     step: Step,
 ) -> [CommitmentId; 2] {
     let (t0, t1) = (trainer_of(o, 0), trainer_of(o, 1));
-    let a = commit_step(o, ev, now, &t0, 0, 0, 0, step, roots(1), None).unwrap();
-    let b = commit_step(o, ev, now, &t1, 0, 1, 0, step, roots(1), Some(1_000_000)).unwrap();
+    let a = commit_step(o, ev, now, &t0, 0, 0, 0, step, step_roots(step), None, CPU).unwrap();
+    let b = commit_step(
+        o,
+        ev,
+        now,
+        &t1,
+        0,
+        1,
+        0,
+        step,
+        step_roots(step),
+        Some(1_000_000),
+        CPU,
+    )
+    .unwrap();
     [a, b]
 }
 
@@ -666,7 +798,7 @@ fn a_run_finishes_when_its_last_step_is_credited_everywhere() {
     assert_eq!(status(&o), runs::RunStatus::Training);
     let t0 = trainer_of(&o, 0);
     assert_eq!(
-        commit_step(&mut o, &mut ev, 2, &t0, 0, 0, 0, 2, roots(1), None),
+        commit_step(&mut o, &mut ev, 2, &t0, 0, 0, 0, 2, roots(1), None, CPU),
         Err(Error::StepLimit.into())
     );
     block(&mut o, &mut ev, 3);

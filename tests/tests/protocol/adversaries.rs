@@ -4,7 +4,13 @@
 //! Nine runs of a tiny 2-stage model, every step audited (`p = 1`). Runs 0–7 each pair one
 //! `weft-adversary` (a different cheat each) with an honest `weft-trainer train`; run 8 has two
 //! replicas, three honest trainers and a trainer that trains on the other replica's data
-//! shard. Two validators run `weft-trainer audit`. Each adversary cheats on every step from
+//! shard. Two validators run `weft-trainer audit`. Trainers and auditors share this machine's
+//! compute class (CPU, one libtorch thread for the trainers), so every audit is bit-exact: the
+//! `nudge` cheat, which steers its weights by half of what the default tolerance admits,
+//! is caught like the others. (The `replay` cheat is not among them: the chain refuses its
+//! commitment outright, since a replayed step does not start from the slot's last committed
+//! state; the work pallet's `every_step_must_start_from_the_slots_last_committed_state`
+//! covers it.) Each adversary cheats on every step from
 //! `cheat_from` on, so its expected number of audits until caught is `1/p = 1`: the test
 //! checks that its first failed audit is exactly its first cheated step, that its honest
 //! steps before passed, that it is reported, chilled, removed from its stage, forfeits its
@@ -18,14 +24,15 @@
 //! Needs `weft-adversary`: `cargo build --release --workspace --bins --features
 //! weft-trainer/adversary` (what `scripts/test.sh` does).
 
+use super::processes::{audited_tiny_run, auditor_args, trainer_args};
 use super::*;
-use weft_tests::{bin, pick_free_port, wait_until, Spawned};
+use weft_tests::{bin, wait_until, Spawned};
 
 /// Blocks of 200 ms: audits, reveal windows and the 30-block slash deferral take seconds.
 const BLOCK_TIME: &str = "200ms";
 /// Steps of each run, at most 3 per 10-block epoch: the runs are still training (not
 /// finished) when the adversaries are caught and their slots taken away.
-const STEPS: &str = "30";
+const STEPS: u64 = 30;
 /// Steps of the clean run: its schedule's `total_steps`, no `--max-steps` (within its first
 /// epoch).
 const CLEAN_STEPS: &str = "3";
@@ -41,39 +48,11 @@ const CHEATS: [(&str, u64); 9] = [
     ("zero-gradients", 1),
     ("stale-weights", 1),
     ("tampered-weight", 1),
-    ("replay", 1),
+    ("nudge", 1),
     ("bad-reveal", 1),
     ("no-reveal", 0),
     ("copy-replica", 1),
 ];
-
-fn trainer_args(url: &str, key: &str, run: usize, dir: &std::path::Path) -> Vec<String> {
-    let port = pick_free_port();
-    [
-        "--url",
-        url,
-        "--key",
-        key,
-        "--run",
-        &run.to_string(),
-        "--register",
-        "--data-dir",
-        &dir.join(key.trim_start_matches("//")).to_string_lossy(),
-        "--listen",
-        &format!("/ip4/127.0.0.1/tcp/{port}"),
-        "--device",
-        "cpu",
-        "--threads",
-        "1",
-        "--prometheus-port",
-        "0",
-        "--max-backlog",
-        "2",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
-}
 
 fn dump(procs: &[Spawned], node: &Node) -> String {
     let mut s: Vec<String> = procs.iter().map(Spawned::log_tail).collect();
@@ -120,37 +99,8 @@ async fn every_cheat_is_caught_and_slashed_and_honest_trainers_are_not() {
     ]));
     alice.push(cmd(&["stake", "validate", "--from", "//Alice"]));
     for run in 0..CHEATS.len() {
-        let replicas = if run == copy_run { "2" } else { "1" };
-        alice.push(cmd(&[
-            "run",
-            "register",
-            "--from",
-            "//Alice",
-            "--config",
-            r#"{"d_model":16,"n_layers":2,"n_heads":2,"seq_len":8}"#,
-            "--hyper-params",
-            r#"{"micro_batch_size":2,"micro_batches":2,"lr":0.01,"warmup_steps":2,"total_steps":30}"#,
-            "--stages",
-            "2",
-            "--replicas",
-            replicas,
-            "--max-steps",
-            STEPS,
-            "--dataset-hash",
-            &format!("0x{}", "05".repeat(32)),
-            "--steps-per-epoch",
-            "3",
-            "--audit-probability",
-            "100%",
-            "--auditors-per-stage",
-            "1",
-            "--max-stages-per-auditor",
-            "1",
-            "--reveal-window",
-            "25",
-            "--attest-window",
-            "60",
-        ]));
+        let replicas = if run == copy_run { 2 } else { 1 };
+        alice.push(audited_tiny_run(STEPS, replicas));
     }
     alice.push(cmd(&[
         "run",
@@ -189,32 +139,9 @@ async fn every_cheat_is_caught_and_slashed_and_honest_trainers_are_not() {
     // --- auditors and trainers -----------------------------------------------------------
     let mut procs = Vec::new();
     for v in ["//Alice", "//Bob"] {
-        let name = v.trim_start_matches("//");
-        let args: Vec<String> = [
-            "audit",
-            "--url",
-            &url,
-            "--key",
-            v,
-            "--data-dir",
-            &dir.path().join(format!("auditor-{name}")).to_string_lossy(),
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--device",
-            "cpu",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        procs.push(
-            Spawned::start(
-                "weft-trainer",
-                &args,
-                dir.path(),
-                &format!("auditor-{name}"),
-            )
-            .unwrap(),
-        );
+        let name = format!("auditor-{}", v.trim_start_matches("//"));
+        let args = auditor_args(&url, v, dir.path());
+        procs.push(Spawned::start("weft-trainer", &args, dir.path(), &name).unwrap());
     }
     for (who, run) in &honest {
         let mut args = vec!["train".to_string()];
@@ -386,6 +313,17 @@ async fn every_cheat_is_caught_and_slashed_and_honest_trainers_are_not() {
             c.trainer(*who, Some(head)).await.unwrap().is_some(),
             "{name}"
         );
+    }
+
+    // --- every pass was bit-exact, under the trainers' own compute class -------------------
+    // (procs[0] and procs[1] are the auditors.)
+    for auditor in &procs[..2] {
+        let log = auditor.log();
+        let verdicts: Vec<&str> = log.lines().filter(|l| l.contains("→ Pass")).collect();
+        assert!(!verdicts.is_empty(), "{}", auditor.log_tail());
+        for v in verdicts {
+            assert!(v.contains("bit-exact under cpu/"), "{}: {v}", auditor.name);
+        }
     }
 
     // --- the clean run finished, and its trainers exited cleanly ---------------------------

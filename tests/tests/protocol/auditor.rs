@@ -2,12 +2,9 @@
 //! running `weft-trainer audit`, which reconnects and keeps following the chain instead of
 //! exiting (a stopped auditor would be slashed for the attestations it then misses).
 
+use super::processes::auditor_args;
 use super::*;
 use weft_tests::{wait_until, Spawned};
-
-fn log_of(p: &Spawned) -> String {
-    std::fs::read_to_string(&p.log_path).unwrap_or_default()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_auditor_survives_a_node_restart() {
@@ -21,25 +18,10 @@ async fn an_auditor_survives_a_node_restart() {
     )
     .await;
     cli_json(&url, &["stake", "validate", "--from", "//Alice"]).await;
-    let args: Vec<String> = [
-        "audit",
-        "--url",
-        &url,
-        "--key",
-        "//Alice",
-        "--data-dir",
-        &dir.path().join("auditor").to_string_lossy(),
-        "--listen",
-        "/ip4/127.0.0.1/tcp/0",
-        "--device",
-        "cpu",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let args = auditor_args(&url, "//Alice", dir.path());
     let mut auditor = Spawned::start("weft-trainer", &args, dir.path(), "auditor").unwrap();
     wait_until(WAIT, "the auditor to start", || async {
-        log_of(&auditor).contains("p2p peer")
+        auditor.log().contains("p2p peer")
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", auditor.log_tail()));
@@ -47,7 +29,7 @@ async fn an_auditor_survives_a_node_restart() {
     node.kill9().unwrap();
     node.restart(&[]).await.unwrap();
     wait_until(WAIT, "the auditor to reconnect", || async {
-        log_of(&auditor).contains("reconnected to")
+        auditor.log().contains("reconnected to")
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", auditor.log_tail()));

@@ -17,6 +17,7 @@
 //!
 //! Needs the binaries of `scripts/test.sh` (`weft-node`, `weft`, `weft-trainer`).
 
+use super::processes::trainer_args;
 use super::*;
 use jsonrpsee::core::ClientError as RpcError;
 use weft_rpc_api::inference::{InferenceApiClient, InferenceParams};
@@ -129,33 +130,13 @@ async fn a_credential_holder_buys_completions_from_the_trained_model() {
     let mut procs = Vec::new();
     for who in TRAINERS {
         let name = who.trim_start_matches("//");
-        let port = pick_free_port();
-        let args: Vec<String> = [
-            "train",
-            "--url",
-            &url,
-            "--key",
-            who,
-            "--run",
-            "0",
-            "--register",
-            "--serve",
-            "--data",
-            &corpus.to_string_lossy(),
-            "--data-dir",
-            &dir.path().join(name).to_string_lossy(),
-            "--listen",
-            &format!("/ip4/127.0.0.1/tcp/{port}"),
-            "--device",
-            "cpu",
-            "--threads",
-            "1",
-            "--prometheus-port",
-            "0",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let mut args = vec!["train".to_string()];
+        args.extend(trainer_args(&url, who, 0, dir.path()));
+        args.extend([
+            "--serve".into(),
+            "--data".into(),
+            corpus.to_string_lossy().into(),
+        ]);
         procs.push(Spawned::start("weft-trainer", &args, dir.path(), name).unwrap());
     }
     let dump = |procs: &[Spawned]| {

@@ -58,7 +58,6 @@ use crate::config::{ModelConfig, TrainConfig};
 use crate::data::Batcher;
 use crate::error::{Error, Result};
 use crate::model::{param_shapes, Stage, StageSpec};
-use crate::optim::Moments;
 use crate::schedule::{run_step, Coupling, StepIo};
 use crate::tensor::f32_tensors;
 use crate::worker::{StageWorker, WorkerOptions};
@@ -79,6 +78,18 @@ pub struct Tolerance {
     pub update_rel_l2: f64,
     /// Absolute slack per element, for tensors that are (nearly) zero.
     pub abs_floor: f64,
+}
+
+impl Tolerance {
+    /// No slack at all: every recomputed value must equal the committed one. What an auditor
+    /// applies when it recomputes under the trainer's own compute class
+    /// (`weft_primitives::compute`), where honest recomputation is bit-exact.
+    pub const EXACT: Tolerance = Tolerance {
+        rel_l2: 0.0,
+        max_abs_rel: 0.0,
+        update_rel_l2: 0.0,
+        abs_floor: 0.0,
+    };
 }
 
 impl Default for Tolerance {
@@ -317,22 +328,23 @@ pub fn recompute(job: &AuditJob<'_>, reveal: &Revealed) -> Result<AuditOutcome> 
         }
     }
     let names: Vec<(String, Vec<i64>)> = param_shapes(model, spec);
-    let shapes: Vec<Vec<i64>> = names.iter().map(|(_, s)| s.clone()).collect();
-    let Some(before) = f32_tensors(reveal.get(StepItem::WeightsBefore)?, &shapes, device)? else {
-        return Ok(AuditOutcome::fail(
-            "weights_before has the wrong size".into(),
-        ));
-    };
-    let moment_shapes: Vec<Vec<i64>> = shapes.iter().flat_map(|s| [s.clone(), s.clone()]).collect();
-    let Some(mom) = f32_tensors(
+    let (weights, moments) = match crate::checkpoint::state_from_canonical(
+        &names,
+        reveal.get(StepItem::WeightsBefore)?,
         reveal.get(StepItem::OptimizerBefore)?,
-        &moment_shapes,
         device,
-    )?
-    else {
-        return Ok(AuditOutcome::fail(
-            "optimizer_before has the wrong size".into(),
-        ));
+    )? {
+        Ok(state) => state,
+        Err(crate::checkpoint::StateBytesError::WeightsSize) => {
+            return Ok(AuditOutcome::fail(
+                "weights_before has the wrong size".into(),
+            ))
+        }
+        Err(crate::checkpoint::StateBytesError::OptimizerSize) => {
+            return Ok(AuditOutcome::fail(
+                "optimizer_before has the wrong size".into(),
+            ))
+        }
     };
     let mut worker = StageWorker::new(
         stage,
@@ -341,23 +353,6 @@ pub fn recompute(job: &AuditJob<'_>, reveal: &Revealed) -> Result<AuditOutcome> 
         WorkerOptions { commit: true },
     )?;
     worker.set_replica(job.replica);
-    let weights: Vec<(String, Tensor)> = names
-        .iter()
-        .map(|(n, _)| n.clone())
-        .zip(before.iter().map(|t| t.shallow_clone()))
-        .collect();
-    let mut mom_it = mom.into_iter();
-    let mut moments = Vec::new();
-    for (n, _) in &names {
-        match (mom_it.next(), mom_it.next()) {
-            (Some(m), Some(v)) => moments.push(Moments {
-                name: n.clone(),
-                m,
-                v,
-            }),
-            _ => return Ok(AuditOutcome::fail("optimizer_before is short".into())),
-        }
-    }
     worker.load_state(&weights, c.step, moments)?;
 
     let m = train.micro_batches;
@@ -464,9 +459,9 @@ pub fn recompute(job: &AuditJob<'_>, reveal: &Revealed) -> Result<AuditOutcome> 
     let before_all = f32s(reveal.get(StepItem::WeightsBefore)?);
     let mut off = 0;
     let params = worker.stage().params();
-    let total: usize = shapes
+    let total: usize = names
         .iter()
-        .map(|s| s.iter().product::<i64>() as usize)
+        .map(|(_, s)| s.iter().product::<i64>() as usize)
         .sum();
     if after_got.len() != total {
         return Ok(AuditOutcome::fail(

@@ -154,6 +154,68 @@ pub fn load(worker: &mut StageWorker, path: &Path) -> Result<u64> {
     Ok(t)
 }
 
+/// Why canonical state bytes could not be taken as a stage's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateBytesError {
+    /// The weights are not exactly the stage's parameters in name order.
+    WeightsSize,
+    /// The moments are not exactly `m`, `v` of each parameter in name order.
+    OptimizerSize,
+}
+
+/// A stage's parameters (name, tensor) in name order and their AdamW moments.
+pub type StageState = (Vec<(String, Tensor)>, Vec<Moments>);
+
+/// A stage's weights and AdamW moments decoded from canonical bytes (the items
+/// `weights_*` and `optimizer_*` of a commitment: f32 LE, parameters in name order, moments
+/// `m`, `v` per parameter), on `device`.
+pub fn state_from_canonical(
+    shapes: &[(String, Vec<i64>)],
+    weights: &[u8],
+    optimizer: &[u8],
+    device: Device,
+) -> Result<std::result::Result<StageState, StateBytesError>> {
+    let dims: Vec<Vec<i64>> = shapes.iter().map(|(_, s)| s.clone()).collect();
+    let Some(w) = crate::tensor::f32_tensors(weights, &dims, device)? else {
+        return Ok(Err(StateBytesError::WeightsSize));
+    };
+    let twice: Vec<Vec<i64>> = dims.iter().flat_map(|s| [s.clone(), s.clone()]).collect();
+    let Some(mom) = crate::tensor::f32_tensors(optimizer, &twice, device)? else {
+        return Ok(Err(StateBytesError::OptimizerSize));
+    };
+    let names = shapes.iter().map(|(n, _)| n.clone());
+    let params: Vec<(String, Tensor)> = names.clone().zip(w).collect();
+    let mut mom = mom.into_iter();
+    let mut moments = Vec::with_capacity(shapes.len());
+    for name in names {
+        match (mom.next(), mom.next()) {
+            (Some(m), Some(v)) => moments.push(Moments { name, m, v }),
+            _ => return Ok(Err(StateBytesError::OptimizerSize)),
+        }
+    }
+    Ok(Ok((params, moments)))
+}
+
+/// Loads a stage's state after `t` completed steps from the canonical bytes of a
+/// commitment's `weights_after` and `optimizer_after` into `worker` (a slot's successor,
+/// with bytes it verified against the committed roots).
+pub fn load_canonical(
+    worker: &mut StageWorker,
+    weights: &[u8],
+    optimizer: &[u8],
+    t: u64,
+) -> Result<()> {
+    let stage = worker.stage();
+    let shapes = crate::model::param_shapes(stage.config(), stage.spec());
+    let device = stage.device();
+    match state_from_canonical(&shapes, weights, optimizer, device)? {
+        Ok((params, moments)) => worker.load_state(&params, t, moments),
+        Err(e) => Err(Error::Checkpoint(format!(
+            "the fetched state is not this stage's: {e:?}"
+        ))),
+    }
+}
+
 /// Loads only the weights of a checkpoint written by [`save`] into `stage` (for serving:
 /// no optimiser), after checking that it is of this stage of this model. Returns the step
 /// the checkpoint was taken at (completed updates).

@@ -29,6 +29,7 @@
 pub mod audit;
 pub mod checkpoint;
 pub mod commit;
+pub mod compute;
 pub mod config;
 pub mod data;
 pub mod error;

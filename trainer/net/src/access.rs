@@ -8,15 +8,35 @@
 //! auditors (kept current from chain state with [`RevealAccess::set_auditors`]), that the
 //! signature verifies under that account's key, and binds the noise-authenticated sender to
 //! it. The message has its own domain tag, so it can never be replayed as an attestation.
+//!
+//! The slot's **successor** (the account the chain assigns the slot after this holder) is
+//! admitted the same way with `SuccessorHello`: an sr25519 signature by its account over
+//! [`successor_hello_message`]`(run, stage, replica, peer_id)`, checked against the account
+//! the chain names ([`RevealAccess::set_successor`]), so that it can fetch the slot's last
+//! committed weights and optimiser state (the hand-over).
 
 use parity_scale_codec::Encode;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 use weft_p2p::PeerId;
-use weft_primitives::step::{RunId, StageIndex};
+use weft_primitives::step::{Replica, RunId, StageIndex};
+use weft_primitives::{AccountId, Signature};
 
 /// Domain tag of [`auditor_hello_message`].
 pub const AUDITOR_HELLO_DOMAIN: &[u8; 20] = b"weft/reveal-auth/v1\0";
+/// Domain tag of [`successor_hello_message`].
+pub const SUCCESSOR_HELLO_DOMAIN: &[u8; 20] = b"weft/handover-auth/1";
+
+/// What a slot's successor signs to bind a libp2p peer id to its account:
+/// `SCALE((SUCCESSOR_HELLO_DOMAIN, run, stage, replica, peer_id_bytes))`.
+pub fn successor_hello_message(
+    run: RunId,
+    stage: StageIndex,
+    replica: Replica,
+    peer: &PeerId,
+) -> Vec<u8> {
+    (SUCCESSOR_HELLO_DOMAIN, run, stage, replica, peer.to_bytes()).encode()
+}
 
 /// What an auditor signs to bind a libp2p peer id to its validator account for the reveals
 /// of `(run, stage)`: `SCALE((AUDITOR_HELLO_DOMAIN, run, stage, peer_id_bytes))`.
@@ -38,6 +58,15 @@ pub enum HelloError {
     /// The signature does not verify under the account's key.
     #[error("the hello signature does not verify under the auditor's key")]
     BadSignature,
+    /// The account is not the slot's holder on chain after this one.
+    #[error("account 0x{} is not the successor of this slot on chain", hex::encode(.account))]
+    NotSuccessor {
+        /// The account.
+        account: [u8; 32],
+    },
+    /// The successor's signature does not verify under its account.
+    #[error("the successor's hello signature does not verify under its account")]
+    BadSuccessorSignature,
 }
 
 /// Who may fetch this stage's reveals: a fixed set of peers (a static peer table), plus
@@ -55,6 +84,8 @@ pub struct RevealAccess {
 struct AccessInner {
     keys: HashMap<[u8; 32], weft_bls::PublicKeyBytes>,
     bound: HashMap<PeerId, [u8; 32]>,
+    successor: Option<AccountId>,
+    successor_peer: Option<PeerId>,
 }
 
 impl RevealAccess {
@@ -83,7 +114,41 @@ impl RevealAccess {
 
     /// Whether `peer` may fetch reveals.
     pub fn allows(&self, peer: &PeerId) -> bool {
-        self.fixed.contains(peer) || self.lock().bound.contains_key(peer)
+        let g = self.lock();
+        self.fixed.contains(peer)
+            || g.bound.contains_key(peer)
+            || (g.successor.is_some() && g.successor_peer == Some(*peer))
+    }
+
+    /// Names the slot's successor on chain (`None`: there is none, or this holder still
+    /// holds it); a peer bound to another account loses access.
+    pub fn set_successor(&self, account: Option<AccountId>) {
+        let mut g = self.lock();
+        if g.successor != account {
+            g.successor = account;
+            g.successor_peer = None;
+        }
+    }
+
+    /// Checks a successor's hello from `peer` for `slot` and, if it holds, lets `peer`
+    /// fetch the reveals.
+    pub fn successor_hello(
+        &self,
+        (run, stage, replica): (RunId, StageIndex, Replica),
+        peer: &PeerId,
+        account: [u8; 32],
+        signature: [u8; 64],
+    ) -> Result<(), HelloError> {
+        let mut g = self.lock();
+        if g.successor != Some(AccountId(account)) {
+            return Err(HelloError::NotSuccessor { account });
+        }
+        let msg = successor_hello_message(run, stage, replica, peer);
+        if !weft_primitives::crypto::verify(&Signature(signature), &msg, &AccountId(account)) {
+            return Err(HelloError::BadSuccessorSignature);
+        }
+        g.successor_peer = Some(*peer);
+        Ok(())
     }
 
     /// Checks an auditor's hello from `peer` and, if it holds, grants `peer` access.
@@ -104,5 +169,76 @@ impl RevealAccess {
         }
         g.bound.insert(*peer, account);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use weft_primitives::Keypair;
+
+    fn peer(seed: u8) -> PeerId {
+        weft_p2p::keypair_from_seed([seed; 32])
+            .unwrap()
+            .public()
+            .to_peer_id()
+    }
+
+    #[test]
+    fn only_the_named_successor_with_its_own_signature_is_admitted() {
+        let access = RevealAccess::default();
+        let slot = (3, 1, 0);
+        let (successor, other) = (
+            Keypair::from_suri("//Successor").unwrap(),
+            Keypair::from_suri("//Other").unwrap(),
+        );
+        let p = peer(1);
+        let sign = |k: &Keypair, slot: (RunId, StageIndex, Replica), peer: &PeerId| {
+            k.sign(&successor_hello_message(slot.0, slot.1, slot.2, peer))
+                .0
+        };
+        // Nobody is named yet.
+        assert_eq!(
+            access.successor_hello(
+                slot,
+                &p,
+                successor.account_id().0,
+                sign(&successor, slot, &p)
+            ),
+            Err(HelloError::NotSuccessor {
+                account: successor.account_id().0
+            })
+        );
+        access.set_successor(Some(successor.account_id()));
+        // Another account, or a signature by another key, over another slot or peer: refused.
+        assert!(matches!(
+            access.successor_hello(slot, &p, other.account_id().0, sign(&other, slot, &p)),
+            Err(HelloError::NotSuccessor { .. })
+        ));
+        for sig in [
+            sign(&other, slot, &p),
+            sign(&successor, (3, 0, 0), &p),
+            sign(&successor, slot, &peer(2)),
+        ] {
+            assert_eq!(
+                access.successor_hello(slot, &p, successor.account_id().0, sig),
+                Err(HelloError::BadSuccessorSignature)
+            );
+        }
+        assert!(!access.allows(&p));
+        // The successor's own signature for this slot and peer: admitted, that peer only.
+        access
+            .successor_hello(
+                slot,
+                &p,
+                successor.account_id().0,
+                sign(&successor, slot, &p),
+            )
+            .unwrap();
+        assert!(access.allows(&p) && !access.allows(&peer(2)));
+        // The chain names someone else (or nobody): access is gone.
+        access.set_successor(Some(other.account_id()));
+        assert!(!access.allows(&p));
     }
 }

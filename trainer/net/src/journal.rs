@@ -22,6 +22,11 @@ pub struct Journal {
     pub last_committed: Step,
     /// Hex of blake3 of the SCALE-encoded commitment of that step.
     pub commitment_hash: String,
+    /// The step was committed by the slot's previous holder and this directory holds only
+    /// the state it ended in (a checkpoint), fetched in a hand-over; nothing of it is in the
+    /// store.
+    #[serde(default)]
+    pub handed_over: bool,
 }
 
 impl Journal {
@@ -57,6 +62,7 @@ impl Journal {
             n_stages,
             last_committed: c.step,
             commitment_hash: blake3::hash(&c.encode()).to_hex().to_string(),
+            handed_over: false,
         }
     }
 }

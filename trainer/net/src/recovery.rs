@@ -68,7 +68,8 @@ pub fn plan(
     Ok(RecoveryPlan {
         replay: checkpoint_step..j.last_committed + 1,
         next_step: j.last_committed + 1,
-        had_journal: true,
+        // A handed-over state has no step of this directory's to send again.
+        had_journal: !j.handed_over,
     })
 }
 

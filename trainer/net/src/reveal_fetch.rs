@@ -1,11 +1,11 @@
 //! The auditor's side of a reveal: prove to a trainer that this peer speaks for an auditor
-//! ([`send_hello`]), then fetch every committed item of a step chunk by chunk, checking each
+//! ([`send_hello`]; a slot's successor: [`send_successor_hello`]), then fetch every committed item of a step chunk by chunk, checking each
 //! chunk's Merkle proof against the root on chain before keeping it ([`fetch_reveal`]). A
 //! chunk that does not verify is [`RevealFailure::Mismatch`]; an item not complete by the
 //! deadline is [`RevealFailure::Missing`]. What the auditor then does with the bytes
 //! (recomputation) is the ML core's (`weft_ml::audit`).
 
-use crate::access::auditor_hello_message;
+use crate::access::{auditor_hello_message, successor_hello_message};
 use crate::error::{Error, Result};
 use crate::topology::StagePeer;
 use crate::wire::{decode_response, Request, Response, RevealRequest};
@@ -44,6 +44,11 @@ pub async fn send_hello(
         account,
         signature: sig.0,
     };
+    hello(net, peer, req, "the trainer").await
+}
+
+/// Sends a hello `req` to `peer` (`who`, for messages) and expects `Ack`.
+async fn hello(net: &weft_p2p::Network, peer: &StagePeer, req: Request, who: &str) -> Result<()> {
     let resp = net
         .request(peer.peer_id, peer.addrs.clone(), req.encode())
         .await
@@ -51,10 +56,29 @@ pub async fn send_hello(
     match decode_response(&resp) {
         Ok(Response::Ack) => Ok(()),
         Ok(other) => Err(Error::Network(format!(
-            "the trainer refused the hello: {other:?}"
+            "{who} refused the hello: {other:?}"
         ))),
         Err(e) => Err(Error::Network(format!("bad hello response: {e}"))),
     }
+}
+
+/// Sends the hello of `slot`'s successor to `peer`, the slot's previous holder, signed by
+/// the successor's account `key` (see [`crate::access`]).
+pub async fn send_successor_hello(
+    net: &weft_p2p::Network,
+    peer: &StagePeer,
+    (run, stage, replica): (RunId, StageIndex, Replica),
+    key: &weft_primitives::Keypair,
+) -> Result<()> {
+    let msg = successor_hello_message(run, stage, replica, &net.local_peer_id());
+    let req = Request::SuccessorHello {
+        run,
+        stage,
+        replica,
+        account: key.account_id().0,
+        signature: key.sign(&msg).0,
+    };
+    hello(net, peer, req, "the previous holder").await
 }
 
 /// Fetches `items` of step `c` from `peer`, chunk by chunk, verifying each chunk against the

@@ -25,9 +25,9 @@ pub struct RevealDesk {
 }
 
 impl RequestDesk for RevealDesk {
-    /// The answer to `request` from `peer` if it is a reveal or an auditor hello (which the
-    /// store and the access list answer, whether the stage is training or not); `None` for
-    /// pipeline traffic.
+    /// The answer to `request` from `peer` if it is a reveal, an auditor hello or a
+    /// successor hello (which the store and the access list answer, whether the stage is
+    /// training or not); `None` for pipeline traffic.
     fn answer(&self, peer: &PeerId, request: &Request) -> Option<Response> {
         let (run, stage, replica) = self.slot;
         match request {
@@ -58,6 +58,29 @@ impl RequestDesk for RevealDesk {
                 {
                     Ok(()) => {
                         tracing::info!(%peer, account = %hex::encode(account), "auditor admitted");
+                        Response::Ack
+                    }
+                    Err(why) => Response::error(ErrorCode::Forbidden, why.to_string()),
+                }
+            }),
+            Request::SuccessorHello {
+                run: r,
+                stage: s,
+                replica: rep,
+                account,
+                signature,
+            } => Some(if (*r, *s, *rep) != self.slot {
+                Response::error(
+                    ErrorCode::WrongStage,
+                    format!("this is stage {stage} replica {replica} of run {run}"),
+                )
+            } else {
+                match self
+                    .auditors
+                    .successor_hello(self.slot, peer, *account, *signature)
+                {
+                    Ok(()) => {
+                        tracing::info!(%peer, account = %hex::encode(account), "successor admitted");
                         Response::Ack
                     }
                     Err(why) => Response::error(ErrorCode::Forbidden, why.to_string()),

@@ -194,6 +194,24 @@ pub enum Request {
     /// (index 9). Answered with `Ack`.
     #[codec(index = 9)]
     InferClose(crate::inference::InferClose),
+    /// The chain's new holder of a slot proves that this peer speaks for its account: an
+    /// sr25519 signature by the account over
+    /// [`crate::access::successor_hello_message`]`(run, stage, replica, sender)` (index 10).
+    /// Answered by the slot's previous holder with `Ack` (the peer may fetch the slot's
+    /// committed state from now on) or `Forbidden`.
+    #[codec(index = 10)]
+    SuccessorHello {
+        /// The run.
+        run: RunId,
+        /// The stage.
+        stage: StageIndex,
+        /// The replica.
+        replica: Replica,
+        /// The successor's account.
+        account: [u8; 32],
+        /// sr25519 signature by that account.
+        signature: [u8; 64],
+    },
 }
 
 /// `RevealRequest { run, step, stage, replica, item, chunk }`.
@@ -325,6 +343,7 @@ pub fn decode_request(bytes: &[u8], limits: &Limits) -> Result<Request, WireErro
         | Request::Resend { .. }
         | Request::Done { .. }
         | Request::AuditorHello { .. }
+        | Request::SuccessorHello { .. }
         | Request::InferClose(_) => {}
     }
     Ok(req)

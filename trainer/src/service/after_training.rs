@@ -3,6 +3,12 @@
 //! those steps can still be audited; with `--serve` it keeps serving inference and reveals
 //! until it is stopped (SIGTERM or SIGINT) instead. A trainer started with `--serve` after
 //! its run has finished goes straight here, serving the stage it still holds.
+//!
+//! A holder the chain released from its slot (it left) serves here too, and also answers
+//! the slot's successor (the account the chain assigns next, admitted by `SuccessorHello`),
+//! which fetches the slot's last committed state from it ([`super::handover`]): it stays
+//! until the successor has committed a step of its own, at most [`HANDOVER_WAIT`] after the
+//! audit windows close.
 
 use super::listen_with_retry;
 use crate::chain::{ChainView, NodeState};
@@ -35,7 +41,13 @@ pub(super) struct AfterTraining<'a> {
     pub serve: bool,
     /// The audit windows of the last commitments close at this block.
     pub until_block: u64,
+    /// Set when the chain released this holder from its slot: its account, and the slot's
+    /// steps on chain then (the successor has its state once it commits beyond them).
+    pub released: Option<(weft_primitives::AccountId, u64)>,
 }
+
+/// The longest a released holder waits for its successor after the audit windows closed.
+pub(super) const HANDOVER_WAIT: Duration = Duration::from_secs(600);
 
 /// Serves as the module docs say; returns when done.
 pub(super) async fn serve_after_training(a: AfterTraining<'_>) -> anyhow::Result<()> {
@@ -49,16 +61,37 @@ pub(super) async fn serve_after_training(a: AfterTraining<'_>) -> anyhow::Result
     }
     let (_net, inbound) = listen_with_retry(a.p2p.0, a.p2p.1).await?;
     let (client, until_block, serve) = (a.client, a.until_block, a.serve);
+    let (access, (run, stage, replica), released) = (a.access.clone(), a.slot, a.released);
     let until = async move {
         if serve {
             crate::serve::stopped().await;
             return;
         }
+        let mut windows_closed: Option<std::time::Instant> = None;
         loop {
-            match client.best_header().await {
-                Ok(h) if h.number >= until_block => break,
-                _ => tokio::time::sleep(Duration::from_secs(1)).await,
+            if let Ok(h) = client.best_header().await {
+                let view = ChainView::new(NodeState {
+                    client: client.as_ref(),
+                    at: Some(h.hash()),
+                });
+                // Whom to hand the slot's state to, and whether it has it yet.
+                let handed = match released {
+                    None => true,
+                    Some((me, steps)) => {
+                        let holder = view.slot(run, stage, replica).await.ok().flatten();
+                        access.set_successor(holder.filter(|x| *x != me));
+                        let next = view.next_step(run, stage, replica).await.unwrap_or(0);
+                        holder.is_none() || next > steps
+                    }
+                };
+                if h.number >= until_block {
+                    let since = *windows_closed.get_or_insert_with(std::time::Instant::now);
+                    if handed || since.elapsed() > HANDOVER_WAIT {
+                        break;
+                    }
+                }
             }
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     };
     let desk = RevealDesk {
@@ -128,6 +161,7 @@ pub(super) async fn serve_finished(
         p2p: (p2p_key, &net_cfg),
         serve: true,
         until_block: 0,
+        released: None,
     })
     .await
 }

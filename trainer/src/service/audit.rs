@@ -354,6 +354,9 @@ struct Judge {
     device: tch::Device,
 }
 
+/// Held while recomputing: libtorch's thread count, set per audit, is process-global.
+static RECOMPUTE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 impl Judge {
     /// Fetches the reveal of `c` and recomputes it: the verdict, the reason and a description.
     async fn judge(
@@ -436,7 +439,15 @@ impl Judge {
         let data = batcher.filter(|_| spec.is_first() || spec.is_last());
         // The run's parameters as of now (governance may have changed the tolerance).
         let params = view.run(c.run).await?.params;
-        let tol = tol.unwrap_or_else(|| chain::tolerance_of(&params.tolerance));
+        // The trainer's own compute class, reproducible here: recompute under it and require
+        // equality. Otherwise the run's tolerance (or --tolerance, which overrides both).
+        let declared = c.compute;
+        let exact = tol.is_none() && weft_ml::compute::reproducible_here(&declared, device);
+        let tol = match tol {
+            Some(t) => t,
+            None if exact => Tolerance::EXACT,
+            None => chain::tolerance_of(&params.tolerance),
+        };
         // The same slot's previous step, when the same trainer committed it.
         let previous = match c.step.checked_sub(1) {
             Some(p) => view
@@ -452,33 +463,43 @@ impl Judge {
         let replica = c.replica;
         let (model, train) = (setup.model.clone(), setup.train.clone());
         let outcome = tokio::task::spawn_blocking(move || {
-            audit::recompute(
-                &AuditJob {
-                    model: &model,
-                    train: &train,
-                    spec,
-                    data,
-                    commitment: &commitment,
-                    replica,
-                    previous,
-                    tolerance: tol,
-                    device,
-                },
-                &reveal,
-            )
+            // The thread count is process-global: one recomputation at a time.
+            let _one = RECOMPUTE.lock().unwrap_or_else(|e| e.into_inner());
+            let threads = exact.then_some(declared.threads);
+            weft_ml::compute::with_threads(threads, || {
+                audit::recompute(
+                    &AuditJob {
+                        model: &model,
+                        train: &train,
+                        spec,
+                        data,
+                        commitment: &commitment,
+                        replica,
+                        previous,
+                        tolerance: tol,
+                        device,
+                    },
+                    &reveal,
+                )
+            })
         })
         .await??;
+        let mode = if exact {
+            format!("bit-exact under {}", declared.describe())
+        } else {
+            format!("within tolerance, {}", declared.describe())
+        };
         Ok(if outcome.pass {
             (
                 Verdict::Pass,
                 None,
-                format!("worst rel L2 {:.2e}", outcome.worst_rel_l2()),
+                format!("{mode}; worst rel L2 {:.2e}", outcome.worst_rel_l2()),
             )
         } else {
             (
                 Verdict::Fail,
                 Some(FailReason::Mismatch),
-                outcome.failure.unwrap_or_default(),
+                format!("{} ({mode})", outcome.failure.unwrap_or_default()),
             )
         })
     }

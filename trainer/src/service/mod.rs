@@ -7,10 +7,14 @@
 
 mod after_training;
 pub mod audit;
+mod handover;
+mod leave;
 pub mod train;
+mod train_args;
 
 pub use audit::{audit_main, AuditArgs};
-pub use train::{apply_train_file, train, train_with, Hooks, TrainArgs};
+pub use train::{train, train_with, Hooks, TrainArgs};
+pub use train_args::apply_train_file;
 
 use anyhow::Context;
 use std::sync::Arc;
@@ -109,11 +113,4 @@ pub(crate) async fn listen_with_retry(
     }
 }
 
-/// Aborts a spawned task when dropped (the metrics responder lives as long as `train`).
-pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
+pub(crate) use crate::stage::AbortOnDrop;

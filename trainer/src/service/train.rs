@@ -6,6 +6,9 @@ use super::after_training::{
     auditor_access, refresh_auditors, serve_after_training, serve_finished, stage_net,
     AfterTraining,
 };
+use super::handover::take_over;
+use super::leave::{submit_leave, LeaveSignal};
+pub use super::train_args::TrainArgs;
 use super::{derive_p2p_seed, listen_with_retry, open_data, parse_seed, AbortOnDrop, Heads};
 use crate::chain::{self, ChainView, NodeState, RunSetup, TrainerState};
 use crate::metrics::{self, Progress, TrainerMetrics};
@@ -14,7 +17,6 @@ use crate::submit::{SlotId, Submitter, SyncState};
 use crate::Error as TrainerError;
 use anyhow::{bail, Context};
 use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use weft_ml::commit::StepCommitment;
@@ -29,13 +31,21 @@ use weft_stage_net::access::RevealAccess;
 
 /// What the chain side tells the training thread between steps.
 #[derive(Debug, Default)]
-struct GateState {
+pub(super) struct GateState {
     /// Steps the chain has (from the submitter).
     chain_next: u64,
+    /// Steps trained locally (from the training thread).
+    trained_next: u64,
     /// Why training must wait now (halted, paused).
     paused: Option<String>,
+    /// A leave was asked for: train no further (see [`super::leave`]).
+    leaving: bool,
+    /// The training thread is waiting between steps.
+    parked: bool,
     /// Why training must stop.
     stop: Option<String>,
+    /// Why the pipeline must start again (a neighbour's holder changed).
+    restart: Option<String>,
 }
 
 type Gate = Arc<(Mutex<GateState>, Condvar)>;
@@ -44,145 +54,6 @@ fn gate_update(g: &Gate, f: impl FnOnce(&mut GateState)) {
     let mut st = g.0.lock().unwrap_or_else(|e| e.into_inner());
     f(&mut st);
     g.1.notify_all();
-}
-
-/// Arguments of `train`.
-#[derive(Debug, clap::Args)]
-pub struct TrainArgs {
-    /// The node's WebSocket RPC.
-    #[arg(long, default_value = "ws://127.0.0.1:9944")]
-    pub url: String,
-    /// The trainer account's secret URI (//Alice, a mnemonic, 0x seed).
-    #[arg(long)]
-    pub key: String,
-    /// The run id.
-    #[arg(long)]
-    pub run: u32,
-    /// Training data: `synthetic`, a text file or directory, or `.bin` u16 token files.
-    #[arg(long, default_value = "synthetic")]
-    pub data: String,
-    /// Checkpoint, journals, tensor store.
-    #[arg(long)]
-    pub data_dir: PathBuf,
-    /// Device: auto, cpu, cuda, cuda:N.
-    #[arg(long, default_value = "auto")]
-    pub device: String,
-    /// Address to listen on.
-    #[arg(long, default_value = "/ip4/0.0.0.0/tcp/30555")]
-    pub listen: String,
-    /// Address others dial (declared on chain); default: --listen when it is not 0.0.0.0.
-    #[arg(long)]
-    pub external_addr: Option<String>,
-    /// Train until this many steps are complete (default: the run's max_steps, else the
-    /// schedule's total_steps).
-    #[arg(long)]
-    pub steps: Option<u64>,
-    /// TOML file with any of these options (flags win).
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// Submit Staking::bond (if needed), Staking::train and Stages::join_run itself.
-    #[arg(long)]
-    pub register: bool,
-    /// Bond to put up with --register when the account has none (plancks; default: the
-    /// chain's minimum trainer bond).
-    #[arg(long)]
-    pub bond: Option<u128>,
-    /// Stage slots declared with --register.
-    #[arg(long, default_value_t = 1)]
-    pub capacity: u32,
-    /// 32-byte hex seed of the p2p identity (default: derived from --key).
-    #[arg(long)]
-    pub node_key: Option<String>,
-    /// Checkpoint every N steps.
-    #[arg(long, default_value_t = 10)]
-    pub checkpoint_every: u64,
-    /// Steps kept for reveals (should cover the run's reveal window).
-    #[arg(long, default_value_t = 64)]
-    pub retention: u64,
-    /// Most steps trained ahead of what the chain has accepted.
-    #[arg(long, default_value_t = 4)]
-    pub max_backlog: u64,
-    /// Seconds to wait for a neighbour's message.
-    #[arg(long, default_value_t = 600)]
-    pub peer_timeout: u64,
-    /// CPU threads for libtorch (0 = default).
-    #[arg(long, default_value_t = 0)]
-    pub threads: i32,
-    /// Serve Prometheus metrics on 127.0.0.1 at this port (0 = off).
-    #[arg(long, default_value_t = 9616)]
-    pub prometheus_port: u16,
-    /// After the last step, keep serving inference (and reveals) until stopped, instead of
-    /// leaving once the audit windows have closed.
-    #[arg(long)]
-    pub serve: bool,
-    /// Inference sessions served at once (further requests are answered busy).
-    #[arg(long, default_value_t = 16)]
-    pub serve_sessions: usize,
-}
-
-/// The `--config` TOML of `train` (every field optional).
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TrainFile {
-    url: Option<String>,
-    key: Option<String>,
-    run: Option<u32>,
-    data: Option<String>,
-    data_dir: Option<PathBuf>,
-    device: Option<String>,
-    listen: Option<String>,
-    external_addr: Option<String>,
-    steps: Option<u64>,
-    checkpoint_every: Option<u64>,
-    retention: Option<u64>,
-    max_backlog: Option<u64>,
-    threads: Option<i32>,
-    prometheus_port: Option<u16>,
-    serve: Option<bool>,
-    serve_sessions: Option<usize>,
-}
-
-/// Applies `--config` under the flags given on the command line (`matches`).
-pub fn apply_train_file(args: &mut TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
-    let Some(path) = args.config.clone() else {
-        return Ok(());
-    };
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let f: TrainFile =
-        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-    let from_cli =
-        |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
-    macro_rules! take {
-        ($field:ident, $id:literal) => {
-            if let Some(v) = f.$field {
-                if !from_cli($id) {
-                    args.$field = v.into();
-                }
-            }
-        };
-    }
-    take!(url, "url");
-    take!(key, "key");
-    take!(run, "run");
-    take!(data, "data");
-    take!(data_dir, "data_dir");
-    take!(device, "device");
-    take!(listen, "listen");
-    take!(checkpoint_every, "checkpoint_every");
-    take!(retention, "retention");
-    take!(max_backlog, "max_backlog");
-    take!(threads, "threads");
-    take!(prometheus_port, "prometheus_port");
-    take!(serve, "serve");
-    take!(serve_sessions, "serve_sessions");
-    if f.external_addr.is_some() && !from_cli("external_addr") {
-        args.external_addr = f.external_addr;
-    }
-    if f.steps.is_some() && !from_cli("steps") {
-        args.steps = f.steps;
-    }
-    Ok(())
 }
 
 pub(super) fn open_batcher(setup: &RunSetup, data: &str) -> anyhow::Result<Batcher> {
@@ -289,7 +160,6 @@ fn instructions(
     }
 }
 
-/// `weft-trainer train`.
 /// What a test tool installs into [`train_with`] to simulate a dishonest trainer: a
 /// [`StepHook`] for the worker, a [`stage::CommitHook`], and whether reveals are withheld.
 /// `weft-trainer train` installs nothing ([`Hooks::default`]).
@@ -379,6 +249,7 @@ pub async fn train_with(args: TrainArgs, hooks: Hooks) -> anyhow::Result<()> {
     };
     let mut failures = 0u32;
     let mut registered = false;
+    let mut leave = LeaveSignal::install();
     loop {
         // (c) Wait until assigned and the pipeline can start.
         let mut heads = Heads::new(client.clone()).await;
@@ -428,8 +299,14 @@ pub async fn train_with(args: TrainArgs, hooks: Hooks) -> anyhow::Result<()> {
                 println!("{msg}");
                 last_msg = msg;
             }
-            let h = heads.next().await?;
-            tracing::debug!(block = h.number, "new head");
+            tokio::select! {
+                h = heads.next() => tracing::debug!(block = h?.number, "new head"),
+                _ = leave.wait() => {
+                    // Nothing trained yet in this slot: leave at once.
+                    submit_leave(&client, &key, run).await?;
+                    return Ok(());
+                }
+            }
         };
         println!("assigned stage {stage} replica {replica} of run {run}; starting the pipeline");
         match run_assigned(
@@ -446,13 +323,23 @@ pub async fn train_with(args: TrainArgs, hooks: Hooks) -> anyhow::Result<()> {
             p2p_key.clone(),
             &metrics,
             &hooks,
+            &leave,
         )
         .await
         {
-            Ok(summary) => {
+            Ok(Outcome::Finished(summary)) => {
                 println!(
                     "stage {stage} done: {} steps, resumed at {}, sent {} B, received {} B",
                     steps, summary.resumed_at, summary.bytes_sent, summary.bytes_received
+                );
+                return Ok(());
+            }
+            Ok(Outcome::Restart(why)) => {
+                println!("{why}: restarting the pipeline with the new holder");
+            }
+            Ok(Outcome::Released { committed }) => {
+                println!(
+                    "released stage {stage} replica {replica} of run {run} with {committed}                      steps on chain; its auditors have been served"
                 );
                 return Ok(());
             }
@@ -472,6 +359,20 @@ pub async fn train_with(args: TrainArgs, hooks: Hooks) -> anyhow::Result<()> {
     }
 }
 
+/// How a stage holder's time in a slot ended.
+enum Outcome {
+    /// Its steps are done.
+    Finished(stage::Summary),
+    /// The chain no longer assigns it the slot (it left, or was reassigned) and it is not
+    /// slashed; it served its auditors until their windows closed.
+    Released {
+        /// The slot's steps on chain.
+        committed: u64,
+    },
+    /// The pipeline must start again: a neighbouring stage changed hands.
+    Restart(String),
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn run_assigned(
     args: &TrainArgs,
@@ -487,7 +388,8 @@ async fn run_assigned(
     p2p_key: weft_p2p::Keypair,
     metrics: &Arc<TrainerMetrics>,
     hooks: &Hooks,
-) -> anyhow::Result<stage::Summary> {
+    leave: &LeaveSignal,
+) -> anyhow::Result<Outcome> {
     let run = setup.run;
     let spec = StageSpec::new(stage as usize, setup.stages())?;
     let stage_model = weft_ml::model::Stage::new(&setup.model, spec, device)?;
@@ -502,6 +404,21 @@ async fn run_assigned(
     if let Some(make) = &hooks.step {
         worker.set_hook(make());
     }
+    // Listen first: a slot with steps on chain is taken over from its previous holder
+    // before anything else (see `super::handover`).
+    let (limits, net_cfg) = stage_net(listen);
+    let (net, inbound) = listen_with_retry(&p2p_key, &net_cfg).await?;
+    println!("listening on {:?}", net.listen_addrs());
+    take_over(
+        client,
+        key,
+        &net,
+        (run, stage, replica),
+        setup.stages(),
+        &mut worker,
+        &args.data_dir,
+    )
+    .await?;
     let withhold = hooks.withhold_reveals;
     let access = if withhold {
         Arc::new(RevealAccess::default())
@@ -531,7 +448,10 @@ async fn run_assigned(
     metrics.set_peers(peers);
     let display = Progress::new(steps, peers, std::io::stderr().is_terminal());
 
-    // The submitter: closes the gap between the store and the chain.
+    // The submitter: closes the gap between the store and the chain, declaring the settings
+    // the steps are computed under.
+    let compute = weft_ml::compute::class_of(device, false);
+    println!("compute class {}", compute.describe());
     let submitter = {
         let (client, key, gate, data_dir, metrics) = (
             client.clone(),
@@ -549,6 +469,7 @@ async fn run_assigned(
             let mut sub = match Submitter::new(&client, key, slot, &data_dir, store) {
                 Ok(mut s) => {
                     s.metrics = Some(metrics);
+                    s.compute = compute;
                     s
                 }
                 Err(e) => {
@@ -582,7 +503,9 @@ async fn run_assigned(
         })
     };
 
-    // The watcher: run status, our slot, the auditors, on every new head.
+    // The watcher: run status, our slot, the auditors, on every new head. Losing the slot
+    // also stops a stage that is blocked waiting for a partner.
+    let (kill_tx, kill_rx) = tokio::sync::watch::channel(None::<String>);
     let watcher = {
         let (client, gate, access, me) = (
             client.clone(),
@@ -590,6 +513,7 @@ async fn run_assigned(
             access.clone(),
             key.account_id(),
         );
+        let (my_peer, started_with) = (p2p_key.public().to_peer_id(), table.clone());
         tokio::spawn(async move {
             let mut heads = Heads::new(client.clone()).await;
             loop {
@@ -606,13 +530,28 @@ async fn run_assigned(
                 else {
                     continue;
                 };
+                // A neighbour handed its slot over: start the pipeline again with the new
+                // peer table (the crash-recovery path: replay, resend, go on).
+                if let Ok(TrainerState::Ready { table: now, .. }) =
+                    view.trainer_state(run, &me, &my_peer).await
+                {
+                    let peers = |t: &weft_stage_net::topology::PeerTable| {
+                        t.stages.iter().map(|p| p.peer_id).collect::<Vec<_>>()
+                    };
+                    if peers(&now) != peers(&started_with) {
+                        let why = "a neighbouring stage changed hands".to_string();
+                        gate_update(&gate, |g| g.restart = Some(why.clone()));
+                        let _ = kill_tx.send(Some(why));
+                        return;
+                    }
+                }
                 if holder != Some(me) {
-                    gate_update(&gate, |g| {
-                        g.stop = Some(format!(
-                            "this account no longer holds stage {stage} replica {replica} of run {run} \
-                             (slashed, removed or reassigned)"
-                        ))
-                    });
+                    let why = format!(
+                        "this account no longer holds stage {stage} replica {replica} of run {run} \
+                         (left, slashed, removed or reassigned)"
+                    );
+                    gate_update(&gate, |g| g.stop = Some(why.clone()));
+                    let _ = kill_tx.send(Some(why));
                     return;
                 }
                 let paused = match info.status {
@@ -634,6 +573,41 @@ async fn run_assigned(
         })
     };
 
+    // The leaver: on SIGTERM/SIGINT, stop training, let the submitter commit everything
+    // trained, then leave the run (see `super::leave`).
+    let leaver = {
+        let (client, gate, key, mut leave) =
+            (client.clone(), gate.clone(), key.clone(), leave.clone());
+        AbortOnDrop(tokio::spawn(async move {
+            leave.wait().await;
+            gate_update(&gate, |g| g.leaving = true);
+            // Leave once every trained step is on chain and the training thread is parked
+            // between steps; a thread stuck inside a step (a partner gone) is not waited
+            // for beyond a grace period, its step was never committed.
+            let asked = Instant::now();
+            loop {
+                let (drained, parked, stopped) = {
+                    let st = gate.0.lock().unwrap_or_else(|e| e.into_inner());
+                    (
+                        st.chain_next >= st.trained_next,
+                        st.parked,
+                        st.stop.is_some(),
+                    )
+                };
+                if stopped {
+                    return;
+                }
+                if drained && (parked || asked.elapsed() > Duration::from_secs(10)) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            if let Err(e) = submit_leave(&client, &key, run).await {
+                eprintln!("could not leave run {run}: {e:#}");
+            }
+        }))
+    };
+
     let max_backlog = args.max_backlog.max(1);
     let hook_gate = gate.clone();
     let hook_display = display.clone();
@@ -641,12 +615,15 @@ async fn run_assigned(
         let _ = next_tx.send(c.step + 1);
         let (lock, cv) = &*hook_gate;
         let mut st = lock.lock().unwrap_or_else(|e| e.into_inner());
+        st.trained_next = st.trained_next.max(c.step + 1);
         let mut said = None;
         loop {
+            st.parked = false;
             if let Some(why) = &st.stop {
                 return Err(TrainerError::Stopped(why.clone()));
             }
             let why = match &st.paused {
+                _ if st.leaving => Some("leaving: committing what was trained".to_string()),
                 Some(p) => Some(p.clone()),
                 None if c.step + 1 > st.chain_next + max_backlog => Some(format!(
                     "{} steps trained ahead of the chain",
@@ -659,6 +636,7 @@ async fn run_assigned(
                 hook_display.println(format!("paused after step {}: {why}", c.step));
                 said = Some(why);
             }
+            st.parked = true;
             st = cv
                 .wait_timeout(st, Duration::from_secs(1))
                 .unwrap_or_else(|e| e.into_inner())
@@ -666,7 +644,6 @@ async fn run_assigned(
         }
     });
 
-    let (limits, net_cfg) = stage_net(listen);
     let cfg = stage::NodeConfig {
         run,
         replica,
@@ -681,8 +658,6 @@ async fn run_assigned(
         retry: weft_stage_net::link::RetryPolicy::default(),
         desks: vec![inference.clone()],
     };
-    let (net, inbound) = listen_with_retry(&p2p_key, &net_cfg).await?;
-    println!("listening on {:?}", net.listen_addrs());
     let (step_metrics, step_display) = (metrics.clone(), display.clone());
     let progress = Box::new(move |p: &stage::StepProgress| {
         step_metrics.observe_step(p);
@@ -699,6 +674,7 @@ async fn run_assigned(
     let stage_hooks = stage::StageHooks {
         after_step: Some(after_step),
         commit: commit_hook,
+        stop: Some(kill_rx),
     };
     let result = stage::run_stage_with(cfg, worker, net, inbound, progress, stage_hooks).await;
     display.finish();
@@ -717,7 +693,34 @@ async fn run_assigned(
         }
     }
     submitter.abort();
-    if result.is_ok() {
+    drop(leaver);
+    let restart = gate
+        .0
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .restart
+        .clone();
+    if let (Err(_), Some(why)) = (&result, restart) {
+        watcher.abort();
+        return Ok(Outcome::Restart(why));
+    }
+    // A stage that stopped because the chain no longer assigns it the slot, while its
+    // account is still a trainer (it left, or was reassigned; not slashed), answers its
+    // auditors before it goes.
+    let released = match &result {
+        Ok(_) => None,
+        Err(_) => {
+            let view = ChainView::new(NodeState { client, at: None });
+            let me = key.account_id();
+            let holds = view.slot(run, stage, replica).await.ok().flatten() == Some(me);
+            let trainer = view.trainer(&me).await.ok().flatten().is_some();
+            match (holds, trainer) {
+                (false, true) => Some(view.next_step(run, stage, replica).await?),
+                _ => None,
+            }
+        }
+    };
+    if result.is_ok() || released.is_some() {
         let params = &setup.info.params;
         let best = client.best_header().await.map(|h| h.number).unwrap_or(0);
         serve_after_training(AfterTraining {
@@ -728,14 +731,18 @@ async fn run_assigned(
             inference,
             limits,
             p2p: (&p2p_key, &net_cfg),
-            serve: args.serve,
+            serve: args.serve && released.is_none(),
             until_block: best
                 + u64::from(params.selection_delay)
                 + u64::from(params.attest_window)
                 + 2,
+            released: released.map(|steps| (key.account_id(), steps)),
         })
         .await?;
     }
     watcher.abort();
-    Ok(result?)
+    match released {
+        Some(committed) => Ok(Outcome::Released { committed }),
+        None => Ok(Outcome::Finished(result?)),
+    }
 }

@@ -350,6 +350,9 @@ pub struct StageHooks {
     pub after_step: Option<AfterStep>,
     /// Rewrites a step's commitment and bytes before they are stored.
     pub commit: Option<Box<dyn CommitHook>>,
+    /// Once this holds a reason, every wait of the stage fails with it (the stage is being
+    /// stopped from outside, e.g. its slot was taken away while it waits for a partner).
+    pub stop: Option<tokio::sync::watch::Receiver<Option<String>>>,
 }
 
 /// [`run_stage`] with [`StageHooks`].
@@ -370,11 +373,28 @@ pub async fn run_stage_with(
         inbound,
     )?;
     let store = prepared.store;
+    let _stopper = hooks.stop.take().map(|mut stop| {
+        let link = link.clone();
+        AbortOnDrop(tokio::spawn(async move {
+            if let Ok(why) = stop.wait_for(Option::is_some).await {
+                link.kill(why.as_deref().unwrap_or("stopped"));
+            }
+        }))
+    });
     tokio::task::spawn_blocking(move || {
         train_on_link(cfg, worker, link, store, &mut *progress, &mut hooks)
     })
     .await
     .map_err(|e| Error::Config(format!("the training thread failed: {e}")))?
+}
+
+/// Aborts a spawned task when dropped (a helper task that lives as long as its owner).
+pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// What a stage needs before its link starts (see [`prepare`]).

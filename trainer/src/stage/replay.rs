@@ -85,10 +85,13 @@ fn replay_step(worker: &mut StageWorker, store: &TensorStore, step: Step) -> Res
         } else {
             store.item(step, StepItem::OutputGrads)?
         },
-        shape: worker.stage().input_shape(
+        // Activations and output gradients are both `[micro_batch, seq, d_model]` (stage 0
+        // reads its inputs from the data, not from here).
+        shape: vec![
             worker.train_config().micro_batch_size,
             worker.stage().config().seq_len,
-        ),
+            worker.stage().config().d_model,
+        ],
         micro_batches: worker.micro_batches(),
         aux: store.aux(step)?,
     };
@@ -108,6 +111,7 @@ fn replay_step(worker: &mut StageWorker, store: &TensorStore, step: Step) -> Res
 struct StoreIo {
     inputs: Vec<u8>,
     output_grads: Vec<u8>,
+    /// The shape of one micro-batch's activation (and of its gradient).
     shape: Vec<i64>,
     micro_batches: usize,
     aux: StepAux,

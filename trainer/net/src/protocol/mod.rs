@@ -492,7 +492,7 @@ impl StageProtocol {
         let (k, n) = (shape.stage, shape.n_stages);
         let wrong = |msg: String| Response::error(ErrorCode::WrongStage, msg);
         let (step, slot, payload) = match req {
-            Request::Reveal(_) | Request::AuditorHello { .. } => {
+            Request::Reveal(_) | Request::AuditorHello { .. } | Request::SuccessorHello { .. } => {
                 return wrong("reveals are answered by the store, not the pipeline".into());
             }
             Request::InferForward(_) | Request::InferClose(_) => {

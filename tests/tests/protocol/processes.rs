@@ -1,0 +1,99 @@
+//! Command lines of the processes the protocol tests start (`weft-trainer train` or
+//! `weft-adversary`, `weft-trainer audit`, on loopback, on the CPU) and of the tiny fully
+//! audited run they train.
+
+use weft_tests::pick_free_port;
+
+/// The flags of a trainer of `run` with key `key`, its data directory under `dir`: it
+/// registers itself, trains on one libtorch thread, at most two steps ahead of the chain.
+pub fn trainer_args(url: &str, key: &str, run: usize, dir: &std::path::Path) -> Vec<String> {
+    let port = pick_free_port();
+    [
+        "--url",
+        url,
+        "--key",
+        key,
+        "--run",
+        &run.to_string(),
+        "--register",
+        "--data-dir",
+        &dir.join(key.trim_start_matches("//")).to_string_lossy(),
+        "--listen",
+        &format!("/ip4/127.0.0.1/tcp/{port}"),
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--prometheus-port",
+        "0",
+        "--max-backlog",
+        "2",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// The command line of `weft-trainer audit` for validator `key`, working in
+/// `<dir>/auditor-<name>`.
+pub fn auditor_args(url: &str, key: &str, dir: &std::path::Path) -> Vec<String> {
+    let name = key.trim_start_matches("//");
+    [
+        "audit",
+        "--url",
+        url,
+        "--key",
+        key,
+        "--data-dir",
+        &dir.join(format!("auditor-{name}")).to_string_lossy(),
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--device",
+        "cpu",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// `weft run register` (by //Alice) of a tiny 2-stage model with `replicas` replicas that
+/// trains `steps` steps, every step audited by one auditor per stage (no validator audits
+/// both stages), 3 steps per 10-block epoch, reveal window 25 and attest window 60 blocks.
+pub fn audited_tiny_run(steps: u64, replicas: u16) -> Vec<String> {
+    let hyper = format!(
+        r#"{{"micro_batch_size":2,"micro_batches":2,"lr":0.01,"warmup_steps":2,"total_steps":{steps}}}"#
+    );
+    [
+        "run",
+        "register",
+        "--from",
+        "//Alice",
+        "--config",
+        r#"{"d_model":16,"n_layers":2,"n_heads":2,"seq_len":8}"#,
+        "--hyper-params",
+        &hyper,
+        "--stages",
+        "2",
+        "--replicas",
+        &replicas.to_string(),
+        "--max-steps",
+        &steps.to_string(),
+        "--dataset-hash",
+        &format!("0x{}", "05".repeat(32)),
+        "--steps-per-epoch",
+        "3",
+        "--audit-probability",
+        "100%",
+        "--auditors-per-stage",
+        "1",
+        "--max-stages-per-auditor",
+        "1",
+        "--reveal-window",
+        "25",
+        "--attest-window",
+        "60",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}

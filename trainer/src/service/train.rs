@@ -619,7 +619,7 @@ async fn run_assigned(
         let mut said = None;
         loop {
             st.parked = false;
-            if let Some(why) = &st.stop {
+            if let Some(why) = st.stop.as_ref().or(st.restart.as_ref()) {
                 return Err(TrainerError::Stopped(why.clone()));
             }
             let why = match &st.paused {

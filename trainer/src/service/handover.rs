@@ -74,7 +74,7 @@ pub(super) async fn take_over(
         roots: prev.roots,
         loss: prev.loss,
     };
-    let mut said = false;
+    let (mut said, mut announced) = (false, false);
     let (weights, optimizer) = loop {
         let peer = view
             .trainer(&prev.trainer)
@@ -82,19 +82,29 @@ pub(super) async fn take_over(
             .map(|rec| chain::trainer_peer(&rec))
             .transpose()?;
         let Some(peer) = peer else {
-            anyhow::bail!(
-                "the previous holder {} of stage {stage} replica {replica} has no trainer record \
-                 (slashed or gone): nobody can hand over the state of step {last}",
-                prev.trainer
-            );
+            // Slashed or gone: nobody can hand the state over now (governance may still
+            // cancel the slash); the chain accepts no other state, so the slot waits.
+            if !said {
+                println!(
+                    "waiting: the previous holder {} of stage {stage} replica {replica} has no \
+                     trainer record, so nobody can hand over the state of step {last}",
+                    prev.trainer
+                );
+                said = true;
+            }
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            if view.slot(run, stage, replica).await? != Some(key.account_id()) {
+                anyhow::bail!("no longer assigned stage {stage} replica {replica}");
+            }
+            continue;
         };
-        if !said {
+        if !announced {
             println!(
                 "taking over stage {stage} replica {replica} of run {run} at step {chain_next}: \
                  fetching the state of step {last} from {} ({})",
                 prev.trainer, peer.peer_id
             );
-            said = true;
+            announced = true;
         }
         let slot = (run, stage, replica);
         let deadline = Instant::now() + Duration::from_secs(60);

@@ -24,7 +24,7 @@
 //! Needs `weft-adversary`: `cargo build --release --workspace --bins --features
 //! weft-trainer/adversary` (what `scripts/test.sh` does).
 
-use super::processes::{audited_tiny_run, auditor_args, trainer_args};
+use super::processes::{audited_tiny_run, audited_tiny_run_with, auditor_args, trainer_args};
 use super::*;
 use weft_tests::{bin, wait_until, Spawned};
 
@@ -102,33 +102,13 @@ async fn every_cheat_is_caught_and_slashed_and_honest_trainers_are_not() {
         let replicas = if run == copy_run { 2 } else { 1 };
         alice.push(audited_tiny_run(STEPS, replicas));
     }
-    alice.push(cmd(&[
-        "run",
-        "register",
-        "--from",
-        "//Alice",
-        "--config",
-        r#"{"d_model":16,"n_layers":2,"n_heads":2,"seq_len":8}"#,
-        "--hyper-params",
+    // No --max-steps: the run trains its schedule's total_steps.
+    alice.push(audited_tiny_run_with(
         &format!(
             r#"{{"micro_batch_size":2,"micro_batches":2,"lr":0.01,"warmup_steps":1,"total_steps":{CLEAN_STEPS}}}"#
         ),
-        "--stages",
-        "2",
-        // No --max-steps: the run trains its schedule's total_steps.
-        "--dataset-hash",
-        &format!("0x{}", "05".repeat(32)),
-        "--audit-probability",
-        "100%",
-        "--auditors-per-stage",
-        "1",
-        "--max-stages-per-auditor",
-        "1",
-        "--reveal-window",
-        "25",
-        "--attest-window",
-        "60",
-    ]));
+        &[],
+    ));
     let bob = vec![
         cmd(&["stake", "bond", "--from", "//Bob", "--amount", "10000"]),
         cmd(&["stake", "validate", "--from", "//Bob"]),

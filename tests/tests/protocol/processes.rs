@@ -56,14 +56,11 @@ pub fn auditor_args(url: &str, key: &str, dir: &std::path::Path) -> Vec<String> 
     .collect()
 }
 
-/// `weft run register` (by //Alice) of a tiny 2-stage model with `replicas` replicas that
-/// trains `steps` steps, every step audited by one auditor per stage (no validator audits
-/// both stages), 3 steps per 10-block epoch, reveal window 25 and attest window 60 blocks.
-pub fn audited_tiny_run(steps: u64, replicas: u16) -> Vec<String> {
-    let hyper = format!(
-        r#"{{"micro_batch_size":2,"micro_batches":2,"lr":0.01,"warmup_steps":2,"total_steps":{steps}}}"#
-    );
-    [
+/// `weft run register` (by //Alice) of a tiny 2-stage model with hyper-parameters `hyper`,
+/// every step audited by one auditor per stage (no validator audits both stages), reveal
+/// window 25 and attest window 60 blocks, then `extra` flags.
+pub fn audited_tiny_run_with(hyper: &str, extra: &[&str]) -> Vec<String> {
+    let base = [
         "run",
         "register",
         "--from",
@@ -71,17 +68,11 @@ pub fn audited_tiny_run(steps: u64, replicas: u16) -> Vec<String> {
         "--config",
         r#"{"d_model":16,"n_layers":2,"n_heads":2,"seq_len":8}"#,
         "--hyper-params",
-        &hyper,
+        hyper,
         "--stages",
         "2",
-        "--replicas",
-        &replicas.to_string(),
-        "--max-steps",
-        &steps.to_string(),
         "--dataset-hash",
         &format!("0x{}", "05".repeat(32)),
-        "--steps-per-epoch",
-        "3",
         "--audit-probability",
         "100%",
         "--auditors-per-stage",
@@ -92,8 +83,25 @@ pub fn audited_tiny_run(steps: u64, replicas: u16) -> Vec<String> {
         "25",
         "--attest-window",
         "60",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    ];
+    base.iter().chain(extra).map(|s| s.to_string()).collect()
+}
+
+/// [`audited_tiny_run_with`] of a run with `replicas` replicas that trains `steps` steps, 3
+/// steps per 10-block epoch.
+pub fn audited_tiny_run(steps: u64, replicas: u16) -> Vec<String> {
+    let hyper = format!(
+        r#"{{"micro_batch_size":2,"micro_batches":2,"lr":0.01,"warmup_steps":2,"total_steps":{steps}}}"#
+    );
+    audited_tiny_run_with(
+        &hyper,
+        &[
+            "--replicas",
+            &replicas.to_string(),
+            "--max-steps",
+            &steps.to_string(),
+            "--steps-per-epoch",
+            "3",
+        ],
+    )
 }

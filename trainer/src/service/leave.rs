@@ -5,7 +5,8 @@
 //! the audits of its last steps (`NoReveal`, slashed 20 %) because nobody answers their
 //! reveals. So the first signal starts a leave instead:
 //!
-//! 1. the stage finishes the step it is in and trains no further ([`GateState`] `leaving`);
+//! 1. the stage finishes the step it is in and trains no further (the training gate's
+//!    `leaving`, in [`super::train`]);
 //! 2. the submitter commits every step trained so far (the chain then has all of it, so a
 //!    successor continues from exactly where this holder stopped, and nothing trained is
 //!    lost);
@@ -19,8 +20,6 @@
 //! A second signal stops the process at once (status 130). A trainer that loses its slot
 //! for another reason while not slashed (its operator ran `weft run leave`, or the chain
 //! reassigned it) also serves its auditors before exiting; a slashed one exits at once.
-//!
-//! [`GateState`]: super::train
 
 use crate::chain::{ChainView, NodeState};
 use std::time::Duration;

@@ -31,7 +31,7 @@ use weft_stage_net::access::RevealAccess;
 
 /// What the chain side tells the training thread between steps.
 #[derive(Debug, Default)]
-pub(super) struct GateState {
+struct GateState {
     /// Steps the chain has (from the submitter).
     chain_next: u64,
     /// Steps trained locally (from the training thread).
@@ -513,7 +513,7 @@ async fn run_assigned(
             access.clone(),
             key.account_id(),
         );
-        let (my_peer, started_with) = (p2p_key.public().to_peer_id(), table.clone());
+        let started_with: Vec<_> = table.stages.iter().map(|p| p.peer_id).collect();
         tokio::spawn(async move {
             let mut heads = Heads::new(client.clone()).await;
             loop {
@@ -530,21 +530,6 @@ async fn run_assigned(
                 else {
                     continue;
                 };
-                // A neighbour handed its slot over: start the pipeline again with the new
-                // peer table (the crash-recovery path: replay, resend, go on).
-                if let Ok(TrainerState::Ready { table: now, .. }) =
-                    view.trainer_state(run, &me, &my_peer).await
-                {
-                    let peers = |t: &weft_stage_net::topology::PeerTable| {
-                        t.stages.iter().map(|p| p.peer_id).collect::<Vec<_>>()
-                    };
-                    if peers(&now) != peers(&started_with) {
-                        let why = "a neighbouring stage changed hands".to_string();
-                        gate_update(&gate, |g| g.restart = Some(why.clone()));
-                        let _ = kill_tx.send(Some(why));
-                        return;
-                    }
-                }
                 if holder != Some(me) {
                     let why = format!(
                         "this account no longer holds stage {stage} replica {replica} of run {run} \
@@ -553,6 +538,20 @@ async fn run_assigned(
                     gate_update(&gate, |g| g.stop = Some(why.clone()));
                     let _ = kill_tx.send(Some(why));
                     return;
+                }
+                // A neighbour handed its slot over: start the pipeline again with the new
+                // peer table (the crash-recovery path: replay, resend, go on). The run and our
+                // slot are read above; only the pipeline's holders are read here.
+                if info.status == chain::runs::RunStatus::Training && !info.paused {
+                    if let Ok(Ok(now)) = view.pipeline(run, info.stages, replica).await {
+                        let now: Vec<_> = now.into_iter().map(|(_, p)| p.peer_id).collect();
+                        if now != started_with {
+                            let why = "a neighbouring stage changed hands".to_string();
+                            gate_update(&gate, |g| g.restart = Some(why.clone()));
+                            let _ = kill_tx.send(Some(why));
+                            return;
+                        }
+                    }
                 }
                 let paused = match info.status {
                     chain::runs::RunStatus::Halted => {

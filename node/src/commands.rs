@@ -511,6 +511,7 @@ fn benchmark_commitments(trainers: usize, blocks: usize, json: bool) -> anyhow::
                 roots,
                 loss,
                 compute: weft_primitives::compute::ComputeClass::UNDECLARED,
+                seals: Default::default(),
             });
             candidates.push(candidate(call, k, 1 + b as u64, ctx));
         }

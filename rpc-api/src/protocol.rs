@@ -235,6 +235,11 @@ pub struct CommitmentJson {
     pub loss: Option<u64>,
     /// The settings the step was computed under (`weft_primitives::compute`).
     pub compute: work::ComputeClass,
+    /// The previous stage's seal over `roots.inputs`, with the account it was verified
+    /// against (`docs/commitments-and-audits.md`, "Pipeline seals").
+    pub input_seal: Option<work::Seal>,
+    /// The next stage's seal over `roots.outputGrads`.
+    pub output_grad_seal: Option<work::Seal>,
     /// Block of the commitment.
     pub block: BlockNumber,
     /// Committed, audited, credited, voided or inconclusive.

@@ -156,7 +156,10 @@ fn holder(c: &Chain, stage: u16) -> &'static str {
         .expect("a trainer")
 }
 
-fn commit(c: &mut Chain, stage: u16, step: u64, honest: bool) -> Extrinsic {
+fn commit(c: &mut Chain, stage: u16, step: u64, cheating_stage: Option<u16>) -> Extrinsic {
+    let honest = cheating_stage != Some(stage);
+    // What the cheater sent is what its neighbour received: the pipeline boundary agrees.
+    let sent_by_cheater = cheating_stage.is_some_and(|k| k + 1 == stage);
     let t = holder(c, stage);
     // A continuous chain of states (the chain checks it at commit); a cheater's outputs
     // differ, which only an audit sees.
@@ -164,6 +167,7 @@ fn commit(c: &mut Chain, stage: u16, step: u64, honest: bool) -> Extrinsic {
         weights_before: Hash([step as u8; 32]),
         weights_after: Hash([step as u8 + 1; 32]),
         outputs: Hash([if honest { 0 } else { 0xEE }; 32]),
+        inputs: Hash([if sent_by_cheater { 0xEE } else { 0 }; 32]),
         ..Default::default()
     };
     let loss = (stage == 3).then_some(3_000_000 - step * 100_000);
@@ -177,6 +181,7 @@ fn commit(c: &mut Chain, stage: u16, step: u64, honest: bool) -> Extrinsic {
             roots,
             loss,
             compute: weft_primitives::compute::ComputeClass::UNDECLARED,
+            seals: Default::default(),
         }),
     )
 }
@@ -313,6 +318,7 @@ fn the_protocol_end_to_end() {
             roots,
             loss: None,
             compute: weft_primitives::compute::ComputeClass::UNDECLARED,
+            seals: Default::default(),
         }),
     ));
     let out = c.block(xts);
@@ -339,7 +345,7 @@ fn the_protocol_end_to_end() {
     }
 
     // Block 11: step 0 on every stage. An unassigned account cannot commit.
-    let mut xts: Vec<Extrinsic> = (0..4).map(|st| commit(&mut c, st, 0, true)).collect();
+    let mut xts: Vec<Extrinsic> = (0..4).map(|st| commit(&mut c, st, 0, None)).collect();
     xts.push(c.xt(
         "T5",
         RuntimeCall::Work(work::Call::CommitStep {
@@ -350,6 +356,7 @@ fn the_protocol_end_to_end() {
             roots,
             loss: None,
             compute: weft_primitives::compute::ComputeClass::UNDECLARED,
+            seals: Default::default(),
         }),
     ));
     let out = c.block(xts);
@@ -374,7 +381,7 @@ fn the_protocol_end_to_end() {
 
     // Block 15: step 1; the trainer of stage 2 cheats.
     let cheater = holder(&c, 2);
-    let xts: Vec<Extrinsic> = (0..4).map(|st| commit(&mut c, st, 1, st != 2)).collect();
+    let xts: Vec<Extrinsic> = (0..4).map(|st| commit(&mut c, st, 1, Some(2))).collect();
     let cheat_block = c.number + 1;
     assert_ok(&c.block(xts));
     let outs = c.until(cheat_block + 2);
@@ -503,7 +510,7 @@ fn the_protocol_end_to_end() {
     );
     // A halted run accepts no work and serves no inference.
     let step = work::next_step(&c.state, 0, 0, 0).unwrap();
-    let x = commit(&mut c, 0, step, true);
+    let x = commit(&mut c, 0, step, None);
     let r = c.xt(
         "Holder",
         RuntimeCall::Ownership(ownership::Call::RedeemCredential {
@@ -558,7 +565,7 @@ fn the_protocol_end_to_end() {
         runs::run(&c.state, 0).unwrap().unwrap().status,
         runs::RunStatus::Training
     );
-    let x = commit(&mut c, 0, step, true);
+    let x = commit(&mut c, 0, step, None);
     assert_ok(&c.block(vec![x]));
     assert_eq!(work::next_step(&c.state, 0, 0, 0).unwrap(), step + 1);
 

@@ -317,17 +317,23 @@ fn layouts_are_stable() {
         roots: work::StepRoots::default(),
         loss: Some(5),
         compute: weft_primitives::compute::ComputeClass::UNDECLARED,
+        seals: work::StepSeals {
+            inputs: None,
+            output_grads: Some(work::SealSignature([7; 64])),
+        },
     });
     let enc = commit.encode();
     assert_eq!(
         &enc[..18],
         &[5, 0, 1, 0, 0, 0, 2, 0, 3, 0, 4, 0, 0, 0, 0, 0, 0, 0]
     );
-    // Eight 32-byte roots (weights, activations, gradients, optimizer state), the loss, then
-    // the 10-byte compute class.
-    assert_eq!(enc.len(), 18 + 8 * 32 + 9 + 10);
+    // Eight 32-byte roots (weights, activations, gradients, optimizer state), the loss, the
+    // 10-byte compute class, then the two optional 64-byte seals.
+    assert_eq!(enc.len(), 18 + 8 * 32 + 9 + 10 + 1 + 65);
     assert_eq!(&enc[18 + 256..18 + 256 + 9], &[1, 5, 0, 0, 0, 0, 0, 0, 0]);
-    assert_eq!(&enc[18 + 256 + 9..], &[0; 10]);
+    assert_eq!(&enc[18 + 256 + 9..18 + 256 + 19], &[0; 10]);
+    assert_eq!(enc[18 + 256 + 19..18 + 256 + 21], [0, 1]);
+    assert_eq!(&enc[18 + 256 + 21..], &[7; 64]);
     let attest = RuntimeCall::Work(work::Call::Attest {
         audit: 1,
         verdict: work::Verdict::Fail,

@@ -792,3 +792,5 @@ mod inference;
 mod leave;
 #[path = "protocol/processes.rs"]
 mod processes;
+#[path = "protocol/seals.rs"]
+mod seals;

@@ -16,9 +16,10 @@
 //! | `no-reveal`        | admits no auditor to its reveals (from the start)              | reveal deadline      |
 //! | `copy-replica`     | trains on the other replica's shard (`r xor 1`), not its own    | data assignment      |
 //! | `nudge`            | after each update moves every weight tensor half the default tolerance along a fixed direction of its choosing | exact audits only (same compute class) |
+//! | `forged-messages`  | commits its honest outputs and input gradients but sends its neighbour other ones (sealed, as a receiver requires) | the chain, at commit (the neighbour's seal) |
 
 use crate::net::store::StepBytes;
-use crate::stage::CommitHook;
+use crate::stage::{CommitHook, SendTamper};
 use crate::Result;
 use rand::{Rng, SeedableRng};
 use tch::Tensor;
@@ -51,6 +52,23 @@ pub enum Cheat {
     /// Steers every weight tensor along a fixed direction by half of what the default
     /// tolerance admits ([`nudge_budget`]).
     Nudge,
+    /// Honest outputs committed, other tensors sent ([`forged_messages`]).
+    ForgedMessages,
+}
+
+/// The `forged-messages` cheat from step `from` on: what leaves for a neighbour (the
+/// activations of a stage before the last, the input gradients of a stage after the first)
+/// is what the worker committed plus 0.1 in every element. Its own commitment stays honest,
+/// so its audits pass; its neighbour trains on something else.
+pub fn forged_messages(from: u64) -> SendTamper {
+    SendTamper(std::sync::Arc::new(
+        move |step, _direction, _micro, t: &mut Tensor| {
+            if step >= from {
+                *t = t.f_add_scalar(0.1)?;
+            }
+            Ok(())
+        },
+    ))
 }
 
 /// The largest L2 displacement of one weight tensor that the default tolerance

@@ -8,6 +8,8 @@
 //! * `bench`: throughput of the S-stage in-process pipeline relative to the unsplit model,
 //!   and the memory each stage needs for training; with `--cross-process`, of S
 //!   `pipeline` processes on loopback.
+//! * `bench-replicas`: R replicas per stage averaging their updates in this process, against
+//!   one replica reading the same tokens and R replicas training apart.
 //! * `pipeline`: trains one stage as its own process, with its neighbours over libp2p
 //!   (peers from a static table until the chain assigns them), committing every step.
 //! * `peer-id`: prints the libp2p peer id of a `--key-seed`, to write a peer table.
@@ -26,6 +28,7 @@ mod cmd;
 use clap::{Parser, Subcommand};
 use cmd::bench::{bench, bench_cross_process};
 use cmd::bench_infer::bench_infer;
+use cmd::bench_replicas::bench_replicas;
 use cmd::local::local_train;
 use cmd::model_args::ModelArgs;
 use cmd::pipeline::{peer_id_of, pipeline, PipelineArgs};
@@ -106,6 +109,22 @@ enum Command {
         /// Untimed warm-up steps per configuration.
         #[arg(long, default_value_t = 2)]
         warmup: u64,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+    /// Loss, step time and bytes of R replicas per stage averaging their updates (trimmed
+    /// mean) in this process, against one replica reading the same tokens and against R
+    /// replicas training apart.
+    BenchReplicas {
+        /// Number of pipeline stages.
+        #[arg(long, default_value_t = 2)]
+        stages: usize,
+        /// Replica counts to measure, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "2,4")]
+        replicas: Vec<usize>,
+        /// Steps per configuration.
+        #[arg(long, default_value_t = 40)]
+        steps: u64,
         #[command(flatten)]
         model: ModelArgs,
     },
@@ -238,6 +257,12 @@ fn main() {
             warmup,
             model,
         } => bench(stages, steps, warmup, &model),
+        Command::BenchReplicas {
+            stages,
+            replicas,
+            steps,
+            model,
+        } => bench_replicas(stages, &replicas, steps, &model),
         Command::BenchInfer {
             stages,
             sessions,

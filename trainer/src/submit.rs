@@ -31,6 +31,7 @@ use weft_ml::commit::StepCommitment;
 use weft_pallet_support::{Replica, RunId, StageIndex};
 use weft_pallet_work::Error as WorkError;
 use weft_primitives::compute::ComputeClass;
+use weft_primitives::seal::StepSeals;
 use weft_primitives::{Era, Keypair};
 use weft_rpc_client::{Client, ClientError, SubmitOptions, WaitFor};
 use weft_runtime::{Extrinsic, RuntimeCall};
@@ -164,8 +165,14 @@ pub fn plan(
     }
 }
 
-/// The `commit_step` call of `c` for `slot`, computed under `compute`.
-pub fn commit_call(slot: SlotId, c: &StepCommitment, compute: ComputeClass) -> RuntimeCall {
+/// The `commit_step` call of `c` for `slot`, computed under `compute`, with the seals its
+/// neighbours gave for what it received.
+pub fn commit_call(
+    slot: SlotId,
+    c: &StepCommitment,
+    compute: ComputeClass,
+    seals: StepSeals,
+) -> RuntimeCall {
     RuntimeCall::Work(weft_pallet_work::Call::CommitStep {
         run: slot.run,
         stage: slot.stage,
@@ -174,6 +181,7 @@ pub fn commit_call(slot: SlotId, c: &StepCommitment, compute: ComputeClass) -> R
         roots: c.roots,
         loss: c.loss,
         compute,
+        seals,
     })
 }
 
@@ -334,7 +342,12 @@ impl<'a> Submitter<'a> {
                         wait: WaitFor::InBlock,
                         ..SubmitOptions::default()
                     };
-                    let call = commit_call(self.slot, &c, self.compute);
+                    let seals = self
+                        .store
+                        .aux(step)
+                        .map_err(|e| Error::Chain(format!("step {step}: {e}")))?
+                        .seals_received;
+                    let call = commit_call(self.slot, &c, self.compute, seals);
                     let xt = self
                         .with_retry("signing", || async {
                             self.client

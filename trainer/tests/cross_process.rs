@@ -481,6 +481,8 @@ async fn bad_neighbours_are_refused_and_reveals_go_to_auditors_only() {
         peer_timeout: Duration::from_secs(30),
         retry: RetryPolicy::default(),
         desks: Vec::new(),
+        identity: weft_p2p::keypair_from_seed([2; 32]).unwrap(),
+        tamper: None,
     };
     let worker = build_workers(
         &model,
@@ -615,18 +617,85 @@ async fn bad_neighbours_are_refused_and_reveals_go_to_auditors_only() {
     );
     let r = ask(&fake0, &node_addr, fwd(7, 0, 0, 0, garbage)).await;
     assert_eq!(code(&r), ErrorCode::Conflict);
-    // The step completes: the gradients come back, micro-batch M-1 first.
+    // The seal over the activations: from the intruder, or claiming the other direction,
+    // refused; stage 0's own (key 0 signs) accepted.
+    let sent: Vec<tch::Tensor> = acts
+        .iter()
+        .map(|a| weft_trainer::ml::tensor::from_wire(a).unwrap())
+        .collect();
+    let root = weft_trainer::ml::commit::root_of(&sent).unwrap();
+    let message = weft_primitives::seal::seal_message(
+        7,
+        0,
+        0,
+        0,
+        weft_primitives::seal::Direction::Activations,
+        &root,
+    );
+    let seal = |direction, signer: u8| Request::Seal {
+        run: 7,
+        step: 0,
+        from_stage: 0,
+        direction,
+        root: root.0,
+        signature: weft_p2p::keypair_from_seed([signer; 32])
+            .unwrap()
+            .sign(&message)
+            .unwrap()
+            .try_into()
+            .unwrap(),
+    };
+    use weft_primitives::seal::Direction;
+    let r = ask(
+        &intruder,
+        &node_addr,
+        seal(Direction::Activations, 3).encode(),
+    )
+    .await;
+    assert_eq!(code(&r), ErrorCode::NotNeighbour);
+    let r = ask(&fake0, &node_addr, seal(Direction::Gradients, 1).encode()).await;
+    assert_eq!(code(&r), ErrorCode::WrongStage);
+    let r = ask(&fake0, &node_addr, seal(Direction::Activations, 1).encode()).await;
+    assert_eq!(r, Response::Ack);
+    // The step completes: the gradients come back, micro-batch M-1 first, then the node's
+    // seal over them, signed by its identity.
     let mut micros = Vec::new();
-    while micros.len() < train.micro_batches {
+    let mut grads = Vec::new();
+    let node_seal = loop {
         match got_rx.recv().await.unwrap() {
-            Request::Backward { step, micro, .. } => {
+            Request::Backward {
+                step,
+                micro,
+                tensor,
+                ..
+            } => {
                 assert_eq!(step, 0);
                 micros.push(micro);
+                grads.push(weft_trainer::ml::tensor::from_wire(&tensor).unwrap());
             }
+            Request::Seal {
+                step,
+                from_stage,
+                direction,
+                root,
+                signature,
+                ..
+            } => break (step, from_stage, direction, root, signature),
             other => panic!("unexpected {other:?}"),
         }
-    }
+    };
     assert_eq!(micros.len(), train.micro_batches);
+    let grads_root = weft_trainer::ml::commit::root_of(&grads).unwrap();
+    assert_eq!(node_seal.0, 0);
+    assert_eq!((node_seal.1, node_seal.2), (1, Direction::Gradients));
+    assert_eq!(node_seal.3, grads_root.0);
+    let message =
+        weft_primitives::seal::seal_message(7, 0, 1, 0, Direction::Gradients, &grads_root);
+    assert!(weft_primitives::seal::verify_by_peer_id(
+        &node_addr.local_peer_id().to_bytes(),
+        &message,
+        &weft_primitives::seal::SealSignature(node_seal.4),
+    ));
     assert_eq!(prog_rx.recv().await, Some(0));
 
     // Reveals: every chunk of every item verifies against the in-process commitment; the

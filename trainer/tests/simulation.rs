@@ -131,6 +131,8 @@ fn simulate_with(
                 max: Duration::from_millis(1),
             },
             desks: Vec::new(),
+            identity: weft_p2p::keypair_from_seed([k as u8 + 1; 32]).unwrap(),
+            tamper: None,
         })
         .collect();
     let make = Arc::new(move |k: usize| -> weft_trainer::Result<_> {

@@ -50,6 +50,12 @@ pub struct CommitArgs {
     /// The step's loss (last stage only), e.g. 2.75 (stored × 10⁶).
     #[arg(long, value_parser = parse_loss)]
     loss: Option<u64>,
+    /// The previous stage's seal over the step's `inputs` root (0x + 128 hex digits).
+    #[arg(long)]
+    input_seal: Option<work::SealSignature>,
+    /// The next stage's seal over the step's `outputGrads` root.
+    #[arg(long)]
+    grad_seal: Option<work::SealSignature>,
 }
 
 /// `weft work …`.
@@ -119,24 +125,36 @@ pub fn derived_roots(
     replica: Replica,
     step: Step,
 ) -> work::StepRoots {
-    let derive = |text: &str, step: Step, name: &str| {
-        let mut b = b"weft-cli/roots/v1".to_vec();
+    // `place` is the stage for what is the stage's own, and the boundary `b` (between
+    // stages b and b + 1) for what crosses one, so that neighbours derive the same root for
+    // what one sends and the other receives, as honest trainers commit.
+    let derive = |text: &str, place: u32, step: Step, name: &str| {
+        let mut b = b"weft-cli/roots/v2".to_vec();
         b.extend_from_slice(text.as_bytes());
         b.extend_from_slice(&run.to_le_bytes());
-        b.extend_from_slice(&stage.to_le_bytes());
+        b.extend_from_slice(&place.to_le_bytes());
         b.extend_from_slice(&replica.to_le_bytes());
         b.extend_from_slice(&step.to_le_bytes());
         b.extend_from_slice(name.as_bytes());
         blake3_256(&b)
     };
-    let root = |name: &str| derive(text, step, name);
-    let state = |step: Step, name: &str| derive("", step, name);
+    let own = u32::from(stage);
+    let stage_root = |name: &str| derive(text, own, step, name);
+    let boundary_root = |boundary: u32, name: &str| derive(text, boundary, step, name);
+    let state = |step: Step, name: &str| derive("", own, step, name);
+    let (inputs, input_grads) = match own.checked_sub(1) {
+        Some(b) => (
+            boundary_root(b, "activations"),
+            boundary_root(b, "gradients"),
+        ),
+        None => (stage_root("tokens"), Hash::ZERO),
+    };
     work::StepRoots {
         weights_before: state(step, "weights"),
-        inputs: root("inputs"),
-        outputs: root("outputs"),
-        output_grads: root("outputGrads"),
-        input_grads: root("inputGrads"),
+        inputs,
+        outputs: boundary_root(own, "activations"),
+        output_grads: boundary_root(own, "gradients"),
+        input_grads,
         weights_after: state(step.saturating_add(1), "weights"),
         optimizer_before: state(step, "optimizer"),
         optimizer_after: state(step.saturating_add(1), "optimizer"),
@@ -236,6 +254,10 @@ pub async fn work(url: &str, json: bool, command: WorkCommand) -> Result<()> {
                 roots,
                 loss: a.loss,
                 compute: weft_primitives::compute::ComputeClass::UNDECLARED,
+                seals: work::StepSeals {
+                    inputs: a.input_seal,
+                    output_grads: a.grad_seal,
+                },
             });
             drop(client);
             submit_then(url, json, &a.tx, call, &what, |r| {
@@ -397,5 +419,21 @@ mod tests {
         let b = derived_roots("cheat", 0, 1, 0, 1);
         assert_eq!(a.weights_after, b.weights_before);
         assert_eq!(a.optimizer_after, b.optimizer_before);
+    }
+
+    #[test]
+    fn derived_roots_agree_across_each_boundary_as_honest_neighbours_do() {
+        for step in 0..3 {
+            let (a, b) = (
+                derived_roots("honest", 0, 1, 0, step),
+                derived_roots("honest", 0, 2, 0, step),
+            );
+            assert_eq!(a.outputs, b.inputs);
+            assert_eq!(b.input_grads, a.output_grads);
+            assert_ne!(a.inputs, b.inputs);
+            // Another replica's pipeline, or another text, crosses other tensors.
+            assert_ne!(derived_roots("honest", 0, 2, 1, step).inputs, b.inputs);
+            assert_ne!(derived_roots("cheat", 0, 2, 0, step).inputs, b.inputs);
+        }
     }
 }

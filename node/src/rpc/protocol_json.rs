@@ -103,6 +103,8 @@ pub(super) fn commitment_json(id: CommitmentId, c: work::Commitment) -> Commitme
         roots: c.roots,
         loss: c.loss,
         compute: c.compute,
+        input_seal: c.input_seal,
+        output_grad_seal: c.output_grad_seal,
         block: c.block,
         status: c.status,
     }

@@ -66,6 +66,10 @@ pub enum OffenceKind {
     /// A validator signed two conflicting blocks or votes.
     #[codec(index = 3)]
     Equivocation,
+    /// A trainer committed a root other than the one it sealed for its pipeline neighbour
+    /// (or committed inputs that nobody sealed).
+    #[codec(index = 4)]
+    PipelineContradiction,
 }
 
 /// A slash waiting for its deferral to end.

@@ -95,18 +95,39 @@ pub fn validator(v: u8, bond: Balance) -> staking::GenesisStaker {
     }
 }
 
-/// Account `t` staking `bond` as a trainer (peer id `[t]`, no addresses) of `capacity`.
+/// Account `t` staking `bond` as a trainer (peer id of [`trainer_p2p_key`]`(t)`, no
+/// addresses) of `capacity`.
 pub fn trainer(t: u8, bond: Balance, capacity: u32) -> staking::GenesisStaker {
+    use sp_core::Pair as _;
     staking::GenesisStaker {
         account: acc(t),
         bond,
         validator: None,
         trainer: Some(staking::TrainerInfo {
-            peer_id: vec![t],
+            peer_id: weft_primitives::seal::peer_id_of_ed25519_key(&trainer_p2p_key(t).public().0),
             addrs: vec![],
             capacity,
         }),
     }
+}
+
+/// The p2p identity of trainer `t` (ed25519 from the seed `[t; 32]`).
+pub fn trainer_p2p_key(t: u8) -> sp_core::ed25519::Pair {
+    use sp_core::Pair as _;
+    sp_core::ed25519::Pair::from_seed(&[t; 32])
+}
+
+/// Trainer `t`'s pipeline seal over `root` (see `weft_primitives::seal`).
+pub fn seal(
+    t: u8,
+    (run, step, from_stage, replica): (u32, u64, u16, u16),
+    direction: weft_primitives::seal::Direction,
+    root: &weft_primitives::Hash,
+) -> weft_primitives::seal::SealSignature {
+    use sp_core::Pair as _;
+    let message =
+        weft_primitives::seal::seal_message(run, step, from_stage, replica, direction, root);
+    weft_primitives::seal::SealSignature(trainer_p2p_key(t).sign(&message).0)
 }
 
 /// Staking genesis with [`staking_config`] and `stakers` (endowed beforehand).

@@ -10,7 +10,6 @@ use crate::{
     Event, FailReason, Seat, Sink, Verdict, AUDITS, COMMITMENTS, DEADLINES,
 };
 use weft_bls::SignatureBytes;
-use weft_pallet_ownership as ownership;
 use weft_pallet_runs as runs;
 use weft_pallet_stages as stages;
 use weft_pallet_staking as staking;
@@ -219,17 +218,16 @@ fn settle(
         Verdict::Pass => credit(s, ev, id, &mut c)?,
         Verdict::Fail => {
             let fraction = runs::get(s, c.run)?.params.trainer_slash;
-            staking::report_offence(
+            crate::commitments::punish(
                 s,
                 ev,
                 now,
                 &c.trainer,
+                c.run,
                 fraction,
                 reporter,
                 staking::OffenceKind::AuditFailed,
             )?;
-            stages::remove_account(s, ev, &c.trainer)?;
-            ownership::forfeit(s, ev, c.run, &c.trainer)?;
             void(s, ev, id, &mut c, CommitStatus::Voided);
         }
     }

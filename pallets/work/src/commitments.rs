@@ -3,12 +3,14 @@
 //! (credited, voided, inconclusive). See the crate docs, "Commitments".
 
 use crate::{
-    next_step, CommitStatus, Commitment, CommittedLoss, ComputeClass, Error, Event, Sink,
-    StepRoots, COMMITMENTS, NEXT_ID, NEXT_STEP, SELECTION_QUEUE, STEP_COMMITMENT,
+    next_step, pipeline, CommitStatus, Commitment, CommittedLoss, ComputeClass, Error, Event, Sink,
+    StepRoots, StepSeals, COMMITMENTS, NEXT_ID, NEXT_STEP, SELECTION_QUEUE, STEP_COMMITMENT,
 };
 use weft_pallet_ownership as ownership;
 use weft_pallet_runs as runs;
 use weft_pallet_stages as stages;
+use weft_pallet_staking as staking;
+use weft_pallet_support::Perbill;
 use weft_pallet_support::{emit, CommitmentId, Failure, Replica, RunId, StageIndex, Step};
 use weft_primitives::storage::{Storage, StorageError, StorageMap};
 use weft_primitives::{AccountId, BlockNumber};
@@ -39,6 +41,7 @@ pub fn commit_step(
     roots: StepRoots,
     loss: Option<CommittedLoss>,
     compute: ComputeClass,
+    seals: StepSeals,
 ) -> Result<CommitmentId, Failure> {
     let r = runs::get(s, run)?;
     if !r.is_training() {
@@ -79,6 +82,8 @@ pub fn commit_step(
             }
         }
     }
+    let (input_seal, output_grad_seal) =
+        pipeline::verify_seals(s, run, r.stages, stage, replica, step, &roots, seals)?;
     let id = NEXT_ID.get(s)?.unwrap_or(0);
     NEXT_ID.put(s, &id.checked_add(1).ok_or(Error::Overflow)?);
     NEXT_STEP.insert(
@@ -95,6 +100,8 @@ pub fn commit_step(
         roots,
         loss,
         compute,
+        input_seal,
+        output_grad_seal,
         block: now,
         status: CommitStatus::Committed,
     };
@@ -118,6 +125,7 @@ pub fn commit_step(
             trainer: *who,
         },
     );
+    pipeline::cross_check(s, ev, now, id, &c)?;
     Ok(id)
 }
 
@@ -156,4 +164,24 @@ pub(crate) fn void(
     if status == CommitStatus::Voided {
         emit(ev, Event::StepVoided { id });
     }
+}
+
+/// The punishment of a trainer caught cheating (a failed audit, a contradicted seal):
+/// `fraction` of its stake slashed (deferred, see staking), chilled and removed from its
+/// stages, and every contribution unit it holds in `run` forfeited.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn punish(
+    s: &mut (impl Storage + ?Sized),
+    ev: &mut impl Sink,
+    now: BlockNumber,
+    trainer: &AccountId,
+    run: RunId,
+    fraction: Perbill,
+    reporter: Option<AccountId>,
+    kind: staking::OffenceKind,
+) -> Result<(), Failure> {
+    staking::report_offence(s, ev, now, trainer, fraction, reporter, kind)?;
+    stages::remove_account(s, ev, trainer)?;
+    ownership::forfeit(s, ev, run, trainer)?;
+    Ok(())
 }

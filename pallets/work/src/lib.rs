@@ -112,7 +112,19 @@ pub const INDEX: u8 = index::WORK;
 pub const ATTESTATION_DOMAIN: &[u8; 13] = b"weft/audit/v1";
 
 pub use weft_primitives::compute::ComputeClass;
+pub use weft_primitives::seal::{Direction, SealSignature, StepSeals};
 pub use weft_primitives::step::{CommittedLoss, StepRoots};
+
+/// A pipeline seal the chain verified: `signature` by the p2p identity of `by` (see the
+/// `pipeline` module).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Seal {
+    /// The account that answers for the sealed tensors.
+    pub by: AccountId,
+    /// Its ed25519 signature over the seal message.
+    pub signature: SealSignature,
+}
 
 /// Where a commitment is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
@@ -156,6 +168,10 @@ pub struct Commitment {
     /// The settings the step was computed under (an auditor of the same class requires
     /// bit-exact equality).
     pub compute: ComputeClass,
+    /// The previous stage's seal over `roots.inputs` (see the `pipeline` module).
+    pub input_seal: Option<Seal>,
+    /// The next stage's seal over `roots.output_grads`.
+    pub output_grad_seal: Option<Seal>,
     /// Block of the commitment.
     pub block: BlockNumber,
     /// Status.
@@ -295,6 +311,8 @@ pub enum Call {
         loss: Option<CommittedLoss>,
         /// The settings the step was computed under.
         compute: ComputeClass,
+        /// The neighbours' seals over what this step received.
+        seals: StepSeals,
     },
     /// An auditor's signed verdict.
     #[codec(index = 1)]
@@ -396,6 +414,22 @@ pub enum Event {
         /// Why.
         error: DispatchError,
     },
+    /// Two neighbours committed different roots for what crossed their boundary in a step.
+    #[codec(index = 8)]
+    PipelineInconsistent {
+        /// Run.
+        run: RunId,
+        /// The boundary: between stage `boundary` and `boundary + 1`.
+        boundary: StageIndex,
+        /// Replica.
+        replica: Replica,
+        /// Step.
+        step: Step,
+        /// Activations or gradients.
+        direction: Direction,
+        /// Who the seals show lied (slashed), if anyone can be shown to.
+        liar: Option<AccountId>,
+    },
 }
 
 /// Errors. Indices are stable.
@@ -467,6 +501,11 @@ pub enum Error {
     #[codec(index = 15)]
     #[error("Discontinuous: the step does not start from the slot's last committed state")]
     Discontinuous,
+    /// A pipeline seal that does not verify: not a signature by the sending slot's trainer
+    /// over this commitment's root, or a seal from a neighbour the stage does not have.
+    #[codec(index = 16)]
+    #[error("BadSeal: a pipeline seal does not verify against the neighbour's trainer")]
+    BadSeal,
 }
 
 weft_pallet_support::pallet_error!(Error, INDEX);
@@ -528,8 +567,9 @@ pub fn dispatch(
             roots,
             loss,
             compute,
+            seals,
         } => commit_step(
-            s, ev, now, origin, *run, *stage, *replica, *step, *roots, *loss, *compute,
+            s, ev, now, origin, *run, *stage, *replica, *step, *roots, *loss, *compute, *seals,
         )
         .map(|_| ()),
         Call::Attest {
@@ -545,6 +585,7 @@ mod audits;
 mod commitments;
 pub mod finish;
 mod hooks;
+mod pipeline;
 
 pub use audits::attest;
 pub use commitments::commit_step;

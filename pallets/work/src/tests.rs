@@ -18,6 +18,12 @@ const CPU: ComputeClass = ComputeClass {
     libtorch: 21_100,
 };
 
+/// No pipeline seals (the tests' neighbours commit matching roots, or none).
+const NOSEALS: StepSeals = StepSeals {
+    inputs: None,
+    output_grads: None,
+};
+
 const VALIDATORS: [(u8, Balance); 4] = [(10, 10_000), (11, 20_000), (12, 30_000), (13, 40_000)];
 
 fn sk(v: u8) -> weft_bls::SecretKey {
@@ -130,6 +136,7 @@ fn every_step_must_start_from_the_slots_last_committed_state() {
         step_roots(0),
         None,
         CPU,
+        NOSEALS,
     )
     .unwrap();
     // Other weights, or other optimizer moments, than step 0 ended with: refused, and the
@@ -142,7 +149,7 @@ fn every_step_must_start_from_the_slots_last_committed_state() {
     let replay = step_roots(0);
     for bad in [weights, moments, replay] {
         assert_eq!(
-            commit_step(&mut o, &mut ev, 2, &t0, 0, 0, 0, 1, bad, None, CPU),
+            commit_step(&mut o, &mut ev, 2, &t0, 0, 0, 0, 1, bad, None, CPU, NOSEALS),
             Err(Error::Discontinuous.into())
         );
     }
@@ -160,6 +167,7 @@ fn every_step_must_start_from_the_slots_last_committed_state() {
         step_roots(1),
         None,
         CPU,
+        NOSEALS,
     )
     .unwrap();
     commit_step(
@@ -174,11 +182,26 @@ fn every_step_must_start_from_the_slots_last_committed_state() {
         step_roots(2),
         None,
         CPU,
+        NOSEALS,
     )
     .unwrap();
     // Each slot has its own chain: stage 1 starts wherever its own step 0 starts.
     let t1 = trainer_of(&o, 1);
-    commit_step(&mut o, &mut ev, 3, &t1, 0, 1, 0, 0, roots(9), Some(1), CPU).unwrap();
+    commit_step(
+        &mut o,
+        &mut ev,
+        3,
+        &t1,
+        0,
+        1,
+        0,
+        0,
+        roots(9),
+        Some(1),
+        CPU,
+        NOSEALS,
+    )
+    .unwrap();
 }
 
 #[test]
@@ -200,31 +223,111 @@ fn only_the_assigned_trainer_commits_steps_in_order() {
             0,
             roots(1),
             None,
-            CPU
+            CPU,
+            NOSEALS
         ),
         Err(Error::NotAssigned.into())
     );
     assert_eq!(
-        commit_step(&mut o, &mut ev, 1, &t1, 0, 0, 0, 0, roots(1), None, CPU),
+        commit_step(
+            &mut o,
+            &mut ev,
+            1,
+            &t1,
+            0,
+            0,
+            0,
+            0,
+            roots(1),
+            None,
+            CPU,
+            NOSEALS
+        ),
         Err(Error::NotAssigned.into())
     );
     assert_eq!(
-        commit_step(&mut o, &mut ev, 1, &t0, 0, 0, 1, 0, roots(1), None, CPU),
+        commit_step(
+            &mut o,
+            &mut ev,
+            1,
+            &t0,
+            0,
+            0,
+            1,
+            0,
+            roots(1),
+            None,
+            CPU,
+            NOSEALS
+        ),
         Err(Error::BadSlot.into())
     );
     assert_eq!(
-        commit_step(&mut o, &mut ev, 1, &t0, 0, 0, 0, 1, roots(1), None, CPU),
+        commit_step(
+            &mut o,
+            &mut ev,
+            1,
+            &t0,
+            0,
+            0,
+            0,
+            1,
+            roots(1),
+            None,
+            CPU,
+            NOSEALS
+        ),
         Err(Error::OutOfOrder.into())
     );
     assert_eq!(
-        commit_step(&mut o, &mut ev, 1, &t0, 0, 0, 0, 0, roots(1), Some(5), CPU),
+        commit_step(
+            &mut o,
+            &mut ev,
+            1,
+            &t0,
+            0,
+            0,
+            0,
+            0,
+            roots(1),
+            Some(5),
+            CPU,
+            NOSEALS
+        ),
         Err(Error::LossMismatch.into())
     );
     assert_eq!(
-        commit_step(&mut o, &mut ev, 1, &t1, 0, 1, 0, 0, roots(1), None, CPU),
+        commit_step(
+            &mut o,
+            &mut ev,
+            1,
+            &t1,
+            0,
+            1,
+            0,
+            0,
+            roots(1),
+            None,
+            CPU,
+            NOSEALS
+        ),
         Err(Error::LossMismatch.into())
     );
-    commit_step(&mut o, &mut ev, 1, &t0, 0, 0, 0, 0, roots(1), None, CPU).unwrap();
+    commit_step(
+        &mut o,
+        &mut ev,
+        1,
+        &t0,
+        0,
+        0,
+        0,
+        0,
+        roots(1),
+        None,
+        CPU,
+        NOSEALS,
+    )
+    .unwrap();
     commit_step(
         &mut o,
         &mut ev,
@@ -237,14 +340,42 @@ fn only_the_assigned_trainer_commits_steps_in_order() {
         roots(1),
         Some(2_000_000),
         CPU,
+        NOSEALS,
     )
     .unwrap();
     // Replays are rejected.
     assert_eq!(
-        commit_step(&mut o, &mut ev, 2, &t0, 0, 0, 0, 0, roots(1), None, CPU),
+        commit_step(
+            &mut o,
+            &mut ev,
+            2,
+            &t0,
+            0,
+            0,
+            0,
+            0,
+            roots(1),
+            None,
+            CPU,
+            NOSEALS
+        ),
         Err(Error::AlreadyCommitted.into())
     );
-    commit_step(&mut o, &mut ev, 2, &t0, 0, 0, 0, 1, roots(2), None, CPU).unwrap();
+    commit_step(
+        &mut o,
+        &mut ev,
+        2,
+        &t0,
+        0,
+        0,
+        0,
+        1,
+        roots(2),
+        None,
+        CPU,
+        NOSEALS,
+    )
+    .unwrap();
     // Not selected (p = 0): credited in the selection block.
     block(&mut o, &mut ev, 2);
     assert_eq!(ownership::units(&o, 0, &t0).unwrap(), 0);
@@ -258,7 +389,20 @@ fn only_the_assigned_trainer_commits_steps_in_order() {
     // A halted run accepts no work.
     runs::set_status(&mut o, &mut ev, 0, runs::RunStatus::Halted).unwrap();
     assert_eq!(
-        commit_step(&mut o, &mut ev, 5, &t0, 0, 0, 0, 2, roots(3), None, CPU),
+        commit_step(
+            &mut o,
+            &mut ev,
+            5,
+            &t0,
+            0,
+            0,
+            0,
+            2,
+            roots(3),
+            None,
+            CPU,
+            NOSEALS
+        ),
         Err(Error::RunNotTraining.into())
     );
 }
@@ -304,6 +448,7 @@ fn selection_through_the_hooks_matches_the_rate() {
             step_roots(step),
             None,
             CPU,
+            NOSEALS,
         )
         .unwrap();
         // Keep the trainer free of pending slashes: only selection is under test here.
@@ -325,7 +470,7 @@ fn selection_through_the_hooks_matches_the_rate() {
 
 fn open_one_audit(o: &mut Overlay<'_>, ev: &mut Recorder) -> (CommitmentId, Audit, AccountId) {
     let t0 = trainer_of(o, 0);
-    let id = commit_step(o, ev, 1, &t0, 0, 0, 0, 0, roots(1), None, CPU).unwrap();
+    let id = commit_step(o, ev, 1, &t0, 0, 0, 0, 0, roots(1), None, CPU, NOSEALS).unwrap();
     block(o, ev, 2);
     block(o, ev, 3);
     let a = audit(o, id).unwrap().expect("selected with p = 1");
@@ -666,8 +811,36 @@ fn a_failing_selection_does_not_block_the_rest_of_the_queue() {
     let mut o = Overlay::new(&st);
     let mut ev = Recorder::default();
     let t0 = trainer_of(&o, 0);
-    let bad = commit_step(&mut o, &mut ev, 1, &t0, 0, 0, 0, 0, roots(1), None, CPU).unwrap();
-    let good = commit_step(&mut o, &mut ev, 1, &t0, 0, 0, 0, 1, roots(2), None, CPU).unwrap();
+    let bad = commit_step(
+        &mut o,
+        &mut ev,
+        1,
+        &t0,
+        0,
+        0,
+        0,
+        0,
+        roots(1),
+        None,
+        CPU,
+        NOSEALS,
+    )
+    .unwrap();
+    let good = commit_step(
+        &mut o,
+        &mut ev,
+        1,
+        &t0,
+        0,
+        0,
+        0,
+        1,
+        roots(2),
+        None,
+        CPU,
+        NOSEALS,
+    )
+    .unwrap();
     assert_eq!(SELECTION_QUEUE.get(&o, &3).unwrap(), Some(vec![bad, good]));
     break_commitment(&mut o, bad);
     randomness::RANDOMNESS.insert(&mut o, &3, &Hash([3; 32]));
@@ -707,8 +880,36 @@ fn a_failing_audit_close_does_not_block_the_rest_of_the_deadline_queue() {
     let mut o = Overlay::new(&st);
     let mut ev = Recorder::default();
     let t0 = trainer_of(&o, 0);
-    let bad = commit_step(&mut o, &mut ev, 1, &t0, 0, 0, 0, 0, roots(1), None, CPU).unwrap();
-    let good = commit_step(&mut o, &mut ev, 1, &t0, 0, 0, 0, 1, roots(2), None, CPU).unwrap();
+    let bad = commit_step(
+        &mut o,
+        &mut ev,
+        1,
+        &t0,
+        0,
+        0,
+        0,
+        0,
+        roots(1),
+        None,
+        CPU,
+        NOSEALS,
+    )
+    .unwrap();
+    let good = commit_step(
+        &mut o,
+        &mut ev,
+        1,
+        &t0,
+        0,
+        0,
+        0,
+        1,
+        roots(2),
+        None,
+        CPU,
+        NOSEALS,
+    )
+    .unwrap();
     for n in 2..=3 {
         block(&mut o, &mut ev, n);
     }
@@ -767,7 +968,21 @@ fn commit_both(
     step: Step,
 ) -> [CommitmentId; 2] {
     let (t0, t1) = (trainer_of(o, 0), trainer_of(o, 1));
-    let a = commit_step(o, ev, now, &t0, 0, 0, 0, step, step_roots(step), None, CPU).unwrap();
+    let a = commit_step(
+        o,
+        ev,
+        now,
+        &t0,
+        0,
+        0,
+        0,
+        step,
+        step_roots(step),
+        None,
+        CPU,
+        NOSEALS,
+    )
+    .unwrap();
     let b = commit_step(
         o,
         ev,
@@ -780,6 +995,7 @@ fn commit_both(
         step_roots(step),
         Some(1_000_000),
         CPU,
+        NOSEALS,
     )
     .unwrap();
     [a, b]
@@ -798,7 +1014,20 @@ fn a_run_finishes_when_its_last_step_is_credited_everywhere() {
     assert_eq!(status(&o), runs::RunStatus::Training);
     let t0 = trainer_of(&o, 0);
     assert_eq!(
-        commit_step(&mut o, &mut ev, 2, &t0, 0, 0, 0, 2, roots(1), None, CPU),
+        commit_step(
+            &mut o,
+            &mut ev,
+            2,
+            &t0,
+            0,
+            0,
+            0,
+            2,
+            roots(1),
+            None,
+            CPU,
+            NOSEALS
+        ),
         Err(Error::StepLimit.into())
     );
     block(&mut o, &mut ev, 3);
@@ -884,3 +1113,5 @@ fn a_halted_run_does_not_finish() {
     block(&mut o, &mut ev, 3);
     assert_eq!(status(&o), runs::RunStatus::Halted);
 }
+
+mod pipeline;

@@ -13,7 +13,7 @@
 //! auditors and the spare until their windows close, exits with status 0, every audit of its
 //! steps settles as a pass, it is never slashed and stays a registered trainer.
 
-use super::processes::{audited_tiny_run, auditor_args, trainer_args};
+use super::processes::{audited_tiny_run, start_auditors, trainer_args, validators_funding};
 use super::*;
 use weft_tests::{wait_until, Spawned};
 
@@ -39,29 +39,8 @@ async fn a_leaving_trainer_hands_its_slot_over_and_training_goes_on() {
     let url = node.ws_url();
     let c = node.cli_client().await.unwrap();
 
-    let mut alice = Vec::new();
-    for who in TRAINERS {
-        alice.push(cmd(&[
-            "transfer", "--from", "//Alice", "--to", who, "--amount", "1000",
-        ]));
-    }
-    alice.push(cmd(&[
-        "stake", "bond", "--from", "//Alice", "--amount", "10000",
-    ]));
-    alice.push(cmd(&["stake", "validate", "--from", "//Alice"]));
-    alice.push(audited_tiny_run(60, 1));
-    let bob = vec![
-        cmd(&["stake", "bond", "--from", "//Bob", "--amount", "10000"]),
-        cmd(&["stake", "validate", "--from", "//Bob"]),
-    ];
-    in_parallel(&url, vec![alice, bob]).await;
-
-    let mut procs = Vec::new();
-    for v in ["//Alice", "//Bob"] {
-        let name = format!("auditor-{}", v.trim_start_matches("//"));
-        let args = auditor_args(&url, v, dir.path());
-        procs.push(Spawned::start("weft-trainer", &args, dir.path(), &name).unwrap());
-    }
+    in_parallel(&url, validators_funding(&TRAINERS, audited_tiny_run(60, 1))).await;
+    let procs = start_auditors(&url, dir.path());
     let mut trainers = Vec::new();
     for who in TRAINERS {
         let mut args = vec!["train".to_string()];

@@ -2,7 +2,43 @@
 //! `weft-adversary`, `weft-trainer audit`, on loopback, on the CPU) and of the tiny fully
 //! audited run they train.
 
-use weft_tests::pick_free_port;
+use super::cmd;
+use weft_tests::{pick_free_port, Spawned};
+
+/// The two command scripts (for `in_parallel`) that fund `trainers` with 1,000 WEFT each and
+/// make //Alice (then registering `run`) and //Bob validators with 10,000 bonded.
+pub fn validators_funding(trainers: &[&str], run: Vec<String>) -> Vec<Vec<Vec<String>>> {
+    let mut alice: Vec<Vec<String>> = trainers
+        .iter()
+        .map(|who| {
+            cmd(&[
+                "transfer", "--from", "//Alice", "--to", who, "--amount", "1000",
+            ])
+        })
+        .collect();
+    alice.push(cmd(&[
+        "stake", "bond", "--from", "//Alice", "--amount", "10000",
+    ]));
+    alice.push(cmd(&["stake", "validate", "--from", "//Alice"]));
+    alice.push(run);
+    let bob = vec![
+        cmd(&["stake", "bond", "--from", "//Bob", "--amount", "10000"]),
+        cmd(&["stake", "validate", "--from", "//Bob"]),
+    ];
+    vec![alice, bob]
+}
+
+/// `weft-trainer audit` for //Alice and //Bob, working under `dir`.
+pub fn start_auditors(url: &str, dir: &std::path::Path) -> Vec<Spawned> {
+    ["//Alice", "//Bob"]
+        .iter()
+        .map(|v| {
+            let name = format!("auditor-{}", v.trim_start_matches("//"));
+            let args = auditor_args(url, v, dir);
+            Spawned::start("weft-trainer", &args, dir, &name).expect("an auditor starts")
+        })
+        .collect()
+}
 
 /// The flags of a trainer of `run` with key `key`, its data directory under `dir`: it
 /// registers itself, trains on one libtorch thread, at most two steps ahead of the chain.

@@ -575,4 +575,8 @@ impl StepIo for RevealIo {
             "global clipping cannot be audited alone".into(),
         ))
     }
+    fn replica_updates(&mut self, _: Step, _: &[Tensor]) -> Result<Option<Vec<Vec<Tensor>>>> {
+        // Committed steps are of replicas that train apart (see `crate::aggregate`).
+        Ok(None)
+    }
 }

@@ -17,6 +17,8 @@
 //! * [`model`]: the transformer, cut into [`model::Stage`]s with stage-independent init.
 //! * [`data`]: token sources and counter-based batch assignment.
 //! * [`optim`]: explicit AdamW, learning-rate schedule, gradient clipping.
+//! * [`aggregate`]: the replicas' robust, bit-exact aggregation (coordinate-wise trimmed
+//!   mean).
 //! * [`commit`]: canonical tensor bytes, chunked blake3 Merkle roots, the committed loss.
 //! * [`tensor`]: the adapter between `tch` tensors and their wire form.
 //! * [`pipeline`]: the per-stage worker (forward / backward / update) and an in-process
@@ -26,6 +28,7 @@
 //! * [`infer`]: inference for serving: a per-session KV cache per stage, the cached
 //!   incremental forward, deterministic sampling and local generation.
 
+pub mod aggregate;
 pub mod audit;
 pub mod checkpoint;
 pub mod commit;

@@ -9,6 +9,8 @@
 //! for µ in M-1..=0:   k = S-1 back-propagates its loss; k < S-1 takes recv_output_grad(t, µ);
 //!                     backward; k > 0 does send_input_grad(t, µ)
 //! tied embeddings:    stages 0 and S-1 exchange_shared_grad(t) and both use g₀ + g_{S-1}
+//! replicas average:   the replicas of the stage exchange their updates (replica_updates)
+//!                     and each applies the same trimmed mean (crate::aggregate)
 //! global clipping:    every stage global_sq_sum(t): Σ over all stages, in stage order
 //! finish_step         clip + AdamW + commitment
 //! ```
@@ -103,6 +105,10 @@ pub trait StepIo {
     /// Global clipping: gives this stage's Σ‖g‖², returns the sum over all stages (added
     /// up with [`sum_in_stage_order`], so every stage gets bitwise the same total).
     fn global_sq_sum(&mut self, step: Step, own: f64) -> Result<f64>;
+    /// Replicas that average: gives this replica's update, returns the updates to aggregate
+    /// (this one's among them, any order: the aggregate does not depend on it); `None` where
+    /// the replicas of this stage train apart.
+    fn replica_updates(&mut self, step: Step, own: &[Tensor]) -> Result<Option<Vec<Vec<Tensor>>>>;
 }
 
 /// The global Σ‖g‖² from every stage's, indexed by stage: added in stage order from 0.0.
@@ -150,6 +156,9 @@ pub fn run_step(worker: &mut StageWorker, step: Step, io: &mut dyn StepIo) -> Re
         };
         worker.set_shared_grad(&sum)?;
     }
+    if let Some(updates) = io.replica_updates(step, &worker.update()?)? {
+        worker.set_update(&crate::aggregate::aggregate(&updates)?)?;
+    }
     let global = if coupling.global_clip {
         Some(io.global_sq_sum(step, worker.grad_sq_sum()?)?)
     } else {
@@ -176,6 +185,8 @@ struct ChannelIo {
     shared_out: Option<mpsc::Sender<Tensor>>,
     sq_in: Option<mpsc::Receiver<(usize, f64)>>,
     sq_out: Vec<mpsc::Sender<(usize, f64)>>,
+    replica_in: Option<mpsc::Receiver<Vec<Tensor>>>,
+    replica_out: Vec<mpsc::Sender<Vec<Tensor>>>,
 }
 
 fn gone(what: &str) -> Error {
@@ -230,6 +241,21 @@ impl StepIo for ChannelIo {
         }
         Ok(sum_in_stage_order(&sums))
     }
+    fn replica_updates(&mut self, _step: Step, own: &[Tensor]) -> Result<Option<Vec<Vec<Tensor>>>> {
+        let Some(rx) = &self.replica_in else {
+            return Ok(None);
+        };
+        for tx in &self.replica_out {
+            let copy = own.iter().map(transfer).collect::<Result<Vec<_>>>()?;
+            tx.send(copy)
+                .map_err(|_| Error::StepIo("a replica stopped before the average".into()))?;
+        }
+        let mut all = vec![own.iter().map(Tensor::shallow_clone).collect::<Vec<_>>()];
+        for _ in 0..self.replica_out.len() {
+            all.push(rx.recv().map_err(|_| gone("replica updates"))?);
+        }
+        Ok(Some(all))
+    }
 }
 
 /// The channels of an `n`-stage in-process pipeline, one [`ChannelIo`] per stage.
@@ -271,13 +297,8 @@ fn wire_in_process(n: usize, coupling: &[Coupling]) -> Vec<ChannelIo> {
     ios
 }
 
-/// Runs step `step` over `stages` (in pipeline order) in this process, each stage on its
-/// own thread running [`run_step`], and returns the per-stage reports. Tensors cross stage
-/// boundaries as copies.
-pub fn run_step_in_process_detailed(
-    stages: &mut [StageWorker],
-    step: Step,
-) -> Result<Vec<StepReport>> {
+/// Checks that `stages` are the whole pipeline in order, with one number of micro-batches.
+fn check_pipeline(stages: &[&StageWorker]) -> Result<()> {
     let n = stages.len();
     let Some(first) = stages.first() else {
         return Err(Error::Pipeline("no stages".into()));
@@ -297,33 +318,124 @@ pub fn run_step_in_process_detailed(
             ));
         }
     }
-    let coupling: Vec<Coupling> = stages.iter().map(StageWorker::coupling).collect();
-    let ios = wire_in_process(n, &coupling);
-    let results: Vec<Result<StepReport>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = stages
+    Ok(())
+}
+
+/// Runs step `step` over `stages` (in pipeline order) in this process, each stage on its
+/// own thread running [`run_step`], and returns the per-stage reports. Tensors cross stage
+/// boundaries as copies.
+pub fn run_step_in_process_detailed(
+    stages: &mut [StageWorker],
+    step: Step,
+) -> Result<Vec<StepReport>> {
+    let mut grid = [stages.iter_mut().collect::<Vec<_>>()];
+    Ok(run_grid(&mut grid, step, false)?.remove(0))
+}
+
+/// Runs step `step` of `R` replica pipelines in this process: `replicas[r]` holds the stages
+/// of replica `r` in pipeline order, every stage runs [`run_step`] on its own thread. With
+/// `average`, the replicas of each stage exchange their updates and all apply their trimmed
+/// mean ([`crate::aggregate`]), so they hold bitwise the same weights after the step;
+/// without, each pipeline trains apart. Returns the reports, `[replica][stage]`.
+pub fn run_replicas_in_process(
+    replicas: &mut [Vec<StageWorker>],
+    step: Step,
+    average: bool,
+) -> Result<Vec<Vec<StepReport>>> {
+    let mut grid: Vec<Vec<&mut StageWorker>> = replicas
+        .iter_mut()
+        .map(|p| p.iter_mut().collect())
+        .collect();
+    run_grid(&mut grid, step, average)
+}
+
+fn run_grid(
+    grid: &mut [Vec<&mut StageWorker>],
+    step: Step,
+    average: bool,
+) -> Result<Vec<Vec<StepReport>>> {
+    let Some(first) = grid.first() else {
+        return Err(Error::Pipeline("no replicas".into()));
+    };
+    let n = first.len();
+    let mut ios: Vec<Vec<ChannelIo>> = Vec::with_capacity(grid.len());
+    for pipeline in grid.iter() {
+        if pipeline.len() != n {
+            return Err(Error::Pipeline("replicas of different lengths".into()));
+        }
+        let coupling: Vec<Coupling> = pipeline.iter().map(|w| w.coupling()).collect();
+        ios.push(wire_in_process(n, &coupling));
+        let stages: Vec<&StageWorker> = pipeline.iter().map(|w| &**w).collect();
+        check_pipeline(&stages)?;
+    }
+    if average && grid.len() > 1 {
+        // Per stage, one channel into each replica: what the other replicas send it.
+        type Wire = (
+            mpsc::Sender<Vec<Tensor>>,
+            Option<mpsc::Receiver<Vec<Tensor>>>,
+        );
+        let mut wires: Vec<Vec<Wire>> = (0..n)
+            .map(|_| {
+                (0..grid.len())
+                    .map(|_| {
+                        let (tx, rx) = mpsc::channel();
+                        (tx, Some(rx))
+                    })
+                    .collect()
+            })
+            .collect();
+        for (r, row) in ios.iter_mut().enumerate() {
+            for (io, stage) in row.iter_mut().zip(wires.iter_mut()) {
+                io.replica_in = stage[r].1.take();
+                io.replica_out = stage
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != r)
+                    .map(|(_, (tx, _))| tx.clone())
+                    .collect();
+            }
+        }
+    }
+    let results: Vec<Vec<Result<StepReport>>> = std::thread::scope(|scope| {
+        let handles: Vec<Vec<_>> = grid
             .iter_mut()
             .zip(ios)
-            .map(|(w, mut io)| scope.spawn(move || run_step(w, step, &mut io)))
+            .map(|(pipeline, ios)| {
+                pipeline
+                    .iter_mut()
+                    .zip(ios)
+                    .map(|(w, mut io)| scope.spawn(move || run_step(w, step, &mut io)))
+                    .collect()
+            })
             .collect();
         handles
             .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(Error::Pipeline("a stage thread panicked".into())))
+            .map(|hs| {
+                hs.into_iter()
+                    .map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            Err(Error::Pipeline("a stage thread panicked".into()))
+                        })
+                    })
+                    .collect()
             })
             .collect()
     });
     // The first failure is the cause; the others stopped because a partner left.
-    let mut reports = Vec::with_capacity(n);
+    let mut reports = Vec::with_capacity(results.len());
     let mut io_failure = None;
-    for r in results {
-        match r {
-            Ok(report) => reports.push(report),
-            Err(e @ Error::StepIo(_)) => {
-                io_failure.get_or_insert(e);
+    for pipeline in results {
+        let mut row = Vec::with_capacity(n);
+        for r in pipeline {
+            match r {
+                Ok(report) => row.push(report),
+                Err(e @ Error::StepIo(_)) => {
+                    io_failure.get_or_insert(e);
+                }
+                Err(e) => return Err(e),
             }
-            Err(e) => return Err(e),
         }
+        reports.push(row);
     }
     match io_failure {
         Some(e) => Err(e),

@@ -586,6 +586,45 @@ impl StageWorker {
         Ok(())
     }
 
+    /// This stage's update of the step so far: the gradient of every parameter, in
+    /// parameter-name order (what the replicas of a stage exchange, see [`crate::aggregate`]).
+    pub fn update(&self) -> Result<Vec<Tensor>> {
+        self.stage
+            .params()
+            .iter()
+            .map(|(name, p)| {
+                let g = p.f_grad()?;
+                if !g.defined() {
+                    return Err(Error::Pipeline(format!("{name} has no gradient")));
+                }
+                Ok(g.f_detach_copy()?)
+            })
+            .collect()
+    }
+
+    /// Replaces the gradient of every parameter (parameter-name order) by `update`: the
+    /// replicas' aggregate, which the update of [`Self::finish_step`] then applies.
+    pub fn set_update(&mut self, update: &[Tensor]) -> Result<()> {
+        let params = self.stage.params();
+        if update.len() != params.len() {
+            return Err(Error::Pipeline(format!(
+                "an update of {} tensors for {} parameters",
+                update.len(),
+                params.len()
+            )));
+        }
+        for ((name, p), u) in params.iter().zip(update) {
+            let mut g = p.f_grad()?;
+            if !g.defined() || g.size() != u.size() {
+                return Err(Error::Pipeline(format!(
+                    "the update of {name} does not fit its gradient"
+                )));
+            }
+            tch::no_grad(|| g.f_copy_(u))?;
+        }
+        Ok(())
+    }
+
     /// Ends the step: clips (by `global_sq_sum` when given, else by this stage's norm),
     /// applies AdamW with the scheduled learning rate, and commits.
     pub fn finish_step(&mut self, global_sq_sum: Option<f64>) -> Result<StepReport> {

@@ -27,7 +27,7 @@ use crate::protocol::{
 };
 use crate::topology::PeerTable;
 use crate::wire::{
-    decode_request, decode_response, ErrorCode, Limits, Request, Response, WireTensor,
+    decode_request, decode_response, Direction, ErrorCode, Limits, Request, Response, WireTensor,
 };
 use parity_scale_codec::Encode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -401,7 +401,7 @@ impl StageLink {
         let what = format!("{slot:?} of step {step}");
         match self.wait_until(Instant::now() + timeout, &what, |p| p.take(step, slot))? {
             Payload::Tensor(t) => Ok(t),
-            Payload::Scalar(_) => Err(Error::Network(format!("{what} holds no tensor"))),
+            _ => Err(Error::Network(format!("{what} holds no tensor"))),
         }
     }
 
@@ -410,9 +410,23 @@ impl StageLink {
         let what = format!("{slot:?} of step {step}");
         match self.wait_until(Instant::now() + timeout, &what, |p| p.take(step, slot))? {
             Payload::Scalar(b) => Ok(b),
-            Payload::Tensor(_) => Err(Error::Network(format!(
-                "{what} holds a tensor where a scalar was due"
-            ))),
+            _ => Err(Error::Network(format!("{what} holds no scalar"))),
+        }
+    }
+
+    /// Waits up to `timeout` for the neighbour's seal over what it sent in `direction`
+    /// during `step`: `(root, signature)`, not yet verified.
+    pub fn wait_seal(
+        &self,
+        step: Step,
+        direction: Direction,
+        timeout: Duration,
+    ) -> Result<([u8; 32], [u8; 64])> {
+        let slot = Slot::Seal(direction);
+        let what = format!("{slot:?} of step {step}");
+        match self.wait_until(Instant::now() + timeout, &what, |p| p.take(step, slot))? {
+            Payload::Seal { root, signature } => Ok((root, signature)),
+            _ => Err(Error::Network(format!("{what} holds no seal"))),
         }
     }
 

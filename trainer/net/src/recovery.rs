@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::journal::Journal;
 use crate::link::StageShape;
 use crate::store::TensorStore;
-use crate::wire::{DType, Request, WireTensor};
+use crate::wire::{DType, Direction, Request, WireTensor};
 use std::ops::Range;
 use std::path::Path;
 use weft_primitives::step::{RunId, StageIndex, Step, StepItem};
@@ -159,6 +159,25 @@ pub fn last_step_messages(
                 tensor,
             },
         ));
+    }
+    for (direction, root, signature) in aux.seals_sent {
+        let to = match direction {
+            Direction::Activations => Some(k + 1),
+            Direction::Gradients => k.checked_sub(1),
+        };
+        if let Some(to) = to.filter(|&t| t < n) {
+            out.push((
+                to,
+                Request::Seal {
+                    run,
+                    step,
+                    from_stage: stage_id,
+                    direction,
+                    root,
+                    signature,
+                },
+            ));
+        }
     }
     if let Some(bits) = aux.own_sq_sum_bits {
         for s in (0..n).filter(|&s| s != k) {

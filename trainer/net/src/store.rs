@@ -40,6 +40,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use weft_p2p::PeerId;
 use weft_primitives::merkle;
+use weft_primitives::seal::{Direction, StepSeals};
 use weft_primitives::step::{Replica, RunId, StageIndex, Step, StepCommitment, StepItem};
 use weft_primitives::tensor::CHUNK_SIZE;
 
@@ -69,6 +70,10 @@ pub struct StepAux {
     pub shared_grad_own: Option<WireTensor>,
     /// Global clipping: this stage's own Σ‖g‖² (f64 bits), as sent.
     pub own_sq_sum_bits: Option<u64>,
+    /// The neighbours' seals over what this stage received (committed with the step).
+    pub seals_received: StepSeals,
+    /// This stage's seals over what it sent, as sent: `(direction, root, signature)`.
+    pub seals_sent: Vec<(Direction, [u8; 32], [u8; 64])>,
 }
 
 /// The bytes of one step, ready to store. `None` for a `*_before` item means "the previous

@@ -32,6 +32,7 @@
 
 use parity_scale_codec::{Decode, Encode};
 use weft_primitives::merkle::MerkleProof;
+pub use weft_primitives::seal::Direction;
 pub use weft_primitives::step::{Replica, RunId, StageIndex, Step, StepItem};
 pub use weft_primitives::tensor::{DType, Limits, WireError, WireTensor};
 
@@ -212,6 +213,27 @@ pub enum Request {
         /// sr25519 signature by that account.
         signature: [u8; 64],
     },
+    /// The sender's seal over everything it sent its neighbour in `direction` during
+    /// `step`: `root` is the Merkle root of those tensors in the order sent, `signature` the
+    /// sender's ed25519 signature (its p2p identity) over
+    /// [`weft_primitives::seal::seal_message`] (index 11). Sent after the last activation
+    /// (to the next stage) and after the last input gradient (to the previous stage); the
+    /// receiver checks it and commits it with its step.
+    #[codec(index = 11)]
+    Seal {
+        /// The run.
+        run: RunId,
+        /// The step.
+        step: Step,
+        /// The sending stage.
+        from_stage: StageIndex,
+        /// Activations or gradients.
+        direction: Direction,
+        /// Merkle root of the tensors sent.
+        root: [u8; 32],
+        /// ed25519 signature.
+        signature: [u8; 64],
+    },
 }
 
 /// `RevealRequest { run, step, stage, replica, item, chunk }`.
@@ -344,6 +366,7 @@ pub fn decode_request(bytes: &[u8], limits: &Limits) -> Result<Request, WireErro
         | Request::Done { .. }
         | Request::AuditorHello { .. }
         | Request::SuccessorHello { .. }
+        | Request::Seal { .. }
         | Request::InferClose(_) => {}
     }
     Ok(req)
@@ -461,6 +484,14 @@ mod tests {
                 run: 1,
                 from_stage: 2,
                 steps: 3,
+            },
+            Request::Seal {
+                run: 1,
+                step: 2,
+                from_stage: 0,
+                direction: Direction::Gradients,
+                root: [4; 32],
+                signature: [5; 64],
             },
         ];
         for m in msgs {

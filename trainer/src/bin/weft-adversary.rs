@@ -45,6 +45,8 @@ fn main() {
             Box::new(Recommitter::new(cheat, from)) as Box<dyn CommitHook>
         })),
         withhold_reveals: cheat == Cheat::NoReveal,
+        tamper: (cheat == Cheat::ForgedMessages)
+            .then(|| weft_trainer::adversary::forged_messages(from)),
     };
     let result = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

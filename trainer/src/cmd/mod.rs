@@ -7,6 +7,7 @@
 
 pub mod bench;
 pub mod bench_infer;
+pub mod bench_replicas;
 pub mod local;
 pub mod model_args;
 pub mod pipeline;

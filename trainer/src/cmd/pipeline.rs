@@ -151,6 +151,8 @@ pub fn pipeline(args: PipelineArgs) -> anyhow::Result<()> {
         peer_timeout: std::time::Duration::from_secs(args.peer_timeout),
         retry: RetryPolicy::default(),
         desks: Vec::new(),
+        identity: weft_p2p::keypair_from_seed(seed)?,
+        tamper: None,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

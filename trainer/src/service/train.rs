@@ -171,6 +171,8 @@ pub struct Hooks {
     pub commit: Option<Box<dyn Fn() -> Box<dyn stage::CommitHook> + Send + Sync>>,
     /// Admit no auditor to the reveals.
     pub withhold_reveals: bool,
+    /// Rewrites activations after they are committed, before they are sent.
+    pub tamper: Option<stage::SendTamper>,
 }
 
 /// `weft-trainer train`.
@@ -656,6 +658,8 @@ async fn run_assigned(
         peer_timeout: Duration::from_secs(args.peer_timeout),
         retry: weft_stage_net::link::RetryPolicy::default(),
         desks: vec![inference.clone()],
+        identity: p2p_key.clone(),
+        tamper: hooks.tamper.clone(),
     };
     let (step_metrics, step_display) = (metrics.clone(), display.clone());
     let progress = Box::new(move |p: &stage::StepProgress| {

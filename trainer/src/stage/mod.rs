@@ -90,6 +90,34 @@ pub struct NodeConfig {
     pub retry: RetryPolicy,
     /// Desks besides the reveal desk that answer this stage's requests (inference).
     pub desks: Desks,
+    /// The stage's p2p identity (the key behind its peer id): it signs the stage's seals.
+    pub identity: weft_p2p::Keypair,
+    /// Test seam: rewrites activations and input gradients after they are committed, before
+    /// they are sent (the adversary's `forged-messages`); the trainer installs none.
+    pub tamper: Option<SendTamper>,
+}
+
+/// Rewrites what leaves for a neighbour in `(step, direction, micro)`, after the worker
+/// committed it (see [`NodeConfig::tamper`]).
+#[derive(Clone)]
+#[allow(clippy::type_complexity)]
+pub struct SendTamper(
+    pub  Arc<
+        dyn Fn(
+                Step,
+                weft_primitives::seal::Direction,
+                usize,
+                &mut tch::Tensor,
+            ) -> weft_ml::Result<()>
+            + Send
+            + Sync,
+    >,
+);
+
+impl std::fmt::Debug for SendTamper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SendTamper")
+    }
 }
 
 /// Progress of one step of this stage.
@@ -173,8 +201,13 @@ impl Ctx {
         let mut io = NetIo {
             link: sh,
             run,
+            replica: self.cfg.replica,
+            identity: &self.cfg.identity,
             timeout,
             aux: StepAux::default(),
+            tamper: self.cfg.tamper.as_ref(),
+            sent: Default::default(),
+            received: Default::default(),
         };
         let report = run_step(worker, step, &mut io)?;
         let aux = io.aux;

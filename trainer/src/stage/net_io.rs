@@ -3,12 +3,28 @@
 //! what it sends is queued on the link's outbox and kept in its resend log. The values
 //! exchanged outside the commitment (the other holder's embedding gradient, the global
 //! norm) are kept in a [`StepAux`] so that a restart can replay the step.
+//!
+//! # Seals
+//!
+//! After its last activation of a step (micro-batch `M − 1`) a stage sends the next stage
+//! its seal over the root of every activation it sent, and after its last input gradient
+//! (micro-batch 0, backwards) the previous stage its seal over those
+//! (`weft_primitives::seal`): an ed25519 signature by its p2p identity. A receiver, after
+//! the last tensor of a direction, waits for the seal, checks that it is by the peer the
+//! table assigns to that neighbour and that its root is the root of the tensors it received,
+//! and only then goes on; a seal that fails either check stops the step (nothing is trained
+//! or committed on tensors their sender would not sign for). The seals received go into the
+//! step's [`StepAux`] and from there into its commitment; the seals sent too, so a restarted
+//! stage can send them again.
 
+use super::SendTamper;
 use std::time::Duration;
 use tch::Tensor;
+use weft_ml::commit::root_of;
 use weft_ml::schedule::{sum_in_stage_order, StepIo};
 use weft_ml::tensor::{from_wire, to_wire};
-use weft_primitives::step::{RunId, StageIndex, Step};
+use weft_primitives::seal::{seal_message, verify_by_peer_id, Direction, SealSignature};
+use weft_primitives::step::{Replica, RunId, StageIndex, Step};
 use weft_stage_net::link::StageLink;
 use weft_stage_net::protocol::Slot;
 use weft_stage_net::store::StepAux;
@@ -18,8 +34,23 @@ use weft_stage_net::wire::Request;
 pub(super) struct NetIo<'a> {
     pub(super) link: &'a StageLink,
     pub(super) run: RunId,
+    pub(super) replica: Replica,
+    /// The stage's p2p identity, which signs its seals.
+    pub(super) identity: &'a weft_p2p::Keypair,
     pub(super) timeout: Duration,
     pub(super) aux: StepAux,
+    /// Test seam: rewrites what is sent after it is committed, before it is sent.
+    pub(super) tamper: Option<&'a SendTamper>,
+    /// What was sent and received this step, per direction, in order (for the seals).
+    pub(super) sent: [Vec<Tensor>; 2],
+    pub(super) received: [Vec<Tensor>; 2],
+}
+
+fn lane(direction: Direction) -> usize {
+    match direction {
+        Direction::Activations => 0,
+        Direction::Gradients => 1,
+    }
 }
 
 fn net(e: weft_stage_net::Error) -> weft_ml::Error {
@@ -42,42 +73,155 @@ impl NetIo<'_> {
             .map_err(net)?;
         from_wire(&t)
     }
+
+    /// Sends `to` this stage's seal over what it sent in `direction` during `step`.
+    fn send_seal(&mut self, to: usize, step: Step, direction: Direction) -> weft_ml::Result<()> {
+        let root = root_of(&self.sent[lane(direction)])?;
+        let message = seal_message(
+            self.run,
+            step,
+            self.link.stage_id(),
+            self.replica,
+            direction,
+            &root,
+        );
+        let signed = self
+            .identity
+            .sign(&message)
+            .map_err(|e| weft_ml::Error::StepIo(format!("sealing step {step}: {e}")))?;
+        let signature: [u8; 64] = signed
+            .try_into()
+            .map_err(|_| weft_ml::Error::StepIo("the p2p identity is not an ed25519 key".into()))?;
+        self.aux.seals_sent.push((direction, root.0, signature));
+        let req = Request::Seal {
+            run: self.run,
+            step,
+            from_stage: self.link.stage_id(),
+            direction,
+            root: root.0,
+            signature,
+        };
+        self.link.send(to, step, &req);
+        Ok(())
+    }
+
+    /// Waits for stage `from`'s seal over what it sent in `direction` during `step` and
+    /// checks it against its peer id and what was received (see the module docs).
+    fn take_seal(
+        &mut self,
+        from: usize,
+        step: Step,
+        direction: Direction,
+    ) -> weft_ml::Result<SealSignature> {
+        let (root, signature) = self
+            .link
+            .wait_seal(step, direction, self.timeout)
+            .map_err(net)?;
+        let refused = |why: String| {
+            weft_ml::Error::StepIo(format!(
+                "stage {from}'s seal over its {direction:?} of step {step} {why}; nothing \
+                 received from it this step is trained on"
+            ))
+        };
+        let received = root_of(&self.received[lane(direction)])?;
+        if received.0 != root {
+            return Err(refused(format!(
+                "covers root {}, but what it sent has root {received}",
+                weft_primitives::Hash(root)
+            )));
+        }
+        let peer = self
+            .link
+            .peer_of(from)
+            .ok_or_else(|| refused("comes from a stage with no peer".into()))?;
+        let from_stage = StageIndex::try_from(from)
+            .map_err(|_| refused("comes from a stage out of range".into()))?;
+        let message = seal_message(
+            self.run,
+            step,
+            from_stage,
+            self.replica,
+            direction,
+            &received,
+        );
+        let signature = SealSignature(signature);
+        if !verify_by_peer_id(&peer.to_bytes(), &message, &signature) {
+            return Err(refused(format!("is not signed by its peer {peer}")));
+        }
+        match direction {
+            Direction::Activations => self.aux.seals_received.inputs = Some(signature),
+            Direction::Gradients => self.aux.seals_received.output_grads = Some(signature),
+        }
+        Ok(signature)
+    }
 }
 
 impl StepIo for NetIo<'_> {
     fn recv_activation(&mut self, step: Step, micro: usize) -> weft_ml::Result<Tensor> {
-        self.recv(step, Slot::Forward(micro_id(micro)?))
+        let t = self.recv(step, Slot::Forward(micro_id(micro)?))?;
+        self.received[lane(Direction::Activations)].push(t.shallow_clone());
+        if micro + 1 == self.link.shape().micro_batches {
+            let from = self
+                .stage()
+                .checked_sub(1)
+                .ok_or_else(|| weft_ml::Error::StepIo("stage 0 receives no activations".into()))?;
+            self.take_seal(from, step, Direction::Activations)?;
+        }
+        Ok(t)
     }
 
     fn send_activation(&mut self, step: Step, micro: usize, a: &Tensor) -> weft_ml::Result<()> {
+        let mut sent = a.f_detach_copy()?;
+        if let Some(t) = self.tamper {
+            (t.0)(step, Direction::Activations, micro, &mut sent)?;
+        }
         let req = Request::Forward {
             run: self.run,
             step,
             micro: micro_id(micro)?,
             from_stage: self.link.stage_id(),
-            tensor: to_wire(a)?,
+            tensor: to_wire(&sent)?,
         };
-        self.link.send(self.stage() + 1, step, &req);
+        let to = self.stage() + 1;
+        self.link.send(to, step, &req);
+        self.sent[lane(Direction::Activations)].push(sent);
+        if micro + 1 == self.link.shape().micro_batches {
+            self.send_seal(to, step, Direction::Activations)?;
+        }
         Ok(())
     }
 
     fn recv_output_grad(&mut self, step: Step, micro: usize) -> weft_ml::Result<Tensor> {
-        self.recv(step, Slot::Backward(micro_id(micro)?))
+        let t = self.recv(step, Slot::Backward(micro_id(micro)?))?;
+        self.received[lane(Direction::Gradients)].push(t.shallow_clone());
+        // Backwards, micro-batch 0 is the last.
+        if micro == 0 {
+            self.take_seal(self.stage() + 1, step, Direction::Gradients)?;
+        }
+        Ok(t)
     }
 
     fn send_input_grad(&mut self, step: Step, micro: usize, g: &Tensor) -> weft_ml::Result<()> {
+        let mut sent = g.f_detach_copy()?;
+        if let Some(t) = self.tamper {
+            (t.0)(step, Direction::Gradients, micro, &mut sent)?;
+        }
         let req = Request::Backward {
             run: self.run,
             step,
             micro: micro_id(micro)?,
             from_stage: self.link.stage_id(),
-            tensor: to_wire(g)?,
+            tensor: to_wire(&sent)?,
         };
         let to = self
             .stage()
             .checked_sub(1)
             .ok_or_else(|| weft_ml::Error::StepIo("stage 0 sends no input gradient".into()))?;
         self.link.send(to, step, &req);
+        self.sent[lane(Direction::Gradients)].push(sent);
+        if micro == 0 {
+            self.send_seal(to, step, Direction::Gradients)?;
+        }
         Ok(())
     }
 
@@ -132,5 +276,16 @@ impl StepIo for NetIo<'_> {
         let total = sum_in_stage_order(&sums);
         self.aux.global_sq_sum_bits = Some(total.to_bits());
         Ok(total)
+    }
+
+    fn replica_updates(
+        &mut self,
+        _step: Step,
+        _own: &[Tensor],
+    ) -> weft_ml::Result<Option<Vec<Vec<Tensor>>>> {
+        // The replicas of a networked stage train apart: their averaging runs in process
+        // (`weft_ml::aggregate`, `run_replicas_in_process`); over libp2p, with its commitment
+        // and its audit, it is not built yet.
+        Ok(None)
     }
 }

@@ -147,4 +147,13 @@ impl StepIo for StoreIo {
             .map(f64::from_bits)
             .ok_or_else(|| weft_ml::Error::StepIo(format!("step {step}: no stored global norm")))
     }
+    fn replica_updates(
+        &mut self,
+        _step: Step,
+        _own: &[Tensor],
+    ) -> weft_ml::Result<Option<Vec<Vec<Tensor>>>> {
+        // The replicas of a networked stage train apart (their averaging runs in process
+        // only, see `weft_ml::aggregate`), so there is nothing to replay.
+        Ok(None)
+    }
 }

@@ -45,7 +45,7 @@
 //! restarted partner asks for it with [`Request::Resend`], and gets it transmitted again.
 
 use crate::link::{RetryPolicy, StageShape};
-use crate::wire::{ErrorCode, Request, Response, WireTensor};
+use crate::wire::{Direction, ErrorCode, Request, Response, WireTensor};
 use parity_scale_codec::Encode;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -64,6 +64,9 @@ pub enum Slot {
     SharedGrad,
     /// Global clipping: a stage's Σ‖g‖² (f64 bits).
     GradSq(StageIndex),
+    /// The neighbour's seal over what it sent in a direction (activations from the previous
+    /// stage, gradients from the next).
+    Seal(Direction),
 }
 
 /// A slot of a step.
@@ -76,12 +79,23 @@ pub enum Payload {
     Tensor(WireTensor),
     /// A scalar (f64 bits).
     Scalar(u64),
+    /// A seal: the root of what was sent and the sender's signature over it.
+    Seal {
+        /// Merkle root of the tensors sent.
+        root: [u8; 32],
+        /// ed25519 signature over the seal message.
+        signature: [u8; 64],
+    },
 }
 
+/// What makes two payloads of a slot the same message. A seal is identified by its root
+/// alone: ed25519 signing is deterministic, but a restarted sender may sign with the same
+/// key again, and any valid signature over the same root is the same statement.
 fn digest(p: &Payload) -> blake3::Hash {
     match p {
         Payload::Tensor(t) => blake3::hash(&t.encode()),
         Payload::Scalar(b) => blake3::hash(&b.to_le_bytes()),
+        Payload::Seal { root, .. } => blake3::hash(root),
     }
 }
 
@@ -562,6 +576,34 @@ impl StageProtocol {
                     return wrong("this run does not clip globally".into());
                 }
                 (step, Slot::GradSq(from_stage), Payload::Scalar(bits))
+            }
+            Request::Seal {
+                run,
+                step,
+                from_stage,
+                direction,
+                root,
+                signature,
+            } => {
+                let from = match self.check_sender(&peer, run, from_stage) {
+                    Ok(f) => f,
+                    Err(r) => return r,
+                };
+                // Activations are sealed by the previous stage, gradients by the next.
+                let expected = match direction {
+                    Direction::Activations => k.checked_sub(1),
+                    Direction::Gradients => (k + 1 < n).then_some(k + 1),
+                };
+                if expected != Some(from) {
+                    return wrong(format!(
+                        "stage {k} takes no {direction:?} seal from stage {from}"
+                    ));
+                }
+                (
+                    step,
+                    Slot::Seal(direction),
+                    Payload::Seal { root, signature },
+                )
             }
             Request::Resend {
                 run,

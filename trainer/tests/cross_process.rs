@@ -657,11 +657,13 @@ async fn bad_neighbours_are_refused_and_reveals_go_to_auditors_only() {
     assert_eq!(code(&r), ErrorCode::WrongStage);
     let r = ask(&fake0, &node_addr, seal(Direction::Activations, 1).encode()).await;
     assert_eq!(r, Response::Ack);
-    // The step completes: the gradients come back, micro-batch M-1 first, then the node's
-    // seal over them, signed by its identity.
+    // The step completes: the gradients come back, micro-batch M-1 first, and the node's
+    // seal over them, signed by its identity (sent after the last gradient; deliveries run
+    // in parallel, so it may arrive before it).
     let mut micros = Vec::new();
     let mut grads = Vec::new();
-    let node_seal = loop {
+    let mut node_seal = None;
+    while micros.len() < train.micro_batches || node_seal.is_none() {
         match got_rx.recv().await.unwrap() {
             Request::Backward {
                 step,
@@ -671,7 +673,7 @@ async fn bad_neighbours_are_refused_and_reveals_go_to_auditors_only() {
             } => {
                 assert_eq!(step, 0);
                 micros.push(micro);
-                grads.push(weft_trainer::ml::tensor::from_wire(&tensor).unwrap());
+                grads.push((micro, weft_trainer::ml::tensor::from_wire(&tensor).unwrap()));
             }
             Request::Seal {
                 step,
@@ -680,10 +682,14 @@ async fn bad_neighbours_are_refused_and_reveals_go_to_auditors_only() {
                 root,
                 signature,
                 ..
-            } => break (step, from_stage, direction, root, signature),
+            } => node_seal = Some((step, from_stage, direction, root, signature)),
             other => panic!("unexpected {other:?}"),
         }
-    };
+    }
+    let node_seal = node_seal.unwrap();
+    // The seal covers the gradients in the order sent: micro-batch M-1 down to 0.
+    grads.sort_by_key(|(micro, _)| std::cmp::Reverse(*micro));
+    let grads: Vec<tch::Tensor> = grads.into_iter().map(|(_, g)| g).collect();
     assert_eq!(micros.len(), train.micro_batches);
     let grads_root = weft_trainer::ml::commit::root_of(&grads).unwrap();
     assert_eq!(node_seal.0, 0);

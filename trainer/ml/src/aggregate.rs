@@ -25,6 +25,15 @@
 //! * `n = 1`: the update itself, bit for bit. `n = 2`: `t = 0`, the mean; two replicas can tell
 //!   that they disagree, but not who is right (the audits of the stage decide that).
 //! * Non-finite values are refused: a NaN has no place in the order that bounds the result.
+//!
+//! # Compression
+//!
+//! An update may cross the network compressed ([`UpdateCodec`]). `Int8` keeps one f32 scale
+//! per tensor, `s = max|g| / 127`, and `q = round(g / s)` in `[−127, 127]`; the receiver and
+//! the sender both aggregate the decoded values `q · s`, so every replica still aggregates
+//! the same numbers (the sender uses its own update as the others will see it). Encoding and
+//! decoding are f32 divisions, roundings and products, correctly rounded everywhere, so the
+//! decoded values are the same bits on every machine.
 
 use crate::error::{Error, Result};
 use tch::{Kind, Tensor};
@@ -83,6 +92,61 @@ pub fn aggregate(updates: &[Vec<Tensor>]) -> Result<Vec<Tensor>> {
         .collect::<Result<Vec<_>>>()?;
     let refs: Vec<&[f32]> = flat.iter().map(Vec::as_slice).collect();
     unflatten(&trimmed_mean(&refs)?, like)
+}
+
+/// How an update crosses between replicas (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateCodec {
+    /// As is: 4 bytes per parameter.
+    Fp32,
+    /// int8 with one f32 scale per tensor: 1 byte per parameter and 4 per tensor.
+    Int8,
+}
+
+impl UpdateCodec {
+    /// The bytes of an update of `tensors` tensors with `values` values in all.
+    pub fn bytes(self, tensors: usize, values: usize) -> usize {
+        match self {
+            UpdateCodec::Fp32 => 4 * values,
+            UpdateCodec::Int8 => values + 4 * tensors,
+        }
+    }
+
+    /// `update` as a receiver decodes it.
+    pub fn round_trip(self, update: &[Tensor]) -> Result<Vec<Tensor>> {
+        match self {
+            UpdateCodec::Fp32 => Ok(update.iter().map(Tensor::shallow_clone).collect()),
+            UpdateCodec::Int8 => update
+                .iter()
+                .map(|t| {
+                    let v = flatten(std::slice::from_ref(t))?;
+                    let (scale, q) = int8_encode(&v);
+                    unflatten(&int8_decode(scale, &q), std::slice::from_ref(t))?
+                        .pop()
+                        .ok_or_else(|| Error::Shape("an empty update tensor".into()))
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `values` as int8 with one scale: `(s, q)` with `s = max|v| / 127`, `q = round(v / s)`.
+pub fn int8_encode(values: &[f32]) -> (f32, Vec<i8>) {
+    let max = values.iter().fold(0f32, |m, v| m.max(v.abs()));
+    if max == 0.0 || !max.is_finite() {
+        return (0.0, vec![0; values.len()]);
+    }
+    let scale = max / 127.0;
+    let q = values
+        .iter()
+        .map(|v| (v / scale).round().clamp(-127.0, 127.0) as i8)
+        .collect();
+    (scale, q)
+}
+
+/// The values of an [`int8_encode`]d tensor.
+pub fn int8_decode(scale: f32, q: &[i8]) -> Vec<f32> {
+    q.iter().map(|v| f32::from(*v) * scale).collect()
 }
 
 /// The values of `tensors` as one f32 vector, in order (what [`trimmed_mean`] takes).
@@ -212,6 +276,21 @@ mod tests {
         let mut inf = a.clone();
         inf[0] = f32::INFINITY;
         assert!(trimmed_mean(&[&inf]).is_err());
+    }
+
+    #[test]
+    fn int8_keeps_every_value_within_half_a_step_of_its_scale() {
+        let v = values(5, 1000, 3.0);
+        let (scale, q) = int8_encode(&v);
+        let max = v.iter().fold(0f32, |m, x| m.max(x.abs()));
+        assert_eq!(scale, max / 127.0);
+        let back = int8_decode(scale, &q);
+        for (a, b) in v.iter().zip(&back) {
+            assert!((a - b).abs() <= 0.5 * scale * 1.0001, "{a} vs {b}");
+        }
+        assert_eq!(int8_encode(&[0.0; 4]), (0.0, vec![0; 4]));
+        assert_eq!(UpdateCodec::Int8.bytes(2, 1000), 1008);
+        assert_eq!(UpdateCodec::Fp32.bytes(2, 1000), 4000);
     }
 
     #[test]

@@ -38,6 +38,7 @@
 //! worker, the network link's validation, the auditor and the chain's registration check all
 //! ask it.
 
+use crate::aggregate::UpdateCodec;
 use crate::config::{ClipScope, ModelConfig, TrainConfig};
 use crate::data::Batcher;
 use crate::error::{Error, Result};
@@ -187,6 +188,7 @@ struct ChannelIo {
     sq_out: Vec<mpsc::Sender<(usize, f64)>>,
     replica_in: Option<mpsc::Receiver<Vec<Tensor>>>,
     replica_out: Vec<mpsc::Sender<Vec<Tensor>>>,
+    codec: Option<UpdateCodec>,
 }
 
 fn gone(what: &str) -> Error {
@@ -242,9 +244,11 @@ impl StepIo for ChannelIo {
         Ok(sum_in_stage_order(&sums))
     }
     fn replica_updates(&mut self, _step: Step, own: &[Tensor]) -> Result<Option<Vec<Vec<Tensor>>>> {
-        let Some(rx) = &self.replica_in else {
+        let (Some(rx), Some(codec)) = (&self.replica_in, self.codec) else {
             return Ok(None);
         };
+        // Everyone aggregates what the others receive, this replica's own update included.
+        let own = codec.round_trip(own)?;
         for tx in &self.replica_out {
             let copy = own.iter().map(transfer).collect::<Result<Vec<_>>>()?;
             tx.send(copy)
@@ -329,18 +333,19 @@ pub fn run_step_in_process_detailed(
     step: Step,
 ) -> Result<Vec<StepReport>> {
     let mut grid = [stages.iter_mut().collect::<Vec<_>>()];
-    Ok(run_grid(&mut grid, step, false)?.remove(0))
+    Ok(run_grid(&mut grid, step, None)?.remove(0))
 }
 
 /// Runs step `step` of `R` replica pipelines in this process: `replicas[r]` holds the stages
 /// of replica `r` in pipeline order, every stage runs [`run_step`] on its own thread. With
-/// `average`, the replicas of each stage exchange their updates and all apply their trimmed
-/// mean ([`crate::aggregate`]), so they hold bitwise the same weights after the step;
-/// without, each pipeline trains apart. Returns the reports, `[replica][stage]`.
+/// `average = Some(codec)`, the replicas of each stage exchange their updates (through
+/// `codec`) and all apply their trimmed mean ([`crate::aggregate`]), so they hold bitwise the
+/// same weights after the step; with `None`, each pipeline trains apart. Returns the reports,
+/// `[replica][stage]`.
 pub fn run_replicas_in_process(
     replicas: &mut [Vec<StageWorker>],
     step: Step,
-    average: bool,
+    average: Option<UpdateCodec>,
 ) -> Result<Vec<Vec<StepReport>>> {
     let mut grid: Vec<Vec<&mut StageWorker>> = replicas
         .iter_mut()
@@ -352,7 +357,7 @@ pub fn run_replicas_in_process(
 fn run_grid(
     grid: &mut [Vec<&mut StageWorker>],
     step: Step,
-    average: bool,
+    average: Option<UpdateCodec>,
 ) -> Result<Vec<Vec<StepReport>>> {
     let Some(first) = grid.first() else {
         return Err(Error::Pipeline("no replicas".into()));
@@ -368,7 +373,7 @@ fn run_grid(
         let stages: Vec<&StageWorker> = pipeline.iter().map(|w| &**w).collect();
         check_pipeline(&stages)?;
     }
-    if average && grid.len() > 1 {
+    if average.is_some() && grid.len() > 1 {
         // Per stage, one channel into each replica: what the other replicas send it.
         type Wire = (
             mpsc::Sender<Vec<Tensor>>,
@@ -386,6 +391,7 @@ fn run_grid(
             .collect();
         for (r, row) in ios.iter_mut().enumerate() {
             for (io, stage) in row.iter_mut().zip(wires.iter_mut()) {
+                io.codec = average;
                 io.replica_in = stage[r].1.take();
                 io.replica_out = stage
                     .iter()

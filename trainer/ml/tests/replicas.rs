@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 use tch::Device;
+use weft_ml::aggregate::UpdateCodec;
 use weft_ml::commit::root_of;
 use weft_ml::config::{ModelConfig, TrainConfig};
 use weft_ml::data::{Batcher, Synthetic};
@@ -83,7 +84,8 @@ fn two_averaged_replicas_stay_identical_and_train_what_one_replica_trains_on_the
     let mut apart = replicas(2, &cfg, &train, &data);
     for step in 0..4 {
         let want = run_step_in_process(&mut single, step).unwrap();
-        let reports = run_replicas_in_process(&mut averaged, step, true).unwrap();
+        let reports =
+            run_replicas_in_process(&mut averaged, step, Some(UpdateCodec::Fp32)).unwrap();
         // Each replica's loss is over its own micro-batches; their mean is over the single
         // replica's.
         let losses: Vec<f64> = reports
@@ -95,7 +97,7 @@ fn two_averaged_replicas_stay_identical_and_train_what_one_replica_trains_on_the
         assert!((mean - want).abs() < 1e-5, "step {step}: {mean} vs {want}");
         let r = roots(&averaged);
         assert_eq!(r[0], r[1], "step {step}: the averaged replicas differ");
-        run_replicas_in_process(&mut apart, step, false).unwrap();
+        run_replicas_in_process(&mut apart, step, None).unwrap();
         let r = roots(&apart);
         assert_ne!(r[0], r[1], "step {step}: replicas apart stay equal");
     }
@@ -110,14 +112,21 @@ fn two_averaged_replicas_stay_identical_and_train_what_one_replica_trains_on_the
 }
 
 #[test]
-fn three_and_four_averaged_replicas_stay_bitwise_identical() {
+fn three_four_and_int8_compressed_averaged_replicas_stay_bitwise_identical() {
     let (cfg, train, data) = setup();
     for n in [3, 4] {
         let mut averaged = replicas(n, &cfg, &train, &data);
         for step in 0..3 {
-            run_replicas_in_process(&mut averaged, step, true).unwrap();
+            run_replicas_in_process(&mut averaged, step, Some(UpdateCodec::Fp32)).unwrap();
             let r = roots(&averaged);
             assert!(r.windows(2).all(|w| w[0] == w[1]), "R = {n}, step {step}");
         }
+    }
+    // Compressed to int8, the replicas aggregate the same decoded values: still identical.
+    let mut int8 = replicas(2, &cfg, &train, &data);
+    for step in 0..3 {
+        run_replicas_in_process(&mut int8, step, Some(UpdateCodec::Int8)).unwrap();
+        let r = roots(&int8);
+        assert_eq!(r[0], r[1], "int8, step {step}");
     }
 }

@@ -9,6 +9,8 @@
 //!   `r·M … r·M + M − 1` of the step's global batch);
 //! * **averaged**: `R` replicas of `M` micro-batches that exchange their updates and apply
 //!   their trimmed mean (`weft_ml::aggregate`) every step;
+//! * **averaged int8**: the same, with the updates compressed to int8 with one scale per
+//!   tensor (`weft_ml::aggregate::UpdateCodec::Int8`);
 //! * **apart**: the same `R` replicas without the exchange (each its own model).
 //!
 //! It prints the loss of each (averaged over replicas where there are several, the mean over
@@ -21,6 +23,7 @@ use super::local::make_workers;
 use super::model_args::ModelArgs;
 use std::sync::Arc;
 use std::time::Instant;
+use weft_trainer::ml::aggregate::UpdateCodec;
 use weft_trainer::ml::commit::root_of;
 use weft_trainer::ml::data::{Batcher, Synthetic};
 use weft_trainer::ml::schedule::{run_replicas_in_process, run_step_in_process};
@@ -89,69 +92,72 @@ pub fn bench_replicas(
         wide.micro_batches = m * r;
         let mut single = make_workers(&model, &wide, stages, &batcher, device, args.bf16, false)?;
         let make = |s: usize| make_workers(&model, &train, s, &batcher, device, args.bf16, false);
-        let mut averaged = replicas_of(r, stages, &make)?;
-        let mut apart = replicas_of(r, stages, &make)?;
-        let (mut t_single, mut t_avg, mut t_apart) = (0.0, 0.0, 0.0);
+        // The replicated trainings: how their updates cross (None: they do not).
+        let codecs = [Some(UpdateCodec::Fp32), Some(UpdateCodec::Int8), None];
+        let names = ["averaged", "averaged int8", "apart"];
+        let mut grids = codecs
+            .iter()
+            .map(|_| replicas_of(r, stages, &make))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let mut seconds = [0.0f64; 4];
+        let mut curves: [Vec<f64>; 4] = Default::default();
         let (mut max_diff, mut always_identical) = (0f64, true);
-        let mut curve = Vec::new();
         for step in 0..steps {
             let t0 = Instant::now();
-            let l_single = run_step_in_process(&mut single, step)?;
-            let t1 = Instant::now();
-            let l_avg = mean_loss(&run_replicas_in_process(&mut averaged, step, true)?)?;
-            let t2 = Instant::now();
-            let l_apart = mean_loss(&run_replicas_in_process(&mut apart, step, false)?)?;
-            let t3 = Instant::now();
-            t_single += (t1 - t0).as_secs_f64();
-            t_avg += (t2 - t1).as_secs_f64();
-            t_apart += (t3 - t2).as_secs_f64();
-            max_diff = max_diff.max((l_single - l_avg).abs());
-            always_identical &= identical(&averaged)?;
-            curve.push((l_single, l_avg, l_apart));
+            curves[0].push(run_step_in_process(&mut single, step)?);
+            seconds[0] += t0.elapsed().as_secs_f64();
+            for (i, (grid, codec)) in grids.iter_mut().zip(codecs).enumerate() {
+                let t0 = Instant::now();
+                let loss = mean_loss(&run_replicas_in_process(grid, step, codec)?)?;
+                seconds[i + 1] += t0.elapsed().as_secs_f64();
+                curves[i + 1].push(loss);
+                if codec.is_some() {
+                    always_identical &= identical(grid)?;
+                }
+            }
+            max_diff = max_diff.max((curves[0][step as usize] - curves[1][step as usize]).abs());
         }
-        let tail = |f: fn(&(f64, f64, f64)) -> f64| {
-            let last: Vec<f64> = curve.iter().rev().take(5).map(f).collect();
+        let tail = |c: &[f64]| {
+            let last: Vec<f64> = c.iter().rev().take(5).copied().collect();
             last.iter().sum::<f64>() / last.len().max(1) as f64
         };
-        let largest = averaged[0]
+        let largest = grids[0][0]
             .iter()
-            .map(|w| w.stage().num_params())
+            .map(|w| {
+                (
+                    w.stage().num_params().max(0) as usize,
+                    w.stage().params().len(),
+                )
+            })
             .max()
-            .unwrap_or(0)
-            .max(0) as u64;
+            .unwrap_or((0, 0));
         println!("R = {r}:");
         println!(
-            "  loss over the last 5 steps: single (R·M = {} micro-batches) {:.4}, averaged {:.4}, apart {:.4}",
+            "  loss, mean of the last 5 steps: single (R·M = {} micro-batches) {:.4}",
             m * r,
-            tail(|c| c.0),
-            tail(|c| c.1),
-            tail(|c| c.2)
+            tail(&curves[0])
         );
-        if let (Some(first), Some(last)) = (curve.first(), curve.last()) {
+        for (i, name) in names.iter().enumerate() {
             println!(
-                "  loss at step 0 → {}: single {:.4} → {:.4}, averaged {:.4} → {:.4}, apart {:.4} → {:.4}",
-                steps - 1,
-                first.0,
-                last.0,
-                first.1,
-                last.1,
-                first.2,
-                last.2
+                "    {name:<14} {:.4}   step time ÷ single {:.3}",
+                tail(&curves[i + 1]),
+                seconds[i + 1] / seconds[0]
             );
         }
         println!("  largest per-step |single − averaged|: {max_diff:.2e}");
         println!("  averaged replicas bitwise identical after every step: {always_identical}");
         println!(
-            "  step time relative to single: averaged {:.3}, apart {:.3}; exchange overhead (averaged / apart − 1): {:.1}%",
-            t_avg / t_single,
-            t_apart / t_single,
-            100.0 * (t_avg / t_apart - 1.0)
+            "  exchange overhead (averaged ÷ apart − 1): {:.1}%",
+            100.0 * (seconds[1] / seconds[3] - 1.0)
         );
-        println!(
-            "  sent per replica per round: {} bytes on the largest stage ({largest} parameters × 4 bytes × {} peers)",
-            largest * 4 * (r as u64 - 1),
-            r - 1
-        );
+        for codec in [UpdateCodec::Fp32, UpdateCodec::Int8] {
+            println!(
+                "  sent per replica per round, {codec:?}: {} bytes on the largest stage ({} parameters, {} peers)",
+                codec.bytes(largest.1, largest.0) * (r - 1),
+                largest.0,
+                r - 1
+            );
+        }
     }
     Ok(())
 }

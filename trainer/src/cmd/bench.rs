@@ -2,14 +2,12 @@
 //! unsplit model and the memory each stage needs; with `--cross-process`, of S `pipeline`
 //! processes on loopback relative to one.
 
-use super::local::{make_workers, sync};
+use super::local::{make_workers, sync, synthetic_batcher};
 use super::model_args::ModelArgs;
 use super::pipeline::peer_id_of;
 use anyhow::Context;
-use std::sync::Arc;
 use std::time::Instant;
 use tch::Device;
-use weft_trainer::ml::data::{Batcher, Synthetic};
 use weft_trainer::ml::schedule::run_step_in_process_detailed;
 use weft_trainer::ml::worker::StageWorker;
 
@@ -25,12 +23,7 @@ fn time_step(workers: &mut [StageWorker], step: u64, device: Device) -> anyhow::
 pub fn bench(stages: usize, steps: u64, warmup: u64, args: &ModelArgs) -> anyhow::Result<()> {
     let (model, train, device) = args.load(steps + warmup)?;
     model.validate_stages(stages)?;
-    let batcher = Batcher::new(
-        Arc::new(Synthetic::standard(model.seed)),
-        train.micro_batch_size,
-        model.seq_len,
-        model.vocab_size,
-    )?;
+    let batcher = synthetic_batcher(&model, &train)?;
     let tokens = (train.tokens_per_step(model.seq_len) as u64 * steps) as f64;
     println!(
         "model d_model {} layers {} heads {} seq {} vocab {}; batch {}×{} per step; device {device:?}; bf16 {}",
@@ -189,12 +182,7 @@ pub fn bench_cross_process(
         }
     }
     // The same steps in one process, one stage, committing too (the pipeline commits).
-    let batcher = Batcher::new(
-        Arc::new(Synthetic::standard(model.seed)),
-        train.micro_batch_size,
-        model.seq_len,
-        model.vocab_size,
-    )?;
+    let batcher = synthetic_batcher(&model, &train)?;
     let mut single = make_workers(&model, &train, 1, &batcher, device, args.bf16, true)?;
     let mut t1 = 0.0;
     for step in 0..total {

@@ -19,13 +19,11 @@
 //! after every step, the step time of each relative to single, the exchange's overhead
 //! (averaged vs apart) and the bytes each replica sends per round.
 
-use super::local::make_workers;
+use super::local::{make_workers, synthetic_batcher};
 use super::model_args::ModelArgs;
-use std::sync::Arc;
 use std::time::Instant;
 use weft_trainer::ml::aggregate::UpdateCodec;
 use weft_trainer::ml::commit::root_of;
-use weft_trainer::ml::data::{Batcher, Synthetic};
 use weft_trainer::ml::schedule::{run_replicas_in_process, run_step_in_process};
 use weft_trainer::ml::worker::StageWorker;
 
@@ -77,12 +75,7 @@ pub fn bench_replicas(
     let (model, train, device) = args.load(steps)?;
     model.validate_stages(stages)?;
     let m = train.micro_batches;
-    let batcher = Batcher::new(
-        Arc::new(Synthetic::standard(model.seed)),
-        train.micro_batch_size,
-        model.seq_len,
-        model.vocab_size,
-    )?;
+    let batcher = synthetic_batcher(&model, &train)?;
     println!(
         "model d_model {} layers {} heads {} seq {}; {stages} stages; {m} micro-batches of {} per replica per step; {steps} steps; device {device:?}",
         model.d_model, model.n_layers, model.n_heads, model.seq_len, train.micro_batch_size

@@ -18,6 +18,17 @@ pub fn sync(device: Device) {
     }
 }
 
+/// The synthetic token source of `model`, cut into `train`'s micro-batches (what the
+/// benches train on).
+pub fn synthetic_batcher(model: &ModelConfig, train: &TrainConfig) -> anyhow::Result<Batcher> {
+    Ok(Batcher::new(
+        std::sync::Arc::new(weft_trainer::ml::data::Synthetic::standard(model.seed)),
+        train.micro_batch_size,
+        model.seq_len,
+        model.vocab_size,
+    )?)
+}
+
 pub fn make_workers(
     model: &ModelConfig,
     train: &TrainConfig,

@@ -74,6 +74,23 @@ impl NetIo<'_> {
         from_wire(&t)
     }
 
+    /// What leaves for the neighbour: `t` itself, or, with a tamper installed, a private
+    /// copy rewritten by it (the worker's committed tensor stays as it was).
+    fn outgoing(
+        &self,
+        step: Step,
+        direction: Direction,
+        micro: usize,
+        t: &Tensor,
+    ) -> weft_ml::Result<Tensor> {
+        let Some(tamper) = self.tamper else {
+            return Ok(t.shallow_clone());
+        };
+        let mut sent = t.f_detach_copy()?;
+        (tamper.0)(step, direction, micro, &mut sent)?;
+        Ok(sent)
+    }
+
     /// Sends `to` this stage's seal over what it sent in `direction` during `step`.
     fn send_seal(&mut self, to: usize, step: Step, direction: Direction) -> weft_ml::Result<()> {
         let root = root_of(&self.sent[lane(direction)])?;
@@ -107,12 +124,7 @@ impl NetIo<'_> {
 
     /// Waits for stage `from`'s seal over what it sent in `direction` during `step` and
     /// checks it against its peer id and what was received (see the module docs).
-    fn take_seal(
-        &mut self,
-        from: usize,
-        step: Step,
-        direction: Direction,
-    ) -> weft_ml::Result<SealSignature> {
+    fn take_seal(&mut self, from: usize, step: Step, direction: Direction) -> weft_ml::Result<()> {
         let (root, signature) = self
             .link
             .wait_seal(step, direction, self.timeout)
@@ -152,7 +164,7 @@ impl NetIo<'_> {
             Direction::Activations => self.aux.seals_received.inputs = Some(signature),
             Direction::Gradients => self.aux.seals_received.output_grads = Some(signature),
         }
-        Ok(signature)
+        Ok(())
     }
 }
 
@@ -171,10 +183,7 @@ impl StepIo for NetIo<'_> {
     }
 
     fn send_activation(&mut self, step: Step, micro: usize, a: &Tensor) -> weft_ml::Result<()> {
-        let mut sent = a.f_detach_copy()?;
-        if let Some(t) = self.tamper {
-            (t.0)(step, Direction::Activations, micro, &mut sent)?;
-        }
+        let sent = self.outgoing(step, Direction::Activations, micro, a)?;
         let req = Request::Forward {
             run: self.run,
             step,
@@ -202,10 +211,7 @@ impl StepIo for NetIo<'_> {
     }
 
     fn send_input_grad(&mut self, step: Step, micro: usize, g: &Tensor) -> weft_ml::Result<()> {
-        let mut sent = g.f_detach_copy()?;
-        if let Some(t) = self.tamper {
-            (t.0)(step, Direction::Gradients, micro, &mut sent)?;
-        }
+        let sent = self.outgoing(step, Direction::Gradients, micro, g)?;
         let req = Request::Backward {
             run: self.run,
             step,

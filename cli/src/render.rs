@@ -67,10 +67,15 @@ pub fn hyper_params(h: &weft_runtime::runs::HyperParams) -> String {
         weft_runtime::runs::ClipScope::Stage => "stage",
         weft_runtime::runs::ClipScope::Global => "global",
     };
+    let sync = match h.replica_sync {
+        weft_runtime::runs::ReplicaSync::Apart => "apart",
+        weft_runtime::runs::ReplicaSync::Average => "average",
+        weft_runtime::runs::ReplicaSync::AverageInt8 => "average-int8",
+    };
     format!(
         "{{\"micro_batch_size\": {}, \"micro_batches\": {}, \"lr\": {}, \"warmup_steps\": {}, \
          \"total_steps\": {}, \"min_lr_ratio\": {}, \"weight_decay\": {}, \"betas\": [{}, {}], \
-         \"eps\": {}, \"grad_clip\": {}, \"clip_scope\": \"{scope}\"}}",
+         \"eps\": {}, \"grad_clip\": {}, \"clip_scope\": \"{scope}\", \"replica_sync\": \"{sync}\"}}",
         h.micro_batch_size,
         h.micro_batches,
         decimal(h.lr_pico, 12),

@@ -11,8 +11,15 @@
 //!  "mlp_ratio": 4, "dropout": 0.0, "tied_embeddings": false}
 //! {"micro_batch_size": 8, "micro_batches": 4, "lr": 0.001, "warmup_steps": 100,
 //!  "total_steps": 10000, "min_lr_ratio": 0.1, "weight_decay": 0.1,
-//!  "betas": [0.9, 0.95], "eps": 1e-8, "grad_clip": 1.0, "clip_scope": "stage"}
+//!  "betas": [0.9, 0.95], "eps": 1e-8, "grad_clip": 1.0, "clip_scope": "stage",
+//!  "replica_sync": "apart"}
 //! ```
+//!
+//! `replica_sync` is how the replicas of each stage relate: `"apart"` (the default: each
+//! replica pipeline trains its own model), `"average"` (they average their updates every
+//! step, sent as f32) or `"average-int8"` (the same, the updates sent as int8 with one scale
+//! per tensor); replicas that average may be at most 64 per stage. Any other value is refused
+//! ([`SpecError::NotRepresentable`]).
 //!
 //! Required: `d_model`, `n_layers`, `n_heads`, `seq_len`; `micro_batch_size`, `lr`,
 //! `total_steps`. Unknown fields and a `seed` are refused. A number is converted by rounding
@@ -25,7 +32,7 @@
 //! fee is paid.
 
 use serde_json::{Map, Value};
-use weft_runtime::runs::{self, ClipScope, HyperParams, ModelSpec};
+use weft_runtime::runs::{self, ClipScope, HyperParams, ModelSpec, ReplicaSync};
 use weft_runtime::support::{Perbill, StageIndex};
 
 /// Why a JSON model configuration or hyper-parameter set cannot be registered.
@@ -105,7 +112,7 @@ const MODEL_FIELDS: [&str; 8] = [
     "dropout",
     "tied_embeddings",
 ];
-const HYPER_FIELDS: [&str; 11] = [
+const HYPER_FIELDS: [&str; 12] = [
     "micro_batch_size",
     "micro_batches",
     "lr",
@@ -117,6 +124,7 @@ const HYPER_FIELDS: [&str; 11] = [
     "eps",
     "grad_clip",
     "clip_scope",
+    "replica_sync",
 ];
 
 struct Doc<'a> {
@@ -354,6 +362,21 @@ pub fn hyper_from_value(v: &Value) -> Result<HyperParams> {
             }
         },
     };
+    let replica_sync = match d.get("replica_sync", false)? {
+        None => ReplicaSync::Apart,
+        Some(v) => match v.as_str() {
+            Some("apart") => ReplicaSync::Apart,
+            Some("average") => ReplicaSync::Average,
+            Some("average-int8") => ReplicaSync::AverageInt8,
+            _ => {
+                return Err(not_representable(
+                    "replica_sync",
+                    v,
+                    "must be \"apart\", \"average\" or \"average-int8\"",
+                ))
+            }
+        },
+    };
     let lr = d.number("lr", None)?;
     if lr.0 <= 0.0 {
         return Err(SpecError::Rule {
@@ -399,20 +422,24 @@ pub fn hyper_from_value(v: &Value) -> Result<HyperParams> {
             None,
         )?,
         clip_scope,
+        replica_sync,
     })
 }
 
 /// Both documents converted and checked against the pallet's rules for a run of `stages`
-/// stages and step limit `max_steps` (what `weft run register` submits).
+/// stages of `replicas` replicas and step limit `max_steps` (what `weft run register`
+/// submits).
 pub fn run_from_json(
     model: &[u8],
     hyper: &[u8],
     stages: StageIndex,
+    replicas: u16,
     max_steps: u64,
 ) -> Result<(ModelSpec, HyperParams)> {
     let m = model_from_json(model)?;
     let h = hyper_from_json(hyper)?;
     runs::check_run(&m, &h, stages, max_steps)?;
+    runs::check_replicas(&h, replicas)?;
     Ok((m, h))
 }
 
@@ -454,6 +481,58 @@ mod tests {
     }
 
     #[test]
+    fn replica_sync_is_named_and_defaults_to_apart() {
+        let h = |sync: &str| {
+            hyper_from_json(
+                format!(r#"{{"micro_batch_size": 1, "lr": 0.001, "total_steps": 10{sync}}}"#)
+                    .as_bytes(),
+            )
+        };
+        assert_eq!(h("").unwrap().replica_sync, ReplicaSync::Apart);
+        for (name, sync) in [
+            ("apart", ReplicaSync::Apart),
+            ("average", ReplicaSync::Average),
+            ("average-int8", ReplicaSync::AverageInt8),
+        ] {
+            let parsed = h(&format!(r#", "replica_sync": "{name}""#)).unwrap();
+            assert_eq!(parsed.replica_sync, sync);
+            // What `weft run show` prints is what `weft run register` takes back.
+            let shown = crate::render::hyper_params(&parsed);
+            assert!(
+                shown.contains(&format!(r#""replica_sync": "{name}""#)),
+                "{shown}"
+            );
+            assert_eq!(hyper_from_json(shown.as_bytes()).unwrap(), parsed);
+        }
+        for bad in [
+            r#""Average""#,
+            r#""average_int8""#,
+            r#""int8""#,
+            "1",
+            "true",
+            "null",
+        ] {
+            let r = h(&format!(r#", "replica_sync": {bad}"#));
+            match r {
+                Err(SpecError::NotRepresentable { field, why, .. }) => {
+                    assert_eq!(field, "replica_sync");
+                    assert!(why.contains("\"average-int8\""), "{why}");
+                }
+                other => panic!("{bad}: expected a refusal, got {other:?}"),
+            }
+        }
+        // Replicas that average: at most 64 per stage, checked before a fee is paid.
+        let model = br#"{"d_model": 32, "n_layers": 2, "n_heads": 4, "seq_len": 8}"#;
+        let hyper = br#"{"micro_batch_size": 1, "lr": 0.001, "total_steps": 10,
+            "replica_sync": "average"}"#;
+        assert!(run_from_json(model, hyper, 2, 64, 0).is_ok());
+        assert_eq!(
+            rule(run_from_json(model, hyper, 2, 65, 0)),
+            runs::Error::TooManyReplicasToAverage
+        );
+    }
+
+    #[test]
     fn refusals_are_named() {
         let m = |j: &str| model_from_json(j.as_bytes());
         assert_eq!(
@@ -467,6 +546,7 @@ mod tests {
                 j.as_bytes(),
                 br#"{"micro_batch_size": 1, "lr": 0.001, "total_steps": 10}"#,
                 stages,
+                1,
                 0,
             )
         };

@@ -501,6 +501,8 @@ fn benchmark_commitments(trainers: usize, blocks: usize, json: bool) -> anyhow::
                 weights_after: state(step + 1, 0),
                 optimizer_before: state(step, 1),
                 optimizer_after: state(step + 1, 1),
+                // The benchmark's replicas train apart: no update is sent.
+                update: weft_primitives::Hash::ZERO,
             };
             let loss = (stage as usize + 1 == n_stages).then_some(2_000_000);
             let call = RuntimeCall::Work(work::Call::CommitStep {
@@ -512,6 +514,7 @@ fn benchmark_commitments(trainers: usize, blocks: usize, json: bool) -> anyhow::
                 loss,
                 compute: weft_primitives::compute::ComputeClass::UNDECLARED,
                 seals: Default::default(),
+                included: None,
             });
             candidates.push(candidate(call, k, 1 + b as u64, ctx));
         }

@@ -55,6 +55,7 @@ pub mod hash;
 pub mod header;
 pub mod inference;
 pub mod merkle;
+pub mod replicas;
 pub mod seal;
 pub mod step;
 pub mod storage;

@@ -7,10 +7,10 @@
 //! and loss, the auditor recomputes the step and compares against it. One type on every side:
 //! nothing converts between look-alikes.
 //!
-//! [`StepItem`] names the eight committed items (the fields of [`StepRoots`]); a reveal asks
+//! [`StepItem`] names the nine committed items (the fields of [`StepRoots`]); a reveal asks
 //! for one of them, chunk by chunk (see [`crate::tensor`] for the chunking).
 //!
-//! The SCALE layouts are locked by tests: `StepRoots` is eight hashes in field order,
+//! The SCALE layouts are locked by tests: `StepRoots` is nine hashes in field order,
 //! `StepCommitment` is `step (u64 LE) ‖ roots ‖ Option<u64 loss>`, `StepItem` one byte.
 
 use crate::Hash;
@@ -63,6 +63,10 @@ pub struct StepRoots {
     pub optimizer_before: Hash,
     /// AdamW moments after the update.
     pub optimizer_after: Hash,
+    /// This replica's update as it sent it to the other replicas of its stage (the gradient
+    /// of every parameter, name order, after the run's update codec); zero where the
+    /// replicas of the run train apart (see [`crate::replicas`]).
+    pub update: Hash,
 }
 
 impl StepRoots {
@@ -77,6 +81,7 @@ impl StepRoots {
             StepItem::WeightsAfter => self.weights_after,
             StepItem::OptimizerBefore => self.optimizer_before,
             StepItem::OptimizerAfter => self.optimizer_after,
+            StepItem::Update => self.update,
         }
     }
 }
@@ -122,11 +127,15 @@ pub enum StepItem {
     /// AdamW moments after the update (index 7).
     #[codec(index = 7)]
     OptimizerAfter,
+    /// The replica's update as sent to the other replicas of its stage (index 8); empty
+    /// where the replicas train apart.
+    #[codec(index = 8)]
+    Update,
 }
 
 impl StepItem {
     /// Every item, in index order.
-    pub const ALL: [StepItem; 8] = [
+    pub const ALL: [StepItem; 9] = [
         StepItem::WeightsBefore,
         StepItem::Inputs,
         StepItem::Outputs,
@@ -135,6 +144,7 @@ impl StepItem {
         StepItem::WeightsAfter,
         StepItem::OptimizerBefore,
         StepItem::OptimizerAfter,
+        StepItem::Update,
     ];
 }
 
@@ -157,16 +167,17 @@ mod tests {
                 weights_after: h(6),
                 optimizer_before: h(7),
                 optimizer_after: h(8),
+                update: h(9),
             },
             loss: Some(0x0304),
         };
         let enc = c.encode();
-        assert_eq!(enc.len(), 8 + 8 * 32 + 1 + 8);
+        assert_eq!(enc.len(), 8 + 9 * 32 + 1 + 8);
         assert_eq!(&enc[..8], &[2, 1, 0, 0, 0, 0, 0, 0]);
-        for (i, b) in (1u8..=8).enumerate() {
+        for (i, b) in (1u8..=9).enumerate() {
             assert_eq!(enc[8 + 32 * i..8 + 32 * (i + 1)], [b; 32]);
         }
-        assert_eq!(&enc[264..], &[1, 4, 3, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(&enc[296..], &[1, 4, 3, 0, 0, 0, 0, 0, 0]);
         assert_eq!(StepCommitment::decode(&mut &enc[..]).unwrap(), c);
         for (i, item) in StepItem::ALL.iter().enumerate() {
             assert_eq!(item.encode(), vec![i as u8]);

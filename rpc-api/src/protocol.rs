@@ -240,6 +240,12 @@ pub struct CommitmentJson {
     pub input_seal: Option<work::Seal>,
     /// The next stage's seal over `roots.outputGrads`.
     pub output_grad_seal: Option<work::Seal>,
+    /// Where the run's replicas average: the replicas whose updates the step aggregated,
+    /// as replica numbers ascending (the on-chain `Included` bitmap, bit `r` ⇔ replica `r`);
+    /// `null` where they train apart. The root of the update this replica sent is
+    /// `roots.update`.
+    #[serde(default)]
+    pub included: Option<Vec<Replica>>,
     /// Block of the commitment.
     pub block: BlockNumber,
     /// Committed, audited, credited, voided or inconclusive.

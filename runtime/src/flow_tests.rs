@@ -182,6 +182,7 @@ fn commit(c: &mut Chain, stage: u16, step: u64, cheating_stage: Option<u16>) -> 
             loss,
             compute: weft_primitives::compute::ComputeClass::UNDECLARED,
             seals: Default::default(),
+            included: None,
         }),
     )
 }
@@ -319,6 +320,7 @@ fn the_protocol_end_to_end() {
             loss: None,
             compute: weft_primitives::compute::ComputeClass::UNDECLARED,
             seals: Default::default(),
+            included: None,
         }),
     ));
     let out = c.block(xts);
@@ -357,6 +359,7 @@ fn the_protocol_end_to_end() {
             loss: None,
             compute: weft_primitives::compute::ComputeClass::UNDECLARED,
             seals: Default::default(),
+            included: None,
         }),
     ));
     let out = c.block(xts);

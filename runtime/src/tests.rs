@@ -321,19 +321,22 @@ fn layouts_are_stable() {
             inputs: None,
             output_grads: Some(work::SealSignature([7; 64])),
         },
+        included: Some(work::Included(0b101)),
     });
     let enc = commit.encode();
     assert_eq!(
         &enc[..18],
         &[5, 0, 1, 0, 0, 0, 2, 0, 3, 0, 4, 0, 0, 0, 0, 0, 0, 0]
     );
-    // Eight 32-byte roots (weights, activations, gradients, optimizer state), the loss, the
-    // 10-byte compute class, then the two optional 64-byte seals.
-    assert_eq!(enc.len(), 18 + 8 * 32 + 9 + 10 + 1 + 65);
-    assert_eq!(&enc[18 + 256..18 + 256 + 9], &[1, 5, 0, 0, 0, 0, 0, 0, 0]);
-    assert_eq!(&enc[18 + 256 + 9..18 + 256 + 19], &[0; 10]);
-    assert_eq!(enc[18 + 256 + 19..18 + 256 + 21], [0, 1]);
-    assert_eq!(&enc[18 + 256 + 21..], &[7; 64]);
+    // Nine 32-byte roots (weights, activations, gradients, optimizer state, the replica's
+    // update), the loss, the 10-byte compute class, the two optional 64-byte seals, then the
+    // optional bitmap of included replicas (u64 little-endian).
+    assert_eq!(enc.len(), 18 + 9 * 32 + 9 + 10 + 1 + 65 + 9);
+    assert_eq!(&enc[18 + 288..18 + 288 + 9], &[1, 5, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(&enc[18 + 288 + 9..18 + 288 + 19], &[0; 10]);
+    assert_eq!(enc[18 + 288 + 19..18 + 288 + 21], [0, 1]);
+    assert_eq!(&enc[18 + 288 + 21..18 + 288 + 85], &[7; 64]);
+    assert_eq!(&enc[18 + 288 + 85..], &[1, 5, 0, 0, 0, 0, 0, 0, 0]);
     let attest = RuntimeCall::Work(work::Call::Attest {
         audit: 1,
         verdict: work::Verdict::Fail,

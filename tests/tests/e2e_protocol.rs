@@ -792,5 +792,7 @@ mod inference;
 mod leave;
 #[path = "protocol/processes.rs"]
 mod processes;
+#[path = "protocol/replicas.rs"]
+mod replicas;
 #[path = "protocol/seals.rs"]
 mod seals;

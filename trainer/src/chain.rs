@@ -172,6 +172,7 @@ pub fn train_config_of(h: &runs::HyperParams) -> TrainConfig {
             runs::ClipScope::Stage => ClipScope::Stage,
             runs::ClipScope::Global => ClipScope::Global,
         },
+        replica_sync: h.replica_sync,
     }
 }
 
@@ -479,6 +480,31 @@ impl<S: StateSource> ChainView<S> {
         Ok(Ok(out))
     }
 
+    /// The trainers of the other replicas of `(run, stage)` that have a usable peer record
+    /// (replicas that average exchange their updates with them), ascending.
+    pub async fn other_replicas(
+        &self,
+        run: RunId,
+        stage: StageIndex,
+        me: Replica,
+        replicas: u16,
+    ) -> Result<Vec<(Replica, StagePeer)>> {
+        let mut out = Vec::new();
+        for r in (0..replicas).filter(|&r| r != me) {
+            let Some(who) = self.slot(run, stage, r).await? else {
+                continue;
+            };
+            if let Some(p) = self
+                .trainer(&who)
+                .await?
+                .and_then(|t| trainer_peer(&t).ok())
+            {
+                out.push((r, p));
+            }
+        }
+        Ok(out)
+    }
+
     /// Where `who`, running as libp2p peer `me`, stands in `run`. With several slots in the
     /// run, the first (lowest stage) is taken.
     pub async fn trainer_state(
@@ -534,6 +560,12 @@ impl<S: StateSource> ChainView<S> {
             Ok(p) => p,
             Err(why) => return Ok(waiting(why)),
         };
+        let replicas = if info.hyper_params.replica_sync.averages() {
+            self.other_replicas(run, stage, replica, info.replicas)
+                .await?
+        } else {
+            Vec::new()
+        };
         Ok(TrainerState::Ready {
             stage,
             replica,
@@ -541,6 +573,7 @@ impl<S: StateSource> ChainView<S> {
                 run: Some(run),
                 stages: peers.into_iter().map(|(_, p)| p).collect(),
                 auditors: Vec::new(),
+                replicas,
             },
         })
     }

@@ -31,6 +31,7 @@ use weft_ml::commit::StepCommitment;
 use weft_pallet_support::{Replica, RunId, StageIndex};
 use weft_pallet_work::Error as WorkError;
 use weft_primitives::compute::ComputeClass;
+use weft_primitives::replicas::Included;
 use weft_primitives::seal::StepSeals;
 use weft_primitives::{Era, Keypair};
 use weft_rpc_client::{Client, ClientError, SubmitOptions, WaitFor};
@@ -166,12 +167,14 @@ pub fn plan(
 }
 
 /// The `commit_step` call of `c` for `slot`, computed under `compute`, with the seals its
-/// neighbours gave for what it received.
+/// neighbours gave for what it received and, where the replicas average, the replicas whose
+/// updates it aggregated.
 pub fn commit_call(
     slot: SlotId,
     c: &StepCommitment,
     compute: ComputeClass,
     seals: StepSeals,
+    included: Option<Included>,
 ) -> RuntimeCall {
     RuntimeCall::Work(weft_pallet_work::Call::CommitStep {
         run: slot.run,
@@ -182,6 +185,7 @@ pub fn commit_call(
         loss: c.loss,
         compute,
         seals,
+        included,
     })
 }
 
@@ -342,12 +346,17 @@ impl<'a> Submitter<'a> {
                         wait: WaitFor::InBlock,
                         ..SubmitOptions::default()
                     };
-                    let seals = self
+                    let aux = self
                         .store
                         .aux(step)
-                        .map_err(|e| Error::Chain(format!("step {step}: {e}")))?
-                        .seals_received;
-                    let call = commit_call(self.slot, &c, self.compute, seals);
+                        .map_err(|e| Error::Chain(format!("step {step}: {e}")))?;
+                    let call = commit_call(
+                        self.slot,
+                        &c,
+                        self.compute,
+                        aux.seals_received,
+                        aux.replica_included,
+                    );
                     let xt = self
                         .with_retry("signing", || async {
                             self.client

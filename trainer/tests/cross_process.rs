@@ -462,6 +462,7 @@ async fn bad_neighbours_are_refused_and_reveals_go_to_auditors_only() {
             },
         ],
         auditors: vec![(1, auditor.local_peer_id())],
+        replicas: vec![],
     };
     let access = Arc::new(weft_trainer::net::access::RevealAccess::fixed(
         peers.auditors_of(1),
@@ -483,6 +484,7 @@ async fn bad_neighbours_are_refused_and_reveals_go_to_auditors_only() {
         desks: Vec::new(),
         identity: weft_p2p::keypair_from_seed([2; 32]).unwrap(),
         tamper: None,
+        replica_deadline: std::time::Duration::from_secs(20),
     };
     let worker = build_workers(
         &model,
@@ -811,6 +813,7 @@ async fn bad_neighbours_are_refused_and_reveals_go_to_auditors_only() {
         previous: None,
         tolerance: weft_trainer::ml::audit::Tolerance::default(),
         device: Device::Cpu,
+        round: None,
     };
     let outcome = weft_trainer::ml::audit::recompute(&job, &reveal).unwrap();
     assert!(outcome.pass, "{:?}", outcome.failure);

@@ -112,6 +112,7 @@ fn simulate_with(
             })
             .collect(),
         auditors: vec![],
+        replicas: vec![],
     };
     let configs: Vec<NodeConfig> = (0..STAGES)
         .map(|k| NodeConfig {
@@ -133,6 +134,7 @@ fn simulate_with(
             desks: Vec::new(),
             identity: weft_p2p::keypair_from_seed([k as u8 + 1; 32]).unwrap(),
             tamper: None,
+            replica_deadline: std::time::Duration::from_secs(20),
         })
         .collect();
     let make = Arc::new(move |k: usize| -> weft_trainer::Result<_> {
@@ -252,6 +254,7 @@ fn audit_stored(
         previous,
         tolerance,
         device: Device::Cpu,
+        round: None,
     };
     recompute(&job, &revealed).unwrap()
 }

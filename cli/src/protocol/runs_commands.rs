@@ -325,6 +325,7 @@ pub async fn run(url: &str, json: bool, command: RunCommand) -> Result<()> {
                 &read_bytes(&a.config)?,
                 &read_bytes(&a.hyper_params)?,
                 a.stages,
+                a.replicas,
                 a.max_steps,
             )?;
             let params = a.params.apply(runs::RunParams::default())?;

@@ -41,12 +41,23 @@ pub struct CommitArgs {
     #[arg(long)]
     step: Option<Step>,
     /// The step's Merkle roots: a JSON file or inline JSON with weightsBefore, inputs,
-    /// outputs, outputGrads, inputGrads, weightsAfter, optimizerBefore, optimizerAfter.
+    /// outputs, outputGrads, inputGrads, weightsAfter, optimizerBefore, optimizerAfter and
+    /// optionally update (default: zero, or --update-root).
     #[arg(long, value_name = "FILE-or-JSON")]
     roots: Option<String>,
-    /// Derive every root from this text and the slot and step (tests and debugging).
+    /// Derive every root from this text and the slot and step (tests and debugging). With
+    /// --included the weights and optimizer roots are those of replica 0's slot, as the
+    /// replicas of a stage that average all hold the same weights.
     #[arg(long, value_name = "TEXT")]
     roots_from: Option<String>,
+    /// The replicas whose updates the step aggregated, e.g. 0,1,2: required where the run's
+    /// replicas average, refused where they train apart.
+    #[arg(long, value_name = "R,R,…", value_parser = parse_included)]
+    included: Option<work::Included>,
+    /// The root of the update this replica sent to the other replicas of its stage (0x
+    /// hash); default: the `update` of --roots, else zero (as where replicas train apart).
+    #[arg(long, value_name = "0xHASH")]
+    update_root: Option<Hash>,
     /// The step's loss (last stage only), e.g. 2.75 (stored × 10⁶).
     #[arg(long, value_parser = parse_loss)]
     loss: Option<u64>,
@@ -113,6 +124,31 @@ pub enum WorkCommand {
     },
 }
 
+/// A list of replica numbers (`0,1,3`) as the bitmap a commitment carries.
+pub fn parse_included(text: &str) -> std::result::Result<work::Included, String> {
+    let mut replicas = Vec::new();
+    for part in text.split(',') {
+        let part = part.trim();
+        let r: Replica = part
+            .parse()
+            .map_err(|_| format!("{part:?} is not a replica number"))?;
+        replicas.push(r);
+    }
+    let max = work::Included::MAX_REPLICAS;
+    work::Included::of(replicas).ok_or_else(|| format!("replicas are numbered below {max}"))
+}
+
+/// Step roots from `--roots` JSON: `update` may be absent (zero).
+fn roots_from_json(src: &str, bytes: &[u8]) -> Result<work::StepRoots> {
+    let mut v: serde_json::Value = serde_json::from_slice(bytes)
+        .with_context(|| format!("{src}: not a JSON object of step roots"))?;
+    if let Some(map) = v.as_object_mut() {
+        map.entry("update")
+            .or_insert_with(|| serde_json::json!(Hash::ZERO));
+    }
+    serde_json::from_value(v).with_context(|| format!("{src}: not a JSON object of step roots"))
+}
+
 /// Roots derived from `text` and the slot and step: `blake3("weft-cli/roots/v1" ‖ text ‖
 /// run ‖ stage ‖ replica ‖ step ‖ name)` per root. The weights and optimizer states are a
 /// chain the chain accepts (it requires each step to start where the slot's last one
@@ -158,6 +194,23 @@ pub fn derived_roots(
         weights_after: state(step.saturating_add(1), "weights"),
         optimizer_before: state(step, "optimizer"),
         optimizer_after: state(step.saturating_add(1), "optimizer"),
+        update: Hash::ZERO,
+    }
+}
+
+/// `roots` with the weights and optimizer roots of replica 0's derivation (`derive(0)`): the
+/// replicas of a stage that average hold the same state before and after every step.
+fn shared_state(
+    roots: work::StepRoots,
+    derive: impl FnOnce(Replica) -> work::StepRoots,
+) -> work::StepRoots {
+    let shared = derive(0);
+    work::StepRoots {
+        weights_before: shared.weights_before,
+        weights_after: shared.weights_after,
+        optimizer_before: shared.optimizer_before,
+        optimizer_after: shared.optimizer_after,
+        ..roots
     }
 }
 
@@ -233,12 +286,19 @@ pub async fn work(url: &str, json: bool, command: WorkCommand) -> Result<()> {
         WorkCommand::Commit(a) => {
             let client = connect(url).await?;
             let (stage, replica, step) = resolve_slot(&client, &a).await?;
-            let roots = match (&a.roots, &a.roots_from) {
-                (Some(src), _) => serde_json::from_slice(&read_bytes(src)?)
-                    .with_context(|| format!("{src}: not a JSON object of step roots"))?,
+            let mut roots = match (&a.roots, &a.roots_from) {
+                (Some(src), _) => roots_from_json(src, &read_bytes(src)?)?,
+                (None, Some(text)) if a.included.is_some() => {
+                    shared_state(derived_roots(text, a.run, stage, replica, step), |r| {
+                        derived_roots(text, a.run, stage, r, step)
+                    })
+                }
                 (None, Some(text)) => derived_roots(text, a.run, stage, replica, step),
                 (None, None) => bail!("give --roots or --roots-from"),
             };
+            if let Some(update) = a.update_root {
+                roots.update = update;
+            }
             let what = format!(
                 "work.commitStep run {} stage {stage} replica {replica} step {step}{}",
                 a.run,
@@ -258,6 +318,7 @@ pub async fn work(url: &str, json: bool, command: WorkCommand) -> Result<()> {
                     inputs: a.input_seal,
                     output_grads: a.grad_seal,
                 },
+                included: a.included,
             });
             drop(client);
             submit_then(url, json, &a.tx, call, &what, |r| {
@@ -398,6 +459,11 @@ pub async fn work(url: &str, json: bool, command: WorkCommand) -> Result<()> {
                 println!("{}", field("Computed on", c.compute.describe()));
                 println!("{}", field("Weights before", c.roots.weights_before));
                 println!("{}", field("Weights after", c.roots.weights_after));
+                if let Some(included) = &c.included {
+                    let list: Vec<String> = included.iter().map(|r| r.to_string()).collect();
+                    println!("{}", field("Included", list.join(",")));
+                    println!("{}", field("Update", c.roots.update));
+                }
             })
         }
     }
@@ -419,6 +485,38 @@ mod tests {
         let b = derived_roots("cheat", 0, 1, 0, 1);
         assert_eq!(a.weights_after, b.weights_before);
         assert_eq!(a.optimizer_after, b.optimizer_before);
+    }
+
+    #[test]
+    fn included_lists_and_roots_without_update() {
+        let set = parse_included("0, 2,5").unwrap();
+        assert_eq!(set.iter().collect::<Vec<_>>(), vec![0, 2, 5]);
+        assert_eq!(parse_included("63").unwrap(), work::Included(1 << 63));
+        assert!(parse_included("64").unwrap_err().contains("below 64"));
+        assert!(parse_included("").is_err());
+        assert!(parse_included("1,x").unwrap_err().contains("\"x\""));
+        // `--roots` JSON written before the update root existed: zero.
+        let derived = derived_roots("honest", 0, 1, 0, 0);
+        let mut json = serde_json::to_value(derived).unwrap();
+        json.as_object_mut().unwrap().remove("update");
+        let parsed = roots_from_json("inline", json.to_string().as_bytes()).unwrap();
+        assert_eq!(parsed, derived);
+        assert_eq!(parsed.update, Hash::ZERO);
+        let mut with_update = derived;
+        with_update.update = Hash([3; 32]);
+        let text = serde_json::to_string(&with_update).unwrap();
+        assert_eq!(
+            roots_from_json("inline", text.as_bytes()).unwrap(),
+            with_update
+        );
+        // Averaging replicas derive the same state, and still their own boundaries.
+        let r1 = derived_roots("honest", 0, 1, 1, 4);
+        let shared = shared_state(r1, |r| derived_roots("honest", 0, 1, r, 4));
+        let r0 = derived_roots("honest", 0, 1, 0, 4);
+        assert_eq!(shared.weights_after, r0.weights_after);
+        assert_eq!(shared.optimizer_before, r0.optimizer_before);
+        assert_ne!(r1.weights_after, r0.weights_after);
+        assert_eq!(shared.inputs, r1.inputs);
     }
 
     #[test]

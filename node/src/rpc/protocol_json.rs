@@ -105,6 +105,7 @@ pub(super) fn commitment_json(id: CommitmentId, c: work::Commitment) -> Commitme
         compute: c.compute,
         input_seal: c.input_seal,
         output_grad_seal: c.output_grad_seal,
+        included: c.included.map(|set| set.iter().collect()),
         block: c.block,
         status: c.status,
     }

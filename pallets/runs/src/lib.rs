@@ -34,7 +34,9 @@
 //!
 //! [`spec::check_run`] refuses, at registration, a model or hyper-parameters that cannot
 //! train and a run whose steps cannot be audited stage by stage (tied embeddings or global
-//! clipping with more than one stage); each rule has its own error (see [`spec`]).
+//! clipping with more than one stage), and [`spec::check_replicas`] a run whose replicas
+//! average with more replicas than a commitment's bitmap can name; each rule has its own
+//! error (see [`spec`]).
 //!
 //! ## Parameter rules
 //!
@@ -54,7 +56,7 @@ use weft_primitives::units::UNIT;
 use weft_primitives::{blake3_256, AccountId, Balance, BlockNumber, Hash};
 
 pub mod spec;
-pub use spec::{check_run, ClipScope, HyperParams, ModelSpec};
+pub use spec::{check_replicas, check_run, ClipScope, HyperParams, ModelSpec, ReplicaSync};
 
 /// The pallet's name in storage keys.
 pub const PALLET: &str = "Runs";
@@ -494,6 +496,10 @@ pub enum Error {
     #[codec(index = 23)]
     #[error("GlobalClipAcrossStages: clip_scope global needs a single stage (each update would depend on every stage's gradient norm, which no auditor can check)")]
     GlobalClipAcrossStages,
+    /// Replicas that average, more of them than `Included::MAX_REPLICAS` (64).
+    #[codec(index = 24)]
+    #[error("TooManyReplicasToAverage: replicas that average may be at most 64 per stage (the bitmap of aggregated replicas in each commitment)")]
+    TooManyReplicasToAverage,
 }
 
 weft_pallet_support::pallet_error!(Error, INDEX);
@@ -579,6 +585,7 @@ pub fn register_run(
         spec.stages,
         spec.max_steps,
     )?;
+    check_replicas(&spec.hyper_params, spec.replicas)?;
     check_params(&spec.params, spec.stages)?;
     if spec.bond < cfg.min_designer_bond {
         return Err(Error::BondTooLow.into());

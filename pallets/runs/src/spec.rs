@@ -37,12 +37,22 @@
 //!   ([`Error::GlobalClipAcrossStages`]: every stage's update would depend on every other
 //!   stage's gradient norm). No commitment of one stage covers those values, so no auditor
 //!   could recompute the step, and every seated auditor would be slashed for attestations it
-//!   can never make.
+//!   can never make;
+//! * **replicas that average** ([`ReplicaSync::Average`], [`ReplicaSync::AverageInt8`]): at
+//!   most [`Included::MAX_REPLICAS`] replicas per stage ([`Error::TooManyReplicasToAverage`];
+//!   [`check_replicas`]), since each commitment names the replicas it aggregated in a 64-bit
+//!   [`Included`] bitmap. Replicas that train apart are limited by the pallet's
+//!   `max_replicas` only.
+//!
+//! [`Included`]: weft_primitives::replicas::Included
+//! [`Included::MAX_REPLICAS`]: weft_primitives::replicas::Included::MAX_REPLICAS
 
 use crate::Error;
 use parity_scale_codec::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 use weft_pallet_support::{Perbill, StageIndex};
+use weft_primitives::replicas::Included;
+pub use weft_primitives::replicas::ReplicaSync;
 
 /// Largest `d_model`, `seq_len` and `vocab_size`.
 pub const MAX_WIDTH: u32 = 1 << 20;
@@ -135,6 +145,10 @@ pub struct HyperParams {
     pub grad_clip_nano: u64,
     /// Over which parameters the clipping norm is taken.
     pub clip_scope: ClipScope,
+    /// Whether the replicas of each stage train apart or average their updates every step
+    /// (see `weft_primitives::replicas`). Absent in JSON: `apart`.
+    #[serde(default)]
+    pub replica_sync: ReplicaSync,
 }
 
 impl HyperParams {
@@ -154,6 +168,7 @@ impl HyperParams {
             eps_atto: 10_000_000_000,
             grad_clip_nano: 1_000_000_000,
             clip_scope: ClipScope::Stage,
+            replica_sync: ReplicaSync::Apart,
         }
     }
 }
@@ -237,7 +252,19 @@ pub fn check_auditable(m: &ModelSpec, h: &HyperParams, stages: StageIndex) -> Re
     Ok(())
 }
 
-/// All the training rules for a run: [`check_model`], [`check_hyper`], [`check_auditable`].
+/// Whether `replicas` replicas per stage can run under `h.replica_sync`: replicas that
+/// average may be at most [`Included::MAX_REPLICAS`] (the width of a commitment's bitmap of
+/// aggregated replicas).
+pub fn check_replicas(h: &HyperParams, replicas: u16) -> Result<(), Error> {
+    if h.replica_sync.averages() && replicas > Included::MAX_REPLICAS {
+        return Err(Error::TooManyReplicasToAverage);
+    }
+    Ok(())
+}
+
+/// All the training rules for a run that do not depend on its replica count:
+/// [`check_model`], [`check_hyper`], [`check_auditable`] (registration adds
+/// [`check_replicas`]).
 pub fn check_run(
     m: &ModelSpec,
     h: &HyperParams,

@@ -321,6 +321,63 @@ fn unauditable_runs_are_refused() {
     try_register(global(1)).unwrap();
 }
 
+#[test]
+fn replicas_that_average_are_limited_to_the_bitmap_width() {
+    // A chain that allows many replicas: only averaging is bounded by the bitmap.
+    let st = genesis(|o, ev| {
+        balances::build_genesis(o, 1, &[(acc(1), 1_000 * UNIT)]).unwrap();
+        let cfg = Config {
+            max_replicas: 100,
+            ..Config::default()
+        };
+        build_genesis(o, ev, &cfg, &[]).unwrap();
+    });
+    let register = |replicas: u16, sync: ReplicaSync| {
+        let mut o = Overlay::new(&st);
+        let mut ev = Recorder::default();
+        let mut s = spec(2);
+        s.replicas = replicas;
+        s.hyper_params.replica_sync = sync;
+        let r = register_run(&mut o, &mut ev, 1, &acc(1), s);
+        (r, run(&o, 0).unwrap())
+    };
+    for sync in [ReplicaSync::Average, ReplicaSync::AverageInt8] {
+        let (r, stored) = register(65, sync);
+        assert_eq!(r, Err(Error::TooManyReplicasToAverage.into()));
+        assert_eq!(stored, None);
+        let (r, stored) = register(64, sync);
+        assert_eq!(r, Ok(0));
+        assert_eq!(stored.unwrap().hyper_params.replica_sync, sync);
+    }
+    // Apart: the pallet's max_replicas is the only bound.
+    assert_eq!(register(65, ReplicaSync::Apart).0, Ok(0));
+    assert_eq!(
+        register(101, ReplicaSync::Apart).0,
+        Err(Error::BadShape.into())
+    );
+    assert_eq!(
+        check_replicas(
+            &HyperParams {
+                replica_sync: ReplicaSync::Average,
+                ..hyper()
+            },
+            64
+        ),
+        Ok(())
+    );
+    // The default is apart, and the field's SCALE byte is the last of the encoding.
+    assert_eq!(hyper().replica_sync, ReplicaSync::Apart);
+    let averaged = HyperParams {
+        replica_sync: ReplicaSync::AverageInt8,
+        ..hyper()
+    };
+    assert_eq!(averaged.encode().last(), Some(&2));
+    assert_eq!(
+        HyperParams::decode(&mut &averaged.encode()[..]).unwrap(),
+        averaged
+    );
+}
+
 /// The trainer's presets (`weft_ml::config::ModelConfig::preset`).
 fn presets() -> Vec<(&'static str, ModelSpec)> {
     let base = ModelSpec::tiny();

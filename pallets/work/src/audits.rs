@@ -3,11 +3,15 @@
 //! certificate, credit or slash), and the deadline processing of an audit (inconclusive
 //! audits, slashes of absent and contradicting auditors). See the crate docs, "Audit
 //! selection" and "Audits".
+//!
+//! A commitment marked in [`FORCED_AUDITS`] (replicas that diverged, see the `replicas`
+//! module) is selected whatever the draw; the mark is removed when its selection runs. A
+//! forced commitment of a stage that nobody can audit is credited, as any selected one.
 
 use crate::commitments::{credit, push_queue, set_status, void};
 use crate::{
     attestation_message, finish, is_selected, Attestation, Audit, Certificate, CommitStatus, Error,
-    Event, FailReason, Seat, Sink, Verdict, AUDITS, COMMITMENTS, DEADLINES,
+    Event, FailReason, Seat, Sink, Verdict, AUDITS, COMMITMENTS, DEADLINES, FORCED_AUDITS,
 };
 use weft_bls::SignatureBytes;
 use weft_pallet_runs as runs;
@@ -35,6 +39,11 @@ fn select_one(
     now: BlockNumber,
     id: CommitmentId,
 ) -> Result<(), Failure> {
+    // A commitment's selection runs once: its forced-audit mark is used now or never.
+    let forced = FORCED_AUDITS.get(s, &id)?.is_some();
+    if forced {
+        FORCED_AUDITS.remove(s, &id);
+    }
     let Some(mut c) = COMMITMENTS.get(s, &id)? else {
         return Ok(());
     };
@@ -43,7 +52,7 @@ fn select_one(
     }
     let r = runs::get(s, c.run)?;
     let rand = randomness::at(s, now)?;
-    if !is_selected(&rand, id, r.params.audit_probability) {
+    if !forced && !is_selected(&rand, id, r.params.audit_probability) {
         if staking::PENDING_SLASHES.get(s, &c.trainer)?.unwrap_or(0) > 0 {
             void(s, ev, id, &mut c, CommitStatus::Voided);
             return Ok(());

@@ -3,8 +3,9 @@
 //! (credited, voided, inconclusive). See the crate docs, "Commitments".
 
 use crate::{
-    next_step, pipeline, CommitStatus, Commitment, CommittedLoss, ComputeClass, Error, Event, Sink,
-    StepRoots, StepSeals, COMMITMENTS, NEXT_ID, NEXT_STEP, SELECTION_QUEUE, STEP_COMMITMENT,
+    next_step, pipeline, replicas, CommitStatus, Commitment, CommittedLoss, ComputeClass, Error,
+    Event, Included, Sink, StepRoots, StepSeals, COMMITMENTS, NEXT_ID, NEXT_STEP, SELECTION_QUEUE,
+    STEP_COMMITMENT,
 };
 use weft_pallet_ownership as ownership;
 use weft_pallet_runs as runs;
@@ -42,6 +43,7 @@ pub fn commit_step(
     loss: Option<CommittedLoss>,
     compute: ComputeClass,
     seals: StepSeals,
+    included: Option<Included>,
 ) -> Result<CommitmentId, Failure> {
     let r = runs::get(s, run)?;
     if !r.is_training() {
@@ -67,6 +69,7 @@ pub fn commit_step(
     if last != loss.is_some() {
         return Err(Error::LossMismatch.into());
     }
+    replicas::check_round(&r, &roots, included)?;
     // Continuity, for every step and whoever commits it: the slot's state is handed on,
     // never invented (a root comparison, not a sampled audit).
     if let Some(before) = step.checked_sub(1) {
@@ -102,6 +105,7 @@ pub fn commit_step(
         compute,
         input_seal,
         output_grad_seal,
+        included,
         block: now,
         status: CommitStatus::Committed,
     };
@@ -126,6 +130,7 @@ pub fn commit_step(
         },
     );
     pipeline::cross_check(s, ev, now, id, &c)?;
+    replicas::compare(s, ev, &r, id, &c)?;
     Ok(id)
 }
 

@@ -14,7 +14,17 @@
 //! * `step` is exactly the slot's next step: one commitment per `(stage, replica, step)`,
 //!   so a replayed step is `AlreadyCommitted` and a skipped one `OutOfOrder`,
 //! * `step` is below the run's step limit (`steps_per_epoch` × epochs trained, and the run's
-//!   `final_steps`: `max_steps`, else the schedule's `total_steps`).
+//!   `final_steps`: `max_steps`, else the schedule's `total_steps`),
+//! * the round fits the run (`BadRound`): where the run's replicas average, the commitment
+//!   names the replicas it aggregated (`included`: non-empty, each below the run's replica
+//!   count); where they train apart, it names none and its `update` root is zero.
+//!
+//! ## Replicas that average
+//!
+//! Replicas of a stage that average their updates every step end every step with the same
+//! weights; when two of them commit different `weights_after` roots for a step, the chain
+//! emits `ReplicasDiverged` and forces an audit of both commitments (see the `replicas`
+//! module for the rule and its limit).
 //!
 //! ## Audit selection
 //!
@@ -30,6 +40,8 @@
 //! knows at commit time which ones will be. A trainer cheating on `k` steps escapes with
 //! probability `(1 − p)^k`. Not selected → the step is **credited** (ownership units) at
 //! once, unless its trainer has a slash pending (a caught cheater forfeits its unaudited work).
+//! A commitment marked in [`FORCED_AUDITS`] (replicas that diverged) is selected whatever the
+//! draw.
 //!
 //! ## Audits
 //!
@@ -90,8 +102,9 @@
 //!
 //! This file owns the pallet's types, storage, calls, events, errors and reads; the logic is
 //! one file per concern: `commitments` ([`commit_step`] and a commitment's status changes),
-//! `audits` (selection, [`attest`], settlement, deadlines), `hooks` ([`on_initialize`],
-//! [`on_finalize`]) and [`finish`] (when a run is done).
+//! `pipeline` (seals and the neighbours' roots), `replicas` (the replicas of a stage that
+//! average), `audits` (selection, [`attest`], settlement, deadlines), `hooks`
+//! ([`on_initialize`], [`on_finalize`]) and [`finish`] (when a run is done).
 
 use parity_scale_codec::{Decode, Encode};
 use serde::{Deserialize, Serialize};
@@ -112,6 +125,7 @@ pub const INDEX: u8 = index::WORK;
 pub const ATTESTATION_DOMAIN: &[u8; 13] = b"weft/audit/v1";
 
 pub use weft_primitives::compute::ComputeClass;
+pub use weft_primitives::replicas::{Included, ReplicaSync};
 pub use weft_primitives::seal::{Direction, SealSignature, StepSeals};
 pub use weft_primitives::step::{CommittedLoss, StepRoots};
 
@@ -172,6 +186,9 @@ pub struct Commitment {
     pub input_seal: Option<Seal>,
     /// The next stage's seal over `roots.output_grads`.
     pub output_grad_seal: Option<Seal>,
+    /// The replicas whose updates the step aggregated, where the run's replicas average
+    /// (`None` where they train apart).
+    pub included: Option<Included>,
     /// Block of the commitment.
     pub block: BlockNumber,
     /// Status.
@@ -285,9 +302,13 @@ pub const AUDITS: StorageMap<CommitmentId, Audit> = StorageMap::new(PALLET, "Aud
 /// Audits by attestation deadline.
 pub const DEADLINES: StorageMap<BlockNumber, Vec<CommitmentId>> =
     StorageMap::new(PALLET, "Deadlines");
+/// Commitments that must be audited at their selection block whatever the draw (replicas
+/// that diverged, see the `replicas` module); the mark is removed when the commitment's
+/// selection runs.
+pub const FORCED_AUDITS: StorageMap<CommitmentId, ()> = StorageMap::new(PALLET, "ForcedAudits");
 
 /// Calls. Indices are stable.
-// `CommitStep` carries its eight roots inline: a call is decoded once per extrinsic and
+// `CommitStep` carries its nine roots inline: a call is decoded once per extrinsic and
 // never stored in bulk, so the enum's size does not matter, and boxing would only add an
 // allocation per commitment.
 #[allow(clippy::large_enum_variant)]
@@ -313,6 +334,9 @@ pub enum Call {
         compute: ComputeClass,
         /// The neighbours' seals over what this step received.
         seals: StepSeals,
+        /// The replicas whose updates the step aggregated: `Some` (non-empty, within the
+        /// run's replicas) where the run's replicas average, `None` where they train apart.
+        included: Option<Included>,
     },
     /// An auditor's signed verdict.
     #[codec(index = 1)]
@@ -430,6 +454,19 @@ pub enum Event {
         /// Who the seals show lied (slashed), if anyone can be shown to.
         liar: Option<AccountId>,
     },
+    /// Two replicas of a stage that average committed different `weights_after` roots for
+    /// the same step; both commitments are audited if still before their selection.
+    #[codec(index = 9)]
+    ReplicasDiverged {
+        /// Run.
+        run: RunId,
+        /// Stage.
+        stage: StageIndex,
+        /// Step.
+        step: Step,
+        /// The two replicas, the lower first.
+        replicas: (Replica, Replica),
+    },
 }
 
 /// Errors. Indices are stable.
@@ -506,6 +543,14 @@ pub enum Error {
     #[codec(index = 16)]
     #[error("BadSeal: a pipeline seal does not verify against the neighbour's trainer")]
     BadSeal,
+    /// The replica round does not fit the run: where its replicas average, `included` must
+    /// name at least one replica and only replicas below the run's replica count; where
+    /// they train apart, `included` must be absent and the `update` root zero.
+    #[codec(index = 17)]
+    #[error(
+        "BadRound: the included replicas or the update root do not fit the run's replica sync"
+    )]
+    BadRound,
 }
 
 weft_pallet_support::pallet_error!(Error, INDEX);
@@ -568,8 +613,10 @@ pub fn dispatch(
             loss,
             compute,
             seals,
+            included,
         } => commit_step(
             s, ev, now, origin, *run, *stage, *replica, *step, *roots, *loss, *compute, *seals,
+            *included,
         )
         .map(|_| ()),
         Call::Attest {
@@ -586,6 +633,7 @@ mod commitments;
 pub mod finish;
 mod hooks;
 mod pipeline;
+mod replicas;
 
 pub use audits::attest;
 pub use commitments::commit_step;

@@ -137,6 +137,7 @@ fn every_step_must_start_from_the_slots_last_committed_state() {
         None,
         CPU,
         NOSEALS,
+        None,
     )
     .unwrap();
     // Other weights, or other optimizer moments, than step 0 ended with: refused, and the
@@ -149,7 +150,7 @@ fn every_step_must_start_from_the_slots_last_committed_state() {
     let replay = step_roots(0);
     for bad in [weights, moments, replay] {
         assert_eq!(
-            commit_step(&mut o, &mut ev, 2, &t0, 0, 0, 0, 1, bad, None, CPU, NOSEALS),
+            commit_step(&mut o, &mut ev, 2, &t0, 0, 0, 0, 1, bad, None, CPU, NOSEALS, None),
             Err(Error::Discontinuous.into())
         );
     }
@@ -168,6 +169,7 @@ fn every_step_must_start_from_the_slots_last_committed_state() {
         None,
         CPU,
         NOSEALS,
+        None,
     )
     .unwrap();
     commit_step(
@@ -183,6 +185,7 @@ fn every_step_must_start_from_the_slots_last_committed_state() {
         None,
         CPU,
         NOSEALS,
+        None,
     )
     .unwrap();
     // Each slot has its own chain: stage 1 starts wherever its own step 0 starts.
@@ -200,6 +203,7 @@ fn every_step_must_start_from_the_slots_last_committed_state() {
         Some(1),
         CPU,
         NOSEALS,
+        None,
     )
     .unwrap();
 }
@@ -224,7 +228,8 @@ fn only_the_assigned_trainer_commits_steps_in_order() {
             roots(1),
             None,
             CPU,
-            NOSEALS
+            NOSEALS,
+            None
         ),
         Err(Error::NotAssigned.into())
     );
@@ -241,7 +246,8 @@ fn only_the_assigned_trainer_commits_steps_in_order() {
             roots(1),
             None,
             CPU,
-            NOSEALS
+            NOSEALS,
+            None
         ),
         Err(Error::NotAssigned.into())
     );
@@ -258,7 +264,8 @@ fn only_the_assigned_trainer_commits_steps_in_order() {
             roots(1),
             None,
             CPU,
-            NOSEALS
+            NOSEALS,
+            None
         ),
         Err(Error::BadSlot.into())
     );
@@ -275,7 +282,8 @@ fn only_the_assigned_trainer_commits_steps_in_order() {
             roots(1),
             None,
             CPU,
-            NOSEALS
+            NOSEALS,
+            None
         ),
         Err(Error::OutOfOrder.into())
     );
@@ -292,7 +300,8 @@ fn only_the_assigned_trainer_commits_steps_in_order() {
             roots(1),
             Some(5),
             CPU,
-            NOSEALS
+            NOSEALS,
+            None
         ),
         Err(Error::LossMismatch.into())
     );
@@ -309,7 +318,8 @@ fn only_the_assigned_trainer_commits_steps_in_order() {
             roots(1),
             None,
             CPU,
-            NOSEALS
+            NOSEALS,
+            None
         ),
         Err(Error::LossMismatch.into())
     );
@@ -326,6 +336,7 @@ fn only_the_assigned_trainer_commits_steps_in_order() {
         None,
         CPU,
         NOSEALS,
+        None,
     )
     .unwrap();
     commit_step(
@@ -341,6 +352,7 @@ fn only_the_assigned_trainer_commits_steps_in_order() {
         Some(2_000_000),
         CPU,
         NOSEALS,
+        None,
     )
     .unwrap();
     // Replays are rejected.
@@ -357,7 +369,8 @@ fn only_the_assigned_trainer_commits_steps_in_order() {
             roots(1),
             None,
             CPU,
-            NOSEALS
+            NOSEALS,
+            None
         ),
         Err(Error::AlreadyCommitted.into())
     );
@@ -374,6 +387,7 @@ fn only_the_assigned_trainer_commits_steps_in_order() {
         None,
         CPU,
         NOSEALS,
+        None,
     )
     .unwrap();
     // Not selected (p = 0): credited in the selection block.
@@ -401,7 +415,8 @@ fn only_the_assigned_trainer_commits_steps_in_order() {
             roots(3),
             None,
             CPU,
-            NOSEALS
+            NOSEALS,
+            None
         ),
         Err(Error::RunNotTraining.into())
     );
@@ -449,6 +464,7 @@ fn selection_through_the_hooks_matches_the_rate() {
             None,
             CPU,
             NOSEALS,
+            None,
         )
         .unwrap();
         // Keep the trainer free of pending slashes: only selection is under test here.
@@ -470,7 +486,22 @@ fn selection_through_the_hooks_matches_the_rate() {
 
 fn open_one_audit(o: &mut Overlay<'_>, ev: &mut Recorder) -> (CommitmentId, Audit, AccountId) {
     let t0 = trainer_of(o, 0);
-    let id = commit_step(o, ev, 1, &t0, 0, 0, 0, 0, roots(1), None, CPU, NOSEALS).unwrap();
+    let id = commit_step(
+        o,
+        ev,
+        1,
+        &t0,
+        0,
+        0,
+        0,
+        0,
+        roots(1),
+        None,
+        CPU,
+        NOSEALS,
+        None,
+    )
+    .unwrap();
     block(o, ev, 2);
     block(o, ev, 3);
     let a = audit(o, id).unwrap().expect("selected with p = 1");
@@ -824,6 +855,7 @@ fn a_failing_selection_does_not_block_the_rest_of_the_queue() {
         None,
         CPU,
         NOSEALS,
+        None,
     )
     .unwrap();
     let good = commit_step(
@@ -839,6 +871,7 @@ fn a_failing_selection_does_not_block_the_rest_of_the_queue() {
         None,
         CPU,
         NOSEALS,
+        None,
     )
     .unwrap();
     assert_eq!(SELECTION_QUEUE.get(&o, &3).unwrap(), Some(vec![bad, good]));
@@ -893,6 +926,7 @@ fn a_failing_audit_close_does_not_block_the_rest_of_the_deadline_queue() {
         None,
         CPU,
         NOSEALS,
+        None,
     )
     .unwrap();
     let good = commit_step(
@@ -908,6 +942,7 @@ fn a_failing_audit_close_does_not_block_the_rest_of_the_deadline_queue() {
         None,
         CPU,
         NOSEALS,
+        None,
     )
     .unwrap();
     for n in 2..=3 {
@@ -981,6 +1016,7 @@ fn commit_both(
         None,
         CPU,
         NOSEALS,
+        None,
     )
     .unwrap();
     let b = commit_step(
@@ -996,6 +1032,7 @@ fn commit_both(
         Some(1_000_000),
         CPU,
         NOSEALS,
+        None,
     )
     .unwrap();
     [a, b]
@@ -1026,7 +1063,8 @@ fn a_run_finishes_when_its_last_step_is_credited_everywhere() {
             roots(1),
             None,
             CPU,
-            NOSEALS
+            NOSEALS,
+            None
         ),
         Err(Error::StepLimit.into())
     );
@@ -1115,3 +1153,4 @@ fn a_halted_run_does_not_finish() {
 }
 
 mod pipeline;
+mod replicas;

@@ -46,6 +46,18 @@
 //! A run trained with bf16 autocast on CUDA needs a wider tolerance; measure before
 //! changing the defaults.
 //!
+//! # Replicas that average
+//!
+//! Where the run's replicas average (`TrainConfig::replica_sync`), the step applied the
+//! trimmed mean of the included replicas' updates ([`crate::aggregate`]). The auditor gets
+//! the committed round ([`AuditRound`]: the bitmap, and the other included replicas' updates,
+//! each fetched from its holder and verified against the `update` root that replica
+//! committed), takes the audited replica's own update from its reveal, and recomputes: the
+//! update its inputs give must match the revealed one within tolerance, and the aggregate
+//! (bit-exact anywhere) and the AdamW step from it must give the committed weights and
+//! moments. So a replica that commits an aggregate other than the rule's over the committed
+//! updates fails, and under the trainer's own compute class (tolerance zero) bit for bit.
+//!
 //! # What cannot be audited from one stage alone
 //!
 //! A cut model with tied embeddings (the first and the last stage add each other's
@@ -197,6 +209,8 @@ pub fn needed_items(spec: StageSpec) -> Vec<StepItem> {
         .filter(|i| match i {
             StepItem::Inputs | StepItem::InputGrads => !spec.is_first(),
             StepItem::OutputGrads => !spec.is_last(),
+            // Zero (nothing to fetch) where the replicas train apart.
+            StepItem::Update => true,
             _ => true,
         })
         .collect()
@@ -266,6 +280,19 @@ pub struct AuditJob<'a> {
     pub tolerance: Tolerance,
     /// Where to recompute.
     pub device: tch::Device,
+    /// Where the run's replicas average: the round the step committed, with the other
+    /// included replicas' updates (checked against their own commitments by the caller).
+    pub round: Option<AuditRound>,
+}
+
+/// The replica round of an audited step (see the module docs, "Replicas that average").
+#[derive(Debug, Clone, Default)]
+pub struct AuditRound {
+    /// The replicas whose updates the step aggregated, as committed.
+    pub included: weft_primitives::replicas::Included,
+    /// The canonical bytes of every included replica's update but the audited one's, each
+    /// verified against the `update` root that replica committed for the step.
+    pub others: BTreeMap<Replica, Vec<u8>>,
 }
 
 /// What a step must continue from: the previous step's committed state.
@@ -287,6 +314,10 @@ pub fn recompute(job: &AuditJob<'_>, reveal: &Revealed) -> Result<AuditOutcome> 
     }
     // The reveal must be what was committed.
     for item in needed_items(spec) {
+        if c.roots.get(item) == Hash::ZERO && !reveal.items.contains_key(&item) {
+            // An empty item (an update where the replicas train apart) needs no reveal.
+            continue;
+        }
         let bytes = reveal.get(item)?;
         let root = root_of_bytes(bytes);
         if root != c.roots.get(item) {
@@ -395,9 +426,55 @@ pub fn recompute(job: &AuditJob<'_>, reveal: &Revealed) -> Result<AuditOutcome> 
         }
     };
 
+    let shapes: Vec<Vec<i64>> = names.iter().map(|(_, s)| s.clone()).collect();
+    let round = match (&job.round, train.update_codec()) {
+        (None, None) => None,
+        (Some(round), Some(_)) => {
+            let tensors = |bytes: &[u8]| f32_tensors(bytes, &shapes, device);
+            let Some(own) = tensors(reveal.get(StepItem::Update)?)? else {
+                return Ok(AuditOutcome::fail("the update has the wrong size".into()));
+            };
+            let mut updates = Vec::new();
+            for r in round.included.iter() {
+                if r == job.replica {
+                    updates.push(own.iter().map(Tensor::shallow_clone).collect());
+                    continue;
+                }
+                let bytes = round.others.get(&r).ok_or_else(|| {
+                    Error::Audit(format!("replica {r}'s update of the round is missing"))
+                })?;
+                match tensors(bytes)? {
+                    Some(u) => updates.push(u),
+                    None => {
+                        return Ok(AuditOutcome::fail(format!(
+                            "replica {r}'s included update has the wrong size"
+                        )))
+                    }
+                }
+            }
+            if updates.is_empty() {
+                return Ok(AuditOutcome::fail("the round includes no replica".into()));
+            }
+            Some(crate::schedule::ReplicaRound {
+                updates,
+                included: round.included,
+            })
+        }
+        (None, Some(_)) => {
+            return Err(Error::Audit(
+                "an averaged step needs its replica round to be audited".into(),
+            ))
+        }
+        (Some(_), None) => {
+            return Err(Error::Audit(
+                "a replica round for a run whose replicas train apart".into(),
+            ))
+        }
+    };
     let mut io = RevealIo {
         inputs,
         output_grads: out_grads,
+        round,
     };
     let report = run_step(&mut worker, c.step, &mut io)?;
     let record = report
@@ -452,6 +529,20 @@ pub fn recompute(job: &AuditJob<'_>, reveal: &Revealed) -> Result<AuditOutcome> 
                 r,
                 tol,
             ));
+            off += r.len();
+        }
+    }
+    if train.update_codec().is_some() {
+        // The update the trainer sent must be the one its inputs give (within tolerance);
+        // the aggregate and the step from it are then recomputed from the committed updates.
+        let got = f32s(reveal.get(StepItem::Update)?);
+        let mut off = 0;
+        for ((name, _), t) in names.iter().zip(&record.update) {
+            let r = tensor_f32s(t)?;
+            let Some(g) = got.get(off..off + r.len()) else {
+                return Ok(AuditOutcome::fail("the update has the wrong size".into()));
+            };
+            checks.push(compare(StepItem::Update, name, g, &r, tol));
             off += r.len();
         }
     }
@@ -537,6 +628,8 @@ pub fn recompute(job: &AuditJob<'_>, reveal: &Revealed) -> Result<AuditOutcome> 
 struct RevealIo {
     inputs: Option<Vec<Tensor>>,
     output_grads: Option<Vec<Tensor>>,
+    /// The committed round, built from the revealed and the included updates.
+    round: Option<crate::schedule::ReplicaRound>,
 }
 
 fn revealed(tensors: &Option<Vec<Tensor>>, index: usize, what: &str) -> Result<Tensor> {
@@ -575,8 +668,13 @@ impl StepIo for RevealIo {
             "global clipping cannot be audited alone".into(),
         ))
     }
-    fn replica_updates(&mut self, _: Step, _: &[Tensor]) -> Result<Option<Vec<Vec<Tensor>>>> {
-        // Committed steps are of replicas that train apart (see `crate::aggregate`).
-        Ok(None)
+    fn replica_updates(
+        &mut self,
+        _: Step,
+        _: &[Tensor],
+    ) -> Result<Option<crate::schedule::ReplicaRound>> {
+        // The aggregate is of the committed updates, not of the recomputed one (compared
+        // within tolerance afterwards): so it is recomputed bit for bit.
+        Ok(self.round.take())
     }
 }

@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::str::FromStr;
+pub use weft_primitives::replicas::ReplicaSync;
 
 fn default_vocab() -> i64 {
     256
@@ -232,6 +233,10 @@ pub struct TrainConfig {
     /// Whether the clipping norm is per stage or over the whole model.
     #[serde(default)]
     pub clip_scope: ClipScope,
+    /// Whether the replicas of a stage average their updates every step (and how the
+    /// updates cross), or train apart (`"apart"`, `"average"`, `"average-int8"`).
+    #[serde(default)]
+    pub replica_sync: ReplicaSync,
 }
 
 impl TrainConfig {
@@ -249,6 +254,16 @@ impl TrainConfig {
             eps: default_eps(),
             grad_clip: 1.0,
             clip_scope: ClipScope::Stage,
+            replica_sync: ReplicaSync::Apart,
+        }
+    }
+
+    /// How this run's replicas send their updates to each other, if they average.
+    pub fn update_codec(&self) -> Option<crate::aggregate::UpdateCodec> {
+        match self.replica_sync {
+            ReplicaSync::Apart => None,
+            ReplicaSync::Average => Some(crate::aggregate::UpdateCodec::Fp32),
+            ReplicaSync::AverageInt8 => Some(crate::aggregate::UpdateCodec::Int8),
         }
     }
 

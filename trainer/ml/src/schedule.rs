@@ -38,7 +38,6 @@
 //! worker, the network link's validation, the auditor and the chain's registration check all
 //! ask it.
 
-use crate::aggregate::UpdateCodec;
 use crate::config::{ClipScope, ModelConfig, TrainConfig};
 use crate::data::Batcher;
 use crate::error::{Error, Result};
@@ -46,6 +45,7 @@ use crate::model::{Stage, StageSpec};
 use crate::worker::{ForwardOutput, StageWorker, StepReport, WorkerOptions};
 use std::sync::mpsc;
 use tch::Tensor;
+use weft_primitives::replicas::Included;
 use weft_primitives::step::Step;
 
 /// What a stage's step depends on outside the stage (see the module docs).
@@ -106,10 +106,20 @@ pub trait StepIo {
     /// Global clipping: gives this stage's Σ‖g‖², returns the sum over all stages (added
     /// up with [`sum_in_stage_order`], so every stage gets bitwise the same total).
     fn global_sq_sum(&mut self, step: Step, own: f64) -> Result<f64>;
-    /// Replicas that average: gives this replica's update, returns the updates to aggregate
-    /// (this one's among them, any order: the aggregate does not depend on it); `None` where
-    /// the replicas of this stage train apart.
-    fn replica_updates(&mut self, step: Step, own: &[Tensor]) -> Result<Option<Vec<Vec<Tensor>>>>;
+    /// Replicas that average: gives this replica's update as it sends it (after the run's
+    /// codec), returns the round: the updates to aggregate (any order: the aggregate does not
+    /// depend on it) and which replicas they are from; `None` where no other replica takes
+    /// part (the update is then applied as it is).
+    fn replica_updates(&mut self, step: Step, sent: &[Tensor]) -> Result<Option<ReplicaRound>>;
+}
+
+/// One round of the replicas of a stage: what [`StepIo::replica_updates`] returns.
+#[derive(Debug)]
+pub struct ReplicaRound {
+    /// The updates to aggregate, each in parameter-name order.
+    pub updates: Vec<Vec<Tensor>>,
+    /// The replicas they are from.
+    pub included: Included,
 }
 
 /// The global Σ‖g‖² from every stage's, indexed by stage: added in stage order from 0.0.
@@ -157,8 +167,14 @@ pub fn run_step(worker: &mut StageWorker, step: Step, io: &mut dyn StepIo) -> Re
         };
         worker.set_shared_grad(&sum)?;
     }
-    if let Some(updates) = io.replica_updates(step, &worker.update()?)? {
-        worker.set_update(&crate::aggregate::aggregate(&updates)?)?;
+    if let Some(codec) = worker.train_config().update_codec() {
+        // What the others receive is what this replica aggregates and commits, its own
+        // update included (through the codec, so every replica adds the same values).
+        let sent = codec.round_trip(&worker.update()?)?;
+        if let Some(round) = io.replica_updates(step, &sent)? {
+            worker.set_update(&crate::aggregate::aggregate(&round.updates)?)?;
+        }
+        worker.record_sent_update(&sent);
     }
     let global = if coupling.global_clip {
         Some(io.global_sq_sum(step, worker.grad_sq_sum()?)?)
@@ -186,9 +202,9 @@ struct ChannelIo {
     shared_out: Option<mpsc::Sender<Tensor>>,
     sq_in: Option<mpsc::Receiver<(usize, f64)>>,
     sq_out: Vec<mpsc::Sender<(usize, f64)>>,
-    replica_in: Option<mpsc::Receiver<Vec<Tensor>>>,
-    replica_out: Vec<mpsc::Sender<Vec<Tensor>>>,
-    codec: Option<UpdateCodec>,
+    replica: u16,
+    replica_in: Option<mpsc::Receiver<(u16, Vec<Tensor>)>>,
+    replica_out: Vec<mpsc::Sender<(u16, Vec<Tensor>)>>,
 }
 
 fn gone(what: &str) -> Error {
@@ -243,22 +259,25 @@ impl StepIo for ChannelIo {
         }
         Ok(sum_in_stage_order(&sums))
     }
-    fn replica_updates(&mut self, _step: Step, own: &[Tensor]) -> Result<Option<Vec<Vec<Tensor>>>> {
-        let (Some(rx), Some(codec)) = (&self.replica_in, self.codec) else {
+    fn replica_updates(&mut self, _step: Step, sent: &[Tensor]) -> Result<Option<ReplicaRound>> {
+        let Some(rx) = &self.replica_in else {
             return Ok(None);
         };
-        // Everyone aggregates what the others receive, this replica's own update included.
-        let own = codec.round_trip(own)?;
         for tx in &self.replica_out {
-            let copy = own.iter().map(transfer).collect::<Result<Vec<_>>>()?;
-            tx.send(copy)
+            let copy = sent.iter().map(transfer).collect::<Result<Vec<_>>>()?;
+            tx.send((self.replica, copy))
                 .map_err(|_| Error::StepIo("a replica stopped before the average".into()))?;
         }
-        let mut all = vec![own.iter().map(Tensor::shallow_clone).collect::<Vec<_>>()];
+        let mut updates = vec![sent.iter().map(Tensor::shallow_clone).collect::<Vec<_>>()];
+        let mut from = vec![self.replica];
         for _ in 0..self.replica_out.len() {
-            all.push(rx.recv().map_err(|_| gone("replica updates"))?);
+            let (r, u) = rx.recv().map_err(|_| gone("replica updates"))?;
+            from.push(r);
+            updates.push(u);
         }
-        Ok(Some(all))
+        let included = Included::of(from)
+            .ok_or_else(|| Error::Pipeline("a replica number out of range".into()))?;
+        Ok(Some(ReplicaRound { updates, included }))
     }
 }
 
@@ -333,32 +352,27 @@ pub fn run_step_in_process_detailed(
     step: Step,
 ) -> Result<Vec<StepReport>> {
     let mut grid = [stages.iter_mut().collect::<Vec<_>>()];
-    Ok(run_grid(&mut grid, step, None)?.remove(0))
+    Ok(run_grid(&mut grid, step)?.remove(0))
 }
 
 /// Runs step `step` of `R` replica pipelines in this process: `replicas[r]` holds the stages
-/// of replica `r` in pipeline order, every stage runs [`run_step`] on its own thread. With
-/// `average = Some(codec)`, the replicas of each stage exchange their updates (through
-/// `codec`) and all apply their trimmed mean ([`crate::aggregate`]), so they hold bitwise the
-/// same weights after the step; with `None`, each pipeline trains apart. Returns the reports,
-/// `[replica][stage]`.
+/// of replica `r` in pipeline order, every stage runs [`run_step`] on its own thread. Where
+/// the workers' run averages (`TrainConfig::replica_sync`), the replicas of each stage
+/// exchange their updates and all apply their trimmed mean ([`crate::aggregate`]), so they
+/// hold bitwise the same weights after the step; otherwise each pipeline trains apart.
+/// Returns the reports, `[replica][stage]`.
 pub fn run_replicas_in_process(
     replicas: &mut [Vec<StageWorker>],
     step: Step,
-    average: Option<UpdateCodec>,
 ) -> Result<Vec<Vec<StepReport>>> {
     let mut grid: Vec<Vec<&mut StageWorker>> = replicas
         .iter_mut()
         .map(|p| p.iter_mut().collect())
         .collect();
-    run_grid(&mut grid, step, average)
+    run_grid(&mut grid, step)
 }
 
-fn run_grid(
-    grid: &mut [Vec<&mut StageWorker>],
-    step: Step,
-    average: Option<UpdateCodec>,
-) -> Result<Vec<Vec<StepReport>>> {
+fn run_grid(grid: &mut [Vec<&mut StageWorker>], step: Step) -> Result<Vec<Vec<StepReport>>> {
     let Some(first) = grid.first() else {
         return Err(Error::Pipeline("no replicas".into()));
     };
@@ -373,11 +387,14 @@ fn run_grid(
         let stages: Vec<&StageWorker> = pipeline.iter().map(|w| &**w).collect();
         check_pipeline(&stages)?;
     }
-    if average.is_some() && grid.len() > 1 {
+    let average = first
+        .iter()
+        .any(|w| w.train_config().update_codec().is_some());
+    if average && grid.len() > 1 {
         // Per stage, one channel into each replica: what the other replicas send it.
         type Wire = (
-            mpsc::Sender<Vec<Tensor>>,
-            Option<mpsc::Receiver<Vec<Tensor>>>,
+            mpsc::Sender<(u16, Vec<Tensor>)>,
+            Option<mpsc::Receiver<(u16, Vec<Tensor>)>>,
         );
         let mut wires: Vec<Vec<Wire>> = (0..n)
             .map(|_| {
@@ -391,7 +408,8 @@ fn run_grid(
             .collect();
         for (r, row) in ios.iter_mut().enumerate() {
             for (io, stage) in row.iter_mut().zip(wires.iter_mut()) {
-                io.codec = average;
+                io.replica = u16::try_from(r)
+                    .map_err(|_| Error::Pipeline(format!("replica {r} out of range")))?;
                 io.replica_in = stage[r].1.take();
                 io.replica_out = stage
                     .iter()

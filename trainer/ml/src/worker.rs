@@ -101,6 +101,9 @@ pub struct StepRecord {
     pub output_grads: Vec<Tensor>,
     /// Gradients sent back for the inputs (empty on stage 0).
     pub input_grads: Vec<Tensor>,
+    /// The update this replica sent the other replicas of its stage, parameter-name order
+    /// (empty where the replicas train apart).
+    pub update: Vec<Tensor>,
 }
 
 /// The result of one step of one stage.
@@ -602,6 +605,12 @@ impl StageWorker {
             .collect()
     }
 
+    /// Records `sent` as the update this replica sent the other replicas of its stage this
+    /// step (committed as `StepRoots::update`).
+    pub fn record_sent_update(&mut self, sent: &[Tensor]) {
+        self.record.update = sent.iter().map(Tensor::shallow_clone).collect();
+    }
+
     /// Replaces the gradient of every parameter (parameter-name order) by `update`: the
     /// replicas' aggregate, which the update of [`Self::finish_step`] then applies.
     pub fn set_update(&mut self, update: &[Tensor]) -> Result<()> {
@@ -676,6 +685,7 @@ impl StageWorker {
                     weights_after: self.current_weights_root()?,
                     optimizer_before,
                     optimizer_after: self.current_optim_root()?,
+                    update: root_of(&r.update)?,
                 },
                 loss: loss.map(committed_loss).transpose()?,
             };

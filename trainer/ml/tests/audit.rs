@@ -104,6 +104,7 @@ fn judge_with(
         previous,
         tolerance: Tolerance::default(),
         device: Device::Cpu,
+        round: None,
     };
     recompute(&job, rev).unwrap()
 }

@@ -59,6 +59,7 @@ fn judge(
         previous: None,
         tolerance: Tolerance::default(),
         device: Device::Cpu,
+        round: None,
     };
     recompute(&job, rev).unwrap()
 }

@@ -5,9 +5,8 @@
 
 use std::sync::Arc;
 use tch::Device;
-use weft_ml::aggregate::UpdateCodec;
 use weft_ml::commit::root_of;
-use weft_ml::config::{ModelConfig, TrainConfig};
+use weft_ml::config::{ModelConfig, ReplicaSync, TrainConfig};
 use weft_ml::data::{Batcher, Synthetic};
 use weft_ml::schedule::{build_workers, run_replicas_in_process, run_step_in_process};
 use weft_ml::worker::{StageWorker, WorkerOptions};
@@ -20,7 +19,12 @@ fn replicas(
     cfg: &ModelConfig,
     train: &TrainConfig,
     data: &Batcher,
+    sync: ReplicaSync,
 ) -> Vec<Vec<StageWorker>> {
+    let train = &TrainConfig {
+        replica_sync: sync,
+        ..train.clone()
+    };
     (0..n)
         .map(|r| {
             let mut p = build_workers(
@@ -80,12 +84,11 @@ fn two_averaged_replicas_stay_identical_and_train_what_one_replica_trains_on_the
         WorkerOptions::default(),
     )
     .unwrap();
-    let mut averaged = replicas(2, &cfg, &train, &data);
-    let mut apart = replicas(2, &cfg, &train, &data);
+    let mut averaged = replicas(2, &cfg, &train, &data, ReplicaSync::Average);
+    let mut apart = replicas(2, &cfg, &train, &data, ReplicaSync::Apart);
     for step in 0..4 {
         let want = run_step_in_process(&mut single, step).unwrap();
-        let reports =
-            run_replicas_in_process(&mut averaged, step, Some(UpdateCodec::Fp32)).unwrap();
+        let reports = run_replicas_in_process(&mut averaged, step).unwrap();
         // Each replica's loss is over its own micro-batches; their mean is over the single
         // replica's.
         let losses: Vec<f64> = reports
@@ -97,7 +100,7 @@ fn two_averaged_replicas_stay_identical_and_train_what_one_replica_trains_on_the
         assert!((mean - want).abs() < 1e-5, "step {step}: {mean} vs {want}");
         let r = roots(&averaged);
         assert_eq!(r[0], r[1], "step {step}: the averaged replicas differ");
-        run_replicas_in_process(&mut apart, step, None).unwrap();
+        run_replicas_in_process(&mut apart, step).unwrap();
         let r = roots(&apart);
         assert_ne!(r[0], r[1], "step {step}: replicas apart stay equal");
     }
@@ -115,17 +118,17 @@ fn two_averaged_replicas_stay_identical_and_train_what_one_replica_trains_on_the
 fn three_four_and_int8_compressed_averaged_replicas_stay_bitwise_identical() {
     let (cfg, train, data) = setup();
     for n in [3, 4] {
-        let mut averaged = replicas(n, &cfg, &train, &data);
+        let mut averaged = replicas(n, &cfg, &train, &data, ReplicaSync::Average);
         for step in 0..3 {
-            run_replicas_in_process(&mut averaged, step, Some(UpdateCodec::Fp32)).unwrap();
+            run_replicas_in_process(&mut averaged, step).unwrap();
             let r = roots(&averaged);
             assert!(r.windows(2).all(|w| w[0] == w[1]), "R = {n}, step {step}");
         }
     }
     // Compressed to int8, the replicas aggregate the same decoded values: still identical.
-    let mut int8 = replicas(2, &cfg, &train, &data);
+    let mut int8 = replicas(2, &cfg, &train, &data, ReplicaSync::AverageInt8);
     for step in 0..3 {
-        run_replicas_in_process(&mut int8, step, Some(UpdateCodec::Int8)).unwrap();
+        run_replicas_in_process(&mut int8, step).unwrap();
         let r = roots(&int8);
         assert_eq!(r[0], r[1], "int8, step {step}");
     }

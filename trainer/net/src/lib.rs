@@ -21,6 +21,7 @@
 //! * [`reveal_fetch`]: the auditor's side: hello and chunk-by-chunk verified fetching.
 //! * [`files`]: durable file writes.
 //! * [`desk`]: what answers requests outside the pipeline protocol (reveals, inference).
+//! * [`replica_desk`]: replicas that average: answering the other replicas' update requests.
 //! * [`inference`]: inference across stage holders: messages, request bodies, the router.
 //!
 //! Depends on `weft-primitives`, `weft-p2p`, `weft-bls` and tokio; never on tch or on the
@@ -35,6 +36,7 @@ pub mod journal;
 pub mod link;
 pub mod protocol;
 pub mod recovery;
+pub mod replica_desk;
 pub mod reveal_fetch;
 pub mod reveal_server;
 pub mod store;

@@ -55,6 +55,7 @@ pub fn file_name(item: StepItem) -> &'static str {
         StepItem::WeightsAfter => "weights_after.bin",
         StepItem::OptimizerBefore => "optimizer_before.bin",
         StepItem::OptimizerAfter => "optimizer_after.bin",
+        StepItem::Update => "update.bin",
     }
 }
 
@@ -74,6 +75,10 @@ pub struct StepAux {
     pub seals_received: StepSeals,
     /// This stage's seals over what it sent, as sent: `(direction, root, signature)`.
     pub seals_sent: Vec<(Direction, [u8; 32], [u8; 64])>,
+    /// Replicas that average: the replicas whose updates the step aggregated.
+    pub replica_included: Option<weft_primitives::replicas::Included>,
+    /// Replicas that average: the other included replicas' updates, as received.
+    pub replica_updates: Vec<(weft_primitives::step::Replica, crate::wire::EncodedUpdate)>,
 }
 
 /// The bytes of one step, ready to store. `None` for a `*_before` item means "the previous

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use std::collections::HashSet;
 use std::path::Path;
 use weft_p2p::{Address, PeerId};
-use weft_primitives::step::RunId;
+use weft_primitives::step::{Replica, RunId};
 
 /// Where one stage's trainer is reached.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +53,10 @@ impl StagePeer {
 /// [[auditor]]                  # optional, any number
 /// stage = 0
 /// peer_id = "12D3KooW…"
+/// [[replica]]                  # optional: the other replicas of this trainer's stage
+/// replica = 1
+/// peer_id = "12D3KooW…"
+/// addrs = ["/ip4/127.0.0.1/tcp/40102"]
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerTable {
@@ -62,6 +66,9 @@ pub struct PeerTable {
     pub stages: Vec<StagePeer>,
     /// `(stage, auditor)` pairs.
     pub auditors: Vec<(usize, PeerId)>,
+    /// The other replicas of this table's own stage, for replicas that average: `(replica,
+    /// its trainer)`, ascending.
+    pub replicas: Vec<(Replica, StagePeer)>,
 }
 
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -72,6 +79,16 @@ struct TableFile {
     stage: Vec<StageEntry>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     auditor: Vec<AuditorEntry>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    replica: Vec<ReplicaEntry>,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplicaEntry {
+    replica: Replica,
+    peer_id: String,
+    addrs: Vec<String>,
 }
 
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -94,6 +111,20 @@ fn parse_peer(s: &str) -> Result<PeerId> {
         .map_err(|e| Error::Peers(format!("bad peer id {s:?}: {e}")))
 }
 
+fn parse_peer_entry(peer_id: &str, addrs: &[String]) -> Result<StagePeer> {
+    let addrs = addrs
+        .iter()
+        .map(|a| {
+            a.parse::<Address>()
+                .map_err(|err| Error::Peers(format!("bad address {a:?}: {err}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(StagePeer {
+        peer_id: parse_peer(peer_id)?,
+        addrs,
+    })
+}
+
 impl PeerTable {
     /// Parses the TOML form.
     pub fn from_toml(text: &str) -> Result<Self> {
@@ -108,21 +139,10 @@ impl PeerTable {
                     e.stage
                 )));
             }
-            let addrs = e
-                .addrs
-                .iter()
-                .map(|a| {
-                    a.parse::<Address>()
-                        .map_err(|err| Error::Peers(format!("bad address {a:?}: {err}")))
-                })
-                .collect::<Result<Vec<_>>>()?;
             if stages[e.stage].is_some() {
                 return Err(Error::Peers(format!("stage {} listed twice", e.stage)));
             }
-            stages[e.stage] = Some(StagePeer {
-                peer_id: parse_peer(&e.peer_id)?,
-                addrs,
-            });
+            stages[e.stage] = Some(parse_peer_entry(&e.peer_id, &e.addrs)?);
         }
         let stages = stages
             .into_iter()
@@ -133,10 +153,20 @@ impl PeerTable {
             .iter()
             .map(|a| Ok((a.stage, parse_peer(&a.peer_id)?)))
             .collect::<Result<Vec<_>>>()?;
+        let mut replicas = file
+            .replica
+            .iter()
+            .map(|r| Ok((r.replica, parse_peer_entry(&r.peer_id, &r.addrs)?)))
+            .collect::<Result<Vec<_>>>()?;
+        replicas.sort_by_key(|(r, _)| *r);
+        if replicas.windows(2).any(|w| w[0].0 == w[1].0) {
+            return Err(Error::Peers("a replica listed twice".into()));
+        }
         Ok(PeerTable {
             run: file.run,
             stages,
             auditors,
+            replicas,
         })
     }
 
@@ -166,6 +196,15 @@ impl PeerTable {
                 .map(|(s, p)| AuditorEntry {
                     stage: *s,
                     peer_id: p.to_string(),
+                })
+                .collect(),
+            replica: self
+                .replicas
+                .iter()
+                .map(|(r, p)| ReplicaEntry {
+                    replica: *r,
+                    peer_id: p.peer_id.to_string(),
+                    addrs: p.addrs.iter().map(|a| a.to_string()).collect(),
                 })
                 .collect(),
         };

@@ -234,6 +234,50 @@ pub enum Request {
         /// ed25519 signature.
         signature: [u8; 64],
     },
+    /// Replicas that average: asks the replica `replica` of `stage` is talking to for its
+    /// update of `step` (index 12). Answered with [`Response::ReplicaUpdate`], or
+    /// [`Response::NotReady`] while the answerer has not finished that step's backward pass.
+    /// Taken only from the peers of the stage's other replicas (see
+    /// [`crate::replica_desk`]).
+    #[codec(index = 12)]
+    ReplicaUpdate {
+        /// The run.
+        run: RunId,
+        /// The step.
+        step: Step,
+        /// The stage (the asker's and the answerer's).
+        stage: StageIndex,
+        /// The asking replica.
+        replica: Replica,
+    },
+}
+
+/// A replica's update of a step as it crosses to the other replicas of its stage: every
+/// parameter's gradient in parameter-name order, flattened, in the run's codec.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum EncodedUpdate {
+    /// f32 little-endian, 4 bytes per value (index 0).
+    #[codec(index = 0)]
+    Fp32(Vec<u8>),
+    /// int8 with one f32 scale per tensor (index 1): value `i` of tensor `k` is
+    /// `values[i] as i8 × f32::from_bits(scales[k])`.
+    #[codec(index = 1)]
+    Int8 {
+        /// The scale of each tensor, f32 bits.
+        scales: Vec<u32>,
+        /// One signed byte per value.
+        values: Vec<u8>,
+    },
+}
+
+impl EncodedUpdate {
+    /// The bytes it takes on the wire (payload only).
+    pub fn payload_bytes(&self) -> usize {
+        match self {
+            EncodedUpdate::Fp32(b) => b.len(),
+            EncodedUpdate::Int8 { scales, values } => 4 * scales.len() + values.len(),
+        }
+    }
 }
 
 /// `RevealRequest { run, step, stage, replica, item, chunk }`.
@@ -291,6 +335,18 @@ pub enum Response {
         /// Milliseconds to wait.
         retry_after_ms: u32,
     },
+    /// A replica's update of the asked step (index 6), and, once the answerer has decided
+    /// which replicas its aggregate of that step includes, that set.
+    #[codec(index = 6)]
+    ReplicaUpdate {
+        /// The update.
+        update: EncodedUpdate,
+        /// The answerer's included set, once decided.
+        decided: Option<weft_primitives::replicas::Included>,
+    },
+    /// The answerer has no update of that step yet; ask again (index 7).
+    #[codec(index = 7)]
+    NotReady,
 }
 
 impl Response {
@@ -367,6 +423,7 @@ pub fn decode_request(bytes: &[u8], limits: &Limits) -> Result<Request, WireErro
         | Request::AuditorHello { .. }
         | Request::SuccessorHello { .. }
         | Request::Seal { .. }
+        | Request::ReplicaUpdate { .. }
         | Request::InferClose(_) => {}
     }
     Ok(req)
@@ -375,6 +432,14 @@ pub fn decode_request(bytes: &[u8], limits: &Limits) -> Result<Request, WireErro
 /// Decodes a response and validates a tensor it carries against `limits` (finite floats).
 pub fn decode_response_checked(bytes: &[u8], limits: &Limits) -> Result<Response, WireError> {
     let resp: Response = decode_exact(bytes)?;
+    if let Response::ReplicaUpdate { update, .. } = &resp {
+        if update.payload_bytes() > limits.max_bytes {
+            return Err(WireError::TooLarge {
+                bytes: update.payload_bytes() as u64,
+                max: limits.max_bytes,
+            });
+        }
+    }
     if let Response::InferHidden(t) = &resp {
         t.validate(limits, true)?;
         if !t.dtype.is_float() {
@@ -493,6 +558,12 @@ mod tests {
                 root: [4; 32],
                 signature: [5; 64],
             },
+            Request::ReplicaUpdate {
+                run: 1,
+                step: 2,
+                stage: 3,
+                replica: 4,
+            },
         ];
         for m in msgs {
             assert_eq!(decode_request(&m.encode(), &Limits::default()).unwrap(), m);
@@ -507,6 +578,29 @@ mod tests {
             total_chunks: 1,
         };
         assert_eq!(decode_response(&resp.encode()).unwrap(), resp);
+        let resp = Response::ReplicaUpdate {
+            update: EncodedUpdate::Int8 {
+                scales: vec![1.5f32.to_bits()],
+                values: vec![1, 255],
+            },
+            decided: weft_primitives::replicas::Included::of([0, 1]),
+        };
+        let enc = resp.encode();
+        assert_eq!(enc[0], 6);
+        assert_eq!(enc[1], 1);
+        assert_eq!(
+            decode_response_checked(&enc, &Limits::default()).unwrap(),
+            resp
+        );
+        let small = Limits {
+            max_bytes: 5,
+            ..Limits::default()
+        };
+        assert!(matches!(
+            decode_response_checked(&enc, &small),
+            Err(WireError::TooLarge { bytes: 6, .. })
+        ));
+        assert_eq!(Response::NotReady.encode(), vec![7]);
     }
 
     #[test]

@@ -24,6 +24,7 @@ use super::model_args::ModelArgs;
 use std::time::Instant;
 use weft_trainer::ml::aggregate::UpdateCodec;
 use weft_trainer::ml::commit::root_of;
+use weft_trainer::ml::config::{ReplicaSync, TrainConfig};
 use weft_trainer::ml::schedule::{run_replicas_in_process, run_step_in_process};
 use weft_trainer::ml::worker::StageWorker;
 
@@ -84,13 +85,24 @@ pub fn bench_replicas(
         let mut wide = train.clone();
         wide.micro_batches = m * r;
         let mut single = make_workers(&model, &wide, stages, &batcher, device, args.bf16, false)?;
-        let make = |s: usize| make_workers(&model, &train, s, &batcher, device, args.bf16, false);
-        // The replicated trainings: how their updates cross (None: they do not).
-        let codecs = [Some(UpdateCodec::Fp32), Some(UpdateCodec::Int8), None];
+        // The replicated trainings: how their updates cross (apart: they do not).
+        let syncs = [
+            ReplicaSync::Average,
+            ReplicaSync::AverageInt8,
+            ReplicaSync::Apart,
+        ];
         let names = ["averaged", "averaged int8", "apart"];
-        let mut grids = codecs
+        let mut grids = syncs
             .iter()
-            .map(|_| replicas_of(r, stages, &make))
+            .map(|&replica_sync| {
+                let train = TrainConfig {
+                    replica_sync,
+                    ..train.clone()
+                };
+                let make =
+                    |s: usize| make_workers(&model, &train, s, &batcher, device, args.bf16, false);
+                replicas_of(r, stages, &make)
+            })
             .collect::<anyhow::Result<Vec<_>>>()?;
         let mut seconds = [0.0f64; 4];
         let mut curves: [Vec<f64>; 4] = Default::default();
@@ -99,12 +111,12 @@ pub fn bench_replicas(
             let t0 = Instant::now();
             curves[0].push(run_step_in_process(&mut single, step)?);
             seconds[0] += t0.elapsed().as_secs_f64();
-            for (i, (grid, codec)) in grids.iter_mut().zip(codecs).enumerate() {
+            for (i, (grid, sync)) in grids.iter_mut().zip(syncs).enumerate() {
                 let t0 = Instant::now();
-                let loss = mean_loss(&run_replicas_in_process(grid, step, codec)?)?;
+                let loss = mean_loss(&run_replicas_in_process(grid, step)?)?;
                 seconds[i + 1] += t0.elapsed().as_secs_f64();
                 curves[i + 1].push(loss);
-                if codec.is_some() {
+                if sync.averages() {
                     always_identical &= identical(grid)?;
                 }
             }

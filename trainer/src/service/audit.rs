@@ -354,6 +354,80 @@ struct Judge {
     device: tch::Device,
 }
 
+/// Says hello to `peer` as the auditor `account` until it is accepted or `deadline` passes
+/// (a trainer may be restarting): the last failure if it never is.
+async fn hello_until(
+    net: &weft_p2p::Network,
+    peer: &weft_stage_net::topology::StagePeer,
+    slot: (
+        weft_primitives::step::RunId,
+        weft_primitives::step::StageIndex,
+    ),
+    (account, sk): ([u8; 32], &weft_bls::SecretKey),
+    deadline: Instant,
+) -> anyhow::Result<()> {
+    loop {
+        match reveal_fetch::send_hello(net, peer, slot, account, sk).await {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() >= deadline => return Err(e.into()),
+            Err(e) => {
+                tracing::debug!(error = %e, "hello failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// The replica round an averaged step `c` committed: every other included replica's update
+/// of that step, fetched from the trainer that committed it and verified chunk by chunk
+/// against the `update` root of its own commitment. An error when one cannot be had (not
+/// committed, not served): that is not the audited trainer's fault, so no verdict follows.
+async fn fetch_round(
+    net: &weft_p2p::Network,
+    view: &ChainView<NodeState<'_>>,
+    c: &chain::work::Commitment,
+    included: weft_primitives::replicas::Included,
+    (account, sk): ([u8; 32], &weft_bls::SecretKey),
+    deadline: Instant,
+) -> anyhow::Result<audit::AuditRound> {
+    use weft_primitives::step::StepItem;
+    let mut others = std::collections::BTreeMap::new();
+    for r in included.iter().filter(|&r| r != c.replica) {
+        let theirs = view
+            .commitment_of(c.run, c.stage, r, c.step)
+            .await?
+            .with_context(|| format!("replica {r} has not committed step {}", c.step))?;
+        let rec = view
+            .trainer(&theirs.trainer)
+            .await?
+            .with_context(|| format!("replica {r}'s trainer has no trainer record"))?;
+        let peer = chain::trainer_peer(&rec)?;
+        hello_until(net, &peer, (c.run, c.stage), (account, sk), deadline)
+            .await
+            .with_context(|| format!("hello to replica {r}"))?;
+        let commitment = StepCommitment {
+            step: theirs.step,
+            roots: theirs.roots,
+            loss: theirs.loss,
+        };
+        let mut items = reveal_fetch::fetch_reveal(
+            net,
+            &peer,
+            (c.run, c.stage, r),
+            &[StepItem::Update],
+            &commitment,
+            deadline,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("replica {r}'s update: {e:?}"))?;
+        let bytes = items
+            .remove(&StepItem::Update)
+            .with_context(|| format!("replica {r} revealed no update"))?;
+        others.insert(r, bytes);
+    }
+    Ok(audit::AuditRound { included, others })
+}
+
 /// Held while recomputing: libtorch's thread count, set per audit, is process-global.
 static RECOMPUTE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -406,16 +480,8 @@ impl Judge {
         let blocks_left = a.reveal_deadline.saturating_sub(head.number);
         let deadline = Instant::now() + Duration::from_millis(blocks_left * block_ms);
         let ids = (c.run, c.stage, c.replica);
-        let mut hello_ok = false;
-        while !hello_ok && Instant::now() < deadline {
-            match reveal_fetch::send_hello(net, &peer, (ids.0, ids.1), me.0, sk).await {
-                Ok(()) => hello_ok = true,
-                Err(e) => {
-                    tracing::debug!(error = %e, "hello failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        }
+        // Without a hello the fetch below fails, and is judged as such.
+        let _ = hello_until(net, &peer, (ids.0, ids.1), (me.0, sk), deadline).await;
         let items = audit::needed_items(spec);
         let revealed =
             reveal_fetch::fetch_reveal(net, &peer, ids, &items, &commitment, deadline).await;
@@ -460,6 +526,14 @@ impl Judge {
                 }),
             None => None,
         };
+        let round = match c.included {
+            Some(included) => Some(
+                fetch_round(net, &view, c, included, (me.0, sk), deadline)
+                    .await
+                    .context("the replica round of this step cannot be checked here")?,
+            ),
+            None => None,
+        };
         let replica = c.replica;
         let (model, train) = (setup.model.clone(), setup.train.clone());
         let outcome = tokio::task::spawn_blocking(move || {
@@ -478,6 +552,7 @@ impl Judge {
                         previous,
                         tolerance: tol,
                         device,
+                        round,
                     },
                     &reveal,
                 )

@@ -660,6 +660,7 @@ async fn run_assigned(
         desks: vec![inference.clone()],
         identity: p2p_key.clone(),
         tamper: hooks.tamper.clone(),
+        replica_deadline: args.replica_deadline,
     };
     let (step_metrics, step_display) = (metrics.clone(), display.clone());
     let progress = Box::new(move |p: &stage::StepProgress| {

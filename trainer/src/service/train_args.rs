@@ -3,6 +3,7 @@
 
 use anyhow::Context;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Arguments of `train`.
 #[derive(Debug, clap::Args)]
@@ -63,6 +64,10 @@ pub struct TrainArgs {
     /// Seconds to wait for a neighbour's message.
     #[arg(long, default_value_t = 600)]
     pub peer_timeout: u64,
+    /// Replicas that average: seconds to wait for the other replicas' updates of a step
+    /// before leaving the missing ones out of that round.
+    #[arg(long, default_value = "20", value_parser = parse_seconds)]
+    pub replica_deadline: Duration,
     /// CPU threads for libtorch (0 = default).
     #[arg(long, default_value_t = 0)]
     pub threads: i32,
@@ -141,4 +146,14 @@ pub fn apply_train_file(args: &mut TrainArgs, matches: &clap::ArgMatches) -> any
         args.steps = f.steps;
     }
     Ok(())
+}
+
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|e| format!("{s:?} is not a number of seconds: {e}"))?;
+    if !(secs.is_finite() && secs > 0.0 && secs <= 86_400.0) {
+        return Err(format!("{s} seconds: must be above 0 and at most a day"));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }

@@ -37,12 +37,14 @@
 //! waits for its partners' `Done`, so nobody leaves while a partner may still need a resend.
 mod net_io;
 mod replay;
+pub mod replicas;
 pub mod sim;
 
 pub use replay::{checkpoint_path, resume, Resumed};
 
 use crate::error::{Error, Result};
 use net_io::NetIo;
+use replicas::{NetworkTransport, ReplicaExchange, Transport};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -58,6 +60,7 @@ use weft_stage_net::desk::{Desks, RequestDesk};
 use weft_stage_net::journal::Journal;
 use weft_stage_net::link::{LinkConfig, RetryPolicy, StageLink, StageShape};
 use weft_stage_net::recovery;
+use weft_stage_net::replica_desk::ReplicaDesk;
 use weft_stage_net::reveal_server::RevealDesk;
 use weft_stage_net::store::{StepAux, StepBytes, TensorStore};
 use weft_stage_net::topology::PeerTable;
@@ -95,6 +98,9 @@ pub struct NodeConfig {
     /// Test seam: rewrites activations and input gradients after they are committed, before
     /// they are sent (the adversary's `forged-messages`); the trainer installs none.
     pub tamper: Option<SendTamper>,
+    /// Replicas that average: how long a replica waits for the others' updates of a step
+    /// before it leaves the missing ones out of the round.
+    pub replica_deadline: Duration,
 }
 
 /// Rewrites what leaves for a neighbour in `(step, direction, micro)`, after the worker
@@ -170,6 +176,7 @@ struct Ctx {
     link: StageLink,
     store: TensorStore,
     cfg: NodeConfig,
+    replicas: Option<ReplicaExchange>,
 }
 
 impl Ctx {
@@ -206,6 +213,7 @@ impl Ctx {
             timeout,
             aux: StepAux::default(),
             tamper: self.cfg.tamper.as_ref(),
+            replicas: self.replicas.as_ref(),
             sent: Default::default(),
             received: Default::default(),
         };
@@ -237,6 +245,7 @@ impl Ctx {
                 (StepItem::WeightsAfter, Some(weights(worker)?)),
                 (StepItem::OptimizerBefore, ob),
                 (StepItem::OptimizerAfter, Some(moments(worker)?)),
+                (StepItem::Update, Some(canonical_bytes(&record.update)?)),
             ],
         };
         if let Some(h) = hook.as_mut() {
@@ -327,6 +336,15 @@ impl Ctx {
             checkpoint::save(&worker, &checkpoint_path(&self.cfg.data_dir))?;
         }
         let finished = worker.completed_steps();
+        if let (Some(ex), Some(last)) = (&self.replicas, finished.checked_sub(1)) {
+            if r.next_step < self.cfg.steps && !ex.desk.wait_served(last, self.cfg.replica_deadline)
+            {
+                tracing::info!(
+                    step = last,
+                    "not every replica fetched this one's last update"
+                );
+            }
+        }
         sh.set_current(finished);
         sh.flush(self.cfg.peer_timeout)?;
         for &p in &partners {
@@ -398,6 +416,8 @@ pub async fn run_stage_with(
     mut hooks: StageHooks,
 ) -> Result<Summary> {
     let prepared = prepare(&cfg, &mut worker, Some(network.local_peer_id()))?;
+    let network_for_replicas = network.clone();
+    let replica_desk = prepared.replica_desk.clone();
     let (link, _tasks) = StageLink::start(
         prepared.link,
         prepared.current,
@@ -406,6 +426,10 @@ pub async fn run_stage_with(
         inbound,
     )?;
     let store = prepared.store;
+    let transport: Arc<dyn Transport> = Arc::new(NetworkTransport {
+        network: network_for_replicas,
+        runtime: tokio::runtime::Handle::current(),
+    });
     let _stopper = hooks.stop.take().map(|mut stop| {
         let link = link.clone();
         AbortOnDrop(tokio::spawn(async move {
@@ -414,8 +438,17 @@ pub async fn run_stage_with(
             }
         }))
     });
+    let replicas = replica_desk.map(|desk| (desk, transport));
     tokio::task::spawn_blocking(move || {
-        train_on_link(cfg, worker, link, store, &mut *progress, &mut hooks)
+        train_on_link(
+            cfg,
+            worker,
+            link,
+            store,
+            replicas,
+            &mut *progress,
+            &mut hooks,
+        )
     })
     .await
     .map_err(|e| Error::Config(format!("the training thread failed: {e}")))?
@@ -439,8 +472,12 @@ pub struct Prepared {
     /// The stage's tensor store.
     pub store: TensorStore,
     /// What answers the stage's requests outside the pipeline protocol: reveals and
-    /// auditor hellos first, then the config's other desks.
+    /// auditor hellos first, then the replicas' update requests, then the config's other
+    /// desks.
     pub desks: Desks,
+    /// Where the run's replicas average: the desk this replica publishes its updates on
+    /// (also among `desks`).
+    pub replica_desk: Option<Arc<ReplicaDesk>>,
 }
 
 /// Checks a stage's settings against its worker and peer table (`local`: this node's peer
@@ -500,11 +537,24 @@ pub fn prepare(
         global_clip: coupling.global_clip,
     };
     let current = Journal::read(&cfg.data_dir)?.map_or(0, |j| j.last_committed + 1);
+    let stage_id = spec_stage_id(spec.stage)?;
     let desk = RevealDesk {
         store: store.clone(),
         auditors: cfg.auditors.clone(),
-        slot: (cfg.run, spec_stage_id(spec.stage)?, cfg.replica),
+        slot: (cfg.run, stage_id, cfg.replica),
     };
+    let replica_desk = worker.train_config().update_codec().map(|_| {
+        Arc::new(ReplicaDesk::new(
+            cfg.run,
+            stage_id,
+            cfg.peers.replicas.iter().map(|(_, p)| p.peer_id),
+        ))
+    });
+    let mut desks: Desks = vec![Arc::new(desk) as Arc<dyn RequestDesk>];
+    if let Some(d) = &replica_desk {
+        desks.push(d.clone() as Arc<dyn RequestDesk>);
+    }
+    desks.extend(cfg.desks.iter().cloned());
     Ok(Prepared {
         link: LinkConfig {
             run: cfg.run,
@@ -515,24 +565,46 @@ pub fn prepare(
         },
         current,
         store,
-        desks: std::iter::once(Arc::new(desk) as Arc<dyn RequestDesk>)
-            .chain(cfg.desks.iter().cloned())
-            .collect(),
+        desks,
+        replica_desk,
     })
 }
 
 /// Trains a prepared stage on a running `link` until `cfg.steps` steps are complete
 /// (blocking; see the module docs): resume, steps, checkpoints, then `Done` with every
-/// partner.
+/// partner. Where the run's replicas average, `replicas` is the desk from [`prepare`] and
+/// the transport to the other replicas.
 pub fn train_on_link(
     cfg: NodeConfig,
     worker: StageWorker,
     link: StageLink,
     store: TensorStore,
+    replicas: Option<(Arc<ReplicaDesk>, Arc<dyn Transport>)>,
     progress: &mut (dyn FnMut(&StepProgress) + Send),
     hooks: &mut StageHooks,
 ) -> Result<Summary> {
-    let ctx = Ctx { link, store, cfg };
+    let replicas = match (worker.train_config().update_codec(), replicas) {
+        (None, _) => None,
+        (Some(codec), Some((desk, transport))) => Some(ReplicaExchange {
+            desk,
+            transport,
+            peers: cfg.peers.replicas.clone(),
+            deadline: cfg.replica_deadline,
+            codec,
+            limits: cfg.limits,
+        }),
+        (Some(_), None) => {
+            return Err(Error::Config(
+                "the run's replicas average, but this stage has no way to reach them".into(),
+            ))
+        }
+    };
+    let ctx = Ctx {
+        link,
+        store,
+        cfg,
+        replicas,
+    };
     ctx.train(worker, progress, &mut hooks.after_step, &mut hooks.commit)
 }
 

@@ -4,6 +4,9 @@
 //! exchanged outside the commitment (the other holder's embedding gradient, the global
 //! norm) are kept in a [`StepAux`] so that a restart can replay the step.
 //!
+//! Replicas that average exchange their updates through [`ReplicaExchange`] (see
+//! `super::replicas`), which keeps the set and the others' updates in the same [`StepAux`].
+//!
 //! # Seals
 //!
 //! After its last activation of a step (micro-batch `M − 1`) a stage sends the next stage
@@ -17,11 +20,12 @@
 //! step's [`StepAux`] and from there into its commitment; the seals sent too, so a restarted
 //! stage can send them again.
 
+use super::replicas::ReplicaExchange;
 use super::SendTamper;
 use std::time::Duration;
 use tch::Tensor;
 use weft_ml::commit::root_of;
-use weft_ml::schedule::{sum_in_stage_order, StepIo};
+use weft_ml::schedule::{sum_in_stage_order, ReplicaRound, StepIo};
 use weft_ml::tensor::{from_wire, to_wire};
 use weft_primitives::seal::{seal_message, verify_by_peer_id, Direction, SealSignature};
 use weft_primitives::step::{Replica, RunId, StageIndex, Step};
@@ -41,6 +45,8 @@ pub(super) struct NetIo<'a> {
     pub(super) aux: StepAux,
     /// Test seam: rewrites what is sent after it is committed, before it is sent.
     pub(super) tamper: Option<&'a SendTamper>,
+    /// Replicas that average: this replica's part in its stage's rounds.
+    pub(super) replicas: Option<&'a ReplicaExchange>,
     /// What was sent and received this step, per direction, in order (for the seals).
     pub(super) sent: [Vec<Tensor>; 2],
     pub(super) received: [Vec<Tensor>; 2],
@@ -286,12 +292,21 @@ impl StepIo for NetIo<'_> {
 
     fn replica_updates(
         &mut self,
-        _step: Step,
-        _own: &[Tensor],
-    ) -> weft_ml::Result<Option<Vec<Vec<Tensor>>>> {
-        // The replicas of a networked stage train apart: their averaging runs in process
-        // (`weft_ml::aggregate`, `run_replicas_in_process`); over libp2p, with its commitment
-        // and its audit, it is not built yet.
-        Ok(None)
+        step: Step,
+        sent: &[Tensor],
+    ) -> weft_ml::Result<Option<ReplicaRound>> {
+        let Some(exchange) = self.replicas else {
+            return Ok(None);
+        };
+        exchange
+            .round(
+                self.run,
+                self.link.stage_id(),
+                self.replica,
+                step,
+                sent,
+                &mut self.aux,
+            )
+            .map(Some)
     }
 }

@@ -11,7 +11,7 @@ use weft_ml::commit::StepItem;
 use weft_ml::schedule::{run_step, StepIo};
 use weft_ml::tensor::{f32_slice, from_wire};
 use weft_ml::worker::StageWorker;
-use weft_primitives::step::{RunId, Step};
+use weft_primitives::step::{Replica, RunId, Step};
 use weft_stage_net::recovery;
 use weft_stage_net::store::{StepAux, TensorStore};
 
@@ -94,6 +94,7 @@ fn replay_step(worker: &mut StageWorker, store: &TensorStore, step: Step) -> Res
         ],
         micro_batches: worker.micro_batches(),
         aux: store.aux(step)?,
+        replica: worker.replica(),
     };
     let report = run_step(worker, step, &mut io)?;
     if report.commitment.as_ref() != Some(&stored) {
@@ -115,6 +116,8 @@ struct StoreIo {
     shape: Vec<i64>,
     micro_batches: usize,
     aux: StepAux,
+    /// This stage's replica (its own place in a stored replica round).
+    replica: Replica,
 }
 
 impl StepIo for StoreIo {
@@ -150,10 +153,8 @@ impl StepIo for StoreIo {
     fn replica_updates(
         &mut self,
         _step: Step,
-        _own: &[Tensor],
-    ) -> weft_ml::Result<Option<Vec<Vec<Tensor>>>> {
-        // The replicas of a networked stage train apart (their averaging runs in process
-        // only, see `weft_ml::aggregate`), so there is nothing to replay.
-        Ok(None)
+        sent: &[Tensor],
+    ) -> weft_ml::Result<Option<weft_ml::schedule::ReplicaRound>> {
+        super::replicas::replayed_round(&self.aux, self.replica, sent)
     }
 }

@@ -148,7 +148,15 @@ pub fn run(
         let (store, thread_link) = (prepared.store, link.clone());
         let mut hooks = make_hooks(k);
         let thread = std::thread::spawn(move || {
-            train_on_link(cfg, worker, thread_link, store, &mut |_| {}, &mut hooks)
+            train_on_link(
+                cfg,
+                worker,
+                thread_link,
+                store,
+                None,
+                &mut |_| {},
+                &mut hooks,
+            )
         });
         Ok(Running {
             incarnation,

@@ -36,7 +36,7 @@ fn commit(
     seals: StepSeals,
 ) -> Result<CommitmentId, Failure> {
     let loss = (stage == 1).then_some(1);
-    commit_step(o, ev, 1, who, 0, stage, 0, 0, roots, loss, CPU, seals)
+    commit_step(o, ev, 1, who, 0, stage, 0, 0, roots, loss, CPU, seals, None)
 }
 
 fn seals(inputs: Option<SealSignature>, output_grads: Option<SealSignature>) -> StepSeals {

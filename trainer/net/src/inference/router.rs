@@ -446,6 +446,8 @@ fn describe(r: &Response) -> String {
         Response::Busy { .. } => "Busy".into(),
         Response::Error { code, .. } => format!("{code:?}"),
         Response::RevealChunk { .. } => "a reveal chunk".into(),
+        Response::ReplicaUpdate { .. } => "a replica update".into(),
+        Response::NotReady => "NotReady".into(),
     }
 }
 

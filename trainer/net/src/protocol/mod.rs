@@ -512,6 +512,9 @@ impl StageProtocol {
             Request::InferForward(_) | Request::InferClose(_) => {
                 return wrong("this stage serves no inference".into());
             }
+            Request::ReplicaUpdate { .. } => {
+                return wrong("the replicas of this run train apart".into());
+            }
             Request::Forward {
                 run,
                 step,

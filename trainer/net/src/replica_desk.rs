@@ -1,0 +1,252 @@
+//! The replicas of a stage that average: the desk that answers the other replicas' requests
+//! for this replica's update of a step ([`ReplicaDesk`]).
+//!
+//! # The round of step `t` (stage `k`, replicas `0 … R − 1`)
+//!
+//! ```text
+//! after the backward pass:  replica r publishes its update U_r(t) here
+//! every other replica j:    asks r for U_r(t) (Request::ReplicaUpdate) until it has it or
+//!                           its deadline passes; NotReady while r is still computing
+//! at j's deadline:          j decides its set S_j(t) = {j} ∪ {i : U_i(t) arrived} — unless
+//!                           an answer carried a set some replica had already decided, which
+//!                           j then adopts (and fetches what it lacks of it)
+//! every replica:            applies trimmed_mean({U_i(t) : i ∈ S(t)}), commits S(t) as its
+//!                           bitmap and the root of U_r(t) as its update root
+//! ```
+//!
+//! The deciding replica publishes its set here, and every later answer carries it, so a
+//! replica that was late (its update came after the others had decided without it) learns
+//! the set they used and applies the same aggregate: it is left out of the round, not split
+//! off from its stage. Two replicas that decide at the same moment on different sets (an
+//! update that arrived just before one deadline and just after the other) end the step with
+//! different weights; the chain sees it (their `weights_after` roots differ) and audits both.
+//!
+//! Only the peers of the stage's other replicas may ask (`Forbidden` otherwise). The desk
+//! keeps the updates of the last [`KEPT_STEPS`] steps in memory; a restarted replica
+//! publishes again as it recomputes.
+
+use crate::desk::RequestDesk;
+use crate::wire::{EncodedUpdate, ErrorCode, Request, Response};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+use weft_p2p::PeerId;
+use weft_primitives::replicas::Included;
+use weft_primitives::step::{RunId, StageIndex, Step};
+
+/// Steps whose updates the desk keeps.
+pub const KEPT_STEPS: u64 = 8;
+
+#[derive(Default)]
+struct Published {
+    update: Option<EncodedUpdate>,
+    decided: Option<Included>,
+    /// The peers this step's update was given to.
+    served: HashSet<PeerId>,
+}
+
+/// Answers the other replicas' requests for this replica's updates (see the module docs).
+pub struct ReplicaDesk {
+    run: RunId,
+    stage: StageIndex,
+    allowed: HashSet<PeerId>,
+    steps: Mutex<BTreeMap<Step, Published>>,
+    served: Condvar,
+}
+
+impl ReplicaDesk {
+    /// The desk of a replica of `stage` in `run`, answering the peers `allowed` (the other
+    /// replicas of the stage).
+    pub fn new(run: RunId, stage: StageIndex, allowed: impl IntoIterator<Item = PeerId>) -> Self {
+        ReplicaDesk {
+            run,
+            stage,
+            allowed: allowed.into_iter().collect(),
+            steps: Mutex::new(BTreeMap::new()),
+            served: Condvar::new(),
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut BTreeMap<Step, Published>) -> T) -> T {
+        let mut steps = self.steps.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut steps)
+    }
+
+    /// Publishes this replica's update of `step`; forgets the steps before
+    /// `step − KEPT_STEPS + 1`.
+    pub fn publish(&self, step: Step, update: EncodedUpdate) {
+        self.with(|steps| {
+            steps.entry(step).or_default().update = Some(update);
+            let keep_from = step.saturating_sub(KEPT_STEPS - 1);
+            *steps = steps.split_off(&keep_from);
+        });
+    }
+
+    /// Records the set this replica decided for `step`.
+    pub fn decide(&self, step: Step, included: Included) {
+        self.with(|steps| steps.entry(step).or_default().decided = Some(included));
+    }
+
+    /// Waits up to `timeout` until every other replica has been given this replica's update
+    /// of `step` (a stage that has trained its last step waits so before it stops answering,
+    /// so a replica a little behind still gets it); whether they all were.
+    pub fn wait_served(&self, step: Step, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut steps = self.steps.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let all = steps
+                .get(&step)
+                .is_some_and(|p| self.allowed.iter().all(|peer| p.served.contains(peer)));
+            let now = Instant::now();
+            if all || now >= deadline {
+                return all;
+            }
+            steps = self
+                .served
+                .wait_timeout(steps, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// The set decided for `step`, if it was.
+    pub fn decided(&self, step: Step) -> Option<Included> {
+        self.with(|steps| steps.get(&step).and_then(|p| p.decided))
+    }
+}
+
+impl RequestDesk for ReplicaDesk {
+    fn answer(&self, peer: &PeerId, request: &Request) -> Option<Response> {
+        let Request::ReplicaUpdate {
+            run, step, stage, ..
+        } = request
+        else {
+            return None;
+        };
+        Some(if *run != self.run {
+            Response::error(
+                ErrorCode::WrongRun,
+                format!("this replica trains run {}", self.run),
+            )
+        } else if *stage != self.stage {
+            Response::error(
+                ErrorCode::WrongStage,
+                format!("this replica trains stage {}", self.stage),
+            )
+        } else if !self.allowed.contains(peer) {
+            Response::error(
+                ErrorCode::Forbidden,
+                format!("{peer} is not a replica of stage {}", self.stage),
+            )
+        } else {
+            let answer = self.with(|steps| match steps.get_mut(step) {
+                Some(Published {
+                    update: Some(update),
+                    decided,
+                    served,
+                }) => {
+                    served.insert(*peer);
+                    Response::ReplicaUpdate {
+                        update: update.clone(),
+                        decided: *decided,
+                    }
+                }
+                _ => Response::NotReady,
+            });
+            self.served.notify_all();
+            answer
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn peer(seed: u8) -> PeerId {
+        weft_p2p::keypair_from_seed([seed; 32])
+            .unwrap()
+            .public()
+            .to_peer_id()
+    }
+
+    fn ask(step: Step, stage: StageIndex, run: RunId) -> Request {
+        Request::ReplicaUpdate {
+            run,
+            step,
+            stage,
+            replica: 1,
+        }
+    }
+
+    #[test]
+    fn answers_only_the_stage_replicas_with_what_was_published() {
+        let desk = ReplicaDesk::new(3, 1, [peer(1)]);
+        let code = |r: Option<Response>| match r {
+            Some(Response::Error { code, .. }) => Some(code),
+            _ => None,
+        };
+        assert!(desk
+            .answer(
+                &peer(1),
+                &Request::Done {
+                    run: 3,
+                    from_stage: 0,
+                    steps: 1
+                }
+            )
+            .is_none());
+        assert_eq!(
+            desk.answer(&peer(1), &ask(0, 1, 3)),
+            Some(Response::NotReady)
+        );
+        assert_eq!(
+            code(desk.answer(&peer(2), &ask(0, 1, 3))),
+            Some(ErrorCode::Forbidden)
+        );
+        assert_eq!(
+            code(desk.answer(&peer(1), &ask(0, 0, 3))),
+            Some(ErrorCode::WrongStage)
+        );
+        assert_eq!(
+            code(desk.answer(&peer(1), &ask(0, 1, 4))),
+            Some(ErrorCode::WrongRun)
+        );
+        let u = EncodedUpdate::Fp32(vec![0, 0, 128, 63]);
+        desk.publish(0, u.clone());
+        assert!(!desk.wait_served(0, Duration::from_millis(1)));
+        assert_eq!(
+            desk.answer(&peer(1), &ask(0, 1, 3)),
+            Some(Response::ReplicaUpdate {
+                update: u.clone(),
+                decided: None
+            })
+        );
+        assert!(
+            desk.wait_served(0, Duration::from_millis(1)),
+            "peer 1 has it"
+        );
+        let set = Included::of([0]).unwrap();
+        desk.decide(0, set);
+        assert_eq!(desk.decided(0), Some(set));
+        assert_eq!(
+            desk.answer(&peer(1), &ask(0, 1, 3)),
+            Some(Response::ReplicaUpdate {
+                update: u.clone(),
+                decided: Some(set)
+            })
+        );
+        // Old steps are forgotten.
+        desk.publish(KEPT_STEPS, u);
+        assert_eq!(
+            desk.answer(&peer(1), &ask(0, 1, 3)),
+            Some(Response::NotReady)
+        );
+        assert!(desk.decided(0).is_none());
+        assert!(matches!(
+            desk.answer(&peer(1), &ask(KEPT_STEPS, 1, 3)),
+            Some(Response::ReplicaUpdate { .. })
+        ));
+    }
+}

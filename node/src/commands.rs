@@ -514,7 +514,7 @@ fn benchmark_commitments(trainers: usize, blocks: usize, json: bool) -> anyhow::
                 loss,
                 compute: weft_primitives::compute::ComputeClass::UNDECLARED,
                 seals: Default::default(),
-                included: None,
+                round: None,
             });
             candidates.push(candidate(call, k, 1 + b as u64, ctx));
         }

@@ -10,7 +10,16 @@
 //! and the bitmap of the replicas it aggregated; the work pallet checks that the replicas of
 //! a stage end each step with the same `weights_after` root.
 //!
-//! SCALE: `ReplicaSync` one byte (explicit indices), `Included` a `u64` little-endian.
+//! Every update crosses **sealed**: its sender signs `seal_message(run, step, stage, replica,
+//! Direction::Update, root)` ([`crate::seal`]) with its p2p identity, the receiver checks the
+//! signature and the root of what it received, and commits, with its own step, the root and
+//! the seal of every other replica's update it aggregated ([`Round::received`]). A replica
+//! that sends one update and commits another has contradicted its own signature, and the
+//! chain slashes it, as it does a stage that seals other tensors than it commits.
+//!
+//! SCALE: `ReplicaSync` one byte (explicit indices), `Included` a `u64` little-endian,
+//! `ReceivedUpdate` `replica (u16) ‖ root (32) ‖ signature (64)`, `Round` `included ‖
+//! Vec<ReceivedUpdate>`.
 
 use parity_scale_codec::{Decode, Encode, MaxEncodedLen};
 use serde::{Deserialize, Serialize};
@@ -104,6 +113,32 @@ impl Included {
     pub fn within(self, replicas: u16) -> bool {
         replicas >= Self::MAX_REPLICAS || self.0 >> replicas == 0
     }
+}
+
+/// Another replica's update as a replica received and aggregated it: the sender, the root
+/// of the update and the sender's seal over that root (`Direction::Update`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Encode, Decode, MaxEncodedLen, Serialize, Deserialize,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ReceivedUpdate {
+    /// The sending replica.
+    pub replica: u16,
+    /// The Merkle root of its update's canonical bytes.
+    pub root: crate::Hash,
+    /// Its seal over `root`.
+    pub signature: crate::seal::SealSignature,
+}
+
+/// What the commitment of a step of a run whose replicas average says about its round.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Round {
+    /// The replicas whose updates the step aggregated.
+    pub included: Included,
+    /// For every included replica but the committing one, its update as received, sealed;
+    /// ascending by replica.
+    pub received: Vec<ReceivedUpdate>,
 }
 
 #[cfg(test)]

@@ -61,6 +61,10 @@ pub enum Direction {
     /// receiver's `output_grads`).
     #[codec(index = 1)]
     Gradients,
+    /// A replica's update, from replica `r` of stage `k` to the other replicas of stage `k`
+    /// (the sender's `update` root; see [`crate::replicas`]).
+    #[codec(index = 2)]
+    Update,
 }
 
 /// The bytes a sender signs to seal `root`, what it sent to its neighbour in `direction`

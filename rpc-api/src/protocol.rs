@@ -246,10 +246,32 @@ pub struct CommitmentJson {
     /// `roots.update`.
     #[serde(default)]
     pub included: Option<Vec<Replica>>,
+    /// Where the run's replicas average: every other included replica's update as this
+    /// replica received it, ascending by replica, with the sender's seal and the account it
+    /// was verified against; empty where they train apart
+    /// (`docs/commitments-and-audits.md`, "Replicas that average").
+    #[serde(default)]
+    pub received: Vec<ReceivedUpdateJson>,
     /// Block of the commitment.
     pub block: BlockNumber,
     /// Committed, audited, credited, voided or inconclusive.
     pub status: work::CommitStatus,
+}
+
+/// Another replica's update as a commitment received it (`CommitmentJson::received`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReceivedUpdateJson {
+    /// The sending replica.
+    pub replica: Replica,
+    /// The root of its update (what its own commitment must carry as `roots.update`).
+    pub root: Hash,
+    /// Its seal over `root` (0x + 128 hex digits).
+    pub signature: work::SealSignature,
+    /// The account the seal was verified against: the committer of the sender's step, or,
+    /// before it had committed, the slot's holder; `null` where the sender had no trainer to
+    /// answer for it then (kept unverified; it convicts nobody).
+    pub by: Option<AccountId>,
 }
 
 /// Where an audit is.

@@ -182,7 +182,7 @@ fn commit(c: &mut Chain, stage: u16, step: u64, cheating_stage: Option<u16>) -> 
             loss,
             compute: weft_primitives::compute::ComputeClass::UNDECLARED,
             seals: Default::default(),
-            included: None,
+            round: None,
         }),
     )
 }
@@ -320,7 +320,7 @@ fn the_protocol_end_to_end() {
             loss: None,
             compute: weft_primitives::compute::ComputeClass::UNDECLARED,
             seals: Default::default(),
-            included: None,
+            round: None,
         }),
     ));
     let out = c.block(xts);
@@ -359,7 +359,7 @@ fn the_protocol_end_to_end() {
             loss: None,
             compute: weft_primitives::compute::ComputeClass::UNDECLARED,
             seals: Default::default(),
-            included: None,
+            round: None,
         }),
     ));
     let out = c.block(xts);

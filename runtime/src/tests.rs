@@ -321,7 +321,14 @@ fn layouts_are_stable() {
             inputs: None,
             output_grads: Some(work::SealSignature([7; 64])),
         },
-        included: Some(work::Included(0b101)),
+        round: Some(work::Round {
+            included: work::Included(0b101),
+            received: vec![work::ReceivedUpdate {
+                replica: 2,
+                root: Hash([8; 32]),
+                signature: work::SealSignature([9; 64]),
+            }],
+        }),
     });
     let enc = commit.encode();
     assert_eq!(
@@ -330,13 +337,18 @@ fn layouts_are_stable() {
     );
     // Nine 32-byte roots (weights, activations, gradients, optimizer state, the replica's
     // update), the loss, the 10-byte compute class, the two optional 64-byte seals, then the
-    // optional bitmap of included replicas (u64 little-endian).
-    assert_eq!(enc.len(), 18 + 9 * 32 + 9 + 10 + 1 + 65 + 9);
+    // optional round: the bitmap of included replicas (u64 little-endian) and the received
+    // updates (compact length, then replica u16 ‖ root ‖ seal, 98 bytes each).
+    assert_eq!(enc.len(), 18 + 9 * 32 + 9 + 10 + 1 + 65 + 1 + 8 + 1 + 98);
     assert_eq!(&enc[18 + 288..18 + 288 + 9], &[1, 5, 0, 0, 0, 0, 0, 0, 0]);
     assert_eq!(&enc[18 + 288 + 9..18 + 288 + 19], &[0; 10]);
     assert_eq!(enc[18 + 288 + 19..18 + 288 + 21], [0, 1]);
     assert_eq!(&enc[18 + 288 + 21..18 + 288 + 85], &[7; 64]);
-    assert_eq!(&enc[18 + 288 + 85..], &[1, 5, 0, 0, 0, 0, 0, 0, 0]);
+    let round = &enc[18 + 288 + 85..];
+    assert_eq!(&round[..10], &[1, 5, 0, 0, 0, 0, 0, 0, 0, 4]);
+    assert_eq!(&round[10..12], &[2, 0]);
+    assert_eq!(&round[12..44], &[8; 32]);
+    assert_eq!(&round[44..], &[9; 64]);
     let attest = RuntimeCall::Work(work::Call::Attest {
         audit: 1,
         verdict: work::Verdict::Fail,

@@ -17,6 +17,7 @@
 //! | `copy-replica`     | trains on the other replica's shard (`r xor 1`), not its own    | data assignment      |
 //! | `nudge`            | after each update moves every weight tensor half the default tolerance along a fixed direction of its choosing | exact audits only (same compute class) |
 //! | `forged-messages`  | commits its honest outputs and input gradients but sends its neighbour other ones (sealed, as a receiver requires) | the chain, at commit (the neighbour's seal) |
+//! | `poisoned-update`  | replicas that average: sends (sealed) and commits its update ×(−1000); the trimmed mean of 3 or more outvotes it | update (its audit) |
 
 use crate::net::store::StepBytes;
 use crate::stage::{CommitHook, SendTamper};
@@ -54,6 +55,9 @@ pub enum Cheat {
     Nudge,
     /// Honest outputs committed, other tensors sent ([`forged_messages`]).
     ForgedMessages,
+    /// Replicas that average: its update ×(−1000) sent to the other replicas (and committed,
+    /// sealed), everything else honest.
+    PoisonedUpdate,
 }
 
 /// The `forged-messages` cheat from step `from` on: what leaves for a neighbour (the
@@ -161,6 +165,15 @@ impl StepHook for Cheater {
             _ => {}
         }
         Ok(true)
+    }
+
+    fn update(&mut self, step: u64, update: &mut Vec<Tensor>) -> MlResult<()> {
+        if self.cheat == Cheat::PoisonedUpdate && step >= self.from {
+            for u in update.iter_mut() {
+                *u = u.f_mul_scalar(-1000.0)?;
+            }
+        }
+        Ok(())
     }
 
     fn after_update(&mut self, step: u64, params: &[(String, Tensor)]) -> MlResult<()> {

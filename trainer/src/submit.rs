@@ -31,7 +31,7 @@ use weft_ml::commit::StepCommitment;
 use weft_pallet_support::{Replica, RunId, StageIndex};
 use weft_pallet_work::Error as WorkError;
 use weft_primitives::compute::ComputeClass;
-use weft_primitives::replicas::Included;
+use weft_primitives::replicas::Round;
 use weft_primitives::seal::StepSeals;
 use weft_primitives::{Era, Keypair};
 use weft_rpc_client::{Client, ClientError, SubmitOptions, WaitFor};
@@ -167,14 +167,14 @@ pub fn plan(
 }
 
 /// The `commit_step` call of `c` for `slot`, computed under `compute`, with the seals its
-/// neighbours gave for what it received and, where the replicas average, the replicas whose
-/// updates it aggregated.
+/// neighbours gave for what it received and, where the replicas average, its round: the
+/// replicas whose updates it aggregated and their sealed roots.
 pub fn commit_call(
     slot: SlotId,
     c: &StepCommitment,
     compute: ComputeClass,
     seals: StepSeals,
-    included: Option<Included>,
+    round: Option<Round>,
 ) -> RuntimeCall {
     RuntimeCall::Work(weft_pallet_work::Call::CommitStep {
         run: slot.run,
@@ -185,7 +185,7 @@ pub fn commit_call(
         loss: c.loss,
         compute,
         seals,
-        included,
+        round,
     })
 }
 
@@ -355,7 +355,7 @@ impl<'a> Submitter<'a> {
                         &c,
                         self.compute,
                         aux.seals_received,
-                        aux.replica_included,
+                        crate::stage::replicas::committed_round(&aux),
                     );
                     let xt = self
                         .with_retry("signing", || async {

@@ -54,6 +54,18 @@ pub struct CommitArgs {
     /// replicas average, refused where they train apart.
     #[arg(long, value_name = "R,R,…", value_parser = parse_included)]
     included: Option<work::Included>,
+    /// Another included replica's update as this replica received it: its replica number,
+    /// the root of the update and the sender's seal over it (`Direction::Update`), e.g.
+    /// `1:0xROOT:0xSIG`. Once per included replica other than this one (the chain refuses a
+    /// round that misses one); in any order, sent ascending by replica. Only with
+    /// --included.
+    #[arg(
+        long = "received",
+        value_name = "R:0xROOT:0xSIG",
+        value_parser = parse_received,
+        requires = "included"
+    )]
+    received: Vec<work::ReceivedUpdate>,
     /// The root of the update this replica sent to the other replicas of its stage (0x
     /// hash); default: the `update` of --roots, else zero (as where replicas train apart).
     #[arg(long, value_name = "0xHASH")]
@@ -136,6 +148,40 @@ pub fn parse_included(text: &str) -> std::result::Result<work::Included, String>
     }
     let max = work::Included::MAX_REPLICAS;
     work::Included::of(replicas).ok_or_else(|| format!("replicas are numbered below {max}"))
+}
+
+/// One `--received` entry, `REPLICA:0xROOT:0xSIG`: another replica's update root and its
+/// seal over it.
+pub fn parse_received(text: &str) -> std::result::Result<work::ReceivedUpdate, String> {
+    let mut parts = text.trim().splitn(3, ':');
+    let (Some(replica), Some(root), Some(signature)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(format!("{text:?} is not REPLICA:0xROOT:0xSIG"));
+    };
+    let replica: Replica = replica
+        .trim()
+        .parse()
+        .map_err(|_| format!("{replica:?} is not a replica number"))?;
+    let root: Hash = root
+        .trim()
+        .parse()
+        .map_err(|e| format!("update root {root:?}: {e}"))?;
+    let signature: work::SealSignature = signature.trim().parse()?;
+    Ok(work::ReceivedUpdate {
+        replica,
+        root,
+        signature,
+    })
+}
+
+/// The round of a commitment from `--included` and `--received` (sorted by replica, as the
+/// chain requires); `None` without `--included`.
+fn round_of(
+    included: Option<work::Included>,
+    mut received: Vec<work::ReceivedUpdate>,
+) -> Option<work::Round> {
+    received.sort_by_key(|e| e.replica);
+    included.map(|included| work::Round { included, received })
 }
 
 /// Step roots from `--roots` JSON: `update` may be absent (zero).
@@ -318,7 +364,7 @@ pub async fn work(url: &str, json: bool, command: WorkCommand) -> Result<()> {
                     inputs: a.input_seal,
                     output_grads: a.grad_seal,
                 },
-                included: a.included,
+                round: round_of(a.included, a.received.clone()),
             });
             drop(client);
             submit_then(url, json, &a.tx, call, &what, |r| {
@@ -464,6 +510,18 @@ pub async fn work(url: &str, json: bool, command: WorkCommand) -> Result<()> {
                     println!("{}", field("Included", list.join(",")));
                     println!("{}", field("Update", c.roots.update));
                 }
+                for e in &c.received {
+                    println!(
+                        "{}",
+                        field(
+                            &format!("Received from {}", e.replica),
+                            match e.by {
+                                Some(by) => format!("{} (sealed by {by})", e.root),
+                                None => format!("{} (unverified: its sender had left)", e.root),
+                            }
+                        )
+                    );
+                }
             })
         }
     }
@@ -517,6 +575,35 @@ mod tests {
         assert_eq!(shared.optimizer_before, r0.optimizer_before);
         assert_ne!(r1.weights_after, r0.weights_after);
         assert_eq!(shared.inputs, r1.inputs);
+    }
+
+    #[test]
+    fn received_updates_parse_and_are_sent_ascending() {
+        let root = Hash([3; 32]);
+        let sig = work::SealSignature([4; 64]);
+        let e = parse_received(&format!("2:{root}:{}", sig.to_hex())).unwrap();
+        assert_eq!(
+            e,
+            work::ReceivedUpdate {
+                replica: 2,
+                root,
+                signature: sig
+            }
+        );
+        assert!(parse_received("2:0x00")
+            .unwrap_err()
+            .contains("REPLICA:0xROOT:0xSIG"));
+        assert!(parse_received(&format!("x:{root}:{}", sig.to_hex()))
+            .unwrap_err()
+            .contains("replica number"));
+        assert!(parse_received(&format!("1:{root}:0x1234"))
+            .unwrap_err()
+            .contains("not 64"));
+        let other = work::ReceivedUpdate { replica: 0, ..e };
+        let round = round_of(work::Included::of([0, 1, 2]), vec![e, other]).unwrap();
+        assert_eq!(round.received, vec![other, e]);
+        assert_eq!(round.included, work::Included(0b111));
+        assert_eq!(round_of(None, vec![]), None);
     }
 
     #[test]

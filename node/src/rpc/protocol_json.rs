@@ -7,8 +7,8 @@ use jsonrpsee::core::RpcResult;
 use weft_primitives::storage::StateReader;
 use weft_primitives::AccountId;
 use weft_rpc_api::protocol::{
-    bytes_to_text, peer_id_to_string, AuditJson, AuditStatus, CommitmentJson, LedgerJson, RunJson,
-    TrainerJson, UnlockChunkJson, ValidatorJson,
+    bytes_to_text, peer_id_to_string, AuditJson, AuditStatus, CommitmentJson, LedgerJson,
+    ReceivedUpdateJson, RunJson, TrainerJson, UnlockChunkJson, ValidatorJson,
 };
 use weft_runtime::support::{CommitmentId, RunId};
 use weft_runtime::{runs, stages, staking, work};
@@ -105,7 +105,21 @@ pub(super) fn commitment_json(id: CommitmentId, c: work::Commitment) -> Commitme
         compute: c.compute,
         input_seal: c.input_seal,
         output_grad_seal: c.output_grad_seal,
-        included: c.included.map(|set| set.iter().collect()),
+        included: c
+            .round
+            .as_ref()
+            .map(|round| round.included.iter().collect()),
+        received: c
+            .round
+            .iter()
+            .flat_map(|round| &round.received)
+            .map(|e| ReceivedUpdateJson {
+                replica: e.replica,
+                root: e.root,
+                signature: e.signature,
+                by: e.by,
+            })
+            .collect(),
         block: c.block,
         status: c.status,
     }

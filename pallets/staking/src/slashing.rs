@@ -70,6 +70,10 @@ pub enum OffenceKind {
     /// (or committed inputs that nobody sealed).
     #[codec(index = 4)]
     PipelineContradiction,
+    /// A trainer committed an update root other than the one it sealed for another replica
+    /// of its stage (replicas that average).
+    #[codec(index = 5)]
+    ReplicaContradiction,
 }
 
 /// A slash waiting for its deferral to end.

@@ -4,7 +4,7 @@
 
 use crate::{
     next_step, pipeline, replicas, CommitStatus, Commitment, CommittedLoss, ComputeClass, Error,
-    Event, Included, Sink, StepRoots, StepSeals, COMMITMENTS, NEXT_ID, NEXT_STEP, SELECTION_QUEUE,
+    Event, Round, Sink, StepRoots, StepSeals, COMMITMENTS, NEXT_ID, NEXT_STEP, SELECTION_QUEUE,
     STEP_COMMITMENT,
 };
 use weft_pallet_ownership as ownership;
@@ -28,7 +28,11 @@ pub(crate) fn push_queue(
     Ok(())
 }
 
-/// `commit_step`.
+/// `commit_step`: the checks in the crate docs ("Commitments"), in this order: the run, the
+/// slot, the step, the loss, the round (`BadRound`), continuity, the seals (pipeline and
+/// update seals, `BadSeal`); nothing is written before all pass. Then the commitment is
+/// stored and queued for selection, and compared with its neighbours' (`pipeline`) and the
+/// other replicas' (`replicas`: sealed updates, then `weights_after`).
 #[allow(clippy::too_many_arguments)]
 pub fn commit_step(
     s: &mut (impl Storage + ?Sized),
@@ -43,7 +47,7 @@ pub fn commit_step(
     loss: Option<CommittedLoss>,
     compute: ComputeClass,
     seals: StepSeals,
-    included: Option<Included>,
+    round: Option<Round>,
 ) -> Result<CommitmentId, Failure> {
     let r = runs::get(s, run)?;
     if !r.is_training() {
@@ -69,7 +73,7 @@ pub fn commit_step(
     if last != loss.is_some() {
         return Err(Error::LossMismatch.into());
     }
-    replicas::check_round(&r, &roots, included)?;
+    replicas::check_round(&r, replica, &roots, round.as_ref())?;
     // Continuity, for every step and whoever commits it: the slot's state is handed on,
     // never invented (a root comparison, not a sampled audit).
     if let Some(before) = step.checked_sub(1) {
@@ -87,6 +91,7 @@ pub fn commit_step(
     }
     let (input_seal, output_grad_seal) =
         pipeline::verify_seals(s, run, r.stages, stage, replica, step, &roots, seals)?;
+    let round = replicas::verify_round(s, run, stage, step, round)?;
     let id = NEXT_ID.get(s)?.unwrap_or(0);
     NEXT_ID.put(s, &id.checked_add(1).ok_or(Error::Overflow)?);
     NEXT_STEP.insert(
@@ -105,7 +110,7 @@ pub fn commit_step(
         compute,
         input_seal,
         output_grad_seal,
-        included,
+        round,
         block: now,
         status: CommitStatus::Committed,
     };
@@ -130,6 +135,7 @@ pub fn commit_step(
         },
     );
     pipeline::cross_check(s, ev, now, id, &c)?;
+    replicas::check_updates(s, ev, now, &r, id, &c)?;
     replicas::compare(s, ev, &r, id, &c)?;
     Ok(id)
 }

@@ -16,15 +16,22 @@
 //! * `step` is below the run's step limit (`steps_per_epoch` × epochs trained, and the run's
 //!   `final_steps`: `max_steps`, else the schedule's `total_steps`),
 //! * the round fits the run (`BadRound`): where the run's replicas average, the commitment
-//!   names the replicas it aggregated (`included`: non-empty, each below the run's replica
-//!   count); where they train apart, it names none and its `update` root is zero.
+//!   carries its [`Round`]: the replicas it aggregated (`included`: non-empty, each below the
+//!   run's replica count) and, for every included replica but its own, that replica's update
+//!   root with its seal (`received`, ascending); where they train apart, no round and a zero
+//!   `update` root,
+//! * every seal verifies (`BadSeal`): the pipeline seals of its neighbours and the update
+//!   seals of the replicas it aggregated, each against the sender's trainer.
 //!
 //! ## Replicas that average
 //!
 //! Replicas of a stage that average their updates every step end every step with the same
 //! weights; when two of them commit different `weights_after` roots for a step, the chain
 //! emits `ReplicasDiverged` and forces an audit of both commitments (see the `replicas`
-//! module for the rule and its limit).
+//! module for the rule and its limit). Every update crosses sealed: a replica that commits
+//! another update root than the one it sealed to another replica is slashed at commit
+//! (`ReplicaUpdateContradiction`, offence `ReplicaContradiction`), as a stage that contradicts
+//! its pipeline seal is.
 //!
 //! ## Audit selection
 //!
@@ -125,7 +132,7 @@ pub const INDEX: u8 = index::WORK;
 pub const ATTESTATION_DOMAIN: &[u8; 13] = b"weft/audit/v1";
 
 pub use weft_primitives::compute::ComputeClass;
-pub use weft_primitives::replicas::{Included, ReplicaSync};
+pub use weft_primitives::replicas::{Included, ReceivedUpdate, ReplicaSync, Round};
 pub use weft_primitives::seal::{Direction, SealSignature, StepSeals};
 pub use weft_primitives::step::{CommittedLoss, StepRoots};
 
@@ -138,6 +145,37 @@ pub struct Seal {
     pub by: AccountId,
     /// Its ed25519 signature over the seal message.
     pub signature: SealSignature,
+}
+
+/// Another replica's update as the committing replica received and aggregated it, its seal
+/// verified (see the `replicas` module): replica `replica` of the same stage sent an update
+/// with Merkle root `root`, sealed by `by`, the account that answers for that replica's
+/// step (its committer, or, before it had committed, the slot's holder).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifiedUpdate {
+    /// The sending replica.
+    pub replica: Replica,
+    /// The root of the update it sent.
+    pub root: Hash,
+    /// Its seal over `root` (`Direction::Update`), as submitted.
+    pub signature: SealSignature,
+    /// The account the seal was verified against; `None` where the sending replica had no
+    /// trainer to answer for it when this commitment was made (its trainer chilled or its
+    /// slot empty): such an entry is kept, unverified, and can convict nobody.
+    pub by: Option<AccountId>,
+}
+
+/// The round of a commitment of a run whose replicas average, as stored: the submitted
+/// [`Round`] with each received update's seal verified.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifiedRound {
+    /// The replicas whose updates the step aggregated.
+    pub included: Included,
+    /// For every included replica but the committing one, its update as received; ascending
+    /// by replica.
+    pub received: Vec<VerifiedUpdate>,
 }
 
 /// Where a commitment is.
@@ -186,9 +224,9 @@ pub struct Commitment {
     pub input_seal: Option<Seal>,
     /// The next stage's seal over `roots.output_grads`.
     pub output_grad_seal: Option<Seal>,
-    /// The replicas whose updates the step aggregated, where the run's replicas average
-    /// (`None` where they train apart).
-    pub included: Option<Included>,
+    /// The step's round, where the run's replicas average (`None` where they train apart):
+    /// the replicas it aggregated and the other replicas' updates as received, sealed.
+    pub round: Option<VerifiedRound>,
     /// Block of the commitment.
     pub block: BlockNumber,
     /// Status.
@@ -334,9 +372,11 @@ pub enum Call {
         compute: ComputeClass,
         /// The neighbours' seals over what this step received.
         seals: StepSeals,
-        /// The replicas whose updates the step aggregated: `Some` (non-empty, within the
-        /// run's replicas) where the run's replicas average, `None` where they train apart.
-        included: Option<Included>,
+        /// The step's round: `Some` where the run's replicas average (the replicas whose
+        /// updates the step aggregated, non-empty and within the run's replicas, and every
+        /// other included replica's update root with its seal, ascending), `None` where they
+        /// train apart.
+        round: Option<Round>,
     },
     /// An auditor's signed verdict.
     #[codec(index = 1)]
@@ -467,6 +507,22 @@ pub enum Event {
         /// The two replicas, the lower first.
         replicas: (Replica, Replica),
     },
+    /// A replica of a stage that averages committed another `update` root for a step than
+    /// the one another replica of its stage holds its seal over (see the `replicas` module).
+    #[codec(index = 10)]
+    ReplicaUpdateContradiction {
+        /// Run.
+        run: RunId,
+        /// Stage.
+        stage: StageIndex,
+        /// Step.
+        step: Step,
+        /// The replica that sent one update and committed another.
+        replica: Replica,
+        /// Its committer, slashed, where the seal is its own; `None` where the seal is by an
+        /// earlier holder of the slot (nobody provably lied).
+        by: Option<AccountId>,
+    },
 }
 
 /// Errors. Indices are stable.
@@ -538,18 +594,20 @@ pub enum Error {
     #[codec(index = 15)]
     #[error("Discontinuous: the step does not start from the slot's last committed state")]
     Discontinuous,
-    /// A pipeline seal that does not verify: not a signature by the sending slot's trainer
-    /// over this commitment's root, or a seal from a neighbour the stage does not have.
+    /// A seal that does not verify: a pipeline seal that is not a signature by the sending
+    /// slot's trainer over this commitment's root, or one from a neighbour the stage does not
+    /// have; or an update seal of the round that is not a signature by the sending replica's
+    /// trainer over the root it names.
     #[codec(index = 16)]
-    #[error("BadSeal: a pipeline seal does not verify against the neighbour's trainer")]
+    #[error("BadSeal: a seal does not verify against the sender's trainer")]
     BadSeal,
-    /// The replica round does not fit the run: where its replicas average, `included` must
-    /// name at least one replica and only replicas below the run's replica count; where
-    /// they train apart, `included` must be absent and the `update` root zero.
+    /// The replica round does not fit the run: where its replicas average, the round must
+    /// be present, `included` must name at least one replica and only replicas below the
+    /// run's replica count, and `received` must hold exactly one entry for every included
+    /// replica but the committing one, ascending by replica; where they train apart, the
+    /// round must be absent and the `update` root zero.
     #[codec(index = 17)]
-    #[error(
-        "BadRound: the included replicas or the update root do not fit the run's replica sync"
-    )]
+    #[error("BadRound: the round or the update root does not fit the run's replica sync")]
     BadRound,
 }
 
@@ -613,10 +671,21 @@ pub fn dispatch(
             loss,
             compute,
             seals,
-            included,
+            round,
         } => commit_step(
-            s, ev, now, origin, *run, *stage, *replica, *step, *roots, *loss, *compute, *seals,
-            *included,
+            s,
+            ev,
+            now,
+            origin,
+            *run,
+            *stage,
+            *replica,
+            *step,
+            *roots,
+            *loss,
+            *compute,
+            *seals,
+            round.clone(),
         )
         .map(|_| ()),
         Call::Attest {

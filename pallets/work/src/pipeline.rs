@@ -29,6 +29,10 @@
 //!
 //! The slash is that of a failed audit (the run's `trainer_slash`, chilled, removed from its
 //! stages, its units in the run forfeited), and the liar's commitment of the step is void.
+//!
+//! [`verify_seal`] is the one verification of a seal against its sender, for these seals and
+//! for the update seals of replicas that average (`Direction::Update`, the `replicas`
+//! module), which never appear in [`StepSeals`].
 
 use crate::{Commitment, CommitmentId, Error, Event, Seal, Sink, COMMITMENTS, STEP_COMMITMENT};
 use weft_pallet_runs as runs;
@@ -39,7 +43,8 @@ use weft_primitives::seal::{seal_message, verify_by_peer_id, Direction, SealSign
 use weft_primitives::storage::{StateReader, Storage, StorageError};
 use weft_primitives::{AccountId, BlockNumber, Hash};
 
-fn committed(
+/// The commitment of `(run, stage, replica, step)`, whatever its status.
+pub(crate) fn committed(
     s: &(impl StateReader + ?Sized),
     run: RunId,
     stage: StageIndex,
@@ -54,7 +59,7 @@ fn committed(
 
 /// Who answers for what slot `(run, stage, replica)` sent in `step`: the account that
 /// committed the step, or, before anyone has, the slot's holder.
-fn sender_of(
+pub(crate) fn sender_of(
     s: &(impl StateReader + ?Sized),
     run: RunId,
     stage: StageIndex,
@@ -67,7 +72,32 @@ fn sender_of(
     Ok(stages::slot(s, run, stage, replica)?)
 }
 
-/// One seal of a commitment being made, verified: `from_stage`'s seal over `root`.
+/// `signature` verified as the seal of slot `(run, from_stage, replica)` over `root`, what it
+/// sent in `step` in `direction`: a signature of [`seal_message`] by the p2p key (the peer id
+/// of its trainer record) of the account that answers for the slot's step (its committer,
+/// else the slot's holder). `BadSeal` when there is no such account, it has no trainer
+/// record, or the signature does not verify. Reads only.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn verify_seal(
+    s: &(impl StateReader + ?Sized),
+    run: RunId,
+    from_stage: StageIndex,
+    replica: Replica,
+    step: Step,
+    direction: Direction,
+    root: &Hash,
+    signature: SealSignature,
+) -> Result<Seal, Failure> {
+    let by = sender_of(s, run, from_stage, replica, step)?.ok_or(Error::BadSeal)?;
+    let record = staking::trainer(s, &by)?.ok_or(Error::BadSeal)?;
+    let message = seal_message(run, step, from_stage, replica, direction, root);
+    if !verify_by_peer_id(&record.peer_id, &message, &signature) {
+        return Err(Error::BadSeal.into());
+    }
+    Ok(Seal { by, signature })
+}
+
+/// One pipeline seal of a commitment being made, verified: `from_stage`'s seal over `root`.
 #[allow(clippy::too_many_arguments)]
 fn verify_one(
     s: &(impl StateReader + ?Sized),
@@ -84,13 +114,10 @@ fn verify_one(
     };
     // A seal from a neighbour the stage does not have.
     let from_stage = from_stage.ok_or(Error::BadSeal)?;
-    let by = sender_of(s, run, from_stage, replica, step)?.ok_or(Error::BadSeal)?;
-    let record = staking::trainer(s, &by)?.ok_or(Error::BadSeal)?;
-    let message = seal_message(run, step, from_stage, replica, direction, root);
-    if !verify_by_peer_id(&record.peer_id, &message, &signature) {
-        return Err(Error::BadSeal.into());
-    }
-    Ok(Some(Seal { by, signature }))
+    verify_seal(
+        s, run, from_stage, replica, step, direction, root, signature,
+    )
+    .map(Some)
 }
 
 /// The seals of the commitment of `(run, stage, replica, step)` with `roots`, verified
@@ -131,8 +158,9 @@ pub(crate) fn verify_seals(
     Ok((inputs, grads))
 }
 
-/// Who lied across one boundary in one direction, if the roots differ: `Ok(None)` when they
-/// agree, `Ok(Some(None))` when they differ and nobody is provably at fault.
+/// Who lied across one boundary in one direction, if the roots differ: `None` when they
+/// agree, `Some(None)` when they differ and nobody is provably at fault. `Update` crosses no
+/// boundary (the replicas' own check, see the `replicas` module): `None`.
 fn liar(
     sender: &Commitment,
     receiver: &Commitment,
@@ -149,6 +177,8 @@ fn liar(
             receiver.roots.output_grads,
             receiver.output_grad_seal,
         ),
+        // Never built by `cross_check`: an update seal is never a pipeline seal.
+        Direction::Update => return None,
     };
     if sent == received {
         return None;

@@ -4,8 +4,8 @@ use weft_pallet_balances as balances;
 use weft_pallet_runs as runs;
 use weft_pallet_staking as staking;
 use weft_pallet_testkit::{
-    acc, as_executive, endowed, genesis, protocol_genesis, run_block, run_spec, trainer, validator,
-    validator_secret_key, Recorder,
+    acc, as_executive, endowed, genesis, protocol_genesis, run_block, run_spec, seal, trainer,
+    validator, validator_secret_key, Recorder,
 };
 use weft_primitives::storage::{MemoryState, Overlay};
 
@@ -83,6 +83,22 @@ fn block(o: &mut Overlay<'_>, ev: &mut Recorder, n: BlockNumber) {
         on_initialize(o, ev, n).unwrap();
         on_finalize(o, ev, n).unwrap();
     });
+}
+
+/// The trainer number (`acc(t)`, p2p key `trainer_p2p_key(t)`) of an account.
+fn t_of(who: &AccountId) -> u8 {
+    (0..=u8::MAX).find(|t| acc(*t) == *who).unwrap()
+}
+
+/// The offences reported so far: `(offender, kind)`.
+fn offences(ev: &Recorder) -> Vec<(AccountId, staking::OffenceKind)> {
+    ev.of::<staking::Event>()
+        .iter()
+        .filter_map(|e| match e {
+            staking::Event::OffenceReported { offender, kind, .. } => Some((*offender, *kind)),
+            _ => None,
+        })
+        .collect()
 }
 
 fn trainer_of(o: &Overlay<'_>, stage: StageIndex) -> AccountId {

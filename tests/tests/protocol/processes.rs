@@ -96,6 +96,12 @@ pub fn auditor_args(url: &str, key: &str, dir: &std::path::Path) -> Vec<String> 
 /// every step audited by one auditor per stage (no validator audits both stages), reveal
 /// window 25 and attest window 60 blocks, then `extra` flags.
 pub fn audited_tiny_run_with(hyper: &str, extra: &[&str]) -> Vec<String> {
+    audited_tiny_run_of(hyper, 2, extra)
+}
+
+/// [`audited_tiny_run_with`] cut into `stages` stages.
+pub fn audited_tiny_run_of(hyper: &str, stages: u16, extra: &[&str]) -> Vec<String> {
+    let stages = stages.to_string();
     let base = [
         "run",
         "register",
@@ -106,7 +112,7 @@ pub fn audited_tiny_run_with(hyper: &str, extra: &[&str]) -> Vec<String> {
         "--hyper-params",
         hyper,
         "--stages",
-        "2",
+        &stages,
         "--dataset-hash",
         &format!("0x{}", "05".repeat(32)),
         "--audit-probability",

@@ -116,3 +116,146 @@ async fn averaged_replicas_hold_the_same_weights_after_every_step_and_pass_their
         dump(&procs)
     );
 }
+
+/// The poisoner's first poisoned step.
+const POISON_FROM: u64 = 2;
+
+/// One stage, three replicas that average, every step audited; the third trainer is
+/// `weft-adversary --cheat poisoned-update`: from step [`POISON_FROM`] on it sends (sealed)
+/// and commits its update ×(−1000). The trimmed mean (t = 1 of 3) outvotes it: all three
+/// replicas keep the same weights, the loss goes on as before, the honest replicas' audits
+/// (which recompute the aggregate over the poisoned update, fetched and checked against the
+/// poisoner's seal) pass, and the poisoner's own audit fails — its update is not what its
+/// inputs give — and it is slashed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_poisoned_update_is_outvoted_and_its_sender_fails_its_audit() {
+    let _serial = serial().await;
+    let _ = weft_tests::bin("weft-adversary");
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("node"), &["--block-time", "200ms"])
+        .await
+        .unwrap();
+    let url = node.ws_url();
+    let c = node.cli_client().await.unwrap();
+    let steps = 8u64;
+    let hyper = format!(
+        r#"{{"micro_batch_size":2,"micro_batches":2,"lr":0.01,"warmup_steps":2,"total_steps":{steps},"replica_sync":"average"}}"#
+    );
+    let register = super::processes::audited_tiny_run_of(
+        &hyper,
+        1,
+        &[
+            "--replicas",
+            "3",
+            "--max-steps",
+            &steps.to_string(),
+            "--steps-per-epoch",
+            "3",
+        ],
+    );
+    let (honest, poisoner) = (["//Hon0", "//Hon1"], "//Poisoner");
+    in_parallel(
+        &url,
+        validators_funding(&[honest[0], honest[1], poisoner], register),
+    )
+    .await;
+    let mut procs = start_auditors(&url, dir.path());
+    for (i, key) in honest.iter().enumerate() {
+        let mut args = vec!["train".to_string()];
+        args.extend(trainer_args(&url, key, 0, dir.path()));
+        procs.push(Spawned::start("weft-trainer", &args, dir.path(), &format!("hon{i}")).unwrap());
+    }
+    let mut args: Vec<String> = ["--cheat", "poisoned-update", "--cheat-from"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.push(POISON_FROM.to_string());
+    args.extend(trainer_args(&url, poisoner, 0, dir.path()));
+    procs.push(Spawned::start("weft-adversary", &args, dir.path(), "poisoner").unwrap());
+    let dump = |procs: &[Spawned]| {
+        let mut s: Vec<String> = procs.iter().map(Spawned::log_tail).collect();
+        s.push(format!("--- node ---\n{}", node.log_tail()));
+        s.join("\n")
+    };
+    let poisoner = account(poisoner);
+    let honest = honest.map(account);
+
+    // The poisoner is slashed for a failed audit of its first poisoned step.
+    let slash = wait_for(Duration::from_secs(400), "the poisoner's slash", || async {
+        let slashes = c.slashes(None).await.ok()?;
+        slashes.into_iter().find(|s| s.offender == poisoner)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", dump(&procs)));
+    assert_eq!(slash.kind, staking::OffenceKind::AuditFailed, "{slash:?}");
+    let audits = c.audits(0, None).await.unwrap();
+    let failed: Vec<_> = audits
+        .iter()
+        .filter(|a| a.verdict == Some(work::Verdict::Fail))
+        .collect();
+    assert!(
+        failed
+            .iter()
+            .all(|a| a.trainer == poisoner && a.step >= POISON_FROM),
+        "{failed:#?}"
+    );
+
+    // The honest replicas' audits of the steps around the poisoning all settle and pass.
+    let last = POISON_FROM + 1;
+    let audits = wait_for(Duration::from_secs(300), "the honest audits", || async {
+        let audits = c.audits(0, None).await.ok()?;
+        let honest_settled = audits
+            .iter()
+            .filter(|a| honest.contains(&a.trainer) && a.step <= last && a.verdict.is_some())
+            .count() as u64;
+        (honest_settled == 2 * (last + 1)).then_some(audits)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", dump(&procs)));
+    for a in audits.iter().filter(|a| honest.contains(&a.trainer)) {
+        assert_ne!(
+            a.verdict,
+            Some(work::Verdict::Fail),
+            "{a:#?}\n{}",
+            dump(&procs)
+        );
+    }
+
+    // Every replica committed the same weights at every step up to the poisoning and one
+    // after; the poisoned step aggregated all three updates; the loss did not jump.
+    let mut losses = Vec::new();
+    for step in 0..=last {
+        let mut weights = Vec::new();
+        for r in 0..3u16 {
+            let Some(cm) = c.commitment(0, 0, r, step, None).await.unwrap() else {
+                continue;
+            };
+            if cm.trainer == poisoner && cm.status == work::CommitStatus::Voided {
+                continue;
+            }
+            weights.push(cm.roots.weights_after);
+            if step == POISON_FROM {
+                assert_eq!(cm.included.as_deref(), Some(&[0u16, 1, 2][..]), "{cm:?}");
+            }
+            if honest.contains(&cm.trainer) {
+                losses.push((step, cm.loss.expect("one stage commits its loss")));
+            }
+        }
+        assert!(weights.len() >= 2, "step {step}: {weights:?}");
+        assert!(
+            weights.windows(2).all(|w| w[0] == w[1]),
+            "step {step}: the replicas differ"
+        );
+    }
+    let first = losses
+        .iter()
+        .find(|(s, _)| *s == 0)
+        .map(|(_, l)| *l)
+        .unwrap();
+    for (step, loss) in &losses {
+        assert!(
+            *loss <= first + 100_000,
+            "step {step}: loss {loss} jumped above the first step's {first} (×10⁻⁶)"
+        );
+    }
+}

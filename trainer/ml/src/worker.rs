@@ -163,6 +163,11 @@ pub trait StepHook: Send {
     fn after_update(&mut self, _step: u64, _params: &[(String, Tensor)]) -> Result<()> {
         Ok(())
     }
+    /// Replicas that average: this replica's update (parameter-name order) about to be sent
+    /// to the other replicas of its stage and committed.
+    fn update(&mut self, _step: u64, _update: &mut Vec<Tensor>) -> Result<()> {
+        Ok(())
+    }
     /// The replica whose data this stage reads (its own, unless told otherwise).
     fn data_replica(&self, _step: u64, replica: Replica) -> Replica {
         replica
@@ -591,8 +596,9 @@ impl StageWorker {
 
     /// This stage's update of the step so far: the gradient of every parameter, in
     /// parameter-name order (what the replicas of a stage exchange, see [`crate::aggregate`]).
-    pub fn update(&self) -> Result<Vec<Tensor>> {
-        self.stage
+    pub fn update(&mut self) -> Result<Vec<Tensor>> {
+        let mut update = self
+            .stage
             .params()
             .iter()
             .map(|(name, p)| {
@@ -602,7 +608,12 @@ impl StageWorker {
                 }
                 Ok(g.f_detach_copy()?)
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        let step = self.current_step()?;
+        if let Some(h) = self.hook.as_mut() {
+            h.update(step, &mut update)?;
+        }
+        Ok(update)
     }
 
     /// Records `sent` as the update this replica sent the other replicas of its stage this

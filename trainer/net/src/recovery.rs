@@ -164,6 +164,7 @@ pub fn last_step_messages(
         let to = match direction {
             Direction::Activations => Some(k + 1),
             Direction::Gradients => k.checked_sub(1),
+            Direction::Update => None,
         };
         if let Some(to) = to.filter(|&t| t < n) {
             out.push((

@@ -4,9 +4,11 @@
 //! # The round of step `t` (stage `k`, replicas `0 … R − 1`)
 //!
 //! ```text
-//! after the backward pass:  replica r publishes its update U_r(t) here
+//! after the backward pass:  replica r publishes its update U_r(t) here, sealed (its p2p
+//!                           key signs seal_message(…, Direction::Update, root(U_r(t))))
 //! every other replica j:    asks r for U_r(t) (Request::ReplicaUpdate) until it has it or
-//!                           its deadline passes; NotReady while r is still computing
+//!                           its deadline passes; NotReady while r is still computing;
+//!                           j keeps U_r(t) only if r's seal verifies over what it got
 //! at j's deadline:          j decides its set S_j(t) = {j} ∪ {i : U_i(t) arrived} — unless
 //!                           an answer carried a set some replica had already decided, which
 //!                           j then adopts (and fetches what it lacks of it)
@@ -39,7 +41,7 @@ pub const KEPT_STEPS: u64 = 8;
 
 #[derive(Default)]
 struct Published {
-    update: Option<EncodedUpdate>,
+    update: Option<(EncodedUpdate, [u8; 64])>,
     decided: Option<Included>,
     /// The peers this step's update was given to.
     served: HashSet<PeerId>,
@@ -72,11 +74,11 @@ impl ReplicaDesk {
         f(&mut steps)
     }
 
-    /// Publishes this replica's update of `step`; forgets the steps before
-    /// `step − KEPT_STEPS + 1`.
-    pub fn publish(&self, step: Step, update: EncodedUpdate) {
+    /// Publishes this replica's update of `step` with its seal over the update's root;
+    /// forgets the steps before `step − KEPT_STEPS + 1`.
+    pub fn publish(&self, step: Step, update: EncodedUpdate, signature: [u8; 64]) {
         self.with(|steps| {
-            steps.entry(step).or_default().update = Some(update);
+            steps.entry(step).or_default().update = Some((update, signature));
             let keep_from = step.saturating_sub(KEPT_STEPS - 1);
             *steps = steps.split_off(&keep_from);
         });
@@ -141,13 +143,14 @@ impl RequestDesk for ReplicaDesk {
         } else {
             let answer = self.with(|steps| match steps.get_mut(step) {
                 Some(Published {
-                    update: Some(update),
+                    update: Some((update, signature)),
                     decided,
                     served,
                 }) => {
                     served.insert(*peer);
                     Response::ReplicaUpdate {
                         update: update.clone(),
+                        signature: Box::new(*signature),
                         decided: *decided,
                     }
                 }
@@ -214,12 +217,13 @@ mod tests {
             Some(ErrorCode::WrongRun)
         );
         let u = EncodedUpdate::Fp32(vec![0, 0, 128, 63]);
-        desk.publish(0, u.clone());
+        desk.publish(0, u.clone(), [7; 64]);
         assert!(!desk.wait_served(0, Duration::from_millis(1)));
         assert_eq!(
             desk.answer(&peer(1), &ask(0, 1, 3)),
             Some(Response::ReplicaUpdate {
                 update: u.clone(),
+                signature: Box::new([7; 64]),
                 decided: None
             })
         );
@@ -234,11 +238,12 @@ mod tests {
             desk.answer(&peer(1), &ask(0, 1, 3)),
             Some(Response::ReplicaUpdate {
                 update: u.clone(),
+                signature: Box::new([7; 64]),
                 decided: Some(set)
             })
         );
         // Old steps are forgotten.
-        desk.publish(KEPT_STEPS, u);
+        desk.publish(KEPT_STEPS, u, [7; 64]);
         assert_eq!(
             desk.answer(&peer(1), &ask(0, 1, 3)),
             Some(Response::NotReady)

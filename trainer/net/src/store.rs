@@ -77,8 +77,23 @@ pub struct StepAux {
     pub seals_sent: Vec<(Direction, [u8; 32], [u8; 64])>,
     /// Replicas that average: the replicas whose updates the step aggregated.
     pub replica_included: Option<weft_primitives::replicas::Included>,
-    /// Replicas that average: the other included replicas' updates, as received.
-    pub replica_updates: Vec<(weft_primitives::step::Replica, crate::wire::EncodedUpdate)>,
+    /// Replicas that average: the other included replicas' updates, as received, sealed.
+    pub replica_updates: Vec<ReceivedUpdateBytes>,
+}
+
+/// Another replica's update as a replica received it (kept in its [`StepAux`]): what a replay
+/// aggregates, and what its commitment says it received.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct ReceivedUpdateBytes {
+    /// The sending replica.
+    pub replica: weft_primitives::step::Replica,
+    /// The update's canonical bytes (f32 little-endian, parameter-name order), decoded from
+    /// what crossed.
+    pub bytes: Vec<u8>,
+    /// The Merkle root of its canonical bytes.
+    pub root: [u8; 32],
+    /// The sender's seal over `root`.
+    pub signature: [u8; 64],
 }
 
 /// The bytes of one step, ready to store. `None` for a `*_before` item means "the previous
@@ -252,15 +267,7 @@ impl TensorStore {
         if !self.has(step) {
             return Ok(None);
         }
-        let bytes = self.item(step, item)?;
-        let leaves: Vec<weft_primitives::Hash> =
-            bytes.chunks(CHUNK_SIZE).map(merkle::leaf_hash).collect();
-        let Some(proof) = merkle::prove(&leaves, index) else {
-            return Ok(None);
-        };
-        let start = index * CHUNK_SIZE;
-        let end = (start + CHUNK_SIZE).min(bytes.len());
-        Ok(Some((bytes[start..end].to_vec(), proof, leaves.len())))
+        Ok(chunk_of(&self.item(step, item)?, index))
     }
 
     /// Answers a reveal request from `peer` for this store's stage (`run`, `stage`,
@@ -281,6 +288,31 @@ impl TensorStore {
         }
         if req.run != run {
             return Response::error(ErrorCode::WrongRun, format!("this is run {run}"));
+        }
+        if req.stage == stage && req.replica != replica && req.item == StepItem::Update {
+            // Replicas that average: another replica's update as this one received it (the
+            // auditor checks it against the root sealed in this replica's commitment).
+            return match self.has(req.step).then(|| self.aux(req.step)) {
+                Some(Ok(aux)) => match aux
+                    .replica_updates
+                    .iter()
+                    .find(|u| u.replica == req.replica)
+                {
+                    Some(u) => chunk_answer(&u.bytes, req),
+                    None => Response::error(
+                        ErrorCode::NotFound,
+                        format!(
+                            "step {} aggregated no update of replica {}",
+                            req.step, req.replica
+                        ),
+                    ),
+                },
+                Some(Err(e)) => Response::error(ErrorCode::Internal, e.to_string()),
+                None => Response::error(
+                    ErrorCode::NotFound,
+                    format!("step {} is not in the store", req.step),
+                ),
+            };
         }
         if req.stage != stage || req.replica != replica {
             return Response::error(
@@ -306,6 +338,31 @@ impl TensorStore {
                 Response::error(ErrorCode::Internal, e.to_string())
             }
         }
+    }
+}
+
+/// Chunk `index` of `bytes` with its Merkle proof and the number of chunks; `None` when out
+/// of range.
+fn chunk_of(bytes: &[u8], index: usize) -> Option<(Vec<u8>, merkle::MerkleProof, usize)> {
+    let leaves: Vec<weft_primitives::Hash> =
+        bytes.chunks(CHUNK_SIZE).map(merkle::leaf_hash).collect();
+    let proof = merkle::prove(&leaves, index)?;
+    let start = index * CHUNK_SIZE;
+    let end = (start + CHUNK_SIZE).min(bytes.len());
+    Some((bytes[start..end].to_vec(), proof, leaves.len()))
+}
+
+fn chunk_answer(bytes: &[u8], req: &RevealRequest) -> Response {
+    match chunk_of(bytes, req.chunk as usize) {
+        Some((data, proof, total)) => Response::RevealChunk {
+            data,
+            proof,
+            total_chunks: total as u32,
+        },
+        None => Response::error(
+            ErrorCode::NotFound,
+            format!("chunk {} of replica {}'s update", req.chunk, req.replica),
+        ),
     }
 }
 
@@ -375,5 +432,75 @@ mod tests {
         let j = Journal::for_commitment(5, 1, 3, &commitment(2, 2, 3));
         j.write(dir.path()).unwrap();
         assert_eq!(Journal::read(dir.path()).unwrap(), Some(j));
+    }
+
+    #[test]
+    fn a_replica_reveals_the_updates_it_aggregated() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TensorStore::open(dir.path(), 4).unwrap();
+        let received = vec![9u8; CHUNK_SIZE + 8];
+        let aux = StepAux {
+            replica_updates: vec![ReceivedUpdateBytes {
+                replica: 2,
+                bytes: received.clone(),
+                root: [0; 32],
+                signature: [0; 64],
+            }],
+            ..StepAux::default()
+        };
+        store
+            .write_step(&commitment(0, 0, 1), &bytes(1, true), &aux)
+            .unwrap();
+        let peer = weft_p2p::keypair_from_seed([3; 32])
+            .unwrap()
+            .public()
+            .to_peer_id();
+        let allowed = HashSet::from([peer]);
+        let ask = |replica, chunk| RevealRequest {
+            run: 1,
+            step: 0,
+            stage: 0,
+            replica,
+            item: StepItem::Update,
+            chunk,
+        };
+        let slot = (1, 0, 0);
+        let root = merkle::root(&received.chunks(CHUNK_SIZE).collect::<Vec<_>>());
+        for chunk in 0..2u32 {
+            match store.answer_reveal(&allowed, slot, &peer, &ask(2, chunk)) {
+                Response::RevealChunk {
+                    data,
+                    proof,
+                    total_chunks,
+                } => {
+                    assert_eq!(total_chunks, 2);
+                    let at = chunk as usize * CHUNK_SIZE;
+                    assert_eq!(data, received[at..(at + CHUNK_SIZE).min(received.len())]);
+                    assert!(merkle::verify(&root, merkle::leaf_hash(&data), &proof));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // A replica it did not aggregate, another item of another replica, a stranger.
+        let code = |r: Response| match r {
+            Response::Error { code, .. } => code,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            code(store.answer_reveal(&allowed, slot, &peer, &ask(1, 0))),
+            ErrorCode::NotFound
+        );
+        let other_item = RevealRequest {
+            item: StepItem::Inputs,
+            ..ask(2, 0)
+        };
+        assert_eq!(
+            code(store.answer_reveal(&allowed, slot, &peer, &other_item)),
+            ErrorCode::WrongStage
+        );
+        assert_eq!(
+            code(store.answer_reveal(&HashSet::new(), slot, &peer, &ask(2, 0))),
+            ErrorCode::Forbidden
+        );
     }
 }

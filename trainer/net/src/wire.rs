@@ -341,6 +341,11 @@ pub enum Response {
     ReplicaUpdate {
         /// The update.
         update: EncodedUpdate,
+        /// The answerer's seal over its update's root: its ed25519 signature over
+        /// [`weft_primitives::seal::seal_message`]`(run, step, stage, replica,
+        /// Direction::Update, root)` (boxed: it keeps `Response` small; the same bytes on
+        /// the wire).
+        signature: Box<[u8; 64]>,
         /// The answerer's included set, once decided.
         decided: Option<weft_primitives::replicas::Included>,
     },
@@ -583,6 +588,7 @@ mod tests {
                 scales: vec![1.5f32.to_bits()],
                 values: vec![1, 255],
             },
+            signature: Box::new([9; 64]),
             decided: weft_primitives::replicas::Included::of([0, 1]),
         };
         let enc = resp.encode();

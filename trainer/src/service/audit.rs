@@ -378,54 +378,46 @@ async fn hello_until(
     }
 }
 
-/// The replica round an averaged step `c` committed: every other included replica's update
-/// of that step, fetched from the trainer that committed it and verified chunk by chunk
-/// against the `update` root of its own commitment. An error when one cannot be had (not
-/// committed, not served): that is not the audited trainer's fault, so no verdict follows.
+/// The replica round an averaged step `c` committed (`round`): every other included
+/// replica's update as the audited trainer received it, fetched from the audited trainer
+/// (`peer`, which keeps them for its reveals) chunk by chunk against the root sealed by
+/// that replica in `c`'s round (verified by the chain at commit).
 async fn fetch_round(
     net: &weft_p2p::Network,
-    view: &ChainView<NodeState<'_>>,
+    peer: &weft_stage_net::topology::StagePeer,
     c: &chain::work::Commitment,
-    included: weft_primitives::replicas::Included,
-    (account, sk): ([u8; 32], &weft_bls::SecretKey),
+    round: &chain::work::VerifiedRound,
     deadline: Instant,
-) -> anyhow::Result<audit::AuditRound> {
-    use weft_primitives::step::StepItem;
+) -> std::result::Result<audit::AuditRound, RevealFailure> {
+    use weft_primitives::step::{StepItem, StepRoots};
     let mut others = std::collections::BTreeMap::new();
-    for r in included.iter().filter(|&r| r != c.replica) {
-        let theirs = view
-            .commitment_of(c.run, c.stage, r, c.step)
-            .await?
-            .with_context(|| format!("replica {r} has not committed step {}", c.step))?;
-        let rec = view
-            .trainer(&theirs.trainer)
-            .await?
-            .with_context(|| format!("replica {r}'s trainer has no trainer record"))?;
-        let peer = chain::trainer_peer(&rec)?;
-        hello_until(net, &peer, (c.run, c.stage), (account, sk), deadline)
-            .await
-            .with_context(|| format!("hello to replica {r}"))?;
-        let commitment = StepCommitment {
-            step: theirs.step,
-            roots: theirs.roots,
-            loss: theirs.loss,
+    for received in &round.received {
+        let sealed = StepCommitment {
+            step: c.step,
+            roots: StepRoots {
+                update: received.root,
+                ..StepRoots::default()
+            },
+            loss: None,
         };
         let mut items = reveal_fetch::fetch_reveal(
             net,
-            &peer,
-            (c.run, c.stage, r),
+            peer,
+            (c.run, c.stage, received.replica),
             &[StepItem::Update],
-            &commitment,
+            &sealed,
             deadline,
         )
-        .await
-        .map_err(|e| anyhow::anyhow!("replica {r}'s update: {e:?}"))?;
-        let bytes = items
-            .remove(&StepItem::Update)
-            .with_context(|| format!("replica {r} revealed no update"))?;
-        others.insert(r, bytes);
+        .await?;
+        others.insert(
+            received.replica,
+            items.remove(&StepItem::Update).unwrap_or_default(),
+        );
     }
-    Ok(audit::AuditRound { included, others })
+    Ok(audit::AuditRound {
+        included: round.included,
+        others,
+    })
 }
 
 /// Held while recomputing: libtorch's thread count, set per audit, is process-global.
@@ -485,8 +477,15 @@ impl Judge {
         let items = audit::needed_items(spec);
         let revealed =
             reveal_fetch::fetch_reveal(net, &peer, ids, &items, &commitment, deadline).await;
-        let reveal = match revealed {
-            Ok(items) => audit::Revealed { items },
+        let revealed = match (revealed, &c.round) {
+            (Ok(items), Some(round)) => fetch_round(net, &peer, c, round, deadline)
+                .await
+                .map(|r| (items, Some(r))),
+            (Ok(items), None) => Ok((items, None)),
+            (Err(e), _) => Err(e),
+        };
+        let (reveal, round) = match revealed {
+            Ok((items, round)) => (audit::Revealed { items }, round),
             Err(RevealFailure::Mismatch(why)) => {
                 return Ok((Verdict::Fail, Some(FailReason::Mismatch), why))
             }
@@ -524,14 +523,6 @@ impl Judge {
                     weights_after: prev.roots.weights_after,
                     optimizer_after: prev.roots.optimizer_after,
                 }),
-            None => None,
-        };
-        let round = match c.included {
-            Some(included) => Some(
-                fetch_round(net, &view, c, included, (me.0, sk), deadline)
-                    .await
-                    .context("the replica round of this step cannot be checked here")?,
-            ),
             None => None,
         };
         let replica = c.replica;

@@ -592,6 +592,7 @@ pub fn train_on_link(
             deadline: cfg.replica_deadline,
             codec,
             limits: cfg.limits,
+            identity: cfg.identity.clone(),
         }),
         (Some(_), None) => {
             return Err(Error::Config(

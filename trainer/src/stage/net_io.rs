@@ -48,14 +48,16 @@ pub(super) struct NetIo<'a> {
     /// Replicas that average: this replica's part in its stage's rounds.
     pub(super) replicas: Option<&'a ReplicaExchange>,
     /// What was sent and received this step, per direction, in order (for the seals).
-    pub(super) sent: [Vec<Tensor>; 2],
-    pub(super) received: [Vec<Tensor>; 2],
+    pub(super) sent: [Vec<Tensor>; 3],
+    pub(super) received: [Vec<Tensor>; 3],
 }
 
 fn lane(direction: Direction) -> usize {
     match direction {
         Direction::Activations => 0,
         Direction::Gradients => 1,
+        // Updates cross between replicas, not along the pipeline (`super::replicas`).
+        Direction::Update => 2,
     }
 }
 
@@ -169,6 +171,7 @@ impl NetIo<'_> {
         match direction {
             Direction::Activations => self.aux.seals_received.inputs = Some(signature),
             Direction::Gradients => self.aux.seals_received.output_grads = Some(signature),
+            Direction::Update => {}
         }
         Ok(())
     }

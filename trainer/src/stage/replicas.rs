@@ -8,20 +8,28 @@
 //! the desk's docs) and keeps the others' updates and the set in the step's
 //! [`StepAux`], so a replay after a restart aggregates exactly the same.
 //!
-//! What arrives is checked before it is kept: its length must be the stage's parameter count
-//! (int8: one scale per parameter tensor), its values finite. An answer that fails is treated
-//! as no answer (that replica is left out of the round) and logged.
+//! Every update is sealed: the sender signs `seal_message(run, step, stage, replica,
+//! Direction::Update, root)` with its p2p identity (`weft_primitives::seal`), `root` the
+//! Merkle root of the update's canonical bytes, what it commits as `roots.update`. What
+//! arrives is checked before it is kept: its length must be the stage's parameter count
+//! (int8: one scale per parameter tensor), its values finite, and the seal must be by the
+//! peer the table names for that replica over the root of what arrived. An answer that fails
+//! is treated as no answer (that replica is left out of the round) and logged. The roots and
+//! seals of the updates a step aggregated go into its commitment ([`committed_round`]), so a
+//! replica that sends one update and commits another is caught by the chain.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tch::Tensor;
 use weft_ml::aggregate::{flatten, int8_decode, int8_encode, unflatten, UpdateCodec};
+use weft_ml::commit::{canonical_bytes, root_of};
 use weft_ml::schedule::ReplicaRound;
 use weft_p2p::Network;
-use weft_primitives::replicas::Included;
+use weft_primitives::replicas::{Included, ReceivedUpdate, Round};
+use weft_primitives::seal::{seal_message, verify_by_peer_id, Direction, SealSignature};
 use weft_primitives::step::{Replica, RunId, StageIndex, Step};
 use weft_stage_net::replica_desk::ReplicaDesk;
-use weft_stage_net::store::StepAux;
+use weft_stage_net::store::{ReceivedUpdateBytes, StepAux};
 use weft_stage_net::topology::StagePeer;
 use weft_stage_net::wire::{decode_response_checked, EncodedUpdate, Limits, Request, Response};
 
@@ -77,6 +85,8 @@ pub struct ReplicaExchange {
     pub codec: UpdateCodec,
     /// Limits on what is received.
     pub limits: Limits,
+    /// The replica's p2p identity, which seals its updates.
+    pub identity: weft_p2p::Keypair,
 }
 
 fn io_err(why: String) -> weft_ml::Error {
@@ -169,14 +179,25 @@ impl ReplicaExchange {
         sent: &[Tensor],
         aux: &mut StepAux,
     ) -> weft_ml::Result<ReplicaRound> {
-        self.desk.publish(step, encode_update(self.codec, sent)?);
+        let seal = |replica: Replica, root: &weft_primitives::Hash| {
+            seal_message(run, step, stage, replica, Direction::Update, root)
+        };
+        let own_root = root_of(sent)?;
+        let signature: [u8; 64] = self
+            .identity
+            .sign(&seal(me, &own_root))
+            .ok()
+            .and_then(|s| s.try_into().ok())
+            .ok_or_else(|| io_err("the p2p identity cannot seal an update".into()))?;
+        self.desk
+            .publish(step, encode_update(self.codec, sent)?, signature);
         let ask = parity_scale_codec::Encode::encode(&Request::ReplicaUpdate {
             run,
             step,
             stage,
             replica: me,
         });
-        let mut got: std::collections::BTreeMap<Replica, (EncodedUpdate, Vec<Tensor>)> =
+        let mut got: std::collections::BTreeMap<Replica, (ReceivedUpdateBytes, Vec<Tensor>)> =
             Default::default();
         let mut adopted: Option<Included> = None;
         let deadline = Instant::now() + self.deadline;
@@ -203,10 +224,34 @@ impl ReplicaExchange {
                         decode_response_checked(&b, &self.limits).map_err(|e| e.to_string())
                     });
                 match answer {
-                    Ok(Response::ReplicaUpdate { update, decided }) => {
-                        match decode_update(&update, sent) {
-                            Ok(t) => {
-                                got.insert(*r, (update, t));
+                    Ok(Response::ReplicaUpdate {
+                        update,
+                        signature,
+                        decided,
+                    }) => {
+                        let checked = decode_update(&update, sent).and_then(|t| {
+                            let root = root_of(&t)?;
+                            if !verify_by_peer_id(
+                                &peer.peer_id.to_bytes(),
+                                &seal(*r, &root),
+                                &SealSignature(*signature),
+                            ) {
+                                return Err(io_err(format!(
+                                    "its seal over root {root} is not by its peer {}",
+                                    peer.peer_id
+                                )));
+                            }
+                            Ok((root, t))
+                        });
+                        match checked {
+                            Ok((root, t)) => {
+                                let kept = ReceivedUpdateBytes {
+                                    replica: *r,
+                                    bytes: canonical_bytes(&t)?,
+                                    root: root.0,
+                                    signature: *signature,
+                                };
+                                got.insert(*r, (kept, t));
                             }
                             Err(e) => {
                                 tracing::warn!(step, replica = r, error = %e, "update refused")
@@ -252,8 +297,8 @@ impl ReplicaExchange {
         for r in included.iter() {
             if r == me {
                 updates.push(sent.iter().map(Tensor::shallow_clone).collect());
-            } else if let Some((encoded, t)) = got.remove(&r) {
-                aux.replica_updates.push((r, encoded));
+            } else if let Some((bytes, t)) = got.remove(&r) {
+                aux.replica_updates.push(bytes);
                 updates.push(t);
             }
         }
@@ -265,6 +310,23 @@ impl ReplicaExchange {
 fn own_set(me: Replica, others: impl Iterator<Item = Replica>) -> weft_ml::Result<Included> {
     Included::of(std::iter::once(me).chain(others))
         .ok_or_else(|| io_err("a replica number out of range".into()))
+}
+
+/// What a step's commitment says about its round, from its [`StepAux`]: the set and the
+/// sealed roots of the others' updates (`None` where the replicas train apart).
+pub fn committed_round(aux: &StepAux) -> Option<Round> {
+    aux.replica_included.map(|included| Round {
+        included,
+        received: aux
+            .replica_updates
+            .iter()
+            .map(|u| ReceivedUpdate {
+                replica: u.replica,
+                root: weft_primitives::Hash(u.root),
+                signature: SealSignature(u.signature),
+            })
+            .collect(),
+    })
 }
 
 /// The round of a replayed step, from its [`StepAux`]: the stored set, the stored updates of
@@ -283,12 +345,15 @@ pub fn replayed_round(
             updates.push(sent.iter().map(Tensor::shallow_clone).collect());
             continue;
         }
-        let (_, encoded) = aux
+        let stored = aux
             .replica_updates
             .iter()
-            .find(|(from, _)| *from == r)
+            .find(|u| u.replica == r)
             .ok_or_else(|| io_err(format!("replica {r}'s update is not stored")))?;
-        updates.push(decode_update(encoded, sent)?);
+        updates.push(decode_update(
+            &EncodedUpdate::Fp32(stored.bytes.clone()),
+            sent,
+        )?);
     }
     Ok(Some(ReplicaRound { updates, included }))
 }

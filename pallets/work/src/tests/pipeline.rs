@@ -1,12 +1,6 @@
 //! The pipeline checks at commit: seals verified, neighbours' roots compared, the liar
 //! slashed (see the `pipeline` module).
 use super::*;
-use weft_pallet_testkit::seal;
-
-/// The trainer number (`acc(t)`) of an account.
-fn t_of(who: &AccountId) -> u8 {
-    (0..=u8::MAX).find(|t| acc(*t) == *who).unwrap()
-}
 
 /// `who`'s seal over root `[root; 32]`, sent by stage `from_stage` in `step` (run 0, replica
 /// 0).
@@ -55,16 +49,6 @@ fn first_step(inputs: u8, outputs: u8, output_grads: u8, input_grads: u8) -> Ste
         input_grads: Hash([input_grads; 32]),
         ..step_roots(0)
     }
-}
-
-fn offences(ev: &Recorder) -> Vec<(AccountId, staking::OffenceKind)> {
-    ev.of::<staking::Event>()
-        .iter()
-        .filter_map(|e| match e {
-            staking::Event::OffenceReported { offender, kind, .. } => Some((*offender, *kind)),
-            _ => None,
-        })
-        .collect()
 }
 
 fn inconsistencies(ev: &Recorder) -> Vec<(Direction, Option<AccountId>)> {

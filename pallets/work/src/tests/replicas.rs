@@ -1,9 +1,11 @@
-//! Replicas that average: the round checked at commit, diverged replicas reported and both
-//! commitments audited whatever the draw (see the `replicas` module).
+//! Replicas that average: the round checked at commit (its shape, then its update seals), a
+//! replica that commits another update than it sealed slashed, diverged replicas reported
+//! and both commitments audited whatever the draw (see the `replicas` module).
 use super::*;
 
 /// Validators 10..=13 and trainers `1..=replicas` joined to run 0: one stage of `replicas`
 /// replicas under `sync`, audit probability 0, selection two blocks after the commitment.
+/// Trainer `replicas + 1` is staked but has not joined (a successor for a slot).
 fn averaging_world(replicas: u16, sync: ReplicaSync) -> MemoryState {
     genesis(|o, ev| {
         let mut stakers: Vec<staking::GenesisStaker> = VALIDATORS
@@ -11,11 +13,7 @@ fn averaging_world(replicas: u16, sync: ReplicaSync) -> MemoryState {
             .map(|(v, stake)| validator(*v, *stake))
             .collect();
         let trainers = 1..=replicas as u8;
-        stakers.extend(
-            trainers
-                .clone()
-                .map(|t| trainer(t, 1_000 * t as Balance, 1)),
-        );
+        stakers.extend((1..=replicas as u8 + 1).map(|t| trainer(t, 1_000 * t as Balance, 1)));
         protocol_genesis(o, ev, &endowed(0..=20, 1_000_000), &stakers);
         stages::build_genesis(o, &stages::Config::default());
         ownership::build_genesis(o, &ownership::Config::default());
@@ -44,19 +42,52 @@ fn holder(o: &Overlay<'_>, replica: Replica) -> AccountId {
     stages::slot(o, 0, 0, replica).unwrap().unwrap()
 }
 
-/// Step 0 of `replica` in block `now`, ending in weights `[weights; 32]`, having aggregated
-/// `included`.
-fn commit_weights(
+/// The root of the update replica `replica` sends in step 0 (and, when honest, commits).
+fn update_of(replica: Replica) -> Hash {
+    Hash([0x40 + replica as u8; 32])
+}
+
+/// Replica `from`'s update of step 0 as received: `root`, sealed by the holder of its slot.
+fn received(o: &Overlay<'_>, from: Replica, root: Hash) -> ReceivedUpdate {
+    ReceivedUpdate {
+        replica: from,
+        root,
+        signature: seal(
+            t_of(&holder(o, from)),
+            (0, 0, 0, from),
+            Direction::Update,
+            &root,
+        ),
+    }
+}
+
+/// The round of an honest `replica` that aggregated `included`: every other included
+/// replica's update as that replica sent it, sealed.
+fn honest_round(o: &Overlay<'_>, replica: Replica, included: Included) -> Round {
+    Round {
+        included,
+        received: included
+            .iter()
+            .filter(|r| *r != replica)
+            .map(|r| received(o, r, update_of(r)))
+            .collect(),
+    }
+}
+
+/// Step 0 of `replica` by its holder in block `now`, ending in weights `[weights; 32]`,
+/// having sent the update `update`, with `round`.
+fn commit_round(
     o: &mut Overlay<'_>,
     ev: &mut Recorder,
     now: BlockNumber,
     replica: Replica,
     weights: u8,
-    included: Option<Included>,
+    update: Hash,
+    round: Option<Round>,
 ) -> Result<CommitmentId, Failure> {
     let roots = StepRoots {
         weights_after: Hash([weights; 32]),
-        update: Hash([0x40 + replica as u8; 32]),
+        update,
         ..step_roots(0)
     };
     let who = holder(o, replica);
@@ -73,8 +104,39 @@ fn commit_weights(
         Some(1),
         CPU,
         NOSEALS,
-        included,
+        round,
     )
+}
+
+/// Step 0 of an honest `replica` in block `now`, ending in weights `[weights; 32]`, having
+/// aggregated `included` (its honest round).
+fn commit_weights(
+    o: &mut Overlay<'_>,
+    ev: &mut Recorder,
+    now: BlockNumber,
+    replica: Replica,
+    weights: u8,
+    included: Option<Included>,
+) -> Result<CommitmentId, Failure> {
+    let round = included.map(|set| honest_round(o, replica, set));
+    commit_round(o, ev, now, replica, weights, update_of(replica), round)
+}
+
+/// The `ReplicaUpdateContradiction` events so far (run 0, stage 0, step 0): `(replica, by)`.
+fn contradictions(ev: &Recorder) -> Vec<(Replica, Option<AccountId>)> {
+    ev.of::<Event>()
+        .iter()
+        .filter_map(|e| match e {
+            Event::ReplicaUpdateContradiction {
+                run: 0,
+                stage: 0,
+                step: 0,
+                replica,
+                by,
+            } => Some((*replica, *by)),
+            _ => None,
+        })
+        .collect()
 }
 
 fn all(replicas: u16) -> Option<Included> {
@@ -111,9 +173,21 @@ fn replicas_that_agree_are_selected_as_usual() {
         assert!(divergences(&ev).is_empty());
         assert_eq!(FORCED_AUDITS.get(&o, &a).unwrap(), None);
         assert_eq!(FORCED_AUDITS.get(&o, &b).unwrap(), None);
-        // The bitmap and the update root are stored with the commitment.
+        // The round and the update root are stored with the commitment, each received update
+        // with the account its seal was verified against (replica 0's committer).
         let c = commitment(&o, b).unwrap().unwrap();
-        assert_eq!(c.included, all(2));
+        let round = c.round.unwrap();
+        assert_eq!(Some(round.included), all(2));
+        let sent = received(&o, 0, update_of(0));
+        assert_eq!(
+            round.received,
+            vec![VerifiedUpdate {
+                replica: 0,
+                root: update_of(0),
+                signature: sent.signature,
+                by: Some(holder(&o, 0)),
+            }]
+        );
         assert_eq!(c.roots.update, Hash([0x41; 32]));
         block(&mut o, &mut ev, 2);
         block(&mut o, &mut ev, 3);
@@ -204,68 +278,261 @@ fn a_commitment_past_its_selection_cannot_be_forced() {
     assert_eq!(status_of(&o, late), CommitStatus::Audited);
 }
 
+/// Commits step 0 of replica 0 with `round` and update root `update` in a fresh overlay of
+/// `st`, and checks that it is refused with `error` and changes nothing.
+fn refused(st: &MemoryState, round: Option<Round>, update: Hash, error: Error) {
+    let mut o = Overlay::new(st);
+    let mut ev = Recorder::default();
+    let r = commit_round(&mut o, &mut ev, 1, 0, 7, update, round.clone());
+    assert_eq!(r, Err(error.into()), "{round:?} {update:?}");
+    assert!(ev.of::<Event>().is_empty());
+    assert!(o.into_changes().is_empty(), "{round:?} {update:?}");
+}
+
 #[test]
 fn rounds_that_do_not_fit_the_run_are_refused_and_change_nothing() {
     let averaging = averaging_world(2, ReplicaSync::Average);
     let apart = averaging_world(2, ReplicaSync::Apart);
-    let refused = |st: &MemoryState, included: Option<Included>, update: Hash| {
-        let mut o = Overlay::new(st);
-        let mut ev = Recorder::default();
-        let roots = StepRoots {
-            update,
-            ..step_roots(0)
-        };
-        let who = holder(&o, 0);
-        let r = commit_step(
-            &mut o,
-            &mut ev,
-            1,
-            &who,
-            0,
-            0,
-            0,
-            0,
-            roots,
-            Some(1),
-            CPU,
-            NOSEALS,
-            included,
-        );
-        assert_eq!(r, Err(Error::BadRound.into()), "{included:?} {update:?}");
-        assert!(ev.of::<Event>().is_empty());
-        assert!(o.into_changes().is_empty(), "{included:?} {update:?}");
-    };
+    let o = Overlay::new(&averaging);
+    let from_1 = received(&o, 1, update_of(1));
+    let round =
+        |included: Included, received: Vec<ReceivedUpdate>| Some(Round { included, received });
     let update = Hash([5; 32]);
-    // Averaging: no bitmap, an empty one, one naming replica 2 of a 2-replica run.
-    refused(&averaging, None, update);
-    refused(&averaging, Some(Included(0)), update);
-    refused(&averaging, Included::of([0, 2]), update);
-    refused(&averaging, Included::of([63]), update);
-    // Apart: a bitmap, or a non-zero update root.
-    refused(&apart, all(2), Hash::ZERO);
-    refused(&apart, None, update);
-    // What fits is accepted: a bitmap of one replica, or none at all apart.
+    // Averaging: no round, an empty bitmap, one naming replica 2 of a 2-replica run.
+    refused(&averaging, None, update, Error::BadRound);
+    refused(
+        &averaging,
+        round(Included(0), vec![]),
+        update,
+        Error::BadRound,
+    );
+    let (bad, bad63) = (Included::of([0, 2]).unwrap(), Included::of([63]).unwrap());
+    refused(&averaging, round(bad, vec![]), update, Error::BadRound);
+    refused(&averaging, round(bad63, vec![]), update, Error::BadRound);
+    // Apart: a round, or a non-zero update root.
+    refused(
+        &apart,
+        round(Included(0b11), vec![from_1]),
+        Hash::ZERO,
+        Error::BadRound,
+    );
+    refused(&apart, None, update, Error::BadRound);
+    // What fits is accepted: a round of another replica alone, or none at all apart.
     let mut o = Overlay::new(&averaging);
     let mut ev = Recorder::default();
     commit_weights(&mut o, &mut ev, 1, 0, 7, Included::of([1])).unwrap();
     let mut o = Overlay::new(&apart);
-    let who = holder(&o, 0);
-    commit_step(
-        &mut o,
-        &mut ev,
-        1,
-        &who,
-        0,
-        0,
-        0,
-        0,
-        step_roots(0),
-        Some(1),
-        CPU,
-        NOSEALS,
-        None,
-    )
-    .unwrap();
+    commit_round(&mut o, &mut ev, 1, 0, 7, Hash::ZERO, None).unwrap();
+}
+
+#[test]
+fn rounds_that_miss_or_misplace_a_received_update_are_refused_and_change_nothing() {
+    let st = averaging_world(3, ReplicaSync::Average);
+    let o = Overlay::new(&st);
+    let [from_0, from_1, from_2] = [0, 1, 2].map(|r| received(&o, r, update_of(r)));
+    let all3 = Included(0b111);
+    let bad = |included: Included, received: Vec<ReceivedUpdate>| {
+        refused(
+            &st,
+            Some(Round { included, received }),
+            update_of(0),
+            Error::BadRound,
+        );
+    };
+    // Replica 0 aggregated 0, 1 and 2:
+    bad(all3, vec![]);
+    // an included replica's update missing,
+    bad(all3, vec![from_1]);
+    bad(all3, vec![from_2]);
+    // its own update among those received,
+    bad(all3, vec![from_0, from_1, from_2]);
+    bad(Included(0b011), vec![from_0]);
+    // an update from a replica it did not include (instead of one it did, or besides),
+    bad(Included(0b011), vec![from_2]);
+    bad(Included(0b011), vec![from_1, from_2]);
+    // out of order, or twice.
+    bad(all3, vec![from_2, from_1]);
+    bad(all3, vec![from_1, from_1]);
+    bad(all3, vec![from_1, from_1, from_2]);
+    // The same, exact and ascending, is accepted; so is a round without its own update.
+    for included in [all3, Included(0b110)] {
+        let mut o = Overlay::new(&st);
+        let mut ev = Recorder::default();
+        let round = Some(Round {
+            included,
+            received: vec![from_1, from_2],
+        });
+        commit_round(&mut o, &mut ev, 1, 0, 7, update_of(0), round).unwrap();
+    }
+}
+
+#[test]
+fn update_seals_that_do_not_verify_are_refused_and_change_nothing() {
+    let st = averaging_world(3, ReplicaSync::Average);
+    let o = Overlay::new(&st);
+    let (h0, h2) = (t_of(&holder(&o, 0)), t_of(&holder(&o, 2)));
+    let from_1 = received(&o, 1, update_of(1));
+    let root = update_of(2);
+    let forged = [
+        // By the committer itself, not the sender.
+        seal(h0, (0, 0, 0, 2), Direction::Update, &root),
+        // Over another root than the entry names.
+        seal(h2, (0, 0, 0, 2), Direction::Update, &Hash([0x77; 32])),
+        // For another step, run, replica, or as a pipeline seal.
+        seal(h2, (0, 1, 0, 2), Direction::Update, &root),
+        seal(h2, (1, 0, 0, 2), Direction::Update, &root),
+        seal(h2, (0, 0, 0, 1), Direction::Update, &root),
+        seal(h2, (0, 0, 0, 2), Direction::Activations, &root),
+        SealSignature([0; 64]),
+    ];
+    for signature in forged {
+        let from_2 = ReceivedUpdate {
+            replica: 2,
+            root,
+            signature,
+        };
+        let round = Round {
+            included: Included(0b111),
+            received: vec![from_1, from_2],
+        };
+        refused(&st, Some(round), update_of(0), Error::BadSeal);
+    }
+}
+
+#[test]
+fn honest_sealed_rounds_of_three_replicas_slash_nobody() {
+    for order in [[0u16, 1, 2], [2, 0, 1]] {
+        let st = averaging_world(3, ReplicaSync::Average);
+        let mut o = Overlay::new(&st);
+        let mut ev = Recorder::default();
+        let holders = [0, 1, 2].map(|r| holder(&o, r));
+        let mut ids = [0; 3];
+        for r in order {
+            ids[r as usize] = commit_weights(&mut o, &mut ev, 1, r, 7, all(3)).unwrap();
+        }
+        assert!(contradictions(&ev).is_empty(), "order {order:?}");
+        assert!(offences(&ev).is_empty(), "order {order:?}");
+        assert!(divergences(&ev).is_empty(), "order {order:?}");
+        // Each commitment holds the two others' updates, each verified against its sender.
+        for (r, id) in ids.iter().enumerate() {
+            let round = commitment(&o, *id).unwrap().unwrap().round.unwrap();
+            let from: Vec<_> = round
+                .received
+                .iter()
+                .map(|e| (e.replica, e.root, e.by))
+                .collect();
+            let want: Vec<_> = (0..3u16)
+                .filter(|j| *j as usize != r)
+                .map(|j| (j, update_of(j), Some(holders[j as usize])))
+                .collect();
+            assert_eq!(from, want, "order {order:?}");
+        }
+        block(&mut o, &mut ev, 2);
+        block(&mut o, &mut ev, 3);
+        for (r, id) in ids.iter().enumerate() {
+            assert_eq!(
+                status_of(&o, *id),
+                CommitStatus::Credited,
+                "order {order:?}"
+            );
+            assert_eq!(stages::slot(&o, 0, 0, r as u16).unwrap(), Some(holders[r]));
+        }
+    }
+}
+
+#[test]
+fn a_replica_that_commits_another_update_than_it_sealed_is_slashed_in_either_order() {
+    for liar_first in [true, false] {
+        let st = averaging_world(2, ReplicaSync::Average);
+        let mut o = Overlay::new(&st);
+        let mut ev = Recorder::default();
+        let (h0, h1) = (holder(&o, 0), holder(&o, 1));
+        // Replica 1 sent replica 0 its update with root 0x41, sealed; it commits 0x99.
+        let to_0 = honest_round(&o, 0, Included(0b11));
+        let own = honest_round(&o, 1, Included(0b11));
+        let honest = |o: &mut Overlay<'_>, ev: &mut Recorder| {
+            commit_round(o, ev, 1, 0, 7, update_of(0), Some(to_0.clone())).unwrap()
+        };
+        let liar = |o: &mut Overlay<'_>, ev: &mut Recorder| {
+            commit_round(o, ev, 1, 1, 7, Hash([0x99; 32]), Some(own.clone())).unwrap()
+        };
+        let (hid, lid) = if liar_first {
+            let l = liar(&mut o, &mut ev);
+            (honest(&mut o, &mut ev), l)
+        } else {
+            let h = honest(&mut o, &mut ev);
+            (h, liar(&mut o, &mut ev))
+        };
+        let at = format!("liar first: {liar_first}");
+        // The evidence: replica 1's seal, verified against its committer (or, before it
+        // committed, its holder: the same account).
+        let evidence = commitment(&o, hid).unwrap().unwrap().round.unwrap();
+        assert_eq!(evidence.received[0].by, Some(h1), "{at}");
+        assert_eq!(contradictions(&ev), vec![(1, Some(h1))], "{at}");
+        assert_eq!(
+            offences(&ev),
+            vec![(h1, staking::OffenceKind::ReplicaContradiction)],
+            "{at}"
+        );
+        assert_eq!(status_of(&o, lid), CommitStatus::Voided, "{at}");
+        assert_eq!(status_of(&o, hid), CommitStatus::Committed, "{at}");
+        assert_eq!(stages::slot(&o, 0, 0, 1).unwrap(), None, "{at}");
+        assert_eq!(stages::slot(&o, 0, 0, 0).unwrap(), Some(h0), "{at}");
+        // The liar's commitment is not compared: no divergence, no forced audit.
+        assert!(divergences(&ev).is_empty(), "{at}");
+        block(&mut o, &mut ev, 2);
+        block(&mut o, &mut ev, 3);
+        assert_eq!(status_of(&o, hid), CommitStatus::Credited, "{at}");
+        assert_eq!(status_of(&o, lid), CommitStatus::Voided, "{at}");
+    }
+}
+
+#[test]
+fn a_liar_that_two_replicas_hold_seals_of_is_slashed_once() {
+    let st = averaging_world(3, ReplicaSync::AverageInt8);
+    let mut o = Overlay::new(&st);
+    let mut ev = Recorder::default();
+    let h1 = holder(&o, 1);
+    let a = commit_weights(&mut o, &mut ev, 1, 0, 7, all(3)).unwrap();
+    let b = commit_weights(&mut o, &mut ev, 1, 2, 7, all(3)).unwrap();
+    let own = honest_round(&o, 1, Included(0b111));
+    let lid = commit_round(&mut o, &mut ev, 1, 1, 7, Hash([0x99; 32]), Some(own)).unwrap();
+    assert_eq!(contradictions(&ev), vec![(1, Some(h1))]);
+    assert_eq!(
+        offences(&ev),
+        vec![(h1, staking::OffenceKind::ReplicaContradiction)]
+    );
+    assert_eq!(status_of(&o, lid), CommitStatus::Voided);
+    assert_eq!(status_of(&o, a), CommitStatus::Committed);
+    assert_eq!(status_of(&o, b), CommitStatus::Committed);
+    assert!(divergences(&ev).is_empty());
+}
+
+#[test]
+fn an_update_sealed_by_an_earlier_holder_of_the_slot_convicts_nobody() {
+    let st = averaging_world(2, ReplicaSync::Average);
+    let mut o = Overlay::new(&st);
+    let mut ev = Recorder::default();
+    let h1 = holder(&o, 1);
+    // Replica 1's holder seals its update to replica 0, which commits it.
+    let a = commit_weights(&mut o, &mut ev, 1, 0, 7, all(2)).unwrap();
+    let round = commitment(&o, a).unwrap().unwrap().round.unwrap();
+    assert_eq!(round.received[0].by, Some(h1));
+    // The slot changes hands before its holder committed the step (the handover of an
+    // assignment, reduced to its effect on the slot), and its successor computes the step
+    // again, with another update.
+    let successor = acc(3);
+    assert_ne!(successor, h1);
+    stages::SLOT.insert(&mut o, &(0, 0, 1), &successor);
+    let own = honest_round(&o, 1, Included(0b11));
+    let b = commit_round(&mut o, &mut ev, 2, 1, 7, Hash([0x99; 32]), Some(own)).unwrap();
+    assert_eq!(commitment(&o, b).unwrap().unwrap().trainer, successor);
+    // Recorded, nobody slashed, nothing voided.
+    assert_eq!(contradictions(&ev), vec![(1, None)]);
+    assert!(offences(&ev).is_empty());
+    assert_eq!(status_of(&o, a), CommitStatus::Committed);
+    assert_eq!(status_of(&o, b), CommitStatus::Committed);
+    assert_eq!(stages::slot(&o, 0, 0, 1).unwrap(), Some(successor));
 }
 
 #[test]
@@ -275,29 +542,7 @@ fn replicas_that_train_apart_are_never_compared() {
     let mut ev = Recorder::default();
     let mut ids = Vec::new();
     for (replica, weights) in [(0u16, 7u8), (1, 8)] {
-        let roots = StepRoots {
-            weights_after: Hash([weights; 32]),
-            ..step_roots(0)
-        };
-        let who = holder(&o, replica);
-        ids.push(
-            commit_step(
-                &mut o,
-                &mut ev,
-                1,
-                &who,
-                0,
-                0,
-                replica,
-                0,
-                roots,
-                Some(1),
-                CPU,
-                NOSEALS,
-                None,
-            )
-            .unwrap(),
-        );
+        ids.push(commit_round(&mut o, &mut ev, 1, replica, weights, Hash::ZERO, None).unwrap());
     }
     assert!(divergences(&ev).is_empty());
     block(&mut o, &mut ev, 2);
@@ -305,4 +550,54 @@ fn replicas_that_train_apart_are_never_compared() {
     for id in ids {
         assert_eq!(status_of(&o, id), CommitStatus::Credited);
     }
+}
+
+#[test]
+fn a_replica_can_commit_the_update_of_a_sender_convicted_since_unverified_and_convicting_nobody() {
+    let st = averaging_world(3, ReplicaSync::Average);
+    let mut o = Overlay::new(&st);
+    let mut ev = Recorder::default();
+    let h1 = holder(&o, 1);
+    // Replica 1 sealed 0x41 to the others and commits 0x99; replica 0's commitment convicts
+    // it: chilled, its slot empty.
+    let own = honest_round(&o, 1, Included(0b111));
+    let rounds = [0u16, 2].map(|r| honest_round(&o, r, Included(0b111)));
+    let lid = commit_round(&mut o, &mut ev, 1, 1, 7, Hash([0x99; 32]), Some(own)).unwrap();
+    commit_round(
+        &mut o,
+        &mut ev,
+        1,
+        0,
+        7,
+        update_of(0),
+        Some(rounds[0].clone()),
+    )
+    .unwrap();
+    assert_eq!(contradictions(&ev), vec![(1, Some(h1))]);
+    assert_eq!(stages::slot(&o, 0, 0, 1).unwrap(), None);
+    // Replica 2 aggregated the same sealed update; its seal can no longer be checked against
+    // a trainer record, and the step is still committed, with the entry kept unverified.
+    let c = commit_round(
+        &mut o,
+        &mut ev,
+        2,
+        2,
+        7,
+        update_of(2),
+        Some(rounds[1].clone()),
+    )
+    .unwrap();
+    let round = commitment(&o, c).unwrap().unwrap().round.unwrap();
+    let from_1 = round.received.iter().find(|e| e.replica == 1).unwrap();
+    assert_eq!((from_1.root, from_1.by), (update_of(1), None));
+    assert_eq!(
+        round.received.iter().find(|e| e.replica == 0).unwrap().by,
+        Some(holder(&o, 0))
+    );
+    // No second conviction, no divergence with the honest replica.
+    assert_eq!(contradictions(&ev).len(), 1);
+    assert_eq!(offences(&ev).len(), 1);
+    assert!(divergences(&ev).is_empty());
+    assert_eq!(status_of(&o, lid), CommitStatus::Voided);
+    assert_eq!(status_of(&o, c), CommitStatus::Committed);
 }

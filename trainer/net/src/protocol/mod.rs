@@ -596,6 +596,7 @@ impl StageProtocol {
                 let expected = match direction {
                     Direction::Activations => k.checked_sub(1),
                     Direction::Gradients => (k + 1 < n).then_some(k + 1),
+                    Direction::Update => None,
                 };
                 if expected != Some(from) {
                     return wrong(format!(

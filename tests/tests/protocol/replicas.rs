@@ -259,3 +259,155 @@ async fn a_poisoned_update_is_outvoted_and_its_sender_fails_its_audit() {
         );
     }
 }
+
+/// One stage, two replicas that average, the replica deadline 3 s, no audits. One replica's
+/// trainer is killed with SIGKILL after it committed step 2: the other goes on alone,
+/// leaving it out of its rounds after the deadline (bitmap of itself only). Restarted on the same data
+/// directory, the killed replica replays its store and rejoins: for the steps the other
+/// decided without it, it adopts that decision, so both replicas hold the same weights after
+/// every step of the run, before, during and after the outage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_killed_mid_run_is_left_out_then_rejoins_bit_identical() {
+    let _serial = serial().await;
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("node"), &["--block-time", "200ms"])
+        .await
+        .unwrap();
+    let url = node.ws_url();
+    let c = node.cli_client().await.unwrap();
+    let steps = 12u64;
+    let hyper = format!(
+        r#"{{"micro_batch_size":2,"micro_batches":2,"lr":0.01,"warmup_steps":2,"total_steps":{steps},"replica_sync":"average"}}"#
+    );
+    let register = super::processes::audited_tiny_run_of(
+        &hyper,
+        1,
+        &[
+            "--replicas",
+            "2",
+            "--max-steps",
+            &steps.to_string(),
+            "--steps-per-epoch",
+            "3",
+        ],
+    );
+    // No audits: a trainer dead for longer than the reveal window fails its audits with
+    // `NoReveal` (and is slashed) by design; this test is about the round.
+    let mut register = register;
+    let p = register
+        .iter()
+        .position(|a| a == "--audit-probability")
+        .unwrap();
+    register[p + 1] = "0%".into();
+    let keys = ["//Stay", "//Killed"];
+    in_parallel(&url, validators_funding(&keys, register)).await;
+    let mut procs = Vec::new();
+    let args: Vec<Vec<String>> = keys
+        .iter()
+        .map(|key| {
+            let mut a = vec!["train".to_string()];
+            a.extend(trainer_args(&url, key, 0, dir.path()));
+            a.extend(["--replica-deadline".to_string(), "3".to_string()]);
+            a
+        })
+        .collect();
+    procs.push(Spawned::start("weft-trainer", &args[0], dir.path(), "stay").unwrap());
+    procs.push(Spawned::start("weft-trainer", &args[1], dir.path(), "killed").unwrap());
+    let dump = |procs: &[Spawned]| {
+        let mut s: Vec<String> = procs.iter().map(Spawned::log_tail).collect();
+        s.push(format!("--- node ---\n{}", node.log_tail()));
+        s.join("\n")
+    };
+    let (stay, killed) = (account(keys[0]), account(keys[1]));
+    let replica_of = |who: AccountId| {
+        let c = &c;
+        async move {
+            let a = c.stage_assignments(0, None).await.unwrap();
+            a.stages[0]
+                .replicas
+                .iter()
+                .position(|r| r.trainer == Some(who))
+                .map(|r| r as u16)
+        }
+    };
+    let committed = |replica: u16, step: u64| {
+        let c = &c;
+        async move { c.commitment(0, 0, replica, step, None).await.ok().flatten() }
+    };
+    let k = wait_for(
+        Duration::from_secs(300),
+        "the killed trainer's step 2",
+        || async {
+            let k = replica_of(killed).await?;
+            committed(k, 2).await.map(|_| k)
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", dump(&procs)));
+    let s = 1 - k;
+    assert_eq!(replica_of(stay).await, Some(s));
+    // kill -9.
+    drop(procs.pop());
+    // The other replica goes on alone, leaving it out after the deadline.
+    let alone = wait_for(
+        Duration::from_secs(120),
+        "a round without the killed",
+        || async {
+            for step in 3..steps {
+                let cm = committed(s, step).await?;
+                if cm.included.as_deref() == Some(&[s][..]) {
+                    return Some(step);
+                }
+            }
+            None
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", dump(&procs)));
+    procs.push(Spawned::start("weft-trainer", &args[1], dir.path(), "restarted").unwrap());
+    // Both replicas commit every step.
+    wait_for(
+        Duration::from_secs(300),
+        "both replicas' last step",
+        || async {
+            (committed(s, steps - 1).await.is_some() && committed(k, steps - 1).await.is_some())
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", dump(&procs)));
+    let mut both = 0;
+    for step in 0..steps {
+        let (a, b) = (
+            committed(s, step).await.unwrap(),
+            committed(k, step).await.unwrap(),
+        );
+        assert_eq!(
+            a.roots.weights_after,
+            b.roots.weights_after,
+            "step {step}: {:?} / {:?}\n{}",
+            a.included,
+            b.included,
+            dump(&procs)
+        );
+        assert_eq!(a.included, b.included, "step {step}: one decision");
+        if a.included.as_ref().is_some_and(|i| i.len() == 2) {
+            both += 1;
+        }
+    }
+    assert_eq!(
+        committed(s, alone).await.unwrap().included.as_deref(),
+        Some(&[s][..])
+    );
+    // Before the kill and after the rejoin, rounds include both.
+    assert!(both >= 4, "{both} rounds with both replicas");
+    assert_eq!(
+        committed(s, steps - 1)
+            .await
+            .unwrap()
+            .included
+            .map(|i| i.len()),
+        Some(2),
+        "the last round includes both"
+    );
+}

@@ -1,15 +1,22 @@
 //! Replicas of every stage that average their updates (`weft_ml::aggregate`, in process):
-//! they hold bitwise the same weights after every step, and two of them train the model one
-//! replica trains on the same tokens.
+//! they hold bitwise the same weights after every step, two of them train the model one
+//! replica trains on the same tokens, and the audit of an averaged step recomputes the
+//! aggregate bit for bit.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod common;
+
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use tch::Device;
-use weft_ml::commit::root_of;
+use weft_ml::audit::{recompute, AuditJob, AuditRound, Revealed, Tolerance};
+use weft_ml::commit::{canonical_bytes, root_of, StepItem};
 use weft_ml::config::{ModelConfig, ReplicaSync, TrainConfig};
 use weft_ml::data::{Batcher, Synthetic};
+use weft_ml::model::StageSpec;
 use weft_ml::schedule::{build_workers, run_replicas_in_process, run_step_in_process};
 use weft_ml::worker::{StageWorker, WorkerOptions};
+use weft_primitives::replicas::Included;
 use weft_primitives::Hash;
 
 const STAGES: usize = 2;
@@ -21,21 +28,24 @@ fn replicas(
     data: &Batcher,
     sync: ReplicaSync,
 ) -> Vec<Vec<StageWorker>> {
+    committing(n, cfg, train, data, sync, WorkerOptions::default())
+}
+
+fn committing(
+    n: usize,
+    cfg: &ModelConfig,
+    train: &TrainConfig,
+    data: &Batcher,
+    sync: ReplicaSync,
+    opts: WorkerOptions,
+) -> Vec<Vec<StageWorker>> {
     let train = &TrainConfig {
         replica_sync: sync,
         ..train.clone()
     };
     (0..n)
         .map(|r| {
-            let mut p = build_workers(
-                cfg,
-                train,
-                STAGES,
-                data,
-                Device::Cpu,
-                WorkerOptions::default(),
-            )
-            .unwrap();
+            let mut p = build_workers(cfg, train, STAGES, data, Device::Cpu, opts).unwrap();
             for w in &mut p {
                 w.set_replica(r as u16);
             }
@@ -132,4 +142,130 @@ fn three_four_and_int8_compressed_averaged_replicas_stay_bitwise_identical() {
         let r = roots(&int8);
         assert_eq!(r[0], r[1], "int8, step {step}");
     }
+}
+
+#[test]
+fn the_audit_of_an_averaged_step_recomputes_the_aggregate_bit_for_bit() {
+    const STEP: u64 = 2;
+    let (cfg, train, data) = setup();
+    let train = TrainConfig {
+        replica_sync: ReplicaSync::Average,
+        ..train
+    };
+    let mut grid = committing(
+        3,
+        &cfg,
+        &train,
+        &data,
+        ReplicaSync::Average,
+        WorkerOptions { commit: true },
+    );
+    for step in 0..STEP {
+        run_replicas_in_process(&mut grid, step).unwrap();
+    }
+    let before: Vec<Vec<(Vec<u8>, Vec<u8>)>> = grid
+        .iter()
+        .map(|p| {
+            p.iter()
+                .map(|w| (common::weights(w), common::moments(w)))
+                .collect()
+        })
+        .collect();
+    let reports = run_replicas_in_process(&mut grid, STEP).unwrap();
+    let stage = 1;
+    let spec = StageSpec::new(stage, STAGES).unwrap();
+    // Every replica's update of the stage, as it sent it.
+    let updates: Vec<Vec<u8>> = reports
+        .iter()
+        .map(|p| canonical_bytes(&p[stage].record.as_ref().unwrap().update).unwrap())
+        .collect();
+    let judge = |replica: usize, round: AuditRound, edit: &dyn Fn(&mut Revealed)| {
+        let report = &reports[replica][stage];
+        let rec = report.record.as_ref().unwrap();
+        let w = &grid[replica][stage];
+        let mut rev = Revealed::default();
+        let (wb, ob) = before[replica][stage].clone();
+        for (item, bytes) in [
+            (StepItem::WeightsBefore, wb),
+            (StepItem::OptimizerBefore, ob),
+            (StepItem::Inputs, canonical_bytes(&rec.inputs).unwrap()),
+            (StepItem::Outputs, canonical_bytes(&rec.outputs).unwrap()),
+            (
+                StepItem::OutputGrads,
+                canonical_bytes(&rec.output_grads).unwrap(),
+            ),
+            (
+                StepItem::InputGrads,
+                canonical_bytes(&rec.input_grads).unwrap(),
+            ),
+            (StepItem::WeightsAfter, common::weights(w)),
+            (StepItem::OptimizerAfter, common::moments(w)),
+            (StepItem::Update, updates[replica].clone()),
+        ] {
+            rev.items.insert(item, bytes);
+        }
+        edit(&mut rev);
+        let mut c = report.commitment.unwrap();
+        // What a cheater would commit to: the roots of what it reveals.
+        let root = |item| weft_ml::commit::root_of_bytes(&rev.items[&item]);
+        c.roots.weights_after = root(StepItem::WeightsAfter);
+        c.roots.optimizer_after = root(StepItem::OptimizerAfter);
+        c.roots.update = root(StepItem::Update);
+        recompute(
+            &AuditJob {
+                model: &cfg,
+                train: &train,
+                spec,
+                data: spec.is_last().then(|| data.clone()),
+                commitment: &c,
+                replica: replica as u16,
+                previous: None,
+                tolerance: Tolerance::EXACT,
+                device: Device::Cpu,
+                round: Some(round),
+            },
+            &rev,
+        )
+        .unwrap()
+    };
+    let round_of = |replica: usize, set: &[u16]| AuditRound {
+        included: Included::of(set.iter().copied()).unwrap(),
+        others: set
+            .iter()
+            .filter(|&&r| r as usize != replica)
+            .map(|&r| (r, updates[r as usize].clone()))
+            .collect::<BTreeMap<_, _>>(),
+    };
+    // Honest: every replica's step recomputes exactly, aggregate included.
+    for r in 0..3 {
+        let out = judge(r, round_of(r, &[0, 1, 2]), &|_| {});
+        assert!(out.pass, "replica {r}: {:?}", out.failure);
+    }
+    // A round that claims fewer updates than the step aggregated: the trimmed mean of the
+    // claimed set is another aggregate, and the committed weights are not its step.
+    let out = judge(0, round_of(0, &[0, 1]), &|_| {});
+    assert!(!out.pass);
+    assert!(out.failure.unwrap().contains("WeightsAfter"));
+    // An update of the round other than the one aggregated (a changed value).
+    let mut other = round_of(1, &[0, 1, 2]);
+    let u = other.others.get_mut(&2).unwrap();
+    u[0] ^= 1;
+    let out = judge(1, other, &|_| {});
+    assert!(!out.pass);
+    // Weights other than the aggregate's step, by one ulp.
+    let out = judge(2, round_of(2, &[0, 1, 2]), &|rev| {
+        let w = rev.items.get_mut(&StepItem::WeightsAfter).unwrap();
+        w[0] ^= 1;
+    });
+    assert!(!out.pass);
+    // An own update other than the inputs give (the poisoned update).
+    let out = judge(0, round_of(0, &[0, 1, 2]), &|rev| {
+        let u = rev.items.get_mut(&StepItem::Update).unwrap();
+        for b in u.chunks_exact_mut(4) {
+            let v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]) * -1000.0;
+            b.copy_from_slice(&v.to_le_bytes());
+        }
+    });
+    assert!(!out.pass);
+    assert!(out.failure.unwrap().contains("Update"));
 }

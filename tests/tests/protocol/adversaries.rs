@@ -24,7 +24,7 @@
 //! Needs `weft-adversary`: `cargo build --release --workspace --bins --features
 //! weft-trainer/adversary` (what `scripts/test.sh` does).
 
-use super::processes::{audited_tiny_run, audited_tiny_run_with, auditor_args, trainer_args};
+use super::processes::{audited_tiny_run, audited_tiny_run_with, auditor_args, dump, trainer_args};
 use super::*;
 use weft_tests::{bin, wait_until, Spawned};
 
@@ -53,12 +53,6 @@ const CHEATS: [(&str, u64); 9] = [
     ("no-reveal", 0),
     ("copy-replica", 1),
 ];
-
-fn dump(procs: &[Spawned], node: &Node) -> String {
-    let mut s: Vec<String> = procs.iter().map(Spawned::log_tail).collect();
-    s.push(format!("--- node ---\n{}", node.log_tail()));
-    s.join("\n")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_cheat_is_caught_and_slashed_and_honest_trainers_are_not() {

@@ -3,7 +3,14 @@
 //! audited run they train.
 
 use super::cmd;
-use weft_tests::{pick_free_port, Spawned};
+use weft_tests::{pick_free_port, Node, Spawned};
+
+/// The last lines of every process's log and of the node's, for a failing test's message.
+pub fn dump(procs: &[Spawned], node: &Node) -> String {
+    let mut s: Vec<String> = procs.iter().map(Spawned::log_tail).collect();
+    s.push(format!("--- node ---\n{}", node.log_tail()));
+    s.join("\n")
+}
 
 /// The two command scripts (for `in_parallel`) that fund `trainers` with 1,000 WEFT each and
 /// make //Alice (then registering `run`) and //Bob validators with 10,000 bonded.
@@ -96,11 +103,17 @@ pub fn auditor_args(url: &str, key: &str, dir: &std::path::Path) -> Vec<String> 
 /// every step audited by one auditor per stage (no validator audits both stages), reveal
 /// window 25 and attest window 60 blocks, then `extra` flags.
 pub fn audited_tiny_run_with(hyper: &str, extra: &[&str]) -> Vec<String> {
-    audited_tiny_run_of(hyper, 2, extra)
+    tiny_run_of(hyper, 2, "100%", extra)
 }
 
-/// [`audited_tiny_run_with`] cut into `stages` stages.
-pub fn audited_tiny_run_of(hyper: &str, stages: u16, extra: &[&str]) -> Vec<String> {
+/// [`audited_tiny_run_with`] cut into `stages` stages, each step audited with
+/// `audit_probability`.
+pub fn tiny_run_of(
+    hyper: &str,
+    stages: u16,
+    audit_probability: &str,
+    extra: &[&str],
+) -> Vec<String> {
     let stages = stages.to_string();
     let base = [
         "run",
@@ -116,7 +129,7 @@ pub fn audited_tiny_run_of(hyper: &str, stages: u16, extra: &[&str]) -> Vec<Stri
         "--dataset-hash",
         &format!("0x{}", "05".repeat(32)),
         "--audit-probability",
-        "100%",
+        audit_probability,
         "--auditors-per-stage",
         "1",
         "--max-stages-per-auditor",

@@ -10,12 +10,34 @@
 //! included replica's update from its holder, verifies it against that replica's committed
 //! update root, and recomputes the trimmed mean and the step from it.
 
-use super::processes::{audited_tiny_run_with, start_auditors, trainer_args, validators_funding};
+use super::processes::{dump, start_auditors, tiny_run_of, trainer_args, validators_funding};
 use super::*;
 use weft_primitives::Hash;
 use weft_tests::Spawned;
 
 const STEPS: u64 = 5;
+
+/// `weft run register` of a tiny run of `stages` stages and `replicas` replicas that
+/// average, `steps` steps long, 3 steps per 10-block epoch, each step audited with
+/// `audit_probability`.
+fn averaged_run(stages: u16, replicas: u16, steps: u64, audit_probability: &str) -> Vec<String> {
+    let hyper = format!(
+        r#"{{"micro_batch_size":2,"micro_batches":2,"lr":0.01,"warmup_steps":2,"total_steps":{steps},"replica_sync":"average"}}"#
+    );
+    tiny_run_of(
+        &hyper,
+        stages,
+        audit_probability,
+        &[
+            "--replicas",
+            &replicas.to_string(),
+            "--max-steps",
+            &steps.to_string(),
+            "--steps-per-epoch",
+            "3",
+        ],
+    )
+}
 const TRAINERS: [&str; 4] = ["//Avg0", "//Avg1", "//Avg2", "//Avg3"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -27,20 +49,7 @@ async fn averaged_replicas_hold_the_same_weights_after_every_step_and_pass_their
         .unwrap();
     let url = node.ws_url();
     let c = node.cli_client().await.unwrap();
-    let hyper = format!(
-        r#"{{"micro_batch_size":2,"micro_batches":2,"lr":0.01,"warmup_steps":2,"total_steps":{STEPS},"replica_sync":"average"}}"#
-    );
-    let register = audited_tiny_run_with(
-        &hyper,
-        &[
-            "--replicas",
-            "2",
-            "--max-steps",
-            &STEPS.to_string(),
-            "--steps-per-epoch",
-            "3",
-        ],
-    );
+    let register = averaged_run(2, 2, STEPS, "100%");
     in_parallel(&url, validators_funding(&TRAINERS, register)).await;
     let mut procs = start_auditors(&url, dir.path());
     for (i, key) in TRAINERS.iter().enumerate() {
@@ -48,11 +57,6 @@ async fn averaged_replicas_hold_the_same_weights_after_every_step_and_pass_their
         args.extend(trainer_args(&url, key, 0, dir.path()));
         procs.push(Spawned::start("weft-trainer", &args, dir.path(), &format!("avg{i}")).unwrap());
     }
-    let dump = |procs: &[Spawned]| {
-        let mut s: Vec<String> = procs.iter().map(Spawned::log_tail).collect();
-        s.push(format!("--- node ---\n{}", node.log_tail()));
-        s.join("\n")
-    };
 
     // Every slot commits every step, and every audit settles.
     let audits = wait_for(Duration::from_secs(600), "every audit settled", || async {
@@ -61,7 +65,7 @@ async fn averaged_replicas_hold_the_same_weights_after_every_step_and_pass_their
             .then_some(audits)
     })
     .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", dump(&procs)));
+    .unwrap_or_else(|e| panic!("{e}\n{}", dump(&procs, &node)));
 
     let mut full_rounds = 0;
     for stage in 0..2u16 {
@@ -113,7 +117,7 @@ async fn averaged_replicas_hold_the_same_weights_after_every_step_and_pass_their
             .iter()
             .all(|a| a.verdict == Some(work::Verdict::Pass)),
         "{audits:#?}\n{}",
-        dump(&procs)
+        dump(&procs, &node)
     );
 }
 
@@ -138,21 +142,7 @@ async fn a_poisoned_update_is_outvoted_and_its_sender_fails_its_audit() {
     let url = node.ws_url();
     let c = node.cli_client().await.unwrap();
     let steps = 8u64;
-    let hyper = format!(
-        r#"{{"micro_batch_size":2,"micro_batches":2,"lr":0.01,"warmup_steps":2,"total_steps":{steps},"replica_sync":"average"}}"#
-    );
-    let register = super::processes::audited_tiny_run_of(
-        &hyper,
-        1,
-        &[
-            "--replicas",
-            "3",
-            "--max-steps",
-            &steps.to_string(),
-            "--steps-per-epoch",
-            "3",
-        ],
-    );
+    let register = averaged_run(1, 3, steps, "100%");
     let (honest, poisoner) = (["//Hon0", "//Hon1"], "//Poisoner");
     in_parallel(
         &url,
@@ -172,11 +162,6 @@ async fn a_poisoned_update_is_outvoted_and_its_sender_fails_its_audit() {
     args.push(POISON_FROM.to_string());
     args.extend(trainer_args(&url, poisoner, 0, dir.path()));
     procs.push(Spawned::start("weft-adversary", &args, dir.path(), "poisoner").unwrap());
-    let dump = |procs: &[Spawned]| {
-        let mut s: Vec<String> = procs.iter().map(Spawned::log_tail).collect();
-        s.push(format!("--- node ---\n{}", node.log_tail()));
-        s.join("\n")
-    };
     let poisoner = account(poisoner);
     let honest = honest.map(account);
 
@@ -186,7 +171,7 @@ async fn a_poisoned_update_is_outvoted_and_its_sender_fails_its_audit() {
         slashes.into_iter().find(|s| s.offender == poisoner)
     })
     .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", dump(&procs)));
+    .unwrap_or_else(|e| panic!("{e}\n{}", dump(&procs, &node)));
     assert_eq!(slash.kind, staking::OffenceKind::AuditFailed, "{slash:?}");
     let audits = c.audits(0, None).await.unwrap();
     let failed: Vec<_> = audits
@@ -211,13 +196,13 @@ async fn a_poisoned_update_is_outvoted_and_its_sender_fails_its_audit() {
         (honest_settled == 2 * (last + 1)).then_some(audits)
     })
     .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", dump(&procs)));
+    .unwrap_or_else(|e| panic!("{e}\n{}", dump(&procs, &node)));
     for a in audits.iter().filter(|a| honest.contains(&a.trainer)) {
         assert_ne!(
             a.verdict,
             Some(work::Verdict::Fail),
             "{a:#?}\n{}",
-            dump(&procs)
+            dump(&procs, &node)
         );
     }
 
@@ -276,29 +261,9 @@ async fn a_replica_killed_mid_run_is_left_out_then_rejoins_bit_identical() {
     let url = node.ws_url();
     let c = node.cli_client().await.unwrap();
     let steps = 12u64;
-    let hyper = format!(
-        r#"{{"micro_batch_size":2,"micro_batches":2,"lr":0.01,"warmup_steps":2,"total_steps":{steps},"replica_sync":"average"}}"#
-    );
-    let register = super::processes::audited_tiny_run_of(
-        &hyper,
-        1,
-        &[
-            "--replicas",
-            "2",
-            "--max-steps",
-            &steps.to_string(),
-            "--steps-per-epoch",
-            "3",
-        ],
-    );
     // No audits: a trainer dead for longer than the reveal window fails its audits with
     // `NoReveal` (and is slashed) by design; this test is about the round.
-    let mut register = register;
-    let p = register
-        .iter()
-        .position(|a| a == "--audit-probability")
-        .unwrap();
-    register[p + 1] = "0%".into();
+    let register = averaged_run(1, 2, steps, "0%");
     let keys = ["//Stay", "//Killed"];
     in_parallel(&url, validators_funding(&keys, register)).await;
     let mut procs = Vec::new();
@@ -313,11 +278,6 @@ async fn a_replica_killed_mid_run_is_left_out_then_rejoins_bit_identical() {
         .collect();
     procs.push(Spawned::start("weft-trainer", &args[0], dir.path(), "stay").unwrap());
     procs.push(Spawned::start("weft-trainer", &args[1], dir.path(), "killed").unwrap());
-    let dump = |procs: &[Spawned]| {
-        let mut s: Vec<String> = procs.iter().map(Spawned::log_tail).collect();
-        s.push(format!("--- node ---\n{}", node.log_tail()));
-        s.join("\n")
-    };
     let (stay, killed) = (account(keys[0]), account(keys[1]));
     let replica_of = |who: AccountId| {
         let c = &c;
@@ -343,7 +303,7 @@ async fn a_replica_killed_mid_run_is_left_out_then_rejoins_bit_identical() {
         },
     )
     .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", dump(&procs)));
+    .unwrap_or_else(|e| panic!("{e}\n{}", dump(&procs, &node)));
     let s = 1 - k;
     assert_eq!(replica_of(stay).await, Some(s));
     // kill -9.
@@ -363,7 +323,7 @@ async fn a_replica_killed_mid_run_is_left_out_then_rejoins_bit_identical() {
         },
     )
     .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", dump(&procs)));
+    .unwrap_or_else(|e| panic!("{e}\n{}", dump(&procs, &node)));
     procs.push(Spawned::start("weft-trainer", &args[1], dir.path(), "restarted").unwrap());
     // Both replicas commit every step.
     wait_for(
@@ -375,7 +335,7 @@ async fn a_replica_killed_mid_run_is_left_out_then_rejoins_bit_identical() {
         },
     )
     .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", dump(&procs)));
+    .unwrap_or_else(|e| panic!("{e}\n{}", dump(&procs, &node)));
     let mut both = 0;
     for step in 0..steps {
         let (a, b) = (
@@ -388,7 +348,7 @@ async fn a_replica_killed_mid_run_is_left_out_then_rejoins_bit_identical() {
             "step {step}: {:?} / {:?}\n{}",
             a.included,
             b.included,
-            dump(&procs)
+            dump(&procs, &node)
         );
         assert_eq!(a.included, b.included, "step {step}: one decision");
         if a.included.as_ref().is_some_and(|i| i.len() == 2) {

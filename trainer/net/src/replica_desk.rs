@@ -110,11 +110,6 @@ impl ReplicaDesk {
                 .0;
         }
     }
-
-    /// The set decided for `step`, if it was.
-    pub fn decided(&self, step: Step) -> Option<Included> {
-        self.with(|steps| steps.get(&step).and_then(|p| p.decided))
-    }
 }
 
 impl RequestDesk for ReplicaDesk {
@@ -233,7 +228,6 @@ mod tests {
         );
         let set = Included::of([0]).unwrap();
         desk.decide(0, set);
-        assert_eq!(desk.decided(0), Some(set));
         assert_eq!(
             desk.answer(&peer(1), &ask(0, 1, 3)),
             Some(Response::ReplicaUpdate {
@@ -248,7 +242,6 @@ mod tests {
             desk.answer(&peer(1), &ask(0, 1, 3)),
             Some(Response::NotReady)
         );
-        assert!(desk.decided(0).is_none());
         assert!(matches!(
             desk.answer(&peer(1), &ask(KEPT_STEPS, 1, 3)),
             Some(Response::ReplicaUpdate { .. })

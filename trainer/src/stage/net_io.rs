@@ -48,16 +48,23 @@ pub(super) struct NetIo<'a> {
     /// Replicas that average: this replica's part in its stage's rounds.
     pub(super) replicas: Option<&'a ReplicaExchange>,
     /// What was sent and received this step, per direction, in order (for the seals).
-    pub(super) sent: [Vec<Tensor>; 3],
-    pub(super) received: [Vec<Tensor>; 3],
+    pub(super) sent: [Vec<Tensor>; 2],
+    pub(super) received: [Vec<Tensor>; 2],
 }
 
-fn lane(direction: Direction) -> usize {
+/// The lanes of `sent` / `received`: what crossed each way along the pipeline.
+const ACTIVATIONS: usize = 0;
+const GRADIENTS: usize = 1;
+
+/// The lane a pipeline seal of `direction` covers; updates cross between replicas, not along
+/// the pipeline (`super::replicas`), and have none.
+fn lane(direction: Direction) -> weft_ml::Result<usize> {
     match direction {
-        Direction::Activations => 0,
-        Direction::Gradients => 1,
-        // Updates cross between replicas, not along the pipeline (`super::replicas`).
-        Direction::Update => 2,
+        Direction::Activations => Ok(ACTIVATIONS),
+        Direction::Gradients => Ok(GRADIENTS),
+        Direction::Update => Err(weft_ml::Error::StepIo(
+            "updates are not sealed along the pipeline".into(),
+        )),
     }
 }
 
@@ -101,7 +108,7 @@ impl NetIo<'_> {
 
     /// Sends `to` this stage's seal over what it sent in `direction` during `step`.
     fn send_seal(&mut self, to: usize, step: Step, direction: Direction) -> weft_ml::Result<()> {
-        let root = root_of(&self.sent[lane(direction)])?;
+        let root = root_of(&self.sent[lane(direction)?])?;
         let message = seal_message(
             self.run,
             step,
@@ -143,7 +150,7 @@ impl NetIo<'_> {
                  received from it this step is trained on"
             ))
         };
-        let received = root_of(&self.received[lane(direction)])?;
+        let received = root_of(&self.received[lane(direction)?])?;
         if received.0 != root {
             return Err(refused(format!(
                 "covers root {}, but what it sent has root {received}",
@@ -180,7 +187,7 @@ impl NetIo<'_> {
 impl StepIo for NetIo<'_> {
     fn recv_activation(&mut self, step: Step, micro: usize) -> weft_ml::Result<Tensor> {
         let t = self.recv(step, Slot::Forward(micro_id(micro)?))?;
-        self.received[lane(Direction::Activations)].push(t.shallow_clone());
+        self.received[ACTIVATIONS].push(t.shallow_clone());
         if micro + 1 == self.link.shape().micro_batches {
             let from = self
                 .stage()
@@ -202,7 +209,7 @@ impl StepIo for NetIo<'_> {
         };
         let to = self.stage() + 1;
         self.link.send(to, step, &req);
-        self.sent[lane(Direction::Activations)].push(sent);
+        self.sent[ACTIVATIONS].push(sent);
         if micro + 1 == self.link.shape().micro_batches {
             self.send_seal(to, step, Direction::Activations)?;
         }
@@ -211,7 +218,7 @@ impl StepIo for NetIo<'_> {
 
     fn recv_output_grad(&mut self, step: Step, micro: usize) -> weft_ml::Result<Tensor> {
         let t = self.recv(step, Slot::Backward(micro_id(micro)?))?;
-        self.received[lane(Direction::Gradients)].push(t.shallow_clone());
+        self.received[GRADIENTS].push(t.shallow_clone());
         // Backwards, micro-batch 0 is the last.
         if micro == 0 {
             self.take_seal(self.stage() + 1, step, Direction::Gradients)?;
@@ -233,7 +240,7 @@ impl StepIo for NetIo<'_> {
             .checked_sub(1)
             .ok_or_else(|| weft_ml::Error::StepIo("stage 0 sends no input gradient".into()))?;
         self.link.send(to, step, &req);
-        self.sent[lane(Direction::Gradients)].push(sent);
+        self.sent[GRADIENTS].push(sent);
         if micro == 0 {
             self.send_seal(to, step, Direction::Gradients)?;
         }

@@ -18,6 +18,7 @@
 //! | `nudge`            | after each update moves every weight tensor half the default tolerance along a fixed direction of its choosing | exact audits only (same compute class) |
 //! | `forged-messages`  | commits its honest outputs and input gradients but sends its neighbour other ones (sealed, as a receiver requires) | the chain, at commit (the neighbour's seal) |
 //! | `poisoned-update`  | replicas that average: sends (sealed) and commits its update ×(−1000); the trimmed mean of 3 or more outvotes it | update (its audit) |
+//! | `selfish-aggregate` | replicas that average: applies its own update alone instead of the round's trimmed mean, committing the round as aggregated | the chain at once (replicas diverge, forced audits), then the aggregate (its audit) |
 
 use crate::net::store::StepBytes;
 use crate::stage::{CommitHook, SendTamper};
@@ -58,6 +59,9 @@ pub enum Cheat {
     /// Replicas that average: its update ×(−1000) sent to the other replicas (and committed,
     /// sealed), everything else honest.
     PoisonedUpdate,
+    /// Replicas that average: sends and commits its honest update and the round it got, but
+    /// applies its own update alone instead of the round's trimmed mean.
+    SelfishAggregate,
 }
 
 /// The `forged-messages` cheat from step `from` on: what leaves for a neighbour (the
@@ -106,7 +110,7 @@ pub struct Cheater {
     cheat: Cheat,
     from: u64,
     rng: rand::rngs::StdRng,
-    /// `nudge`: the weights before the update.
+    /// `nudge`: the weights before the update; `selfish-aggregate`: its own update.
     before: Vec<Tensor>,
 }
 
@@ -140,6 +144,19 @@ impl StepHook for Cheater {
         }
         match self.cheat {
             Cheat::StaleWeights => return Ok(false),
+            Cheat::SelfishAggregate => {
+                // Its own update (kept by `update`) in place of the aggregate.
+                let own = std::mem::take(&mut self.before);
+                tch::no_grad(|| -> MlResult<()> {
+                    for ((_, p), u) in params.iter().zip(&own) {
+                        let mut g = p.f_grad()?;
+                        if g.defined() && g.size() == u.size() {
+                            g.f_copy_(u)?;
+                        }
+                    }
+                    Ok(())
+                })?;
+            }
             Cheat::Nudge => {
                 self.before = params
                     .iter()
@@ -172,6 +189,12 @@ impl StepHook for Cheater {
             for u in update.iter_mut() {
                 *u = u.f_mul_scalar(-1000.0)?;
             }
+        }
+        if self.cheat == Cheat::SelfishAggregate && step >= self.from {
+            self.before = update
+                .iter()
+                .map(Tensor::f_detach_copy)
+                .collect::<Result<_, _>>()?;
         }
         Ok(())
     }

@@ -490,16 +490,31 @@ impl<S: StateSource> ChainView<S> {
         replicas: u16,
     ) -> Result<Vec<(Replica, StagePeer)>> {
         let mut out = Vec::new();
-        for r in (0..replicas).filter(|&r| r != me) {
-            let Some(who) = self.slot(run, stage, r).await? else {
-                continue;
-            };
+        for (r, who) in self.replica_holders(run, stage, me, replicas).await? {
             if let Some(p) = self
                 .trainer(&who)
                 .await?
                 .and_then(|t| trainer_peer(&t).ok())
             {
                 out.push((r, p));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The holders of the other replica slots of `(run, stage)` (empty slots left out),
+    /// ascending.
+    pub async fn replica_holders(
+        &self,
+        run: RunId,
+        stage: StageIndex,
+        me: Replica,
+        replicas: u16,
+    ) -> Result<Vec<(Replica, AccountId)>> {
+        let mut out = Vec::new();
+        for r in (0..replicas).filter(|&r| r != me) {
+            if let Some(who) = self.slot(run, stage, r).await? {
+                out.push((r, who));
             }
         }
         Ok(out)

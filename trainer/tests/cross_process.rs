@@ -485,6 +485,7 @@ async fn bad_neighbours_are_refused_and_reveals_go_to_auditors_only() {
         identity: weft_p2p::keypair_from_seed([2; 32]).unwrap(),
         tamper: None,
         replica_deadline: std::time::Duration::from_secs(20),
+        replica_desk: None,
     };
     let worker = build_workers(
         &model,

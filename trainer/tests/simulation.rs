@@ -135,6 +135,7 @@ fn simulate_with(
             identity: weft_p2p::keypair_from_seed([k as u8 + 1; 32]).unwrap(),
             tamper: None,
             replica_deadline: std::time::Duration::from_secs(20),
+            replica_desk: None,
         })
         .collect();
     let make = Arc::new(move |k: usize| -> weft_trainer::Result<_> {

@@ -89,12 +89,35 @@ pub(crate) fn verify_seal(
     signature: SealSignature,
 ) -> Result<Seal, Failure> {
     let by = sender_of(s, run, from_stage, replica, step)?.ok_or(Error::BadSeal)?;
-    let record = staking::trainer(s, &by)?.ok_or(Error::BadSeal)?;
-    let message = seal_message(run, step, from_stage, replica, direction, root);
-    if !verify_by_peer_id(&record.peer_id, &message, &signature) {
+    if !sealed_by(
+        s,
+        &by,
+        (run, from_stage, replica, step),
+        direction,
+        root,
+        signature,
+    )? {
         return Err(Error::BadSeal.into());
     }
     Ok(Seal { by, signature })
+}
+
+/// Whether `signature` is `by`'s seal of slot `(run, from_stage, replica)` over `root`, what
+/// it sent in `step` in `direction` (by the p2p key of its trainer record; `false` when it
+/// has none). Reads only.
+pub(crate) fn sealed_by(
+    s: &(impl StateReader + ?Sized),
+    by: &AccountId,
+    (run, from_stage, replica, step): (RunId, StageIndex, Replica, Step),
+    direction: Direction,
+    root: &Hash,
+    signature: SealSignature,
+) -> Result<bool, Failure> {
+    let Some(record) = staking::trainer(s, by)? else {
+        return Ok(false);
+    };
+    let message = seal_message(run, step, from_stage, replica, direction, root);
+    Ok(verify_by_peer_id(&record.peer_id, &message, &signature))
 }
 
 /// One pipeline seal of a commitment being made, verified: `from_stage`'s seal over `root`.

@@ -21,10 +21,16 @@
 //! * replicas that train apart: no round, and the `update` root is zero.
 //!
 //! **The seals** ([`verify_round`], at commit, reads only; else `BadSeal`): each received
-//! entry's signature must verify, as a pipeline seal does (`pipeline::verify_seal`), against
-//! the peer id of the account that committed replica `j`'s step, or, before it has, the
-//! holder of slot `(run, stage, j)`. The commitment stores each entry with that account
-//! ([`VerifiedUpdate`]).
+//! entry's signature must verify, as a pipeline seal does (`pipeline::sealed_by`), against
+//! the peer id of one of the accounts that can have sent replica `j`'s update of step `t`:
+//! the account that committed `j`'s step `t`, or, before anyone has, the holder of slot
+//! `(run, stage, j)`; and, failing those, an account that committed one of `j`'s steps
+//! `t − 1 … t − SEALER_LOOKBACK` ([`SEALER_LOOKBACK`] = 8): a holder that sealed its update of
+//! `t` and vanished before committing it, whose slot a spare has taken since (a trainer runs at
+//! most its backlog, 4 steps by default, ahead of its last commitment). The commitment stores
+//! each entry with the account whose seal it is ([`VerifiedUpdate`]). An entry whose first
+//! possible sender has no trainer record any more and whose seal none of the others made is
+//! kept unverified (`by` = `None`): nobody can be convicted by it.
 //!
 //! **The contradiction** ([`check_updates`], right after the commitment is stored and the
 //! pipeline check has run, in either commit order): for every pair where replica `r`'s
@@ -63,7 +69,7 @@
 //! block or two of each other. The contradiction check has no such limit: it voids the
 //! liar's commitment whatever its status.
 
-use crate::pipeline::{committed, sender_of, verify_seal};
+use crate::pipeline::{committed, sealed_by, sender_of};
 use crate::{CommitStatus, Commitment, Error, Event, Round, Sink, StepRoots};
 use crate::{VerifiedRound, VerifiedUpdate, COMMITMENTS, FORCED_AUDITS, STEP_COMMITMENT};
 use weft_pallet_runs as runs;
@@ -71,7 +77,7 @@ use weft_pallet_staking as staking;
 use weft_pallet_support::{emit, CommitmentId, Failure, Replica, RunId, StageIndex, Step};
 use weft_primitives::seal::Direction;
 use weft_primitives::storage::{StateReader, Storage};
-use weft_primitives::{BlockNumber, Hash};
+use weft_primitives::{AccountId, BlockNumber, Hash};
 
 /// Whether the round and `update` root of replica `replica`'s commitment fit the run's
 /// replica sync (see the module docs).
@@ -109,6 +115,34 @@ pub(crate) fn check_round(
     }
 }
 
+/// How many earlier steps of a slot [`update_sealers`] looks through for a holder that
+/// sealed an update and vanished before committing it (see the module docs).
+pub const SEALER_LOOKBACK: Step = 8;
+
+/// The accounts that can have sealed replica `replica`'s update of `step`, in the order they
+/// are tried: the one that answers for the step (its committer, else the slot's holder),
+/// then every other account that committed one of the slot's steps `step − 1 …
+/// step − SEALER_LOOKBACK`, latest first (see the module docs). Reads only.
+fn update_sealers(
+    s: &(impl StateReader + ?Sized),
+    run: RunId,
+    stage: StageIndex,
+    replica: Replica,
+    step: Step,
+) -> Result<Vec<AccountId>, Failure> {
+    let mut out: Vec<AccountId> = sender_of(s, run, stage, replica, step)?
+        .into_iter()
+        .collect();
+    for earlier in (step.saturating_sub(SEALER_LOOKBACK)..step).rev() {
+        if let Some((_, c)) = committed(s, run, stage, replica, earlier)? {
+            if !out.contains(&c.trainer) {
+                out.push(c.trainer);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The round of the commitment of `(run, stage, step)` with each received update's seal
 /// verified against the sending replica's trainer (see the module docs); `BadSeal` when one
 /// does not verify. Reads only; `check_round` has accepted the round.
@@ -124,6 +158,14 @@ pub(crate) fn verify_round(
     };
     let mut received = Vec::with_capacity(round.received.len());
     for e in round.received {
+        let slot = (run, stage, e.replica, step);
+        let mut by = None;
+        for who in update_sealers(s, run, stage, e.replica, step)? {
+            if sealed_by(s, &who, slot, Direction::Update, &e.root, e.signature)? {
+                by = Some(who);
+                break;
+            }
+        }
         // A sender with no trainer to answer for it (chilled since it sent, its slot empty)
         // cannot be checked, nor punished: its entry is kept unverified, so that the
         // replicas that aggregated its update can still commit the step.
@@ -131,21 +173,9 @@ pub(crate) fn verify_round(
             Some(who) => staking::trainer(s, &who)?.is_some(),
             None => false,
         };
-        let by = if answerable {
-            let seal = verify_seal(
-                s,
-                run,
-                stage,
-                e.replica,
-                step,
-                Direction::Update,
-                &e.root,
-                e.signature,
-            )?;
-            Some(seal.by)
-        } else {
-            None
-        };
+        if by.is_none() && answerable {
+            return Err(Error::BadSeal.into());
+        }
         received.push(VerifiedUpdate {
             replica: e.replica,
             root: e.root,

@@ -24,7 +24,9 @@
 //! Needs `weft-adversary`: `cargo build --release --workspace --bins --features
 //! weft-trainer/adversary` (what `scripts/test.sh` does).
 
-use super::processes::{audited_tiny_run, audited_tiny_run_with, auditor_args, dump, trainer_args};
+use super::processes::{
+    adversary_args, audited_tiny_run, audited_tiny_run_with, auditor_args, dump, trainer_args,
+};
 use super::*;
 use weft_tests::{bin, wait_until, Spawned};
 
@@ -132,13 +134,7 @@ async fn every_cheat_is_caught_and_slashed_and_honest_trainers_are_not() {
     }
     for (run, (cheat, from)) in CHEATS.iter().enumerate() {
         let who = &cheaters[run];
-        let mut args = vec![
-            "--cheat".to_string(),
-            cheat.to_string(),
-            "--cheat-from".to_string(),
-            from.to_string(),
-        ];
-        args.extend(trainer_args(&url, who, run, dir.path()));
+        let args = adversary_args(cheat, *from, (&url, who, run, dir.path()));
         procs.push(Spawned::start("weft-adversary", &args, dir.path(), cheat).unwrap());
     }
 

@@ -13,7 +13,9 @@
 //! auditors and the spare until their windows close, exits with status 0, every audit of its
 //! steps settles as a pass, it is never slashed and stays a registered trainer.
 
-use super::processes::{audited_tiny_run, start_auditors, trainer_args, validators_funding};
+use super::processes::{
+    audited_tiny_run, dev_node, start_auditors, trainer_args, validators_funding,
+};
 use super::*;
 use weft_tests::{wait_until, Spawned};
 
@@ -33,11 +35,7 @@ fn last_printed_step(log: &str, stage: u16) -> Option<u64> {
 async fn a_leaving_trainer_hands_its_slot_over_and_training_goes_on() {
     let _serial = serial().await;
     let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(&dir.path().join("node"), &["--block-time", "200ms"])
-        .await
-        .unwrap();
-    let url = node.ws_url();
-    let c = node.cli_client().await.unwrap();
+    let (node, url, c) = dev_node(dir.path()).await;
 
     in_parallel(&url, validators_funding(&TRAINERS, audited_tiny_run(60, 1))).await;
     let procs = start_auditors(&url, dir.path());

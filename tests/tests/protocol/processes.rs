@@ -160,3 +160,46 @@ pub fn audited_tiny_run(steps: u64, replicas: u16) -> Vec<String> {
         ],
     )
 }
+
+/// A dev node under `<dir>/node` with 200 ms blocks, its WebSocket URL and a client.
+pub async fn dev_node(dir: &std::path::Path) -> (Node, String, weft_cli::Client) {
+    let node = Node::start(&dir.join("node"), &["--block-time", "200ms"])
+        .await
+        .expect("the dev node starts");
+    let url = node.ws_url();
+    let client = node.cli_client().await.expect("a client of the node");
+    (node, url, client)
+}
+
+/// The command line of `weft-adversary` cheating with `cheat` from step `from`, otherwise
+/// [`trainer_args`].
+pub fn adversary_args(
+    cheat: &str,
+    from: u64,
+    (url, key, run, dir): (&str, &str, usize, &std::path::Path),
+) -> Vec<String> {
+    let mut args = vec![
+        "--cheat".to_string(),
+        cheat.to_string(),
+        "--cheat-from".to_string(),
+        from.to_string(),
+    ];
+    args.extend(trainer_args(url, key, run, dir));
+    args
+}
+
+/// The slash of `who`, waited for up to `timeout`; panics with the processes' logs when it
+/// does not come.
+pub async fn slash_of(
+    c: &weft_cli::Client,
+    who: weft_primitives::AccountId,
+    timeout: std::time::Duration,
+    (procs, node): (&[Spawned], &Node),
+) -> weft_rpc_api::protocol::SlashJson {
+    weft_tests::wait_for(timeout, "the slash", || async {
+        let slashes = c.slashes(None).await.ok()?;
+        slashes.into_iter().find(|s| s.offender == who)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", dump(procs, node)))
+}

@@ -14,7 +14,9 @@
 //! Every commitment on chain carries the seals it must: stage 1's inputs seal by stage 0's
 //! trainer, stage 0's output-gradient seal by stage 1's.
 
-use super::processes::{audited_tiny_run, start_auditors, trainer_args, validators_funding};
+use super::processes::{
+    adversary_args, audited_tiny_run, dev_node, start_auditors, trainer_args, validators_funding,
+};
 use super::*;
 use weft_tests::{bin, Spawned};
 
@@ -29,11 +31,7 @@ async fn a_stage_that_sends_other_tensors_than_it_commits_is_slashed_and_its_nei
     let _serial = serial().await;
     let _ = bin("weft-adversary");
     let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(&dir.path().join("node"), &["--block-time", "200ms"])
-        .await
-        .unwrap();
-    let url = node.ws_url();
-    let c = node.cli_client().await.unwrap();
+    let (node, url, c) = dev_node(dir.path()).await;
 
     in_parallel(
         &url,
@@ -44,13 +42,7 @@ async fn a_stage_that_sends_other_tensors_than_it_commits_is_slashed_and_its_nei
     let mut args = vec!["train".to_string()];
     args.extend(trainer_args(&url, HONEST, 0, dir.path()));
     procs.push(Spawned::start("weft-trainer", &args, dir.path(), "honest").unwrap());
-    let mut args = vec![
-        "--cheat".to_string(),
-        "forged-messages".to_string(),
-        "--cheat-from".to_string(),
-        FROM.to_string(),
-    ];
-    args.extend(trainer_args(&url, FORGER, 0, dir.path()));
+    let args = adversary_args("forged-messages", FROM, (&url, FORGER, 0, dir.path()));
     procs.push(Spawned::start("weft-adversary", &args, dir.path(), "forger").unwrap());
     let dump = |procs: &[Spawned]| {
         let mut s: Vec<String> = procs.iter().map(Spawned::log_tail).collect();

@@ -13,10 +13,14 @@
 //! admitted the same way with `SuccessorHello`: an sr25519 signature by its account over
 //! [`successor_hello_message`]`(run, stage, replica, peer_id)`, checked against the account
 //! the chain names ([`RevealAccess::set_successor`]), so that it can fetch the slot's last
-//! committed weights and optimiser state (the hand-over).
+//! committed weights and optimiser state (the hand-over). Where the run's replicas average,
+//! every replica of the stage holds that same state, so the chain's holder of *another*
+//! replica slot of the stage is admitted too ([`RevealAccess::set_siblings`]): a spare that
+//! takes the slot of a replica that vanished fetches the state from a live replica. A
+//! sibling sees nothing of the model it does not hold already (the same stage).
 
 use parity_scale_codec::Encode;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 use weft_p2p::PeerId;
 use weft_primitives::step::{Replica, RunId, StageIndex};
@@ -86,6 +90,8 @@ struct AccessInner {
     bound: HashMap<PeerId, [u8; 32]>,
     successor: Option<AccountId>,
     successor_peer: Option<PeerId>,
+    siblings: BTreeMap<Replica, AccountId>,
+    sibling_peers: BTreeMap<Replica, PeerId>,
 }
 
 impl RevealAccess {
@@ -118,6 +124,7 @@ impl RevealAccess {
         self.fixed.contains(peer)
             || g.bound.contains_key(peer)
             || (g.successor.is_some() && g.successor_peer == Some(*peer))
+            || g.sibling_peers.values().any(|p| p == peer)
     }
 
     /// Names the slot's successor on chain (`None`: there is none, or this holder still
@@ -130,24 +137,46 @@ impl RevealAccess {
         }
     }
 
-    /// Checks a successor's hello from `peer` for `slot` and, if it holds, lets `peer`
-    /// fetch the reveals.
+    /// Names the chain's holders of the stage's other replica slots (replicas that average;
+    /// empty otherwise); a peer bound to a replica whose holder changed loses access.
+    pub fn set_siblings(&self, holders: impl IntoIterator<Item = (Replica, AccountId)>) {
+        let mut g = self.lock();
+        let holders: BTreeMap<_, _> = holders.into_iter().collect();
+        let old = std::mem::take(&mut g.siblings);
+        g.sibling_peers
+            .retain(|r, _| holders.contains_key(r) && holders.get(r) == old.get(r));
+        g.siblings = holders;
+    }
+
+    /// Checks a hello from `peer` by the chain's holder of `slot` — the successor of this
+    /// holder's own replica `own`, or the holder of another replica of the stage (see
+    /// [`Self::set_siblings`]) — and, if it holds, lets `peer` fetch the reveals.
     pub fn successor_hello(
         &self,
+        own: Replica,
         (run, stage, replica): (RunId, StageIndex, Replica),
         peer: &PeerId,
         account: [u8; 32],
         signature: [u8; 64],
     ) -> Result<(), HelloError> {
         let mut g = self.lock();
-        if g.successor != Some(AccountId(account)) {
+        let named = if replica == own {
+            g.successor
+        } else {
+            g.siblings.get(&replica).copied()
+        };
+        if named != Some(AccountId(account)) {
             return Err(HelloError::NotSuccessor { account });
         }
         let msg = successor_hello_message(run, stage, replica, peer);
         if !weft_primitives::crypto::verify(&Signature(signature), &msg, &AccountId(account)) {
             return Err(HelloError::BadSuccessorSignature);
         }
-        g.successor_peer = Some(*peer);
+        if replica == own {
+            g.successor_peer = Some(*peer);
+        } else {
+            g.sibling_peers.insert(replica, *peer);
+        }
         Ok(())
     }
 
@@ -201,6 +230,7 @@ mod tests {
         // Nobody is named yet.
         assert_eq!(
             access.successor_hello(
+                0,
                 slot,
                 &p,
                 successor.account_id().0,
@@ -213,7 +243,7 @@ mod tests {
         access.set_successor(Some(successor.account_id()));
         // Another account, or a signature by another key, over another slot or peer: refused.
         assert!(matches!(
-            access.successor_hello(slot, &p, other.account_id().0, sign(&other, slot, &p)),
+            access.successor_hello(0, slot, &p, other.account_id().0, sign(&other, slot, &p)),
             Err(HelloError::NotSuccessor { .. })
         ));
         for sig in [
@@ -222,7 +252,7 @@ mod tests {
             sign(&successor, slot, &peer(2)),
         ] {
             assert_eq!(
-                access.successor_hello(slot, &p, successor.account_id().0, sig),
+                access.successor_hello(0, slot, &p, successor.account_id().0, sig),
                 Err(HelloError::BadSuccessorSignature)
             );
         }
@@ -230,6 +260,7 @@ mod tests {
         // The successor's own signature for this slot and peer: admitted, that peer only.
         access
             .successor_hello(
+                0,
                 slot,
                 &p,
                 successor.account_id().0,
@@ -239,6 +270,45 @@ mod tests {
         assert!(access.allows(&p) && !access.allows(&peer(2)));
         // The chain names someone else (or nobody): access is gone.
         access.set_successor(Some(other.account_id()));
+        assert!(!access.allows(&p));
+    }
+
+    #[test]
+    fn the_holder_of_another_replica_of_the_stage_is_admitted_as_a_sibling() {
+        let access = RevealAccess::default();
+        let (spare, other) = (
+            Keypair::from_suri("//Spare").unwrap(),
+            Keypair::from_suri("//Other").unwrap(),
+        );
+        let p = peer(3);
+        // This holder is replica 0; the spare holds replica 1 of the same stage.
+        let slot = (3, 1, 1);
+        let sig = |k: &Keypair| {
+            k.sign(&successor_hello_message(slot.0, slot.1, slot.2, &p))
+                .0
+        };
+        assert!(matches!(
+            access.successor_hello(0, slot, &p, spare.account_id().0, sig(&spare)),
+            Err(HelloError::NotSuccessor { .. })
+        ));
+        access.set_siblings([(1, spare.account_id())]);
+        // Named for another replica than it claims, or by someone else: refused.
+        assert!(matches!(
+            access.successor_hello(0, (3, 1, 2), &p, spare.account_id().0, sig(&spare)),
+            Err(HelloError::NotSuccessor { .. })
+        ));
+        assert!(matches!(
+            access.successor_hello(0, slot, &p, other.account_id().0, sig(&other)),
+            Err(HelloError::NotSuccessor { .. })
+        ));
+        access
+            .successor_hello(0, slot, &p, spare.account_id().0, sig(&spare))
+            .unwrap();
+        assert!(access.allows(&p));
+        // Unchanged holders keep access; a new holder of replica 1 ends it.
+        access.set_siblings([(1, spare.account_id())]);
+        assert!(access.allows(&p));
+        access.set_siblings([(1, other.account_id())]);
         assert!(!access.allows(&p));
     }
 }

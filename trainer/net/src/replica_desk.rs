@@ -23,18 +23,24 @@
 //! update that arrived just before one deadline and just after the other) end the step with
 //! different weights; the chain sees it (their `weights_after` roots differ) and audits both.
 //!
-//! Only the peers of the stage's other replicas may ask (`Forbidden` otherwise). The desk
-//! keeps the updates of the last [`KEPT_STEPS`] steps in memory; a restarted replica
-//! publishes again as it recomputes.
+//! Only the peers of the stage's other replicas may ask (`Forbidden` otherwise); the list
+//! follows the chain ([`ReplicaDesk::set_peers`]: a spare that takes a replica's slot is
+//! answered from the head that assigns it). The desk keeps the updates of the last
+//! [`KEPT_STEPS`] steps in memory; older steps, and steps committed before a restart, are
+//! answered from what the replica committed ([`UpdateArchive`]: its stored update, its seal
+//! and the set it aggregated), so a replica that is far behind — a spare catching up from
+//! the step it took over — still learns every set the others used and applies the same
+//! aggregates.
 
 use crate::desk::RequestDesk;
+use crate::topology::StagePeer;
 use crate::wire::{EncodedUpdate, ErrorCode, Request, Response};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 use weft_p2p::PeerId;
 use weft_primitives::replicas::Included;
-use weft_primitives::step::{RunId, StageIndex, Step};
+use weft_primitives::step::{Replica, RunId, StageIndex, Step};
 
 /// Steps whose updates the desk keeps.
 pub const KEPT_STEPS: u64 = 8;
@@ -47,26 +53,90 @@ struct Published {
     served: HashSet<PeerId>,
 }
 
+/// What a replica committed of one step, as its desk answers it once the step has left
+/// memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Archived {
+    /// The update it sent (its canonical f32 bytes: what every receiver decoded).
+    pub update: EncodedUpdate,
+    /// Its seal over the update's root.
+    pub signature: [u8; 64],
+    /// The set the step aggregated.
+    pub decided: Included,
+}
+
+/// Where a desk finds the steps it no longer holds in memory (the replica's tensor store).
+pub trait UpdateArchive: Send + Sync {
+    /// The committed update, seal and set of `step`; `None` when the step is not committed.
+    fn archived(&self, step: Step) -> Option<Archived>;
+}
+
 /// Answers the other replicas' requests for this replica's updates (see the module docs).
 pub struct ReplicaDesk {
     run: RunId,
     stage: StageIndex,
-    allowed: HashSet<PeerId>,
+    peers: Mutex<Vec<(Replica, StagePeer)>>,
     steps: Mutex<BTreeMap<Step, Published>>,
     served: Condvar,
+    archive: Option<Box<dyn UpdateArchive>>,
+}
+
+impl std::fmt::Debug for ReplicaDesk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicaDesk")
+            .field("run", &self.run)
+            .field("stage", &self.stage)
+            .field("peers", &self.peers())
+            .field("archive", &self.archive.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl ReplicaDesk {
-    /// The desk of a replica of `stage` in `run`, answering the peers `allowed` (the other
-    /// replicas of the stage).
-    pub fn new(run: RunId, stage: StageIndex, allowed: impl IntoIterator<Item = PeerId>) -> Self {
+    /// The desk of a replica of `stage` in `run`, answering `peers` (the other replicas of
+    /// the stage).
+    pub fn new(run: RunId, stage: StageIndex, peers: Vec<(Replica, StagePeer)>) -> Self {
         ReplicaDesk {
             run,
             stage,
-            allowed: allowed.into_iter().collect(),
+            peers: Mutex::new(peers),
             steps: Mutex::new(BTreeMap::new()),
             served: Condvar::new(),
+            archive: None,
         }
+    }
+
+    /// This desk, answering the steps it no longer holds from `archive`.
+    pub fn with_archive(mut self, archive: impl UpdateArchive + 'static) -> Self {
+        self.archive = Some(Box::new(archive));
+        self
+    }
+
+    /// The other replicas of the stage, as last set.
+    pub fn peers(&self) -> Vec<(Replica, StagePeer)> {
+        self.peers.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the other replicas of the stage (the chain reassigned a slot); a peer no
+    /// longer among them is refused from now on.
+    pub fn set_peers(&self, peers: Vec<(Replica, StagePeer)>) {
+        let mut now = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        if *now != peers {
+            tracing::info!(
+                replicas = ?peers.iter().map(|(r, p)| (*r, p.peer_id.to_string())).collect::<Vec<_>>(),
+                "the stage's other replicas changed"
+            );
+            *now = peers;
+        }
+    }
+
+    fn allowed(&self) -> HashSet<PeerId> {
+        self.peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(_, p)| p.peer_id)
+            .collect()
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut BTreeMap<Step, Published>) -> T) -> T {
@@ -94,11 +164,12 @@ impl ReplicaDesk {
     /// so a replica a little behind still gets it); whether they all were.
     pub fn wait_served(&self, step: Step, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
+        let allowed = self.allowed();
         let mut steps = self.steps.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             let all = steps
                 .get(&step)
-                .is_some_and(|p| self.allowed.iter().all(|peer| p.served.contains(peer)));
+                .is_some_and(|p| allowed.iter().all(|peer| p.served.contains(peer)));
             let now = Instant::now();
             if all || now >= deadline {
                 return all;
@@ -130,7 +201,7 @@ impl RequestDesk for ReplicaDesk {
                 ErrorCode::WrongStage,
                 format!("this replica trains stage {}", self.stage),
             )
-        } else if !self.allowed.contains(peer) {
+        } else if !self.allowed().contains(peer) {
             Response::error(
                 ErrorCode::Forbidden,
                 format!("{peer} is not a replica of stage {}", self.stage),
@@ -152,7 +223,17 @@ impl RequestDesk for ReplicaDesk {
                 _ => Response::NotReady,
             });
             self.served.notify_all();
-            answer
+            match (&answer, &self.archive) {
+                (Response::NotReady, Some(archive)) => match archive.archived(*step) {
+                    Some(a) => Response::ReplicaUpdate {
+                        update: a.update,
+                        signature: Box::new(a.signature),
+                        decided: Some(a.decided),
+                    },
+                    None => answer,
+                },
+                _ => answer,
+            }
         })
     }
 }
@@ -169,6 +250,13 @@ mod tests {
             .to_peer_id()
     }
 
+    fn stage_peer(seed: u8) -> StagePeer {
+        StagePeer {
+            peer_id: peer(seed),
+            addrs: Vec::new(),
+        }
+    }
+
     fn ask(step: Step, stage: StageIndex, run: RunId) -> Request {
         Request::ReplicaUpdate {
             run,
@@ -180,7 +268,7 @@ mod tests {
 
     #[test]
     fn answers_only_the_stage_replicas_with_what_was_published() {
-        let desk = ReplicaDesk::new(3, 1, [peer(1)]);
+        let desk = ReplicaDesk::new(3, 1, vec![(1, stage_peer(1))]);
         let code = |r: Option<Response>| match r {
             Some(Response::Error { code, .. }) => Some(code),
             _ => None,
@@ -246,5 +334,66 @@ mod tests {
             desk.answer(&peer(1), &ask(KEPT_STEPS, 1, 3)),
             Some(Response::ReplicaUpdate { .. })
         ));
+    }
+
+    /// Committed steps, as a tensor store would hold them.
+    struct Committed(BTreeMap<Step, Archived>);
+
+    impl UpdateArchive for Committed {
+        fn archived(&self, step: Step) -> Option<Archived> {
+            self.0.get(&step).cloned()
+        }
+    }
+
+    #[test]
+    fn steps_out_of_memory_are_answered_from_the_archive_and_peers_follow_the_chain() {
+        let old = Archived {
+            update: EncodedUpdate::Fp32(vec![0, 0, 0, 64]),
+            signature: [9; 64],
+            decided: Included::of([0]).unwrap(),
+        };
+        let desk = ReplicaDesk::new(3, 1, vec![(1, stage_peer(1))])
+            .with_archive(Committed([(2, old.clone())].into()));
+        // A step committed before (a restart, or beyond KEPT_STEPS): the committed update,
+        // seal and set.
+        assert_eq!(
+            desk.answer(&peer(1), &ask(2, 1, 3)),
+            Some(Response::ReplicaUpdate {
+                update: old.update.clone(),
+                signature: Box::new(old.signature),
+                decided: Some(old.decided)
+            })
+        );
+        // Not committed, not published: not ready.
+        assert_eq!(
+            desk.answer(&peer(1), &ask(3, 1, 3)),
+            Some(Response::NotReady)
+        );
+        // Memory first: what was published now wins over the archive.
+        let now = EncodedUpdate::Fp32(vec![0, 0, 128, 63]);
+        desk.publish(2, now.clone(), [7; 64]);
+        assert!(matches!(
+            desk.answer(&peer(1), &ask(2, 1, 3)),
+            Some(Response::ReplicaUpdate { update, decided: None, .. }) if update == now
+        ));
+        // The chain gives replica 1's slot to another peer: the old one is refused, the new
+        // one answered.
+        desk.set_peers(vec![(1, stage_peer(5))]);
+        assert_eq!(desk.peers(), vec![(1, stage_peer(5))]);
+        assert!(matches!(
+            desk.answer(&peer(1), &ask(2, 1, 3)),
+            Some(Response::Error {
+                code: ErrorCode::Forbidden,
+                ..
+            })
+        ));
+        assert!(matches!(
+            desk.answer(&peer(5), &ask(2, 1, 3)),
+            Some(Response::ReplicaUpdate { .. })
+        ));
+        assert!(
+            desk.wait_served(2, Duration::from_millis(1)),
+            "served to the current peers"
+        );
     }
 }

@@ -69,16 +69,19 @@ impl RequestDesk for RevealDesk {
                 replica: rep,
                 account,
                 signature,
-            } => Some(if (*r, *s, *rep) != self.slot {
+            } => Some(if (*r, *s) != (run, stage) {
                 Response::error(
                     ErrorCode::WrongStage,
                     format!("this is stage {stage} replica {replica} of run {run}"),
                 )
             } else {
-                match self
-                    .auditors
-                    .successor_hello(self.slot, peer, *account, *signature)
-                {
+                match self.auditors.successor_hello(
+                    replica,
+                    (*r, *s, *rep),
+                    peer,
+                    *account,
+                    *signature,
+                ) {
                     Ok(()) => {
                         tracing::info!(%peer, account = %hex::encode(account), "successor admitted");
                         Response::Ack

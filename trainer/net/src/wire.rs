@@ -198,8 +198,9 @@ pub enum Request {
     /// The chain's new holder of a slot proves that this peer speaks for its account: an
     /// sr25519 signature by the account over
     /// [`crate::access::successor_hello_message`]`(run, stage, replica, sender)` (index 10).
-    /// Answered by the slot's previous holder with `Ack` (the peer may fetch the slot's
-    /// committed state from now on) or `Forbidden`.
+    /// Answered by the slot's previous holder — or, where the run's replicas average, by the
+    /// holder of another replica of the stage, which holds the same state — with `Ack` (the
+    /// peer may fetch the committed state from now on) or `Forbidden`.
     #[codec(index = 10)]
     SuccessorHello {
         /// The run.

@@ -18,7 +18,13 @@
 //! between single and averaged, whether the averaged replicas held bitwise the same weights
 //! after every step, the step time of each relative to single, the exchange's overhead
 //! (averaged vs apart) and the bytes each replica sends per round.
+//!
+//! Then the round over libp2p on loopback (`super::bench_round`): `R` peers exchanging
+//! updates shaped like the largest stage's, fp32 and int8, each round's time as a fraction
+//! of the step time of one replica of `M` micro-batches (measured in the same alternation:
+//! the step a trainer's round follows) and the bytes that crossed per replica per round.
 
+use super::bench_round::rounds_on_loopback;
 use super::local::{make_workers, synthetic_batcher};
 use super::model_args::ModelArgs;
 use std::time::Instant;
@@ -85,6 +91,9 @@ pub fn bench_replicas(
         let mut wide = train.clone();
         wide.micro_batches = m * r;
         let mut single = make_workers(&model, &wide, stages, &batcher, device, args.bf16, false)?;
+        // One replica of M micro-batches: the step that a trainer's round follows.
+        let mut one = make_workers(&model, &train, stages, &batcher, device, args.bf16, false)?;
+        let mut one_seconds = 0.0f64;
         // The replicated trainings: how their updates cross (apart: they do not).
         let syncs = [
             ReplicaSync::Average,
@@ -111,6 +120,9 @@ pub fn bench_replicas(
             let t0 = Instant::now();
             curves[0].push(run_step_in_process(&mut single, step)?);
             seconds[0] += t0.elapsed().as_secs_f64();
+            let t0 = Instant::now();
+            run_step_in_process(&mut one, step)?;
+            one_seconds += t0.elapsed().as_secs_f64();
             for (i, (grid, sync)) in grids.iter_mut().zip(syncs).enumerate() {
                 let t0 = Instant::now();
                 let loss = mean_loss(&run_replicas_in_process(grid, step)?)?;
@@ -126,16 +138,20 @@ pub fn bench_replicas(
             let last: Vec<f64> = c.iter().rev().take(5).copied().collect();
             last.iter().sum::<f64>() / last.len().max(1) as f64
         };
-        let largest = grids[0][0]
+        let largest_stage = grids[0][0]
             .iter()
-            .map(|w| {
-                (
-                    w.stage().num_params().max(0) as usize,
-                    w.stage().params().len(),
-                )
-            })
-            .max()
-            .unwrap_or((0, 0));
+            .max_by_key(|w| w.stage().num_params())
+            .ok_or_else(|| anyhow::anyhow!("no stages"))?;
+        let largest = (
+            largest_stage.stage().num_params().max(0) as usize,
+            largest_stage.stage().params().len(),
+        );
+        let shapes: Vec<Vec<i64>> = largest_stage
+            .stage()
+            .params()
+            .iter()
+            .map(|(_, t)| t.size())
+            .collect();
         println!("R = {r}:");
         println!(
             "  loss, mean of the last 5 steps: single (R·M = {} micro-batches) {:.4}",
@@ -161,6 +177,21 @@ pub fn bench_replicas(
                 codec.bytes(largest.1, largest.0) * (r - 1),
                 largest.0,
                 r - 1
+            );
+        }
+        let step_seconds = one_seconds / steps.max(1) as f64;
+        println!(
+            "  over libp2p on loopback, the largest stage's update; one replica's step (M = {m}) {:.1} ms:",
+            1e3 * step_seconds
+        );
+        for codec in [UpdateCodec::Fp32, UpdateCodec::Int8] {
+            let cost = rounds_on_loopback(r, &shapes, codec, steps.clamp(1, 20))?;
+            println!(
+                "    {codec:?}: round {:.2} ms = {:.1}% of the step, {:.0} bytes per replica per round, every round complete: {}",
+                1e3 * cost.seconds,
+                100.0 * cost.seconds / step_seconds,
+                cost.bytes,
+                cost.complete
             );
         }
     }

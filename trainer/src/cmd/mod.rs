@@ -4,10 +4,13 @@
 //! * [`pipeline`]: `pipeline`, one stage over libp2p with a static peer table.
 //! * [`bench`]: `bench`, throughput in process and across processes.
 //! * [`bench_infer`]: `bench-infer`, generation through stage holders on loopback.
+//! * [`bench_replicas`]: `bench-replicas`, averaging replicas in process; [`bench_round`]: its
+//!   round over libp2p on loopback.
 
 pub mod bench;
 pub mod bench_infer;
 pub mod bench_replicas;
+pub mod bench_round;
 pub mod local;
 pub mod model_args;
 pub mod pipeline;

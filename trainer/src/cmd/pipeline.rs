@@ -154,6 +154,7 @@ pub fn pipeline(args: PipelineArgs) -> anyhow::Result<()> {
         identity: weft_p2p::keypair_from_seed(seed)?,
         tamper: None,
         replica_deadline: std::time::Duration::from_secs(20),
+        replica_desk: None,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -8,7 +8,8 @@
 //! the slot's successor (the account the chain assigns next, admitted by `SuccessorHello`),
 //! which fetches the slot's last committed state from it ([`super::handover`]): it stays
 //! until the successor has committed a step of its own, at most [`HANDOVER_WAIT`] after the
-//! audit windows close.
+//! audit windows close. Where the run's replicas average, its replica desk keeps answering
+//! the stage's other replicas too, so that one still catching up gets every update it needs.
 
 use super::listen_with_retry;
 use crate::chain::{ChainView, NodeState};
@@ -33,6 +34,9 @@ pub(super) struct AfterTraining<'a> {
     pub store: TensorStore,
     /// The inference desk.
     pub inference: Arc<dyn RequestDesk>,
+    /// Replicas that average: the replica desk, which goes on answering the stage's other
+    /// replicas (from its store) so that one still behind catches up.
+    pub replicas: Option<Arc<dyn RequestDesk>>,
     /// Limits on received tensors.
     pub limits: Limits,
     /// The p2p identity and settings to listen with.
@@ -99,7 +103,8 @@ pub(super) async fn serve_after_training(a: AfterTraining<'_>) -> anyhow::Result
         auditors: a.access,
         slot: a.slot,
     };
-    let desks: Desks = vec![Arc::new(desk), a.inference];
+    let mut desks: Desks = vec![Arc::new(desk), a.inference];
+    desks.extend(a.replicas);
     serve_reveals(inbound, desks, a.limits, until).await;
     Ok(())
 }
@@ -157,6 +162,7 @@ pub(super) async fn serve_finished(
         access: auditor_access(client, run, stage).await?,
         store: TensorStore::open(&args.data_dir, retention)?,
         inference,
+        replicas: None,
         limits,
         p2p: (p2p_key, &net_cfg),
         serve: true,

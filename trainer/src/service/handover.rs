@@ -15,10 +15,16 @@
 //!    journal marked `handed_over` (step `n − 1` is the previous holder's; nothing of it is in
 //!    this store), so training resumes at step `n` — also after a crash right now.
 //!
-//! Nothing else is trusted: a previous holder that serves other bytes fails the proofs. One
-//! that is gone leaves the stage waiting (the trainer keeps asking, and says so), since no
-//! other state would be accepted on chain; with replicas (issue 13, item 1) a replica will
-//! serve it instead.
+//! Nothing else is trusted: a previous holder that serves other bytes fails the proofs.
+//! Where the run's replicas average, every replica of the stage whose commitment of step
+//! `n − 1` ends with the same roots holds the very same state, and serves it too (it admits
+//! the chain's holder of another replica slot of its stage, `RevealAccess::set_siblings`):
+//! a previous holder that vanished (SIGKILL, a dead machine) is replaced by a spare that
+//! fetches the state from a live replica. Then the spare catches up: its rounds for the steps
+//! the others trained without it adopt the sets they decided (answered from their stores),
+//! so it applies the same aggregates and is bit-identical to them when it reaches them.
+//! Where nobody holds the state (no replica, the holder gone), the stage waits (the trainer
+//! keeps asking, and says so), since no other state would be accepted on chain.
 
 use crate::chain::{self, ChainView, NodeState};
 use crate::stage::checkpoint_path;
@@ -26,10 +32,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use weft_ml::commit::{StepCommitment, StepItem};
 use weft_ml::worker::StageWorker;
+use weft_primitives::AccountId;
 use weft_primitives::Keypair;
 use weft_rpc_client::Client;
 use weft_stage_net::journal::Journal;
 use weft_stage_net::reveal_fetch::{fetch_reveal, send_successor_hello, RevealFailure};
+use weft_stage_net::topology::StagePeer;
 
 /// The next step this data directory can train for its slot: after its journal's last
 /// step, or at its checkpoint when it has no journal.
@@ -75,72 +83,68 @@ pub(super) async fn take_over(
         loss: prev.loss,
     };
     let (mut said, mut announced) = (false, false);
-    let (weights, optimizer) = loop {
-        let peer = view
-            .trainer(&prev.trainer)
-            .await?
-            .map(|rec| chain::trainer_peer(&rec))
-            .transpose()?;
-        let Some(peer) = peer else {
-            // Slashed or gone: nobody can hand the state over now (governance may still
-            // cancel the slash); the chain accepts no other state, so the slot waits.
+    let (weights, optimizer) = 'fetched: loop {
+        let sources = state_sources(&view, (run, stage, replica), &prev, key).await?;
+        if sources.is_empty() {
+            // Slashed or gone, and no replica holds the state: nobody can hand it over now
+            // (governance may still cancel the slash); the chain accepts no other state, so
+            // the slot waits.
             if !said {
                 println!(
                     "waiting: the previous holder {} of stage {stage} replica {replica} has no \
-                     trainer record, so nobody can hand over the state of step {last}",
+                     trainer record and no replica of the stage holds the state of step {last}, \
+                     so nobody can hand it over",
                     prev.trainer
                 );
                 said = true;
             }
             tokio::time::sleep(Duration::from_secs(5)).await;
-            if view.slot(run, stage, replica).await? != Some(key.account_id()) {
-                anyhow::bail!("no longer assigned stage {stage} replica {replica}");
-            }
+            still_assigned(&view, (run, stage, replica), key).await?;
             continue;
-        };
-        if !announced {
-            println!(
-                "taking over stage {stage} replica {replica} of run {run} at step {chain_next}: \
-                 fetching the state of step {last} from {} ({})",
-                prev.trainer, peer.peer_id
-            );
-            announced = true;
         }
-        let slot = (run, stage, replica);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let fetched = match send_successor_hello(net, &peer, slot, key).await {
-            Ok(()) => fetch_reveal(
-                net,
-                &peer,
-                slot,
-                &[StepItem::WeightsAfter, StepItem::OptimizerAfter],
-                &committed,
-                deadline,
-            )
-            .await
-            .map_err(|e| match e {
-                RevealFailure::Mismatch(why) | RevealFailure::Missing(why) => why,
-            }),
-            Err(e) => Err(e.to_string()),
-        };
-        match fetched {
-            Ok(mut items) => {
-                let w = items.remove(&StepItem::WeightsAfter).unwrap_or_default();
-                let o = items.remove(&StepItem::OptimizerAfter).unwrap_or_default();
-                break (w, o);
-            }
-            Err(why) => {
+        for (who, from_replica, peer) in sources {
+            if !announced {
                 println!(
-                    "waiting for the state of step {last} from {}: {why}",
+                    "taking over stage {stage} replica {replica} of run {run} at step {chain_next}: \
+                     fetching the state of step {last} from {who} (replica {from_replica}, {})",
                     peer.peer_id
                 );
-                tokio::time::sleep(Duration::from_secs(2)).await;
-                // Still ours to take over?
-                if view.slot(run, stage, replica).await? != Some(key.account_id()) {
-                    anyhow::bail!("no longer assigned stage {stage} replica {replica}");
+                announced = true;
+            }
+            let slot = (run, stage, replica);
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let fetched = match send_successor_hello(net, &peer, slot, key).await {
+                Ok(()) => fetch_reveal(
+                    net,
+                    &peer,
+                    (run, stage, from_replica),
+                    &[StepItem::WeightsAfter, StepItem::OptimizerAfter],
+                    &committed,
+                    deadline,
+                )
+                .await
+                .map_err(|e| match e {
+                    RevealFailure::Mismatch(why) | RevealFailure::Missing(why) => why,
+                }),
+                Err(e) => Err(e.to_string()),
+            };
+            match fetched {
+                Ok(mut items) => {
+                    let w = items.remove(&StepItem::WeightsAfter).unwrap_or_default();
+                    let o = items.remove(&StepItem::OptimizerAfter).unwrap_or_default();
+                    println!(
+                        "fetched the state of step {last} from {who} (replica {from_replica})"
+                    );
+                    break 'fetched (w, o);
                 }
+                Err(why) => println!(
+                    "waiting for the state of step {last} from {} (replica {from_replica}): {why}",
+                    peer.peer_id
+                ),
             }
         }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        still_assigned(&view, (run, stage, replica), key).await?;
     };
     weft_ml::checkpoint::load_canonical(worker, &weights, &optimizer, chain_next)?;
     weft_ml::checkpoint::save(worker, &checkpoint_path(data_dir))?;
@@ -156,4 +160,64 @@ pub(super) async fn take_over(
         optimizer.len()
     );
     Ok(Some(chain_next))
+}
+
+/// Fails unless `key` still holds `slot` (the hand-over is for nothing otherwise).
+async fn still_assigned(
+    view: &ChainView<NodeState<'_>>,
+    (run, stage, replica): (u32, u16, u16),
+    key: &Keypair,
+) -> anyhow::Result<()> {
+    if view.slot(run, stage, replica).await? != Some(key.account_id()) {
+        anyhow::bail!("no longer assigned stage {stage} replica {replica}");
+    }
+    Ok(())
+}
+
+/// Who can hand over the state that `prev` (the slot's last commitment) ends with, in the
+/// order to ask them: its committer, then — where the run's replicas average — the holder
+/// of every other replica of the stage whose commitment of the same step ends with the same
+/// weights and optimiser roots (the same state, bit for bit). Each with the replica whose
+/// store to read and its declared peer.
+async fn state_sources(
+    view: &ChainView<NodeState<'_>>,
+    (run, stage, replica): (u32, u16, u16),
+    prev: &chain::work::Commitment,
+    key: &Keypair,
+) -> anyhow::Result<Vec<(AccountId, u16, StagePeer)>> {
+    let peer_of = |who: AccountId| async move {
+        Ok::<_, anyhow::Error>(
+            view.trainer(&who)
+                .await?
+                .and_then(|rec| chain::trainer_peer(&rec).ok()),
+        )
+    };
+    let mut out = Vec::new();
+    if let Some(p) = peer_of(prev.trainer).await? {
+        out.push((prev.trainer, replica, p));
+    }
+    let info = view.run(run).await?;
+    if !info.hyper_params.replica_sync.averages() {
+        return Ok(out);
+    }
+    let me = key.account_id();
+    for (r, who) in view
+        .replica_holders(run, stage, replica, info.replicas)
+        .await?
+    {
+        if who == me || who == prev.trainer {
+            continue;
+        }
+        let same = view
+            .commitment_of(run, stage, r, prev.step)
+            .await?
+            .is_some_and(|c| {
+                c.roots.weights_after == prev.roots.weights_after
+                    && c.roots.optimizer_after == prev.roots.optimizer_after
+            });
+        if let (true, Some(p)) = (same, peer_of(who).await?) {
+            out.push((who, r, p));
+        }
+    }
+    Ok(out)
 }

@@ -442,6 +442,20 @@ async fn run_assigned(
         key,
         args.serve_sessions,
     )?;
+    // Replicas that average: this replica's desk, its peers kept current by the watcher
+    // (a spare that takes another replica's slot is answered from the head that assigns it).
+    let replica_desk = match worker.train_config().update_codec() {
+        Some(_) => Some(stage::replicas::store_desk(
+            (run, stage, replica),
+            table.replicas.clone(),
+            weft_stage_net::store::TensorStore::open(
+                &data_dir,
+                args.retention.max(args.checkpoint_every),
+            )?,
+            p2p_key.clone(),
+        )),
+        None => None,
+    };
     let local_next =
         weft_stage_net::journal::Journal::read(&data_dir)?.map_or(0, |j| j.last_committed + 1);
     let gate: Gate = Arc::new((Mutex::new(GateState::default()), Condvar::new()));
@@ -509,11 +523,12 @@ async fn run_assigned(
     // also stops a stage that is blocked waiting for a partner.
     let (kill_tx, kill_rx) = tokio::sync::watch::channel(None::<String>);
     let watcher = {
-        let (client, gate, access, me) = (
+        let (client, gate, access, me, replica_desk) = (
             client.clone(),
             gate.clone(),
             access.clone(),
             key.account_id(),
+            replica_desk.clone(),
         );
         let started_with: Vec<_> = table.stages.iter().map(|p| p.peer_id).collect();
         tokio::spawn(async move {
@@ -566,8 +581,27 @@ async fn run_assigned(
                     _ => None,
                 };
                 gate_update(&gate, |g| g.paused = paused);
+                // The other replicas of the stage: whom the desk answers, and who may fetch
+                // this replica's state to take a slot of the stage over (in that order, so
+                // a spare that can fetch the state is also answered in the rounds).
+                if let Some(desk) = &replica_desk {
+                    if let Ok(now) = view
+                        .other_replicas(run, stage, replica, info.replicas)
+                        .await
+                    {
+                        desk.set_peers(now);
+                    }
+                }
                 if withhold {
                     continue;
+                }
+                if replica_desk.is_some() {
+                    if let Ok(holders) = view
+                        .replica_holders(run, stage, replica, info.replicas)
+                        .await
+                    {
+                        access.set_siblings(holders);
+                    }
                 }
                 let _ = refresh_auditors(&view, &access, run, stage).await;
             }
@@ -661,6 +695,7 @@ async fn run_assigned(
         identity: p2p_key.clone(),
         tamper: hooks.tamper.clone(),
         replica_deadline: args.replica_deadline,
+        replica_desk: replica_desk.clone(),
     };
     let (step_metrics, step_display) = (metrics.clone(), display.clone());
     let progress = Box::new(move |p: &stage::StepProgress| {
@@ -733,6 +768,7 @@ async fn run_assigned(
             access,
             store: weft_stage_net::store::TensorStore::open(&data_dir, retention)?,
             inference,
+            replicas: replica_desk.map(|d| d as Arc<dyn weft_stage_net::desk::RequestDesk>),
             limits,
             p2p: (&p2p_key, &net_cfg),
             serve: args.serve && released.is_none(),

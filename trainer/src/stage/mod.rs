@@ -101,6 +101,10 @@ pub struct NodeConfig {
     /// Replicas that average: how long a replica waits for the others' updates of a step
     /// before it leaves the missing ones out of the round.
     pub replica_deadline: Duration,
+    /// Replicas that average: a desk the caller made ([`replicas::store_desk`]) to keep its
+    /// peers current as the chain reassigns slots; `None`: [`prepare`] makes one for
+    /// `peers.replicas`.
+    pub replica_desk: Option<Arc<ReplicaDesk>>,
 }
 
 /// Rewrites what leaves for a neighbour in `(step, direction, micro)`, after the worker
@@ -544,11 +548,14 @@ pub fn prepare(
         slot: (cfg.run, stage_id, cfg.replica),
     };
     let replica_desk = worker.train_config().update_codec().map(|_| {
-        Arc::new(ReplicaDesk::new(
-            cfg.run,
-            stage_id,
-            cfg.peers.replicas.iter().map(|(_, p)| p.peer_id),
-        ))
+        cfg.replica_desk.clone().unwrap_or_else(|| {
+            replicas::store_desk(
+                (cfg.run, stage_id, cfg.replica),
+                cfg.peers.replicas.clone(),
+                store.clone(),
+                cfg.identity.clone(),
+            )
+        })
     });
     let mut desks: Desks = vec![Arc::new(desk) as Arc<dyn RequestDesk>];
     if let Some(d) = &replica_desk {
@@ -588,7 +595,6 @@ pub fn train_on_link(
         (Some(codec), Some((desk, transport))) => Some(ReplicaExchange {
             desk,
             transport,
-            peers: cfg.peers.replicas.clone(),
             deadline: cfg.replica_deadline,
             codec,
             limits: cfg.limits,

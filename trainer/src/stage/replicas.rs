@@ -3,8 +3,9 @@
 //!
 //! After its backward pass a replica publishes its update (the gradient of every parameter
 //! after the run's codec) on its [`ReplicaDesk`], then asks every other replica of its stage
-//! for theirs until it has them all or its deadline passes, backing off from 5 ms to 200 ms
-//! between rounds of asking. It aggregates the updates of the set it decides (or adopts: see
+//! (as the desk names them now: the chain may reassign a slot during the round) for theirs
+//! until it has them all or its deadline passes, backing off from 5 ms to 200 ms between
+//! rounds of asking, and asks those still missing once more at the deadline. It aggregates the updates of the set it decides (or adopts: see
 //! the desk's docs) and keeps the others' updates and the set in the step's
 //! [`StepAux`], so a replay after a restart aggregates exactly the same.
 //!
@@ -17,6 +18,12 @@
 //! is treated as no answer (that replica is left out of the round) and logged. The roots and
 //! seals of the updates a step aggregated go into its commitment ([`committed_round`]), so a
 //! replica that sends one update and commits another is caught by the chain.
+//!
+//! The desk answers steps that have left its memory from the tensor store ([`StoreArchive`]):
+//! the committed update, a fresh seal over its committed root (ed25519 signatures are
+//! deterministic: the same bytes as sent), and the committed set. A replica far behind — a
+//! spare catching up from the step it took over, or one restarted after a long outage —
+//! learns every set the others used from it and stays bit-identical.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,9 +34,10 @@ use weft_ml::schedule::ReplicaRound;
 use weft_p2p::Network;
 use weft_primitives::replicas::{Included, ReceivedUpdate, Round};
 use weft_primitives::seal::{seal_message, verify_by_peer_id, Direction, SealSignature};
+use weft_primitives::step::StepItem;
 use weft_primitives::step::{Replica, RunId, StageIndex, Step};
-use weft_stage_net::replica_desk::ReplicaDesk;
-use weft_stage_net::store::{ReceivedUpdateBytes, StepAux};
+use weft_stage_net::replica_desk::{Archived, ReplicaDesk, UpdateArchive};
+use weft_stage_net::store::{ReceivedUpdateBytes, StepAux, TensorStore};
 use weft_stage_net::topology::StagePeer;
 use weft_stage_net::wire::{decode_response_checked, EncodedUpdate, Limits, Request, Response};
 
@@ -63,7 +71,11 @@ impl Transport for NetworkTransport {
         let fut = self
             .network
             .request(peer.peer_id, peer.addrs.clone(), bytes);
-        match self.runtime.block_on(tokio::time::timeout(timeout, fut)) {
+        // The timer is made inside the runtime: this thread need not be one of its own.
+        match self
+            .runtime
+            .block_on(async move { tokio::time::timeout(timeout, fut).await })
+        {
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!("no answer within {timeout:?}")),
@@ -75,10 +87,8 @@ impl Transport for NetworkTransport {
 pub struct ReplicaExchange {
     /// Where this replica publishes its updates.
     pub desk: Arc<ReplicaDesk>,
-    /// How it asks the others.
+    /// How it asks the others (the other replicas of the stage are the desk's peers).
     pub transport: Arc<dyn Transport>,
-    /// The other replicas of the stage.
-    pub peers: Vec<(Replica, StagePeer)>,
     /// How long it waits for the others' updates after publishing its own.
     pub deadline: Duration,
     /// How updates cross.
@@ -89,8 +99,67 @@ pub struct ReplicaExchange {
     pub identity: weft_p2p::Keypair,
 }
 
+/// How long the last ask after the deadline may take per replica (see [`ReplicaExchange::round`]).
+const LAST_ASK_TIMEOUT: Duration = Duration::from_secs(1);
+
 fn io_err(why: String) -> weft_ml::Error {
     weft_ml::Error::StepIo(why)
+}
+
+/// Seals `root` as replica `replica`'s update of `step`: the ed25519 signature of
+/// `identity` over the seal message.
+fn seal_update(
+    identity: &weft_p2p::Keypair,
+    (run, stage, replica): (RunId, StageIndex, Replica),
+    step: Step,
+    root: &weft_primitives::Hash,
+) -> Option<[u8; 64]> {
+    let msg = seal_message(run, step, stage, replica, Direction::Update, root);
+    identity.sign(&msg).ok().and_then(|s| s.try_into().ok())
+}
+
+/// A replica's committed steps, as its desk answers them once they left memory (see the
+/// module docs).
+pub struct StoreArchive {
+    /// The replica's tensor store.
+    pub store: TensorStore,
+    /// Its p2p identity.
+    pub identity: weft_p2p::Keypair,
+    /// `(run, stage, replica)`.
+    pub slot: (RunId, StageIndex, Replica),
+}
+
+impl UpdateArchive for StoreArchive {
+    fn archived(&self, step: Step) -> Option<Archived> {
+        if !self.store.has(step) {
+            return None;
+        }
+        let decided = self.store.aux(step).ok()?.replica_included?;
+        let root = self.store.commitment(step).ok()?.roots.update;
+        let update = self.store.item(step, StepItem::Update).ok()?;
+        Some(Archived {
+            update: EncodedUpdate::Fp32(update),
+            signature: seal_update(&self.identity, self.slot, step, &root)?,
+            decided,
+        })
+    }
+}
+
+/// The replica desk of `slot`, answering `peers` and, for the steps it no longer holds,
+/// `store`.
+pub fn store_desk(
+    slot: (RunId, StageIndex, Replica),
+    peers: Vec<(Replica, StagePeer)>,
+    store: TensorStore,
+    identity: weft_p2p::Keypair,
+) -> Arc<ReplicaDesk> {
+    Arc::new(
+        ReplicaDesk::new(slot.0, slot.1, peers).with_archive(StoreArchive {
+            store,
+            identity,
+            slot,
+        }),
+    )
 }
 
 /// `sent` (already through `codec`) as it crosses: int8 when its values survive the
@@ -183,11 +252,7 @@ impl ReplicaExchange {
             seal_message(run, step, stage, replica, Direction::Update, root)
         };
         let own_root = root_of(sent)?;
-        let signature: [u8; 64] = self
-            .identity
-            .sign(&seal(me, &own_root))
-            .ok()
-            .and_then(|s| s.try_into().ok())
+        let signature = seal_update(&self.identity, (run, stage, me), step, &own_root)
             .ok_or_else(|| io_err("the p2p identity cannot seal an update".into()))?;
         self.desk
             .publish(step, encode_update(self.codec, sent)?, signature);
@@ -202,9 +267,15 @@ impl ReplicaExchange {
         let mut adopted: Option<Included> = None;
         let deadline = Instant::now() + self.deadline;
         let mut pause = Duration::from_millis(5);
+        let mut peers;
+        // After the deadline, every replica still missing is asked once more, so that an
+        // update published just before it is not missed between two polls (which would
+        // leave this replica deciding without it while its sender decides with it).
+        let mut last_ask = false;
         loop {
-            let wanted: Vec<&(Replica, StagePeer)> = self
-                .peers
+            // The chain may give a slot of the stage to another peer during the round.
+            peers = self.desk.peers();
+            let wanted: Vec<&(Replica, StagePeer)> = peers
                 .iter()
                 .filter(|(r, _)| !got.contains_key(r))
                 .filter(|(r, _)| adopted.is_none_or(|set| set.contains(*r)))
@@ -214,12 +285,14 @@ impl ReplicaExchange {
             }
             for (r, peer) in wanted {
                 let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    break;
-                }
+                let timeout = match (last_ask, left.is_zero()) {
+                    (true, _) => LAST_ASK_TIMEOUT,
+                    (false, true) => break,
+                    (false, false) => left.min(Duration::from_secs(5)),
+                };
                 let answer = self
                     .transport
-                    .request(peer, ask.clone(), left.min(Duration::from_secs(5)))
+                    .request(peer, ask.clone(), timeout)
                     .and_then(|b| {
                         decode_response_checked(&b, &self.limits).map_err(|e| e.to_string())
                     });
@@ -268,8 +341,12 @@ impl ReplicaExchange {
                     Err(e) => tracing::debug!(step, replica = r, error = %e, "replica unreachable"),
                 }
             }
-            if Instant::now() >= deadline {
+            if last_ask {
                 break;
+            }
+            if Instant::now() >= deadline {
+                last_ask = true;
+                continue;
             }
             std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
             pause = (pause * 2).min(Duration::from_millis(200));
@@ -288,7 +365,7 @@ impl ReplicaExchange {
             }
             None => own_set(me, got.keys().copied())?,
         };
-        if included.count() < 1 + self.peers.len() as u32 {
+        if included.count() < 1 + peers.len() as u32 {
             tracing::info!(step, ?included, "replica round without every replica");
         }
         self.desk.decide(step, included);

@@ -122,7 +122,7 @@ fn commit_weights(
     commit_round(o, ev, now, replica, weights, update_of(replica), round)
 }
 
-/// The `ReplicaUpdateContradiction` events so far (run 0, stage 0, step 0): `(replica, by)`.
+/// The `ReplicaUpdateContradiction` events so far (run 0, stage 0, any step): `(replica, by)`.
 fn contradictions(ev: &Recorder) -> Vec<(Replica, Option<AccountId>)> {
     ev.of::<Event>()
         .iter()
@@ -130,9 +130,9 @@ fn contradictions(ev: &Recorder) -> Vec<(Replica, Option<AccountId>)> {
             Event::ReplicaUpdateContradiction {
                 run: 0,
                 stage: 0,
-                step: 0,
                 replica,
                 by,
+                ..
             } => Some((*replica, *by)),
             _ => None,
         })
@@ -600,4 +600,96 @@ fn a_replica_can_commit_the_update_of_a_sender_convicted_since_unverified_and_co
     assert!(divergences(&ev).is_empty());
     assert_eq!(status_of(&o, lid), CommitStatus::Voided);
     assert_eq!(status_of(&o, c), CommitStatus::Committed);
+}
+
+#[test]
+fn an_update_sealed_by_a_holder_that_vanished_before_committing_it_still_verifies() {
+    let st = averaging_world(2, ReplicaSync::Average);
+    let mut o = Overlay::new(&st);
+    let mut ev = Recorder::default();
+    let h1 = holder(&o, 1);
+    // Step 0 of both replicas, honest.
+    for replica in [0, 1] {
+        commit_weights(&mut o, &mut ev, 1, replica, 7, all(2)).unwrap();
+    }
+    // In step 1, replica 1's holder seals its update to replica 0 and vanishes before it
+    // commits; a spare takes the slot and commits step 1 (the same update: the same state
+    // and data) before replica 0 commits its step 1.
+    let update = Hash([0x51; 32]);
+    let sealed = ReceivedUpdate {
+        replica: 1,
+        root: update,
+        signature: seal(t_of(&h1), (0, 1, 0, 1), Direction::Update, &update),
+    };
+    let spare = acc(3);
+    stages::SLOT.insert(&mut o, &(0, 0, 1), &spare);
+    let step1 = |update: Hash, weights: u8| StepRoots {
+        weights_before: Hash([7; 32]),
+        weights_after: Hash([weights; 32]),
+        optimizer_before: step_roots(0).optimizer_after,
+        update,
+        ..step_roots(1)
+    };
+    let spare_round = Round {
+        included: Included(0b11),
+        received: vec![ReceivedUpdate {
+            replica: 0,
+            root: Hash([0x50; 32]),
+            signature: seal(
+                t_of(&holder(&o, 0)),
+                (0, 1, 0, 0),
+                Direction::Update,
+                &Hash([0x50; 32]),
+            ),
+        }],
+    };
+    let commit1 =
+        |o: &mut Overlay<'_>, ev: &mut Recorder, who: AccountId, replica, roots, round| {
+            commit_step(
+                o,
+                ev,
+                2,
+                &who,
+                0,
+                0,
+                replica,
+                1,
+                roots,
+                Some(1),
+                CPU,
+                NOSEALS,
+                Some(round),
+            )
+        };
+    commit1(&mut o, &mut ev, spare, 1, step1(update, 8), spare_round).unwrap();
+    // The seal is by neither the step's committer nor the slot's holder, but by the account
+    // that committed the slot's step before: it verifies, and names it.
+    let h0 = holder(&o, 0);
+    let own = Round {
+        included: Included(0b11),
+        received: vec![sealed],
+    };
+    let id = commit1(&mut o, &mut ev, h0, 0, step1(Hash([0x50; 32]), 8), own).unwrap();
+    let round = commitment(&o, id).unwrap().unwrap().round.unwrap();
+    assert_eq!(round.received[0].by, Some(h1));
+    // Same roots: nobody contradicted anybody, nothing diverged.
+    assert!(contradictions(&ev).is_empty());
+    assert!(offences(&ev).is_empty());
+    // A seal by an account that never held the slot is still refused.
+    let forged = ReceivedUpdate {
+        replica: 1,
+        root: update,
+        signature: seal(9, (0, 1, 0, 1), Direction::Update, &update),
+    };
+    let mut o2 = Overlay::new(&st);
+    let mut ev2 = Recorder::default();
+    for replica in [0, 1] {
+        commit_weights(&mut o2, &mut ev2, 1, replica, 7, all(2)).unwrap();
+    }
+    stages::SLOT.insert(&mut o2, &(0, 0, 1), &spare);
+    let bad = Round {
+        included: Included(0b11),
+        received: vec![forged],
+    };
+    assert!(commit1(&mut o2, &mut ev2, h0, 0, step1(Hash([0x50; 32]), 8), bad).is_err());
 }

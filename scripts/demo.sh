@@ -49,6 +49,8 @@ for _ in $(seq 1 300); do
   sleep 0.1
 done
 
+echo "dashboard: http://127.0.0.1:$rpc_port/ (open it in a browser to watch the chain)"
+
 say "//Ferdie registers a 4-stage run on the fortunes corpus"
 cat >"$work/model.json" <<JSON
 {"d_model": 64, "n_layers": 4, "n_heads": 4, "seq_len": 64}

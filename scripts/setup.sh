@@ -3,7 +3,8 @@
 # Idempotent: each step checks first, so a second run takes seconds.
 #
 #   system packages  clang/libclang (rocksdb's bindgen), mold (linker), pkg-config,
-#                    fortunes (the demo corpus), python3-venv, procps (kill, for tests)
+#                    fortunes (the demo corpus), python3-venv, procps (kill, for tests),
+#                    chromium (headless, for the dashboard's browser tests)
 #   Rust             stable toolchain via rustup, if cargo is missing
 #   libtorch         PyTorch 2.11.0 from PyPI in .venv (tch 0.24 builds against it)
 #   openai           the OpenAI Python client 1.109.1 in .venv (tests of `weft gateway`)
@@ -18,7 +19,7 @@ log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*"; }
 sudo_cmd=()
 if [ "$(id -u)" -ne 0 ]; then sudo_cmd=(sudo); fi
 
-packages=(build-essential clang libclang-dev mold pkg-config git curl ca-certificates python3 python3-venv procps fortunes fortunes-min)
+packages=(build-essential clang libclang-dev mold pkg-config git curl ca-certificates python3 python3-venv procps fortunes fortunes-min chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

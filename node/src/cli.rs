@@ -116,6 +116,10 @@ pub struct RunArgs {
     /// WebSocket clients are pinged at half this interval, and a pong counts as activity.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub rpc_idle_timeout: Duration,
+    /// Do not serve the web dashboard on the RPC port (plain GETs of `/`; JSON-RPC is
+    /// unaffected).
+    #[arg(long)]
+    pub no_dashboard: bool,
     /// Log filter, e.g. `info` or `weft_node=debug`.
     #[arg(long, short = 'l', default_value = "info")]
     pub log: String,

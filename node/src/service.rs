@@ -209,6 +209,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 RpcMethods::Safe => false,
                 RpcMethods::Auto => !args.rpc_external,
             },
+            dashboard: !args.no_dashboard,
         },
     )
     .await

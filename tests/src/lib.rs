@@ -24,6 +24,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use weft_rpc_api::ChainApiClient;
 
+pub mod browser;
 pub mod raw;
 pub mod testnet;
 

@@ -11,6 +11,7 @@
 //!   restart, two of four down, a full node syncing from genesis.
 //! * [`abuse`]: the node under abuse (issue 10): an unfunded pool flood, eviction in a full
 //!   pool, idle WebSocket connections against the connection limits.
+//! * [`dashboard`]: the web dashboard on the RPC port, in a headless Chromium (issue 14).
 //!
 //! Needs the binaries: `cargo build --release --workspace --bins`, then
 //! `cargo test --release -p weft-tests -- --test-threads 1`.
@@ -403,6 +404,9 @@ async fn survives_kill_9() {
 
 #[path = "chain/abuse.rs"]
 mod abuse;
+
+#[path = "chain/dashboard.rs"]
+mod dashboard;
 
 #[path = "chain/testnet.rs"]
 mod testnet;

@@ -23,6 +23,7 @@
 //! a rejection is an error with code 1010 and the reason in the message, and nothing is stored.
 
 mod chain;
+mod dashboard;
 mod frames;
 mod protocol;
 mod protocol_json;

@@ -14,7 +14,8 @@
 //!   asks; in a batch, the other calls go on to jsonrpsee and the answers are merged.
 //!
 //! WebSocket upgrades pass through untouched (their messages are bounded by jsonrpsee's
-//! WebSocket reader).
+//! WebSocket reader). Plain GETs of the dashboard's paths are answered by
+//! [`super::dashboard`] unless it is turned off.
 
 use super::MAX_REQUEST_BYTES;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -111,17 +112,25 @@ pub struct Screen<S> {
     inner: S,
     busy: Arc<AtomicUsize>,
     websocket: Arc<AtomicBool>,
+    dashboard: bool,
 }
 
 impl<S> Screen<S> {
     /// Screens requests to `inner`, counting those in flight in `busy` (the connection's
     /// idle timer does not fire while one is) and raising `websocket` on an upgrade request
-    /// (from then on the connection's bytes are WebSocket frames, see [`super::frames`]).
-    pub fn new(inner: S, busy: Arc<AtomicUsize>, websocket: Arc<AtomicBool>) -> Self {
+    /// (from then on the connection's bytes are WebSocket frames, see [`super::frames`]);
+    /// with `dashboard`, plain GETs of its paths are answered by [`super::dashboard`].
+    pub fn new(
+        inner: S,
+        busy: Arc<AtomicUsize>,
+        websocket: Arc<AtomicBool>,
+        dashboard: bool,
+    ) -> Self {
         Screen {
             inner,
             busy,
             websocket,
+            dashboard,
         }
     }
 }
@@ -162,12 +171,18 @@ where
         let inner = self.inner.clone();
         let in_flight = InFlight::new(&self.busy);
         let websocket = self.websocket.clone();
+        let dashboard = self.dashboard;
         Box::pin(async move {
             let _in_flight = in_flight;
             let upgrade = req.headers().contains_key(hyper::header::UPGRADE);
             if upgrade {
                 // A client sends frames only after the 101 answer to this request.
                 websocket.store(true, Ordering::Relaxed);
+            }
+            if dashboard && !upgrade {
+                if let Some(page) = super::dashboard::answer(req.method(), req.uri().path()) {
+                    return Ok(page);
+                }
             }
             if upgrade || req.method() != hyper::Method::POST {
                 return inner.oneshot(req.map(HttpBody::new)).await;

@@ -68,6 +68,9 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Whether node-changing methods are served (`--rpc-methods`).
     pub unsafe_methods: bool,
+    /// Whether plain GETs of the dashboard's paths are answered with it (`--no-dashboard`
+    /// turns it off; see `super::dashboard`).
+    pub dashboard: bool,
 }
 
 impl Default for Limits {
@@ -77,6 +80,7 @@ impl Default for Limits {
             max_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             unsafe_methods: false,
+            dashboard: true,
         }
     }
 }
@@ -286,6 +290,7 @@ pub fn serve(
                     .build(methods.clone(), stop_handle.clone()),
                 busy,
                 websocket,
+                limits.dashboard,
             );
             let stopped = stop_handle.clone().shutdown();
             tokio::spawn(async move {
@@ -328,6 +333,7 @@ mod tests {
             max_per_ip: 2,
             idle_timeout: idle,
             unsafe_methods: false,
+            dashboard: true,
         })
         .await;
         // A connection that sends nothing is closed after the idle timeout.

@@ -146,8 +146,36 @@ function drawBlocks() {
   if (!best) return;
   if (recent.length > 0) best.textContent = recent[0].number;
   fill("blocks", table(["#", "author", "extrinsics root", "time"],
-    recent.map((h) => [h.number, el("span", { class: "mono" }, short(h.author)),
+    recent.map((h) => [el("a", { href: `#/block/${h.number}` }, h.number), el("span", { class: "mono" }, short(h.author)),
       el("span", { class: "mono" }, short(h.extrinsicsRoot)), new Date(h.timestamp).toLocaleTimeString()])));
+}
+
+/** One block: its header, its extrinsics (SCALE hex) and its events, decoded by the node. */
+async function blockPage(page) {
+  const number = Number(location.hash.split("/")[2]);
+  page.replaceChildren(
+    el("section", { id: "block" }, el("h2", {}, `Block #${number}`), el("div", { class: "body muted" }, "loading…")),
+    section("Extrinsics", "extrinsics"),
+    section("Events", "events"));
+  try {
+    const hash = await rpc.call("chain_getBlockHash", [number]);
+    if (!hash) { failed("block", new Error(`no block #${number} yet`)); return; }
+    const [signed, events] = await Promise.all([rpc.call("chain_getBlock", [hash]), rpc.call("weft_events", [hash])]);
+    const h = signed.block.header;
+    fill("block", table(["field", "value"], [
+      ["hash", el("span", { class: "mono" }, hash)],
+      ["parent", el("span", { class: "mono" }, h.parentHash)],
+      ["author", el("span", { class: "mono" }, h.author)],
+      ["state root", el("span", { class: "mono" }, h.stateRoot)],
+      ["time", new Date(h.timestamp).toLocaleString()],
+      ["finality proof", signed.justification ? "yes" : "no"],
+    ]));
+    const xts = signed.block.extrinsics;
+    fill("extrinsics", xts.length === 0 ? el("span", { class: "muted" }, "none")
+      : table(["index", "bytes", "SCALE"], xts.map((x, i) => [i, (x.length - 2) / 2, el("span", { class: "mono" }, short(x))])));
+    fill("events", events.length === 0 ? el("span", { class: "muted" }, "none")
+      : table(["phase", "event"], events.map((e) => [JSON.stringify(e.phase), el("span", { class: "mono" }, JSON.stringify(e.event))])));
+  } catch (e) { failed("block", e); }
 }
 
 async function runsPage(page) {
@@ -179,12 +207,13 @@ async function accountPage(page) {
   } catch (e) { failed("balances", e); }
 }
 
-const pages = { chain: chainPage, runs: runsPage, account: accountPage };
+const pages = { chain: chainPage, block: blockPage, runs: runsPage, account: accountPage };
 
 function route() {
   const name = (location.hash.split("/")[1] || "chain");
   const draw = pages[name] || chainPage;
-  for (const a of document.querySelectorAll("nav a")) a.classList.toggle("current", a.dataset.page === name);
+  const tab = name === "block" ? "chain" : name;
+  for (const a of document.querySelectorAll("nav a")) a.classList.toggle("current", a.dataset.page === tab);
   draw(document.getElementById("page"));
 }
 

@@ -4,8 +4,8 @@
 //! Over plain HTTP the page and its module come from the node itself while JSON-RPC keeps
 //! answering on the same port; `--no-dashboard` turns the page off. In the browser, the chain
 //! page's best height advances on screen with the chain (the page's own WebSocket
-//! subscription), the finalized height is shown, and the account page shows the balance the
-//! RPC reports. A screenshot of each page is saved under the test target's temporary
+//! subscription), the finalized height is shown, a block's page lists the events the node
+//! decodes for it, and the account page shows the balance the RPC reports. A screenshot of each page is saved under the test target's temporary
 //! directory (`CARGO_TARGET_TMPDIR/dashboard/`).
 
 use super::*;
@@ -122,6 +122,49 @@ async fn the_dashboard_shows_the_live_chain_and_an_accounts_balance_in_a_browser
     assert!(heights.len() >= 2, "{heights:?}");
     assert!(heights.windows(2).all(|w| w[0] > w[1]), "{heights:?}");
     b.screenshot(&shots.join("chain.png")).await.unwrap();
+
+    // A block's page: a transfer's block shows its extrinsic and the events the node decodes
+    // for it, one row each.
+    let out = node
+        .cli(&[
+            "--json", "transfer", "--from", "//Alice", "--to", "//Bob", "--amount", "1.5",
+        ])
+        .await
+        .unwrap();
+    assert!(out.success(), "{out}");
+    let receipt: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let block = receipt["blockNumber"].as_u64().unwrap();
+    let hash: weft_primitives::Hash = serde_json::from_value(receipt["blockHash"].clone()).unwrap();
+    let events = node
+        .client()
+        .await
+        .unwrap()
+        .request::<Vec<serde_json::Value>, _>("weft_events", rpc_params![hash])
+        .await
+        .unwrap();
+    b.eval(&format!("location.hash = '#/block/{block}'"))
+        .await
+        .unwrap();
+    let shown_hash = until(
+        &mut b,
+        "document.querySelector('#block tbody tr td:nth-child(2)')?.textContent ?? null",
+        "the block's hash",
+        |v| v.as_str().map(str::to_string),
+    )
+    .await;
+    assert_eq!(shown_hash, hash.to_string());
+    let rows = b
+        .eval("document.querySelectorAll('#events tbody tr').length")
+        .await
+        .unwrap();
+    assert!(!events.is_empty());
+    assert_eq!(rows.as_u64(), Some(events.len() as u64), "{events:?}");
+    let extrinsics = b
+        .eval("document.querySelectorAll('#extrinsics tbody tr').length")
+        .await
+        .unwrap();
+    assert_eq!(extrinsics.as_u64(), Some(1), "the transfer");
+    b.screenshot(&shots.join("block.png")).await.unwrap();
 
     // The account page: //Alice's free balance as the RPC reports it.
     let alice = account("//Alice");

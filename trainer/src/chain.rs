@@ -489,8 +489,18 @@ impl<S: StateSource> ChainView<S> {
         me: Replica,
         replicas: u16,
     ) -> Result<Vec<(Replica, StagePeer)>> {
+        let holders = self.replica_holders(run, stage, me, replicas).await?;
+        self.peers_of_holders(&holders).await
+    }
+
+    /// The declared peers of `holders` (replica, account), those with a usable trainer
+    /// record, in order.
+    pub async fn peers_of_holders(
+        &self,
+        holders: &[(Replica, AccountId)],
+    ) -> Result<Vec<(Replica, StagePeer)>> {
         let mut out = Vec::new();
-        for (r, who) in self.replica_holders(run, stage, me, replicas).await? {
+        for &(r, who) in holders {
             if let Some(p) = self
                 .trainer(&who)
                 .await?

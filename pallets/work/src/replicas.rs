@@ -120,19 +120,15 @@ pub(crate) fn check_round(
 pub const SEALER_LOOKBACK: Step = 8;
 
 /// The accounts that can have sealed replica `replica`'s update of `step`, in the order they
-/// are tried: the one that answers for the step (its committer, else the slot's holder),
-/// then every other account that committed one of the slot's steps `step − 1 …
+/// are tried: `answering`, the one that answers for the step (`pipeline::sender_of`), then
+/// every other account that committed one of the slot's steps `step − 1 …
 /// step − SEALER_LOOKBACK`, latest first (see the module docs). Reads only.
 fn update_sealers(
     s: &(impl StateReader + ?Sized),
-    run: RunId,
-    stage: StageIndex,
-    replica: Replica,
-    step: Step,
+    (run, stage, replica, step): (RunId, StageIndex, Replica, Step),
+    answering: Option<AccountId>,
 ) -> Result<Vec<AccountId>, Failure> {
-    let mut out: Vec<AccountId> = sender_of(s, run, stage, replica, step)?
-        .into_iter()
-        .collect();
+    let mut out: Vec<AccountId> = answering.into_iter().collect();
     for earlier in (step.saturating_sub(SEALER_LOOKBACK)..step).rev() {
         if let Some((_, c)) = committed(s, run, stage, replica, earlier)? {
             if !out.contains(&c.trainer) {
@@ -159,8 +155,9 @@ pub(crate) fn verify_round(
     let mut received = Vec::with_capacity(round.received.len());
     for e in round.received {
         let slot = (run, stage, e.replica, step);
+        let answering = sender_of(s, run, stage, e.replica, step)?;
         let mut by = None;
-        for who in update_sealers(s, run, stage, e.replica, step)? {
+        for who in update_sealers(s, slot, answering)? {
             if sealed_by(s, &who, slot, Direction::Update, &e.root, e.signature)? {
                 by = Some(who);
                 break;
@@ -169,7 +166,7 @@ pub(crate) fn verify_round(
         // A sender with no trainer to answer for it (chilled since it sent, its slot empty)
         // cannot be checked, nor punished: its entry is kept unverified, so that the
         // replicas that aggregated its update can still commit the step.
-        let answerable = match sender_of(s, run, stage, e.replica, step)? {
+        let answerable = match answering {
             Some(who) => staking::trainer(s, &who)?.is_some(),
             None => false,
         };

@@ -584,24 +584,26 @@ async fn run_assigned(
                 // The other replicas of the stage: whom the desk answers, and who may fetch
                 // this replica's state to take a slot of the stage over (in that order, so
                 // a spare that can fetch the state is also answered in the rounds).
-                if let Some(desk) = &replica_desk {
-                    if let Ok(now) = view
-                        .other_replicas(run, stage, replica, info.replicas)
-                        .await
-                    {
-                        desk.set_peers(now);
+                let holders = match &replica_desk {
+                    Some(desk) => {
+                        let holders = view
+                            .replica_holders(run, stage, replica, info.replicas)
+                            .await
+                            .ok();
+                        if let Some(h) = &holders {
+                            if let Ok(now) = view.peers_of_holders(h).await {
+                                desk.set_peers(now);
+                            }
+                        }
+                        holders
                     }
-                }
+                    None => None,
+                };
                 if withhold {
                     continue;
                 }
-                if replica_desk.is_some() {
-                    if let Ok(holders) = view
-                        .replica_holders(run, stage, replica, info.replicas)
-                        .await
-                    {
-                        access.set_siblings(holders);
-                    }
+                if let Some(holders) = holders {
+                    access.set_siblings(holders);
                 }
                 let _ = refresh_auditors(&view, &access, run, stage).await;
             }

@@ -64,6 +64,7 @@ weft run register --from //Ferdie --config "$work/model.json" --hyper-params "$w
   --reveal-window 40 --attest-window 60 --auditors-per-stage 1 --max-stages-per-auditor 2 \
   --wait in-block | grep -E 'Run|Result|Block:'
 run=0
+echo "the run on the dashboard (stage map, loss curve, audits, ownership): http://127.0.0.1:$rpc_port/#/run/$run"
 
 say "//Alice and //Ferdie bond as validators, register their BLS keys and start auditing"
 for who in Alice Ferdie; do

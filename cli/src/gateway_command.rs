@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! weft gateway --key //Alice --run 1 [--listen 127.0.0.1:8080] [--model-name NAME]
+//!              [--allow-origin http://127.0.0.1:9944]…
 //! ```
 //!
 //! Logs go to stderr (`RUST_LOG`, default `info`): one line per request with its status
@@ -12,7 +13,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use std::net::SocketAddr;
 use weft_cli::args::{parse_signer_suri, Signer};
-use weft_cli::gateway::{listen, Gateway, RpcBackend};
+use weft_cli::gateway::{listen, AllowedOrigins, Gateway, RpcBackend};
 use weft_cli::SubmitOptions;
 use weft_runtime::support::RunId;
 
@@ -31,6 +32,10 @@ pub struct GatewayArgs {
     /// The model's name in the API (default `weft-run-N`).
     #[arg(long, value_name = "NAME")]
     pub model_name: Option<String>,
+    /// A web page origin allowed to call the gateway (repeatable), e.g. the node's dashboard
+    /// `http://127.0.0.1:9944` for its playground. Pages of other origins are refused.
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    pub allow_origin: Vec<String>,
 }
 
 /// Runs `weft gateway` until interrupted.
@@ -44,7 +49,8 @@ pub async fn gateway(url: &str, args: GatewayArgs) -> Result<()> {
         .try_init();
     let backend = RpcBackend::connect(url, args.key.pair.clone(), SubmitOptions::default()).await?;
     tracing::info!(account = %args.key.pair.account_id(), node = url, "paying with");
-    let gw = Gateway::new(backend, args.run, args.model_name);
+    let origins = AllowedOrigins::parse(&args.allow_origin)?;
+    let gw = Gateway::with_origins(backend, args.run, args.model_name, origins);
     tokio::select! {
         r = listen(args.listen, gw) => r.with_context(|| format!("listening on {}", args.listen)),
         _ = tokio::signal::ctrl_c() => {

@@ -15,7 +15,9 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use weft_cli::gateway::backend::NonceTracker;
-use weft_cli::gateway::{serve, Backend, BackendError, EventStream, Gateway, Payment};
+use weft_cli::gateway::{
+    serve, AllowedOrigins, Backend, BackendError, EventStream, Gateway, Payment,
+};
 use weft_primitives::{Bytes as WeftBytes, Hash};
 use weft_rpc_api::inference::{CompletionJson, EstimateJson, GenerateEvent, InferenceParams};
 
@@ -155,6 +157,16 @@ async fn call(
     path: &str,
     body: &str,
 ) -> (StatusCode, HeaderMap, Bytes) {
+    call_with(addr, method, path, body, &[]).await
+}
+
+async fn call_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, HeaderMap, Bytes) {
     let tcp = TcpStream::connect(addr).await.unwrap();
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
         .await
@@ -164,7 +176,10 @@ async fn call(
         .method(method)
         .uri(path)
         .header("host", addr.to_string())
-        .header("content-type", "application/json")
+        .header("content-type", "application/json");
+    let req = headers
+        .iter()
+        .fold(req, |r, (k, v)| r.header(*k, *v))
         .body(Full::new(Bytes::from(body.to_string())))
         .unwrap();
     let resp = sender.send_request(req).await.unwrap();
@@ -382,6 +397,64 @@ async fn error_statuses() {
     let _ = tcp.read_to_end(&mut out).await;
     let out = String::from_utf8_lossy(&out);
     assert!(out.starts_with("HTTP/1.1 413"), "{out}");
+}
+
+#[tokio::test]
+async fn only_the_pages_of_allowed_origins_may_call_the_gateway() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let origins = AllowedOrigins::parse(&["http://127.0.0.1:9944".into()]).unwrap();
+    let gw = Gateway::with_origins(TestBackend::default(), 1, None, origins);
+    tokio::spawn(serve(listener, gw.clone()));
+    let body = json!({"model": "weft-run-1", "prompt": "hi", "max_tokens": 4}).to_string();
+
+    // Another page: refused before anything is estimated or paid.
+    let (status, headers, answer) = call_with(
+        addr,
+        "POST",
+        "/v1/completions",
+        &body,
+        &[("origin", "https://elsewhere.example")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let answer: Value = serde_json::from_slice(&answer).unwrap();
+    assert_eq!(answer["error"]["code"], "origin_not_allowed");
+    assert!(headers.get("access-control-allow-origin").is_none());
+    assert!(gw.backend.seen.lock().unwrap().is_empty());
+    assert_eq!(gw.backend.requests.load(Ordering::SeqCst), 0);
+
+    // The allowed page: its preflight, then its request, readable by it.
+    let dashboard = [("origin", "http://127.0.0.1:9944")];
+    let (status, headers, _) = call_with(addr, "OPTIONS", "/v1/completions", "", &dashboard).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        headers["access-control-allow-origin"],
+        "http://127.0.0.1:9944"
+    );
+    assert_eq!(headers["access-control-allow-methods"], "GET, POST");
+    assert!(headers["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .contains("content-type"));
+    let (status, headers, answer) =
+        call_with(addr, "POST", "/v1/completions", &body, &dashboard).await;
+    assert_eq!(status, StatusCode::OK, "{answer:?}");
+    assert_eq!(
+        headers["access-control-allow-origin"],
+        "http://127.0.0.1:9944"
+    );
+    assert_eq!(headers["vary"], "Origin");
+    assert_eq!(gw.backend.seen.lock().unwrap().len(), 1);
+
+    // No origin (curl, SDKs): served as always, with no CORS headers.
+    let (status, headers, _) = call(addr, "POST", "/v1/completions", &body).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers.get("access-control-allow-origin").is_none());
+    // A gateway started without --allow-origin refuses every page.
+    let (closed, _) = start().await;
+    let (status, _, _) = call_with(closed, "GET", "/v1/models", "", &dashboard).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
 }
 
 #[tokio::test]

@@ -29,8 +29,9 @@ pub mod protocol;
 use jsonrpsee::core::RpcResult;
 use jsonrpsee::proc_macros::rpc;
 use protocol::{
-    AuditJson, CommitmentJson, CredentialsJson, EpochJson, LedgerJson, OwnershipJson, ProposalJson,
-    RunJson, SlashJson, StageAssignmentsJson, TrainerJson, ValidatorsJson,
+    AppliedSlashJson, AuditJson, CommitmentJson, CredentialsJson, EpochJson, LedgerJson,
+    LossCurveJson, OwnershipJson, ProposalJson, RunJson, SlashJson, StageAssignmentsJson,
+    StepRecordJson, TrainerJson, ValidatorsJson,
 };
 use serde::{Deserialize, Serialize};
 use weft_primitives::{AccountId, BlockNumber, Bytes, Hash, Header, Nonce};
@@ -343,8 +344,8 @@ pub trait ProtocolApi {
         at: Option<Hash>,
     ) -> RpcResult<StageAssignmentsJson>;
 
-    /// The commitment of one step of one slot, if it is among the most recent
-    /// [`protocol::SCAN_LIMIT`] commitments. Error 4004 for an unknown run.
+    /// The commitment of one step of one slot (the chain indexes them by step); `null` when
+    /// the step was not committed. Error 4004 for an unknown run.
     #[method(name = "weft_commitment")]
     async fn commitment(
         &self,
@@ -393,4 +394,29 @@ pub trait ProtocolApi {
     /// The epoch: its index, boundaries and the staking timing parameters.
     #[method(name = "weft_epoch")]
     async fn epoch(&self, at: Option<Hash>) -> RpcResult<EpochJson>;
+
+    /// Slashes that applied (among the most recent [`protocol::SCAN_LIMIT`] slash ids), newest
+    /// first, with what each burnt.
+    #[method(name = "weft_appliedSlashes")]
+    async fn applied_slashes(&self, at: Option<Hash>) -> RpcResult<Vec<AppliedSlashJson>>;
+
+    /// The losses a run's last stage committed, a point per step and replica, from step
+    /// `from` (default: the last [`protocol::SCAN_LIMIT`] steps), read through the chain's
+    /// step index. Error 4004 for an unknown run.
+    #[method(name = "weft_lossCurve")]
+    async fn loss_curve(
+        &self,
+        run_id: RunId,
+        from: Option<Step>,
+        at: Option<Hash>,
+    ) -> RpcResult<LossCurveJson>;
+
+    /// The commitments an account made (among the most recent [`protocol::SCAN_LIMIT`]
+    /// commitments), newest first, with their status and audit verdicts.
+    #[method(name = "weft_commitmentsOf")]
+    async fn commitments_of(
+        &self,
+        account: AccountId,
+        at: Option<Hash>,
+    ) -> RpcResult<Vec<StepRecordJson>>;
 }

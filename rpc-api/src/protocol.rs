@@ -439,6 +439,75 @@ pub struct SlashJson {
     pub kind: staking::OffenceKind,
 }
 
+/// A slash that applied (`weft_appliedSlashes`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppliedSlashJson {
+    /// The slash id.
+    pub id: SlashId,
+    /// Who paid.
+    pub offender: AccountId,
+    /// The amount fixed at report time, plancks.
+    pub amount: String,
+    /// What was burnt (after the span's maximum), plancks.
+    pub burnt: String,
+    /// Who received the reporter share.
+    pub reporter: Option<AccountId>,
+    /// What the reporter received, plancks.
+    pub reporter_reward: String,
+    /// Epoch of the offence.
+    pub epoch: EpochIndex,
+    /// The block it applied in.
+    pub applied_at: BlockNumber,
+    /// What happened.
+    pub kind: staking::OffenceKind,
+}
+
+/// One committed step in a list (`weft_lossCurve`, `weft_commitmentsOf`): where it stands
+/// and, once audited, the verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StepRecordJson {
+    /// The commitment id (also its audit's id).
+    pub id: CommitmentId,
+    /// The run.
+    pub run_id: RunId,
+    /// The stage.
+    pub stage: StageIndex,
+    /// The replica.
+    pub replica: Replica,
+    /// The step.
+    pub step: Step,
+    /// Who committed it.
+    pub trainer: AccountId,
+    /// The committed loss × 10⁶ (last stage only).
+    pub loss: Option<u64>,
+    /// The block it was committed in.
+    pub block: BlockNumber,
+    /// Committed, audited, credited, voided or inconclusive.
+    pub status: work::CommitStatus,
+    /// The settled verdict of its audit, when it was audited and the audit settled.
+    pub verdict: Option<work::Verdict>,
+}
+
+/// `weft_lossCurve`: the losses committed by a run's last stage, a point per step and
+/// replica, by step then replica.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LossCurveJson {
+    /// The run.
+    pub run_id: RunId,
+    /// Its last stage (the one that computes the loss).
+    pub stage: StageIndex,
+    /// Tokens one replica trains per step (micro-batch size × micro-batches × sequence
+    /// length).
+    pub tokens_per_step: u64,
+    /// The first step listed (at most [`SCAN_LIMIT`] steps per replica are).
+    pub from: Step,
+    /// The committed steps.
+    pub points: Vec<StepRecordJson>,
+}
+
 /// `weft_epoch`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

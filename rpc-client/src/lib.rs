@@ -29,8 +29,9 @@ use weft_primitives::{
     SigningContext, UncheckedExtrinsic,
 };
 use weft_rpc_api::protocol::{
-    AuditJson, CommitmentJson, CredentialsJson, EpochJson, LedgerJson, OwnershipJson, ProposalJson,
-    RunJson, SlashJson, StageAssignmentsJson, TrainerJson, ValidatorsJson,
+    AppliedSlashJson, AuditJson, CommitmentJson, CredentialsJson, EpochJson, LedgerJson,
+    LossCurveJson, OwnershipJson, ProposalJson, RunJson, SlashJson, StageAssignmentsJson,
+    StepRecordJson, TrainerJson, ValidatorsJson,
 };
 use weft_rpc_api::{
     AccountJson, ChainApiClient, ExtrinsicReceipt, ProtocolApiClient, SignedBlock,
@@ -545,6 +546,42 @@ impl Client {
     /// `weft_slashes`.
     pub async fn slashes(&self, at: Option<Hash>) -> Result<Vec<SlashJson>, ClientError> {
         self.rpc.slashes(at).await.map_err(rpc_err("weft_slashes"))
+    }
+
+    /// `weft_appliedSlashes`.
+    pub async fn applied_slashes(
+        &self,
+        at: Option<Hash>,
+    ) -> Result<Vec<AppliedSlashJson>, ClientError> {
+        self.rpc
+            .applied_slashes(at)
+            .await
+            .map_err(rpc_err("weft_appliedSlashes"))
+    }
+
+    /// `weft_lossCurve`.
+    pub async fn loss_curve(
+        &self,
+        run: RunId,
+        from: Option<Step>,
+        at: Option<Hash>,
+    ) -> Result<LossCurveJson, ClientError> {
+        self.rpc
+            .loss_curve(run, from, at)
+            .await
+            .map_err(rpc_err("weft_lossCurve"))
+    }
+
+    /// `weft_commitmentsOf`.
+    pub async fn commitments_of(
+        &self,
+        account: AccountId,
+        at: Option<Hash>,
+    ) -> Result<Vec<StepRecordJson>, ClientError> {
+        self.rpc
+            .commitments_of(account, at)
+            .await
+            .map_err(rpc_err("weft_commitmentsOf"))
     }
 
     /// `weft_epoch`.

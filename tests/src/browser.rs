@@ -6,8 +6,9 @@
 //! and `--remote-debugging-port=0`, reads the port Chromium chose from the profile's
 //! `DevToolsActivePort`, finds the page's target in `GET /json/list` and connects to its
 //! WebSocket. [`Browser::eval`] evaluates an expression in the page
-//! (`Runtime.evaluate`, awaiting promises, the result by value); [`Browser::screenshot`]
-//! saves a PNG (`Page.captureScreenshot`).
+//! (`Runtime.evaluate`, awaiting promises, the result by value), [`Browser::until`] waits
+//! for one to take an accepted value; [`Browser::screenshot`] saves a PNG
+//! (`Page.captureScreenshot`).
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
@@ -193,11 +194,84 @@ impl Browser {
         Ok(r["result"]["value"].clone())
     }
 
-    /// Saves the page as a PNG at `path`.
+    /// Evaluates `expression` every 100 ms until `accept` takes its value, for at most
+    /// `timeout`; the error names `what` and the last value seen. An evaluation that throws
+    /// (the page is navigating, an element is not there yet) counts as not accepted, and the
+    /// last such error is reported.
+    pub async fn until<T>(
+        &mut self,
+        expression: &str,
+        what: &str,
+        timeout: Duration,
+        accept: impl Fn(&Value) -> Option<T>,
+    ) -> Result<T> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let last = match self.eval(expression).await {
+                Ok(v) => match accept(&v) {
+                    Some(t) => return Ok(t),
+                    None => format!("{v} on screen"),
+                },
+                Err(e) => format!("an error: {e}"),
+            };
+            if Instant::now() > deadline {
+                bail!("{what}: still {last} after {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Loads `url` afresh (through `about:blank`, so nothing of the previous document is
+    /// read as the new one's).
+    pub async fn navigate(&mut self, url: &str) -> Result<()> {
+        self.command("Page.navigate", json!({ "url": "about:blank" }))
+            .await?;
+        self.until(
+            "location.href",
+            "about:blank",
+            Duration::from_secs(10),
+            |v| (v == "about:blank").then_some(()),
+        )
+        .await?;
+        self.command("Page.navigate", json!({ "url": url })).await?;
+        Ok(())
+    }
+
+    /// How long the dashboard page took from navigation until its route drew with its data
+    /// (`#page[data-since-navigation-ms]`, set by the page), ms.
+    pub async fn load_ms(&mut self, url: &str, timeout: Duration) -> Result<f64> {
+        self.navigate(url).await?;
+        self.until(
+            "Number(document.getElementById('page')?.dataset.sinceNavigationMs ?? NaN)",
+            url,
+            timeout,
+            |v| v.as_f64(),
+        )
+        .await
+    }
+
+    /// Shows `hash` (`#/run/0`) in the page, as a click on a link would.
+    pub async fn go(&mut self, hash: &str) -> Result<()> {
+        self.eval(&format!("location.hash = {}", json!(hash)))
+            .await?;
+        Ok(())
+    }
+
+    /// Saves the whole page (not only what the window shows) as a PNG at `path`.
     pub async fn screenshot(&mut self, path: &Path) -> Result<()> {
         use base64::Engine as _;
+        let metrics = self.command("Page.getLayoutMetrics", json!({})).await?;
+        let size = &metrics["cssContentSize"];
+        let clip = json!({
+            "x": 0, "y": 0, "scale": 1,
+            "width": size["width"].as_f64().unwrap_or(1280.0),
+            "height": size["height"].as_f64().unwrap_or(900.0),
+        });
         let r = self
-            .command("Page.captureScreenshot", json!({ "format": "png" }))
+            .command(
+                "Page.captureScreenshot",
+                json!({ "format": "png", "captureBeyondViewport": true, "clip": clip }),
+            )
             .await?;
         let data = r["data"]
             .as_str()
@@ -209,4 +283,14 @@ impl Browser {
         std::fs::write(path, png)?;
         Ok(())
     }
+}
+
+/// Plancks as the dashboard shows them: WEFT with four decimals.
+pub fn shown_weft(plancks: u128) -> String {
+    let unit = weft_primitives::units::UNIT;
+    format!(
+        "{}.{:04} WEFT",
+        plancks / unit,
+        (plancks % unit) * 10_000 / unit
+    )
 }

@@ -26,6 +26,7 @@ use weft_rpc_api::ChainApiClient;
 
 pub mod browser;
 pub mod raw;
+pub mod runs;
 pub mod testnet;
 
 /// How long a node may take to answer its first RPC call.

@@ -786,6 +786,8 @@ async fn run_register_refuses_what_cannot_train() {
 mod adversaries;
 #[path = "protocol/auditor.rs"]
 mod auditor;
+#[path = "protocol/dashboard.rs"]
+mod dashboard;
 #[path = "protocol/inference.rs"]
 mod inference;
 #[path = "protocol/leave.rs"]

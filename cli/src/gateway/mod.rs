@@ -10,14 +10,17 @@
 //! * [`openai`]: the OpenAI request and response JSON and its mapping to Weft's parameters
 //!   and completions (the chat template).
 //! * [`sse`]: the chunks and framing of streamed answers.
+//! * [`origins`]: which web pages may call the gateway (`--allow-origin`, CORS).
 //! * [`server`]: hyper serving, routing and the HTTP statuses of errors.
 
 pub mod backend;
 pub mod openai;
+pub mod origins;
 pub mod server;
 pub mod sse;
 
 pub use backend::{Backend, BackendError, EventStream, Payment, RpcBackend};
+pub use origins::AllowedOrigins;
 pub use server::{serve, ApiError, MAX_BODY};
 
 use std::sync::Arc;
@@ -37,15 +40,29 @@ pub struct Gateway<B> {
     pub run: RunId,
     /// The model's name in `/v1/models` and in answers.
     pub model: String,
+    /// The web pages that may call it (none unless `--allow-origin`).
+    pub origins: AllowedOrigins,
 }
 
 impl<B: Backend> Gateway<B> {
-    /// A gateway for `run` (model name [`default_model_name`] unless `model` is given).
+    /// A gateway for `run` (model name [`default_model_name`] unless `model` is given) that
+    /// no web page may call.
     pub fn new(backend: B, run: RunId, model: Option<String>) -> Arc<Self> {
+        Self::with_origins(backend, run, model, AllowedOrigins::default())
+    }
+
+    /// A gateway that the pages of `origins` may call too.
+    pub fn with_origins(
+        backend: B,
+        run: RunId,
+        model: Option<String>,
+        origins: AllowedOrigins,
+    ) -> Arc<Self> {
         Arc::new(Gateway {
             backend,
             run,
             model: model.unwrap_or_else(|| default_model_name(run)),
+            origins,
         })
     }
 }

@@ -9,6 +9,9 @@
 //! | `/v1/completions` | POST | text completion |
 //! | `/v1/chat/completions` | POST | chat completion |
 //!
+//! A request from a web page whose origin is not allowed is refused with 403 before anything
+//! else ([`super::origins`]); `OPTIONS` preflights of allowed origins are answered there.
+//!
 //! Errors are `{"error": {"message", "type", "param", "code"}}` with the status: 400 for
 //! invalid JSON, missing fields and parameters the node cannot serve; 402 for an unpaid or
 //! refused payment (e.g. too few credentials); 404 for unknown paths, models and runs; 405
@@ -20,6 +23,7 @@ use super::backend::{quote, Backend, BackendError};
 use super::openai::{
     error_body, model_list, model_object, response, ChatRequest, CompletionRequest, Invalid, Kind,
 };
+use super::origins::{expose, preflight, Admission};
 use super::sse::{frame, Chunks, DONE};
 use super::Gateway;
 use bytes::Bytes;
@@ -187,10 +191,30 @@ async fn handle<B: Backend>(
     let start = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let r = route(&gw, req).await.unwrap_or_else(|e| {
+    let refused = |e: ApiError| {
         tracing::info!(%method, %path, status = e.status.as_u16(), "refused: {}", e.message);
         e.response()
-    });
+    };
+    let r = match gw.origins.admit(req.headers()) {
+        Err(origin) => refused(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "invalid_request_error",
+            "origin_not_allowed",
+            format!("pages of {origin} may not use this gateway; start it with --allow-origin {origin} to let them"),
+        )),
+        Ok(Admission::Allowed(origin)) if method == hyper::Method::OPTIONS => {
+            let mut r = Response::new(Full::new(Bytes::new()).boxed_unsync());
+            *r.status_mut() = preflight(r.headers_mut(), origin);
+            r
+        }
+        Ok(admission) => {
+            let mut r = route(&gw, req).await.unwrap_or_else(refused);
+            if let Admission::Allowed(origin) = admission {
+                expose(r.headers_mut(), origin);
+            }
+            r
+        }
+    };
     tracing::info!(
         %method,
         %path,

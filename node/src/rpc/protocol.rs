@@ -1,15 +1,19 @@
 //! The protocol methods ([`ProtocolApiServer`]): the `weft_*` reads over the pallets'
 //! typed storage (staking ledgers, validators, trainers, runs, stage assignments,
-//! commitments, audits, ownership, credentials, proposals, slashes, the epoch), answered with
-//! the decoded types of [`weft_rpc_api::protocol`].
+//! commitments, audits, ownership, credentials, proposals, slashes, the epoch, loss curves),
+//! answered with the decoded types of [`weft_rpc_api::protocol`].
 //!
 //! The chain's storage has no iteration, so lists are built from what the pallets index
-//! (active runs, candidates, slots, the validator set) or by scanning the most recent
-//! [`SCAN_LIMIT`] ids downwards from the pallet's next id (commitments, proposals, slashes);
-//! each read is one state lookup, so a request costs at most a few thousand lookups.
+//! (active runs, candidates, slots, the validator set, each slot's commitment per step) or by
+//! scanning the most recent [`SCAN_LIMIT`] ids downwards from the pallet's next id
+//! (commitments of an account, audits, proposals, slashes); each read is one state lookup,
+//! so a request costs at most a few thousand lookups. A loss curve reads two lookups per
+//! point through the step index (`work::step_commitment`), at most [`SCAN_LIMIT`] steps per
+//! replica.
 
 use super::protocol_json::{
-    audit_json, commitment_json, ledger_json, run_json, trainer_json, validator_json,
+    applied_slash_json, audit_json, commitment_json, ledger_json, run_json, step_record_json,
+    trainer_json, validator_json,
 };
 use super::{internal, RpcImpl};
 use jsonrpsee::core::{async_trait, RpcResult};
@@ -18,10 +22,10 @@ use std::collections::BTreeSet;
 use weft_primitives::storage::StateReader;
 use weft_primitives::{AccountId, Hash};
 use weft_rpc_api::protocol::{
-    bytes_to_text, peer_id_to_string, AuditJson, CandidateJson, CommitmentJson, CredentialsJson,
-    EpochJson, LedgerJson, OwnerJson, OwnershipJson, ProposalJson, RunCredentialsJson, RunJson,
-    SlashJson, SlotJson, StageAssignmentsJson, StageJson, TrainerJson, ValidatorsJson, VoteJson,
-    SCAN_LIMIT,
+    bytes_to_text, peer_id_to_string, AppliedSlashJson, AuditJson, CandidateJson, CommitmentJson,
+    CredentialsJson, EpochJson, LedgerJson, LossCurveJson, OwnerJson, OwnershipJson, ProposalJson,
+    RunCredentialsJson, RunJson, SlashJson, SlotJson, StageAssignmentsJson, StageJson,
+    StepRecordJson, TrainerJson, ValidatorsJson, VoteJson, SCAN_LIMIT,
 };
 use weft_rpc_api::{ProtocolApiServer, UNKNOWN_AUDIT, UNKNOWN_RUN};
 use weft_runtime::support::{CommitmentId, Replica, RunId, StageIndex, Step};
@@ -175,17 +179,13 @@ impl ProtocolApiServer for RpcImpl {
         self.metrics.rpc("weft_commitment");
         let (s, _) = self.view(at)?;
         load_run(&s, run_id)?;
-        if step >= work::next_step(&s, run_id, stage, replica).map_err(internal)? {
+        let Some(id) = work::step_commitment(&s, run_id, stage, replica, step).map_err(internal)?
+        else {
             return Ok(None);
-        }
-        for id in recent_ids(work::NEXT_ID.get(&s).map_err(internal)?.unwrap_or(0)) {
-            if let Some(c) = work::commitment(&s, id).map_err(internal)? {
-                if (c.run, c.stage, c.replica, c.step) == (run_id, stage, replica, step) {
-                    return Ok(Some(commitment_json(id, c)));
-                }
-            }
-        }
-        Ok(None)
+        };
+        Ok(work::commitment(&s, id)
+            .map_err(internal)?
+            .map(|c| commitment_json(id, c)))
     }
 
     async fn audits(&self, run_id: RunId, at: Option<Hash>) -> RpcResult<Vec<AuditJson>> {
@@ -351,12 +351,8 @@ impl ProtocolApiServer for RpcImpl {
     async fn slashes(&self, at: Option<Hash>) -> RpcResult<Vec<SlashJson>> {
         self.metrics.rpc("weft_slashes");
         let (s, _) = self.view(at)?;
-        let next = staking::NEXT_SLASH_ID
-            .get(&s)
-            .map_err(internal)?
-            .unwrap_or(0);
         let mut out = Vec::new();
-        for id in recent_ids(next) {
+        for id in recent_slash_ids(&s)? {
             if let Some(p) = staking::pending_slash(&s, id).map_err(internal)? {
                 out.push(SlashJson {
                     id,
@@ -392,11 +388,90 @@ impl ProtocolApiServer for RpcImpl {
             total_bonded: staking::total_bonded(&s).map_err(internal)?.to_string(),
         })
     }
+
+    async fn applied_slashes(&self, at: Option<Hash>) -> RpcResult<Vec<AppliedSlashJson>> {
+        self.metrics.rpc("weft_appliedSlashes");
+        let (s, _) = self.view(at)?;
+        let mut out = Vec::new();
+        for id in recent_slash_ids(&s)? {
+            if let Some(a) = staking::applied_slash(&s, id).map_err(internal)? {
+                out.push(applied_slash_json(id, a));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn loss_curve(
+        &self,
+        run_id: RunId,
+        from: Option<Step>,
+        at: Option<Hash>,
+    ) -> RpcResult<LossCurveJson> {
+        self.metrics.rpc("weft_lossCurve");
+        let (s, _) = self.view(at)?;
+        let r = load_run(&s, run_id)?;
+        let stage = r.stages.saturating_sub(1);
+        let mut next = 0;
+        for rep in 0..r.replicas {
+            next = next.max(work::next_step(&s, run_id, stage, rep).map_err(internal)?);
+        }
+        let from = from.unwrap_or(0).max(next.saturating_sub(SCAN_LIMIT));
+        let mut points = Vec::new();
+        for step in from..next {
+            for rep in 0..r.replicas {
+                let Some(id) =
+                    work::step_commitment(&s, run_id, stage, rep, step).map_err(internal)?
+                else {
+                    continue;
+                };
+                if let Some(c) = work::commitment(&s, id).map_err(internal)? {
+                    points.push(step_record_json(&s, id, c)?);
+                }
+            }
+        }
+        let h = &r.hyper_params;
+        Ok(LossCurveJson {
+            run_id,
+            stage,
+            tokens_per_step: u64::from(h.micro_batch_size)
+                * u64::from(h.micro_batches)
+                * u64::from(r.model_config.seq_len),
+            from,
+            points,
+        })
+    }
+
+    async fn commitments_of(
+        &self,
+        account: AccountId,
+        at: Option<Hash>,
+    ) -> RpcResult<Vec<StepRecordJson>> {
+        self.metrics.rpc("weft_commitmentsOf");
+        let (s, _) = self.view(at)?;
+        let mut out = Vec::new();
+        for id in recent_ids(work::NEXT_ID.get(&s).map_err(internal)?.unwrap_or(0)) {
+            if let Some(c) = work::commitment(&s, id).map_err(internal)? {
+                if c.trainer == account {
+                    out.push(step_record_json(&s, id, c)?);
+                }
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// The ids `next − 1, next − 2, …` down to `next − SCAN_LIMIT` (or 0).
 fn recent_ids(next: u64) -> impl Iterator<Item = u64> {
     (next.saturating_sub(SCAN_LIMIT)..next).rev()
+}
+
+/// The most recent [`SCAN_LIMIT`] slash ids, newest first.
+fn recent_slash_ids(s: &impl StateReader) -> RpcResult<impl Iterator<Item = u64>> {
+    let next = staking::NEXT_SLASH_ID
+        .get(s)
+        .map_err(internal)?
+        .unwrap_or(0);
+    Ok(recent_ids(next))
 }
 
 fn unknown_run(id: RunId) -> ErrorObjectOwned {

@@ -1,16 +1,17 @@
 //! How the protocol methods turn pallet records into the JSON types of
 //! [`weft_rpc_api::protocol`]: runs, validators, staking ledgers, trainers, commitments and
-//! audits (the last two with the status an audit is in).
+//! audits (the last two with the status an audit is in), step records and applied slashes.
 
 use super::internal;
 use jsonrpsee::core::RpcResult;
 use weft_primitives::storage::StateReader;
 use weft_primitives::AccountId;
 use weft_rpc_api::protocol::{
-    bytes_to_text, peer_id_to_string, AuditJson, AuditStatus, CommitmentJson, LedgerJson,
-    ReceivedUpdateJson, RunJson, TrainerJson, UnlockChunkJson, ValidatorJson,
+    bytes_to_text, peer_id_to_string, AppliedSlashJson, AuditJson, AuditStatus, CommitmentJson,
+    LedgerJson, ReceivedUpdateJson, RunJson, StepRecordJson, TrainerJson, UnlockChunkJson,
+    ValidatorJson,
 };
-use weft_runtime::support::{CommitmentId, RunId};
+use weft_runtime::support::{CommitmentId, RunId, SlashId};
 use weft_runtime::{runs, stages, staking, work};
 
 pub(super) fn run_json(id: RunId, r: runs::RunInfo) -> RunJson {
@@ -156,5 +157,46 @@ pub(super) fn audit_json(id: CommitmentId, c: work::Commitment, a: work::Audit) 
         attestations: a.attestations,
         certificate: a.certificate,
         closed: a.closed,
+    }
+}
+
+/// A commitment as a line of a list, with its audit's settled verdict.
+pub(super) fn step_record_json(
+    s: &impl StateReader,
+    id: CommitmentId,
+    c: work::Commitment,
+) -> RpcResult<StepRecordJson> {
+    let verdict = match c.status {
+        work::CommitStatus::Committed => None,
+        _ => work::audit(s, id)
+            .map_err(internal)?
+            .and_then(|a| a.certificate.map(|x| x.verdict)),
+    };
+    Ok(StepRecordJson {
+        id,
+        run_id: c.run,
+        stage: c.stage,
+        replica: c.replica,
+        step: c.step,
+        trainer: c.trainer,
+        loss: c.loss,
+        block: c.block,
+        status: c.status,
+        verdict,
+    })
+}
+
+/// An applied slash's JSON.
+pub(super) fn applied_slash_json(id: SlashId, a: staking::AppliedSlash) -> AppliedSlashJson {
+    AppliedSlashJson {
+        id,
+        offender: a.slash.offender,
+        amount: a.slash.amount.to_string(),
+        burnt: a.burnt.to_string(),
+        reporter: a.slash.reporter,
+        reporter_reward: a.reporter_reward.to_string(),
+        epoch: a.slash.epoch,
+        applied_at: a.applied_at,
+        kind: a.slash.kind,
     }
 }

@@ -59,8 +59,8 @@ pub use roles::{
     MAX_ADDR_LEN, MAX_PEER_ID_LEN, TRAINERS, VALIDATORS,
 };
 pub use slashing::{
-    cancel_slash, pending_slash, report_offence, OffenceKind, PendingSlash, NEXT_SLASH_ID,
-    PENDING_SLASHES, SLASHES, SLASH_QUEUE, SPAN_MAX,
+    applied_slash, cancel_slash, pending_slash, report_offence, AppliedSlash, OffenceKind,
+    PendingSlash, APPLIED_SLASHES, NEXT_SLASH_ID, PENDING_SLASHES, SLASHES, SLASH_QUEUE, SPAN_MAX,
 };
 
 /// The pallet's name in storage keys.

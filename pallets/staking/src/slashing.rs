@@ -30,6 +30,9 @@
 //!   (inconsistent state) has its writes and events rolled back, is recorded as
 //!   [`Event::SlashFailed`] and stays pending (it is not applied again; governance may cancel
 //!   it); the other slashes of the block still apply. A storage fault aborts the hook.
+//! * **A record of what applied.** An applied slash moves from [`SLASHES`] to
+//!   [`APPLIED_SLASHES`] with what was burnt, the reporter's reward and the block, so that
+//!   the history of slashes stays readable from state (the dashboard, `weft_appliedSlashes`).
 //!
 //! ## Numbers
 //!
@@ -101,6 +104,23 @@ pub const SLASH_QUEUE: StorageMap<BlockNumber, Vec<SlashId>> =
     StorageMap::new(PALLET, "SlashQueue");
 /// The next slash id.
 pub const NEXT_SLASH_ID: StorageValue<SlashId> = StorageValue::new(PALLET, "NextSlashId");
+/// A slash that applied: what was reported and what it took.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppliedSlash {
+    /// The slash as it was queued.
+    pub slash: PendingSlash,
+    /// What was burnt from the offender (after the span's maximum; at most its ledger).
+    pub burnt: Balance,
+    /// What was minted to the reporter.
+    pub reporter_reward: Balance,
+    /// The block it applied in.
+    pub applied_at: BlockNumber,
+}
+
+/// Slashes that applied, by id.
+pub const APPLIED_SLASHES: StorageMap<SlashId, AppliedSlash> =
+    StorageMap::new(PALLET, "AppliedSlashes");
 /// Number of deferred slashes pending per account.
 pub const PENDING_SLASHES: StorageMap<AccountId, u32> = StorageMap::new(PALLET, "PendingSlashes");
 /// Largest amount applied per (account, span).
@@ -112,6 +132,14 @@ pub fn pending_slash(
     id: SlashId,
 ) -> Result<Option<PendingSlash>, StorageError> {
     SLASHES.get(s, &id)
+}
+
+/// The slash `id`, if it applied.
+pub fn applied_slash(
+    s: &(impl StateReader + ?Sized),
+    id: SlashId,
+) -> Result<Option<AppliedSlash>, StorageError> {
+    APPLIED_SLASHES.get(s, &id)
 }
 
 /// Reports an offence by `offender` worth `fraction` of its whole ledger. The offender is
@@ -208,6 +236,7 @@ fn apply_slash(
     s: &mut (impl Storage + ?Sized),
     ev: &mut impl Sink,
     id: SlashId,
+    now: BlockNumber,
 ) -> Result<(), Failure> {
     let Some(p) = SLASHES.get(s, &id)? else {
         return Ok(());
@@ -221,11 +250,13 @@ fn apply_slash(
     let charge = p.amount.saturating_sub(prev_max);
     SPAN_MAX.insert(s, &span_key, &prev_max.max(p.amount));
     let Some(old) = LEDGER.get(s, &p.offender)? else {
+        let offender = p.offender;
+        record_applied(s, id, p, 0, 0, now);
         emit(
             ev,
             Event::Slashed {
                 slash: id,
-                offender: p.offender,
+                offender,
                 amount: 0,
                 reporter_reward: 0,
             },
@@ -246,16 +277,35 @@ fn apply_slash(
     if let Some(r) = p.reporter {
         reward = balances::mint(s, ev, &r, cfg.reporter_share.mul_floor(burnt))?;
     }
+    let offender = p.offender;
+    record_applied(s, id, p, burnt, reward, now);
     emit(
         ev,
         Event::Slashed {
             slash: id,
-            offender: p.offender,
+            offender,
             amount: burnt,
             reporter_reward: reward,
         },
     );
     Ok(())
+}
+
+fn record_applied(
+    s: &mut (impl Storage + ?Sized),
+    id: SlashId,
+    slash: PendingSlash,
+    burnt: Balance,
+    reporter_reward: Balance,
+    applied_at: BlockNumber,
+) {
+    let record = AppliedSlash {
+        slash,
+        burnt,
+        reporter_reward,
+        applied_at,
+    };
+    APPLIED_SLASHES.insert(s, &id, &record);
 }
 
 /// Applies the slashes queued for block `now`, each in its own transaction (a failing one is
@@ -271,7 +321,7 @@ pub(crate) fn apply_due(
         SLASH_QUEUE.remove(s, &now);
         for id in q {
             let offender = SLASHES.get(s, &id)?.map(|p| p.offender);
-            match transactional_item(s, ev, |s, ev| apply_slash(s, ev, id))? {
+            match transactional_item(s, ev, |s, ev| apply_slash(s, ev, id, now))? {
                 Ok(()) => slashed.extend(offender),
                 Err(error) => emit(ev, Event::SlashFailed { slash: id, error }),
             }

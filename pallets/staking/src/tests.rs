@@ -256,6 +256,17 @@ fn slashes_are_deferred_cancellable_and_max_not_sum() {
     assert_eq!(ledger(&o, &acc(1)).unwrap().unwrap().total(), 4_000);
     assert!(pending_slash(&o, b).unwrap().is_none());
     assert_eq!(PENDING_SLASHES.get(&o, &acc(1)).unwrap(), None);
+    // What applied is kept with what it took; the cancelled one left no record.
+    let first = applied_slash(&o, a).unwrap().unwrap();
+    assert_eq!(
+        (first.burnt, first.reporter_reward, first.applied_at),
+        (500, 50, 31)
+    );
+    assert_eq!(first.slash.reporter, Some(acc(9)));
+    let second = applied_slash(&o, b).unwrap().unwrap();
+    assert_eq!((second.burnt, second.applied_at), (500, 32));
+    assert_eq!(second.slash.amount, 1_000);
+    assert!(applied_slash(&o, c).unwrap().is_none());
 }
 
 #[test]

@@ -635,6 +635,17 @@ pub fn commitment(
     COMMITMENTS.get(s, &id)
 }
 
+/// The commitment of one step of a slot, by the chain's step index.
+pub fn step_commitment(
+    s: &(impl StateReader + ?Sized),
+    run: RunId,
+    stage: StageIndex,
+    replica: Replica,
+    step: Step,
+) -> Result<Option<CommitmentId>, StorageError> {
+    STEP_COMMITMENT.get(s, &(run, stage, replica, step))
+}
+
 /// The audit `id`.
 pub fn audit(
     s: &(impl StateReader + ?Sized),

@@ -9,7 +9,7 @@
 //! directory (`CARGO_TARGET_TMPDIR/dashboard/`).
 
 use super::*;
-use weft_tests::browser::Browser;
+use weft_tests::browser::{shown_weft, Browser};
 use weft_tests::raw::{http_post, http_raw, loopback};
 
 /// `GET path` on the node's RPC port: status and body.
@@ -21,35 +21,16 @@ async fn get(node: &Node, path: &str) -> (u16, String) {
     (r.status, r.body)
 }
 
-/// Evaluates `expression` in the page every 100 ms until `accept` takes its value; panics
-/// after [`CHAIN_TIMEOUT`] with the last value.
+/// [`Browser::until`] with the chain tests' timeout; panics with what was on screen.
 async fn until<T>(
     b: &mut Browser,
     expression: &str,
     what: &str,
     accept: impl Fn(&serde_json::Value) -> Option<T>,
 ) -> T {
-    let deadline = tokio::time::Instant::now() + CHAIN_TIMEOUT;
-    loop {
-        let v = b.eval(expression).await.unwrap();
-        if let Some(t) = accept(&v) {
-            return t;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: still {v} on screen"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Plancks as the dashboard shows them: WEFT with four decimals.
-fn shown(plancks: Balance) -> String {
-    format!(
-        "{}.{:04} WEFT",
-        plancks / UNIT,
-        (plancks % UNIT) * 10_000 / UNIT
-    )
+    b.until(expression, what, CHAIN_TIMEOUT, accept)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,7 +168,7 @@ async fn the_dashboard_shows_the_live_chain_and_an_accounts_balance_in_a_browser
         |v| v.as_str().map(str::to_string),
     )
     .await;
-    assert_eq!(balance, shown(rpc_free));
+    assert_eq!(balance, shown_weft(rpc_free));
     b.screenshot(&shots.join("account.png")).await.unwrap();
 
     // The runs page answers too (no runs on a fresh dev chain).

@@ -5,7 +5,9 @@
 //! must survive, checking safety (one block per height on every node) at the end:
 //! 1. all four finalize and agree; the finality proof is a BN254 aggregate of ≥ 3 signers;
 //! 2. a transfer sent to the fourth node lands once and is finalized there;
-//! 3. the fourth is killed with SIGKILL: the other three keep finalizing;
+//! 3. the fourth is killed with SIGKILL: the other three keep finalizing; node 0's dashboard
+//!    (headless Chromium) shows the four validators and who signed each recent finalized
+//!    block, as the certificates say (the dead one, none);
 //! 4. it restarts, catches up (sync) and votes again (its precommit is in a later
 //!    certificate);
 //! 5. with two of four down, finality stops; it resumes when one returns;
@@ -30,9 +32,11 @@
 //! transaction each get their sender disconnected and refused for the ban, while finality
 //! goes on.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
-use weft_primitives::{Hash, Keypair};
+use weft_primitives::{AccountId, Hash, Keypair};
 use weft_rpc_api::ChainApiClient;
+use weft_tests::browser::Browser;
 use weft_tests::testnet::Testnet;
 use weft_tests::{serial, wait_for, wait_until};
 
@@ -58,6 +62,42 @@ async fn proof_of(net: &Testnet, i: usize, n: u64) -> weft_rpc_api::FinalityProo
         "a certificate without a two-thirds quorum: {proof:?}"
     );
     proof
+}
+
+/// Node 0's dashboard chain page in a headless Chromium, once every block of its votes
+/// table is at least `from`: per validator, each block shown and whether it signed it.
+async fn dashboard_votes(net: &Testnet, from: u64) -> BTreeMap<AccountId, Vec<(u64, bool)>> {
+    let mut b = Browser::open(&format!("{}/#/chain", net.nodes[0].http_url()), (1280, 900))
+        .await
+        .unwrap();
+    let table = b
+        .until(
+            "(() => { const t = document.querySelector('#validators table'); if (!t) return null; \
+              const blocks = [...t.querySelectorAll('thead th')].map((h) => h.textContent).filter((h) => h.startsWith('#')).map((h) => Number(h.slice(1))); \
+              const rows = [...t.querySelectorAll('tbody tr')].map((r) => [r.cells[0].textContent, [...r.cells].slice(2, 2 + blocks.length).map((c) => c.textContent)]); \
+              return { blocks, rows }; })()",
+            "the validators' votes on the dashboard",
+            FINALITY_TIMEOUT,
+            |v| {
+                let blocks: Vec<u64> = serde_json::from_value(v["blocks"].clone()).ok()?;
+                (!blocks.is_empty() && blocks.iter().all(|n| *n >= from)).then(|| v.clone())
+            },
+        )
+        .await
+        .unwrap();
+    let blocks: Vec<u64> = serde_json::from_value(table["blocks"].clone()).unwrap();
+    let rows: Vec<(String, Vec<String>)> = serde_json::from_value(table["rows"].clone()).unwrap();
+    rows.into_iter()
+        .map(|(who, marks)| {
+            let who: AccountId = who.parse().unwrap();
+            let marks = blocks
+                .iter()
+                .zip(&marks)
+                .map(|(n, m)| (*n, m == "✓"))
+                .collect();
+            (who, marks)
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,6 +166,18 @@ async fn four_validators_finalize_and_survive_faults() {
             .await
             .unwrap();
     }
+    // The dashboard of node 0 shows the four validators and, per finalized block, who
+    // signed it, as the certificates say: //Dave signs none after its death.
+    let votes = dashboard_votes(&net, at_kill.number + 2).await;
+    assert_eq!(votes.len(), 4, "{votes:?}");
+    for (who, marks) in &votes {
+        for (n, signed) in marks {
+            let signers = signers_of(&net, 0, *n).await;
+            assert_eq!(*signed, signers.contains(who), "{who} at #{n}: {votes:?}");
+        }
+    }
+    let dave = Keypair::from_suri("//Dave").unwrap().account_id();
+    assert!(votes[&dave].iter().all(|(_, signed)| !signed), "{votes:?}");
 
     // 4. It comes back, catches up and votes again.
     net.restart(3).await.unwrap();
@@ -133,7 +185,6 @@ async fn four_validators_finalize_and_survive_faults() {
     net.wait_finalized(3, head.number, FINALITY_TIMEOUT)
         .await
         .unwrap();
-    let dave = Keypair::from_suri("//Dave").unwrap().account_id();
     let back_from = head.number + 1;
     wait_for(
         FINALITY_TIMEOUT,

@@ -12,6 +12,9 @@
 //!   trained, a halted run, and parameters the model cannot take;
 //! * asks through `weft gateway` with the real `openai` Python client (completions plain and
 //!   streamed, chat): the same text as `weft infer` for the same prompt, settings and seed;
+//! * asks in the dashboard's playground in a headless Chromium, paid by the same gateway
+//!   (started with `--allow-origin` the node's address): the page shows the node's estimate
+//!   before sending and streams the same text;
 //! * asks through a stage whose only holder was killed: the request fails, and the escrow
 //!   comes back at its expiry.
 //!
@@ -21,6 +24,7 @@ use super::processes::trainer_args;
 use super::*;
 use jsonrpsee::core::ClientError as RpcError;
 use weft_rpc_api::inference::{InferenceApiClient, InferenceParams};
+use weft_tests::browser::Browser;
 use weft_tests::{bin, pick_free_port, wait_until, Spawned};
 
 const BLOCK_TIME: &str = "200ms";
@@ -178,15 +182,15 @@ async fn a_credential_holder_buys_completions_from_the_trained_model() {
     let per_token: u128 = estimate.credentials_per_token.parse().unwrap();
     assert_eq!(cost, 12 * per_token);
 
-    // A trainer (an owner) gives //Holder credentials.
+    // A trainer (an owner) gives //Holder credentials: enough for every request below.
+    let gift = 12 * cost;
     let minted = wait_for(TRAIN_WAIT, "credentials minted to a trainer", || async {
         let n = holder_credentials(&c, TRAINERS[0]).await;
-        (n >= 10 * cost).then_some(n)
+        (n >= gift).then_some(n)
     })
     .await
     .unwrap();
     assert!(minted > 0);
-    let gift = 10 * cost;
     cli_json(
         &url,
         &[
@@ -368,6 +372,8 @@ async fn a_credential_holder_buys_completions_from_the_trained_model() {
         "0",
         "--listen",
         &format!("127.0.0.1:{gw_port}"),
+        "--allow-origin",
+        &node.http_url(),
     ]
     .iter()
     .map(|s| s.to_string())
@@ -422,6 +428,64 @@ print(json.dumps({{"models": models, "text": r.choices[0].text,
     assert_eq!(got["finish"], "length");
     assert_eq!(got["completion_tokens"], 8);
     assert_eq!(got["chat_role"], "assistant");
+
+    // --- the dashboard's playground, paid by the same gateway -------------------------------
+    // The page shows the node's estimate before sending, then streams the gateway's answer:
+    // the same text for the same prompt, settings and seed.
+    let mut b = Browser::open(&format!("{}/#/playground", node.http_url()), (1280, 900))
+        .await
+        .unwrap();
+    b.until(
+        "document.getElementById('send') !== null",
+        "the playground",
+        WAIT,
+        |v| v.as_bool().filter(|x| *x),
+    )
+    .await
+    .unwrap();
+    b.eval(&format!(
+        "(() => {{ for (const [id, v] of Object.entries({})) {{ const e = document.getElementById(id); e.value = v; e.dispatchEvent(new Event('input')); }} }})()",
+        serde_json::json!({
+            "gateway": format!("http://127.0.0.1:{gw_port}"),
+            "pg-run": "0", "prompt": "the ", "max-tokens": "8", "temperature": "0.8", "seed": "1",
+        })
+    ))
+    .await
+    .unwrap();
+    b.until(
+        "document.getElementById('credentials-cost')?.textContent ?? null",
+        "the cost before sending",
+        WAIT,
+        |v| {
+            v.as_str()
+                .filter(|t| *t == estimate.credentials)
+                .map(|_| ())
+        },
+    )
+    .await
+    .unwrap();
+    b.eval("document.getElementById('send').click()")
+        .await
+        .unwrap();
+    b.until(
+        "document.getElementById('completion-status')?.dataset.done ?? document.getElementById('completion-status')?.className",
+        "the streamed completion",
+        TRAIN_WAIT,
+        |v| v.as_str().filter(|t| *t == "true").map(|_| ()),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", gateway.log_tail()));
+    let text = b
+        .eval("document.getElementById('completion-text').textContent")
+        .await
+        .unwrap();
+    assert_eq!(text, first["text"], "the same prompt, settings and seed");
+    b.screenshot(
+        &std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard/playground.png"),
+    )
+    .await
+    .unwrap();
+    drop(b);
     drop(gateway);
     wait_until(WAIT, "the gateway's requests to be settled", || async {
         escrowed(&c, "//Holder").await == 0

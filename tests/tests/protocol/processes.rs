@@ -2,8 +2,9 @@
 //! `weft-adversary`, `weft-trainer audit`, on loopback, on the CPU) and of the tiny fully
 //! audited run they train.
 
-use super::cmd;
-use weft_tests::{pick_free_port, Node, Spawned};
+use super::{cmd, in_parallel};
+pub use weft_tests::runs::{tiny_run_of, trainer_args};
+use weft_tests::{Node, Spawned};
 
 /// The last lines of every process's log and of the node's, for a failing test's message.
 pub fn dump(procs: &[Spawned], node: &Node) -> String {
@@ -47,36 +48,6 @@ pub fn start_auditors(url: &str, dir: &std::path::Path) -> Vec<Spawned> {
         .collect()
 }
 
-/// The flags of a trainer of `run` with key `key`, its data directory under `dir`: it
-/// registers itself, trains on one libtorch thread, at most two steps ahead of the chain.
-pub fn trainer_args(url: &str, key: &str, run: usize, dir: &std::path::Path) -> Vec<String> {
-    let port = pick_free_port();
-    [
-        "--url",
-        url,
-        "--key",
-        key,
-        "--run",
-        &run.to_string(),
-        "--register",
-        "--data-dir",
-        &dir.join(key.trim_start_matches("//")).to_string_lossy(),
-        "--listen",
-        &format!("/ip4/127.0.0.1/tcp/{port}"),
-        "--device",
-        "cpu",
-        "--threads",
-        "1",
-        "--prometheus-port",
-        "0",
-        "--max-backlog",
-        "2",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
-}
-
 /// The command line of `weft-trainer audit` for validator `key`, working in
 /// `<dir>/auditor-<name>`.
 pub fn auditor_args(url: &str, key: &str, dir: &std::path::Path) -> Vec<String> {
@@ -104,42 +75,6 @@ pub fn auditor_args(url: &str, key: &str, dir: &std::path::Path) -> Vec<String> 
 /// window 25 and attest window 60 blocks, then `extra` flags.
 pub fn audited_tiny_run_with(hyper: &str, extra: &[&str]) -> Vec<String> {
     tiny_run_of(hyper, 2, "100%", extra)
-}
-
-/// [`audited_tiny_run_with`] cut into `stages` stages, each step audited with
-/// `audit_probability`.
-pub fn tiny_run_of(
-    hyper: &str,
-    stages: u16,
-    audit_probability: &str,
-    extra: &[&str],
-) -> Vec<String> {
-    let stages = stages.to_string();
-    let base = [
-        "run",
-        "register",
-        "--from",
-        "//Alice",
-        "--config",
-        r#"{"d_model":16,"n_layers":2,"n_heads":2,"seq_len":8}"#,
-        "--hyper-params",
-        hyper,
-        "--stages",
-        &stages,
-        "--dataset-hash",
-        &format!("0x{}", "05".repeat(32)),
-        "--audit-probability",
-        audit_probability,
-        "--auditors-per-stage",
-        "1",
-        "--max-stages-per-auditor",
-        "1",
-        "--reveal-window",
-        "25",
-        "--attest-window",
-        "60",
-    ];
-    base.iter().chain(extra).map(|s| s.to_string()).collect()
 }
 
 /// [`audited_tiny_run_with`] of a run with `replicas` replicas that trains `steps` steps, 3
@@ -202,4 +137,28 @@ pub async fn slash_of(
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", dump(procs, node)))
+}
+
+/// The run of `seals.rs` and `dashboard.rs`: //Alice and //Bob validating and auditing, the
+/// audited tiny 2-stage run of 30 steps, `honest` training and `forger` running
+/// `weft-adversary --cheat forged-messages` from step `from`. Returns the auditors and the
+/// two trainers, in that order.
+pub async fn forger_run(
+    url: &str,
+    dir: &std::path::Path,
+    (honest, forger): (&str, &str),
+    from: u64,
+) -> Vec<Spawned> {
+    in_parallel(
+        url,
+        validators_funding(&[honest, forger], audited_tiny_run(30, 1)),
+    )
+    .await;
+    let mut procs = start_auditors(url, dir);
+    let mut args = vec!["train".to_string()];
+    args.extend(trainer_args(url, honest, 0, dir));
+    procs.push(Spawned::start("weft-trainer", &args, dir, "honest").expect("the trainer starts"));
+    let args = adversary_args("forged-messages", from, (url, forger, 0, dir));
+    procs.push(Spawned::start("weft-adversary", &args, dir, "forger").expect("the forger starts"));
+    procs
 }

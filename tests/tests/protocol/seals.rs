@@ -14,11 +14,9 @@
 //! Every commitment on chain carries the seals it must: stage 1's inputs seal by stage 0's
 //! trainer, stage 0's output-gradient seal by stage 1's.
 
-use super::processes::{
-    adversary_args, audited_tiny_run, dev_node, start_auditors, trainer_args, validators_funding,
-};
+use super::processes::{dev_node, dump, forger_run};
 use super::*;
-use weft_tests::{bin, Spawned};
+use weft_tests::bin;
 
 /// The first forged step.
 const FROM: u64 = 3;
@@ -33,22 +31,7 @@ async fn a_stage_that_sends_other_tensors_than_it_commits_is_slashed_and_its_nei
     let dir = tempfile::tempdir().unwrap();
     let (node, url, c) = dev_node(dir.path()).await;
 
-    in_parallel(
-        &url,
-        validators_funding(&[HONEST, FORGER], audited_tiny_run(30, 1)),
-    )
-    .await;
-    let mut procs = start_auditors(&url, dir.path());
-    let mut args = vec!["train".to_string()];
-    args.extend(trainer_args(&url, HONEST, 0, dir.path()));
-    procs.push(Spawned::start("weft-trainer", &args, dir.path(), "honest").unwrap());
-    let args = adversary_args("forged-messages", FROM, (&url, FORGER, 0, dir.path()));
-    procs.push(Spawned::start("weft-adversary", &args, dir.path(), "forger").unwrap());
-    let dump = |procs: &[Spawned]| {
-        let mut s: Vec<String> = procs.iter().map(Spawned::log_tail).collect();
-        s.push(format!("--- node ---\n{}", node.log_tail()));
-        s.join("\n")
-    };
+    let procs = forger_run(&url, dir.path(), (HONEST, FORGER), FROM).await;
     let (honest, forger) = (account(HONEST), account(FORGER));
 
     // --- the forger is reported for its first forged step ----------------------------------
@@ -57,7 +40,7 @@ async fn a_stage_that_sends_other_tensors_than_it_commits_is_slashed_and_its_nei
         slashes.into_iter().find(|s| s.offender == forger)
     })
     .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", dump(&procs)));
+    .unwrap_or_else(|e| panic!("{e}\n{}", dump(&procs, &node)));
     assert_eq!(slash.kind, staking::OffenceKind::PipelineContradiction);
     assert!(
         c.trainer(forger, None).await.unwrap().is_none(),

@@ -10,7 +10,7 @@ const VOTE_WINDOW = 8;
 const REFRESH_MS = 2000;
 
 /** The chain's live state as the subscriptions deliver it. */
-export const live = { recent: [], finalized: null, refreshed: 0 };
+export const live = { recent: [], finalized: null, refreshed: 0, proofs: new Map() };
 
 export async function chainPage(rpc, page) {
   page.replaceChildren(
@@ -67,10 +67,15 @@ async function validatorsWithVotes(rpc) {
   const head = await rpc.call("chain_getHeader", [finalHash]);
   const numbers = [];
   for (let n = head.number; n > 0 && numbers.length < VOTE_WINDOW; n--) numbers.push(n);
+  // A finalized block's proof never changes: each is read once, and only the window is kept.
   const proofs = await Promise.all(numbers.map(async (n) => {
+    if (live.proofs.has(n)) return [n, live.proofs.get(n)];
     const hash = await rpc.call("chain_getBlockHash", [n]);
-    return [n, hash ? await rpc.call("chain_getFinalityProof", [hash]) : null];
+    const proof = hash ? await rpc.call("chain_getFinalityProof", [hash]) : null;
+    if (proof) live.proofs.set(n, proof);
+    return [n, proof];
   }));
+  for (const n of live.proofs.keys()) if (!numbers.includes(n)) live.proofs.delete(n);
   return { set, proofs };
 }
 
